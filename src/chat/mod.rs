@@ -1,0 +1,1 @@
+//! The chat service: one turn of the tool loop per request.

@@ -1,0 +1,197 @@
+//! Typed settings: `config.yaml` (SPEC §4) and `servers_config.json` (SPEC §5).
+//!
+//! Loading and validation live here so that every other module receives settings that are
+//! already known to be complete and in range.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Everything `config.yaml` holds, after `MCP__SECTION__KEY` overrides and `env:` secrets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub llm: LlmSettings,
+    pub chat: ChatSettings,
+    pub websocket: WebSocketSettings,
+    pub store: StoreSettings,
+    pub mcp: McpSettings,
+    pub logging: LoggingSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSettings {
+    /// A key of `providers`.
+    pub active: String,
+    pub providers: BTreeMap<String, ProviderSettings>,
+    /// Seconds per LLM call.
+    pub request_timeout: f64,
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible chat completions API (Groq, OpenAI, OpenRouter, Ollama, vLLM, ...).
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub api_key: Secret,
+    pub model: String,
+    pub temperature: f64,
+    pub max_tokens: u32,
+    pub top_p: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSettings {
+    pub service: ChatServiceSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatServiceSettings {
+    pub system_prompt: String,
+    pub streaming: StreamingSettings,
+    pub context: ContextSettings,
+    pub max_tool_hops: u32,
+    /// Seconds per MCP tool call, unless the server's entry sets its own.
+    pub tool_timeout: f64,
+    pub max_tool_result_chars: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamingSettings {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextSettings {
+    pub max_tokens: usize,
+    pub reserve_tokens: usize,
+    pub preserve_recent: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketSettings {
+    pub host: String,
+    pub port: u16,
+    pub max_message_bytes: usize,
+    pub max_in_flight_per_connection: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub path: PathBuf,
+    /// An event is acknowledged only once it is on disk.
+    pub fsync: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpSettings {
+    pub connection: McpConnectionSettings,
+    pub circuit_breaker: CircuitBreakerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConnectionSettings {
+    pub max_reconnect_attempts: u32,
+    /// Seconds.
+    pub connection_timeout: f64,
+    /// Seconds.
+    pub initial_reconnect_delay: f64,
+    /// Seconds.
+    pub max_reconnect_delay: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerSettings {
+    /// Consecutive failed calls that open the circuit.
+    pub failure_threshold: u32,
+    /// Seconds the circuit stays open before one trial call is let through.
+    pub cooldown: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    pub grace_seconds: f64,
+}
+
+/// `servers_config.json`: the MCP servers to run.
+#[derive(Debug, Clone, Default)]
+pub struct ServersConfig {
+    /// By server name, in name order so start-up and listings are deterministic.
+    pub servers: BTreeMap<String, ServerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub enabled: bool,
+    pub command: String,
+    pub args: Vec<String>,
+    /// Absolute: a relative `cwd` is resolved against the folder of `servers_config.json`.
+    pub cwd: Option<PathBuf>,
+    /// Added over the inherited environment, `${VAR}` already substituted.
+    pub env: BTreeMap<String, String>,
+    /// `None`: every tool the server offers.
+    pub allowed_tools: Option<Vec<String>>,
+    pub excluded_tools: Vec<String>,
+    /// Seconds; `None` falls back to `chat.service.tool_timeout`.
+    pub tool_timeout: Option<f64>,
+}
+
+/// A secret (an API key): never printed by `Debug`, so never in logs.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}

@@ -1,0 +1,18 @@
+//! mcp-platform: a WebSocket chat server that drives an LLM tool-calling loop against MCP
+//! servers and logs every event to a hash-chained, append-only file.
+//!
+//! See `ARCHITECTURE.md` for how the modules fit together.
+
+pub mod chat;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod domain;
+pub mod llm;
+pub mod mcp;
+pub mod mock_llm;
+pub mod protocol;
+pub mod replay;
+pub mod server;
+pub mod store;
+pub mod tokens;

@@ -1,0 +1,114 @@
+//! The event log (SPEC §6): the event type and the store interface the chat service uses.
+//!
+//! The chat service sees only [`EventStore`]; `jsonl` is the production implementation and
+//! `memory` the one for unit tests.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::domain::{Role, ToolCall, Usage};
+
+/// The kind of a logged event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    UserMessage,
+    AssistantMessage,
+    ToolResult,
+    SystemUpdate,
+    Meta,
+}
+
+/// An event as the chat service hands it over; the store assigns `id`, `seq`, `timestamp`,
+/// `prev` and `hash` when it appends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub conversation_id: String,
+    pub request_id: Option<String>,
+    pub kind: EventType,
+    pub role: Option<Role>,
+    pub content: Option<String>,
+    pub tool_calls: Option<Vec<ToolCall>>,
+    pub tool_call_id: Option<String>,
+    pub model: Option<String>,
+    pub usage: Option<Usage>,
+    pub token_count: u64,
+    pub extra: Map<String, Value>,
+}
+
+/// One line of `events.jsonl`. Field order is the line's key order; `prev` and `hash` last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatEvent {
+    pub v: u32,
+    pub id: String,
+    pub conversation_id: String,
+    pub seq: u64,
+    pub request_id: Option<String>,
+    pub timestamp: String,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub role: Option<Role>,
+    pub content: Option<String>,
+    pub tool_calls: Option<Vec<ToolCall>>,
+    pub tool_call_id: Option<String>,
+    pub model: Option<String>,
+    pub usage: Option<Usage>,
+    pub token_count: u64,
+    pub extra: Map<String, Value>,
+    pub prev: String,
+    pub hash: String,
+}
+
+/// A conversation as listed by [`EventStore::conversations`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConversationSummary {
+    pub conversation_id: String,
+    pub events: u64,
+    pub first_timestamp: String,
+    pub last_timestamp: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A `user_message` claimed a `request_id` that an earlier event (possibly written by
+    /// another process) already holds.
+    #[error(
+        "request_id {request_id:?} is already taken by event {event_id} of conversation {conversation_id:?}"
+    )]
+    DuplicateRequest {
+        request_id: String,
+        conversation_id: String,
+        event_id: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: line {line}: {message}")]
+    Corrupt {
+        path: String,
+        line: u64,
+        message: String,
+    },
+}
+
+/// The conversation log. Every method sees what other processes sharing the store have
+/// appended up to the moment it is called.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends the batch atomically (all lines or none) and returns the stored events once they
+    /// are durable. A `user_message` whose `request_id` is already in the store refuses the
+    /// whole batch with [`StoreError::DuplicateRequest`].
+    async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<ChatEvent>, StoreError>;
+
+    /// The events of one conversation, in `seq` order; empty when unknown.
+    async fn conversation(&self, conversation_id: &str) -> Result<Vec<ChatEvent>, StoreError>;
+
+    /// The events carrying `request_id`, in log order; empty when unknown.
+    async fn request(&self, request_id: &str) -> Result<Vec<ChatEvent>, StoreError>;
+
+    /// Every conversation in the store.
+    async fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError>;
+}
