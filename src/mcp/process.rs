@@ -149,9 +149,29 @@ fn signal_group(pgid: i32, signal: i32) -> bool {
     unsafe { libc::killpg(pgid, signal) == 0 }
 }
 
-/// True while any process of the group is alive.
+/// True while any process of the group is alive. Zombies do not count: one whose parent
+/// died waits for an init that may never reap it, and it holds nothing.
 pub fn group_alive(pgid: i32) -> bool {
-    signal_group(pgid, 0)
+    if !signal_group(pgid, 0) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    entries.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may contain spaces, so split after `)`.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace())
+            .into_iter()
+            .flatten();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|pgrp| pgrp.parse::<i32>().ok());
+        pgrp == Some(pgid) && state != Some("Z")
+    })
 }
 
 impl ServerProcess {

@@ -150,8 +150,13 @@ impl Demo {
         for step in 1..=n {
             tokio::select! {
                 _ = cancelled.cancelled() => {
-                    // Tests read this line to see that the cancellation reached the server.
                     tracing::warn!("slow_count cancelled at {}", step - 1);
+                    // Lets tests see that the cancellation reached the server.
+                    if let Ok(marker) = std::env::var("DEMO_CANCEL_MARKER")
+                        && let Err(error) = std::fs::write(&marker, format!("cancelled at {}", step - 1))
+                    {
+                        tracing::warn!("cannot write {marker}: {error}");
+                    }
                     return CallToolResult::error(vec![ContentBlock::text(format!(
                         "cancelled at {}", step - 1
                     ))]);
