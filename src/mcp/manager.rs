@@ -438,13 +438,18 @@ impl Server {
                 format!("server `{}` failed on `{tool}`: {error}", self.name),
                 Verdict::Failure,
             )),
-            Err(_closed) => Err(CallFailure::Failed(
-                format!(
-                    "server `{}` closed the connection while `{tool}` was running; it is being restarted",
-                    self.name
-                ),
-                Verdict::Failure,
-            )),
+            Err(_closed) => {
+                // The session ended; the supervisor learns why a moment later.
+                let _ = tokio::time::timeout(Duration::from_millis(500), connection.dead.cancelled()).await;
+                Err(CallFailure::Failed(
+                    format!(
+                        "server `{}` stopped while `{tool}` was running: {}; it is being restarted",
+                        self.name,
+                        connection.death_reason()
+                    ),
+                    Verdict::Failure,
+                ))
+            }
         }
     }
 
@@ -784,7 +789,11 @@ impl Inner {
                     });
                 }
                 _ = live.stdout_closed.cancelled() => {
-                    return Ended::Died("the server closed its stdout".to_owned());
+                    // Usually the process is exiting: its status says more than the EOF.
+                    return Ended::Died(match tokio::time::timeout(Duration::from_millis(200), live.process.child.wait()).await {
+                        Ok(Ok(status)) => format!("the process exited ({status})"),
+                        _ => "the server closed its stdout".to_owned(),
+                    });
                 }
                 _ = self.shutdown.cancelled() => return Ended::Shutdown,
                 _ = server.refresh.notified() => {
