@@ -243,8 +243,8 @@ pub fn load_servers_config(path: &std::path::Path) -> anyhow::Result<ServersConf
         out.push_str(rest);
         Ok(out)
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let file: File = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a valid servers config", path.display()))?;
     let base = path

@@ -41,7 +41,11 @@ async fn every_demo_tool_is_listed_and_answers() {
         ("demo__divide", json!({"a": 7, "b": 2}), "3.5"),
         ("demo__power", json!({"base": 2, "exponent": 10}), "1024"),
         ("demo__echo", json!({"text": "héllo"}), "héllo"),
-        ("demo__slow_count", json!({"n": 2, "delay_ms": 1}), "counted to 2"),
+        (
+            "demo__slow_count",
+            json!({"n": 2, "delay_ms": 1}),
+            "counted to 2",
+        ),
     ];
     for (name, arguments, expected) in cases {
         let outcome = call(&manager, name, arguments).await;
@@ -56,7 +60,11 @@ async fn division_by_zero_is_an_error_result_and_the_server_lives_on() {
     let manager = start(servers(vec![("demo", demo())])).await;
     let outcome = call(&manager, "demo__divide", json!({"a": 1, "b": 0})).await;
     assert!(!outcome.ok);
-    assert!(outcome.content.contains("division by zero"), "{}", outcome.content);
+    assert!(
+        outcome.content.contains("division by zero"),
+        "{}",
+        outcome.content
+    );
     let after = call(&manager, "demo__sum", json!({"a": 1, "b": 1})).await;
     assert_eq!((after.ok, after.content.as_str()), (true, "2"));
     assert_eq!(manager.servers()[0].restarts, 0);
@@ -120,9 +128,11 @@ async fn cancelling_slow_count_stops_it_at_the_server() {
         .unwrap();
     assert!(!outcome.ok);
     assert!(outcome.content.contains("cancelled"), "{}", outcome.content);
-    wait_for(Duration::from_secs(5), "the server to stop counting", || {
-        marker.exists()
-    })
+    wait_for(
+        Duration::from_secs(5),
+        "the server to stop counting",
+        || marker.exists(),
+    )
     .await;
     let stopped_at: u32 = std::fs::read_to_string(&marker)
         .unwrap()
@@ -144,7 +154,11 @@ async fn arguments_are_checked_against_the_schema_before_the_call() {
     assert!(missing.content.contains("\"b\""), "{}", missing.content);
     let unknown = call(&manager, "demo__nope", json!({})).await;
     assert!(!unknown.ok);
-    assert!(unknown.content.contains("unknown tool"), "{}", unknown.content);
+    assert!(
+        unknown.content.contains("unknown tool"),
+        "{}",
+        unknown.content
+    );
     manager.shutdown().await;
 }
 
@@ -152,14 +166,20 @@ async fn arguments_are_checked_against_the_schema_before_the_call() {
 async fn long_output_is_cut_and_says_how_much() {
     let mut defaults = defaults();
     defaults.max_tool_result_chars = 10;
-    let manager =
-        mcp_platform::mcp::McpManager::start(&servers(vec![("demo", demo())]), &settings(), defaults)
-            .await;
+    let manager = mcp_platform::mcp::McpManager::start(
+        &servers(vec![("demo", demo())]),
+        &settings(),
+        defaults,
+    )
+    .await;
     let outcome = call(&manager, "demo__echo", json!({"text": "x".repeat(25)})).await;
     assert!(outcome.ok);
     assert_eq!(
         outcome.content,
-        format!("{}\n[output cut: 15 of 25 characters omitted]", "x".repeat(10))
+        format!(
+            "{}\n[output cut: 15 of 25 characters omitted]",
+            "x".repeat(10)
+        )
     );
     manager.shutdown().await;
 }
@@ -181,7 +201,10 @@ async fn prompts_and_resources_are_listed_and_served() {
 
     let mut arguments = Map::new();
     arguments.insert("topic".into(), json!("tides"));
-    let messages = manager.get_prompt("demo__explain", arguments).await.unwrap();
+    let messages = manager
+        .get_prompt("demo__explain", arguments)
+        .await
+        .unwrap();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].role, Role::User);
     assert!(messages[0].content.contains("tides"));

@@ -48,7 +48,12 @@ async fn server_everything_lists_and_answers() {
     assert!(!server.prompts.is_empty());
     assert!(!server.resources.is_empty() || !server.resource_templates.is_empty());
 
-    let echo = call(&manager, "everything__echo", json!({"message": "hello there"})).await;
+    let echo = call(
+        &manager,
+        "everything__echo",
+        json!({"message": "hello there"}),
+    )
+    .await;
     assert!(echo.ok, "{}", echo.content);
     assert!(echo.content.contains("hello there"), "{}", echo.content);
     let sum = call(&manager, "everything__get-sum", json!({"a": 2, "b": 3})).await;

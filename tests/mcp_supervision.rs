@@ -14,7 +14,11 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test]
 async fn a_killed_server_fails_its_call_at_once_and_comes_back() {
     let manager = start(servers(vec![("demo", demo())])).await;
-    let pid = manager.server("demo").unwrap().pid.expect("a running server has a pid");
+    let pid = manager
+        .server("demo")
+        .unwrap()
+        .pid
+        .expect("a running server has a pid");
     let (progress, mut updates) = mpsc::unbounded_channel();
     let running = {
         let manager = manager.clone();
@@ -40,7 +44,11 @@ async fn a_killed_server_fails_its_call_at_once_and_comes_back() {
         .unwrap();
     assert!(killed_at.elapsed() < Duration::from_secs(1));
     assert!(!outcome.ok);
-    assert!(outcome.content.contains("stopped while"), "{}", outcome.content);
+    assert!(
+        outcome.content.contains("stopped while"),
+        "{}",
+        outcome.content
+    );
     assert!(outcome.content.contains("signal"), "{}", outcome.content);
 
     // initial_reconnect_delay 0.2 s plus jitter, plus the start itself.
@@ -75,21 +83,33 @@ async fn a_bad_command_hides_nothing_and_retries_on_the_backoff_schedule() {
     let issues = manager.unavailable();
     assert_eq!(issues.len(), 1);
     assert_eq!(issues[0].server, "bad");
-    assert!(issues[0].reason.contains("cannot start"), "{}", issues[0].reason);
+    assert!(
+        issues[0].reason.contains("cannot start"),
+        "{}",
+        issues[0].reason
+    );
     let bad = manager.server("bad").unwrap();
     assert_eq!(bad.state, ServerState::Restarting);
     assert_eq!(bad.failed_attempts, 1);
     assert!(bad.next_attempt_at.is_some());
 
-    wait_for(Duration::from_secs(5), "the bad server to be given up", || {
-        manager
-            .server("bad")
-            .is_some_and(|s| s.state == ServerState::Failed)
-    })
+    wait_for(
+        Duration::from_secs(5),
+        "the bad server to be given up",
+        || {
+            manager
+                .server("bad")
+                .is_some_and(|s| s.state == ServerState::Failed)
+        },
+    )
     .await;
     // One first attempt and three retries, separated by at least 0.1 + 0.2 + 0.4 s.
     assert_eq!(manager.server("bad").unwrap().failed_attempts, 4);
-    assert!(started.elapsed() >= Duration::from_millis(700), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
     let good = call(&manager, "good__sum", json!({"a": 1, "b": 2})).await;
     assert!(good.ok);
     manager.shutdown().await;
@@ -111,22 +131,37 @@ async fn the_circuit_opens_after_n_failures_and_closes_after_the_cooldown() {
     let mut settings = settings();
     settings.circuit_breaker.failure_threshold = 3;
     settings.circuit_breaker.cooldown = 0.5;
-    let manager =
-        McpManager::start(&servers(vec![("faulty", faulty(&[]))]), &settings, defaults()).await;
+    let manager = McpManager::start(
+        &servers(vec![("faulty", faulty(&[]))]),
+        &settings,
+        defaults(),
+    )
+    .await;
     for _ in 0..3 {
         let outcome = call(&manager, "faulty__fail", json!({})).await;
         assert!(!outcome.ok);
-        assert!(outcome.content.contains("failing on purpose"), "{}", outcome.content);
+        assert!(
+            outcome.content.contains("failing on purpose"),
+            "{}",
+            outcome.content
+        );
     }
     let server = manager.server("faulty").unwrap();
     assert_eq!(server.state, ServerState::CircuitOpen);
     assert_eq!(server.circuit, CircuitState::Open);
-    assert!(tool_names(&manager).is_empty(), "an open circuit offers no tools");
+    assert!(
+        tool_names(&manager).is_empty(),
+        "an open circuit offers no tools"
+    );
     let refused_at = Instant::now();
     let refused = call(&manager, "faulty__ok", json!({})).await;
     assert!(refused_at.elapsed() < Duration::from_millis(100));
     assert!(!refused.ok);
-    assert!(refused.content.contains("circuit breaker"), "{}", refused.content);
+    assert!(
+        refused.content.contains("circuit breaker"),
+        "{}",
+        refused.content
+    );
 
     wait_for(Duration::from_secs(2), "the cooldown", || {
         manager.server("faulty").unwrap().circuit == CircuitState::HalfOpen
@@ -150,11 +185,20 @@ async fn a_hanging_tool_times_out_and_the_server_is_told() {
     let outcome = call(&manager, "faulty__hang", json!({})).await;
     let took = started.elapsed();
     assert!(!outcome.ok);
-    assert!(outcome.content.contains("timed out after 0.5s"), "{}", outcome.content);
-    assert!(took >= Duration::from_millis(500) && took < Duration::from_millis(1500), "{took:?}");
-    wait_for(Duration::from_secs(3), "the server to see the cancellation", || {
-        dir.path().join("hang-cancelled").exists()
-    })
+    assert!(
+        outcome.content.contains("timed out after 0.5s"),
+        "{}",
+        outcome.content
+    );
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    wait_for(
+        Duration::from_secs(3),
+        "the server to see the cancellation",
+        || dir.path().join("hang-cancelled").exists(),
+    )
     .await;
     manager.shutdown().await;
 }
@@ -178,7 +222,8 @@ async fn same_tool_names_and_long_names_stay_distinct_and_callable() {
     for name in &names {
         assert!(name.len() <= MAX_NAME_LEN, "{name}");
         assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
             "{name}"
         );
     }
@@ -191,11 +236,18 @@ async fn same_tool_names_and_long_names_stay_distinct_and_callable() {
     for sum in &sums {
         let outcome = call(&manager, &sum.item.name, json!({"a": 2, "b": 3})).await;
         assert!(outcome.ok, "{}: {}", sum.item.name, outcome.content);
-        let expected = if sum.server == "faulty" { "faulty sum 5" } else { "5" };
+        let expected = if sum.server == "faulty" {
+            "faulty sum 5"
+        } else {
+            "5"
+        };
         assert_eq!(outcome.content, expected, "{}", sum.item.name);
     }
     for (original, answer) in [
-        ("report_every_single_detail_of_the_current_configuration_in_a_very_verbose_way", "long"),
+        (
+            "report_every_single_detail_of_the_current_configuration_in_a_very_verbose_way",
+            "long",
+        ),
         ("dotted.name", "dotted"),
     ] {
         let tool = manager
@@ -254,9 +306,18 @@ async fn shutdown_leaves_no_process_behind() {
         .map(|server| server.pid.expect("running"))
         .collect();
     for file in [&pidfile, &stubborn_pidfile] {
-        pids.push(std::fs::read_to_string(file).unwrap().trim().parse().unwrap());
+        pids.push(
+            std::fs::read_to_string(file)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap(),
+        );
     }
-    assert!(pids.iter().all(|pid| process_alive(*pid)), "all running at first");
+    assert!(
+        pids.iter().all(|pid| process_alive(*pid)),
+        "all running at first"
+    );
 
     manager.shutdown().await;
     let stopped_at = Instant::now();

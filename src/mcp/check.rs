@@ -14,7 +14,11 @@ pub struct CheckArgs {
     #[arg(long, env = "MCP_CONFIG_PATH", default_value = "config.yaml")]
     config: PathBuf,
     /// The MCP servers file.
-    #[arg(long, env = "MCP_SERVERS_CONFIG_PATH", default_value = "servers_config.json")]
+    #[arg(
+        long,
+        env = "MCP_SERVERS_CONFIG_PATH",
+        default_value = "servers_config.json"
+    )]
     servers: PathBuf,
     /// Print the servers as JSON instead of a table.
     #[arg(long)]

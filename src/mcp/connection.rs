@@ -5,11 +5,10 @@ use std::sync::{Mutex, Weak};
 use rmcp::{
     ClientHandler, Peer, RoleClient,
     model::{
-        ClientCapabilities, ClientConfig, ClientRequest, Implementation,
-        ListPromptsRequest, ListResourceTemplatesRequest, ListResourcesRequest, ListToolsRequest,
-        PaginatedRequestParams, ProgressNotificationParam,
-        Prompt, ProtocolVersion, Resource, ResourceTemplate, ServerCapabilities, ServerResult,
-        Tool,
+        ClientCapabilities, ClientConfig, ClientRequest, Implementation, ListPromptsRequest,
+        ListResourceTemplatesRequest, ListResourcesRequest, ListToolsRequest,
+        PaginatedRequestParams, ProgressNotificationParam, Prompt, ProtocolVersion, Resource,
+        ResourceTemplate, ServerCapabilities, ServerResult, Tool,
     },
     service::{NotificationContext, RxJsonRpcMessage, TxJsonRpcMessage},
     transport::Transport,

@@ -66,7 +66,10 @@ fn resource_text(resource: &ResourceContents) -> String {
             mime_type.as_deref().unwrap_or("binary"),
             base64_size(blob)
         ),
-        other => format!("[resource: {}]", serde_json::to_string(other).unwrap_or_default()),
+        other => format!(
+            "[resource: {}]",
+            serde_json::to_string(other).unwrap_or_default()
+        ),
     }
 }
 
@@ -203,8 +206,7 @@ mod tests {
             ContentBlock::audio("aGk=", "audio/wav"),
             ContentBlock::ResourceLink(Resource::new("file:///a.txt", "a")),
             ContentBlock::Resource(EmbeddedResource::new(ResourceContents::text(
-                "inside",
-                "mem://x",
+                "inside", "mem://x",
             ))),
         ]);
         result.structured_content = Some(json!({"n": 1}));
@@ -234,7 +236,10 @@ mod tests {
             "demo://greeting/{name}",
             "demo://greeting/ada"
         ));
-        assert!(!template_matches("demo://greeting/{name}", "demo://greeting/"));
+        assert!(!template_matches(
+            "demo://greeting/{name}",
+            "demo://greeting/"
+        ));
         assert!(template_matches("a://{x}/b/{y}", "a://1/b/2"));
         assert!(!template_matches("a://{x}/b/{y}", "a://1/c/2"));
     }

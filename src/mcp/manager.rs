@@ -316,6 +316,7 @@ impl Server {
         loop {
             if let Some(connection) = current.borrow_and_update().clone()
                 && !connection.dead.is_cancelled()
+                && !connection.peer.is_transport_closed()
             {
                 return Ok(connection);
             }
@@ -440,7 +441,9 @@ impl Server {
             )),
             Err(_closed) => {
                 // The session ended; the supervisor learns why a moment later.
-                let _ = tokio::time::timeout(Duration::from_millis(500), connection.dead.cancelled()).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(500), connection.dead.cancelled())
+                        .await;
                 Err(CallFailure::Failed(
                     format!(
                         "server `{}` stopped while `{tool}` was running: {}; it is being restarted",
@@ -665,7 +668,9 @@ impl Inner {
         };
         for (pair, (index, tool)) in pairs.iter().zip(entries) {
             let name = names[pair].clone();
-            let validator = match jsonschema::validator_for(&Value::Object((*tool.input_schema).clone())) {
+            let validator = match jsonschema::validator_for(&Value::Object(
+                (*tool.input_schema).clone(),
+            )) {
                 Ok(validator) => Some(Arc::new(validator)),
                 Err(error) => {
                     tracing::warn!(server = %pair.0, tool = %pair.1, %error, "tool input schema does not compile; arguments are passed unchecked");
@@ -683,7 +688,10 @@ impl Inner {
                 },
             );
         }
-        *self.registry.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(registry);
+        *self
+            .registry
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(registry);
     }
 
     fn registry(&self) -> Arc<Registry> {
@@ -836,7 +844,8 @@ impl Inner {
                             server.current.send_replace(None);
                             live.connection.mark_dead("the platform is shutting down");
                             let _ = live.service.close_with_timeout(STOP_GRACE).await;
-                            live.process.stop(STOP_GRACE).await;
+                            let status = live.process.stop(STOP_GRACE).await;
+                            tracing::info!(server = %server.name, ?status, "MCP server stopped");
                             break;
                         }
                         Ended::Died(reason) => {
@@ -941,22 +950,25 @@ impl Inner {
                 ),
             );
         };
-        let arguments = match &call.arguments {
-            Value::Null => Map::new(),
-            Value::Object(arguments) => arguments.clone(),
-            other => {
-                return (
-                    false,
-                    format!(
-                        "arguments of `{}` must be a JSON object, not {other}",
-                        call.name
-                    ),
-                );
-            }
+        let no_arguments = Value::Object(Map::new());
+        let arguments = if call.arguments.is_null() {
+            &no_arguments
+        } else {
+            &call.arguments
         };
-        if let Err(problem) = Self::validate(tool, &Value::Object(arguments.clone())) {
+        let Value::Object(object) = arguments else {
+            return (
+                false,
+                format!(
+                    "arguments of `{}` must be a JSON object, not {arguments}",
+                    call.name
+                ),
+            );
+        };
+        if let Err(problem) = Self::validate(tool, arguments) {
             return (false, problem);
         }
+        let arguments = object.clone();
         self.servers[tool.server]
             .call(&tool.original, &arguments, &progress, &cancel)
             .await
@@ -1024,7 +1036,9 @@ impl McpManager {
     }
 
     pub fn server(&self, name: &str) -> Option<ServerSnapshot> {
-        self.servers().into_iter().find(|server| server.name == name)
+        self.servers()
+            .into_iter()
+            .find(|server| server.name == name)
     }
 
     /// Tools of every server (connected or not), for `/api/tools`.
@@ -1091,6 +1105,14 @@ impl McpManager {
         for supervisor in supervisors {
             let _ = supervisor.await;
         }
+    }
+}
+
+impl Drop for McpManager {
+    /// Without an explicit [`McpManager::shutdown`], the supervisors still stop their servers
+    /// in the background rather than run on.
+    fn drop(&mut self) {
+        self.inner.shutdown.cancel();
     }
 }
 
@@ -1166,7 +1188,9 @@ impl ToolProvider for McpManager {
                     .find(|(_, model_name)| model_name == name)
                     .map(|((_, original), _)| (server.clone(), original))
             })
-            .ok_or_else(|| ToolError(format!("unknown prompt `{name}`: no MCP server offers it")))?;
+            .ok_or_else(|| {
+                ToolError(format!("unknown prompt `{name}`: no MCP server offers it"))
+            })?;
         let mut params = GetPromptRequestParams::new(original);
         params.arguments = Some(arguments);
         match server
@@ -1175,9 +1199,11 @@ impl ToolProvider for McpManager {
             )))
             .await?
         {
-            ServerResult::GetPromptResult(result) => {
-                Ok(result.messages.iter().map(convert::prompt_message).collect())
-            }
+            ServerResult::GetPromptResult(result) => Ok(result
+                .messages
+                .iter()
+                .map(convert::prompt_message)
+                .collect()),
             _ => Err(ToolError(format!(
                 "server `{}` sent an unexpected answer to prompts/get",
                 server.name
@@ -1195,7 +1221,11 @@ impl ToolProvider for McpManager {
                     .iter()
                     .any(|template| convert::template_matches(&template.uri_template, uri))
             } else {
-                status.lists.resources.iter().any(|resource| resource.uri == uri)
+                status
+                    .lists
+                    .resources
+                    .iter()
+                    .any(|resource| resource.uri == uri)
             }
         };
         let server = self
@@ -1210,9 +1240,9 @@ impl ToolProvider for McpManager {
                 ))
             })?;
         match server
-            .request(ClientRequest::ReadResourceRequest(ReadResourceRequest::new(
-                ReadResourceRequestParams::new(uri),
-            )))
+            .request(ClientRequest::ReadResourceRequest(
+                ReadResourceRequest::new(ReadResourceRequestParams::new(uri)),
+            ))
             .await?
         {
             ServerResult::ReadResourceResult(result) => {
@@ -1222,6 +1252,28 @@ impl ToolProvider for McpManager {
                 "server `{}` sent an unexpected answer to resources/read",
                 server.name
             ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_initial_delay_up_to_the_cap_with_jitter() {
+        let settings = McpConnectionSettings {
+            max_reconnect_attempts: 5,
+            connection_timeout: 1.0,
+            initial_reconnect_delay: 1.0,
+            max_reconnect_delay: 5.0,
+        };
+        for (failed_attempts, base) in [(0, 1.0), (1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (40, 5.0)] {
+            for _ in 0..50 {
+                let delay = backoff(&settings, failed_attempts).as_secs_f64();
+                assert!(delay >= base, "{failed_attempts}: {delay}");
+                assert!(delay <= (base * 1.2).min(5.0), "{failed_attempts}: {delay}");
+            }
         }
     }
 }

@@ -69,7 +69,9 @@ pub fn spawn(
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err(format!("server `{server}`: its stdio pipes were not created"));
+        return Err(format!(
+            "server `{server}`: its stdio pipes were not created"
+        ));
     };
     let last_stderr = Arc::new(Mutex::new(None));
     tokio::spawn(drain_stderr(server.to_owned(), stderr, last_stderr.clone()));
@@ -114,7 +116,9 @@ pub async fn drain_stderr(
         if !complete {
             continue;
         }
-        let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
+        let text = String::from_utf8_lossy(&line)
+            .trim_end_matches('\r')
+            .to_owned();
         if !text.trim().is_empty() {
             *last_line.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.clone());
         }

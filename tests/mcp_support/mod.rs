@@ -33,7 +33,10 @@ pub fn bin(name: &str) -> PathBuf {
     });
     let exe = std::env::current_exe().expect("test exe path");
     // target/debug/deps/<test> -> target/debug/<name>
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
     dir.join(name)
 }
 
@@ -97,7 +100,11 @@ pub async fn start(servers: ServersConfig) -> std::sync::Arc<McpManager> {
 pub async fn call(manager: &McpManager, name: &str, arguments: Value) -> ToolOutcome {
     let (progress, _) = mpsc::unbounded_channel::<ToolProgress>();
     manager
-        .call_tool(&tool_call(name, arguments), progress, CancellationToken::new())
+        .call_tool(
+            &tool_call(name, arguments),
+            progress,
+            CancellationToken::new(),
+        )
         .await
 }
 
@@ -113,7 +120,10 @@ pub fn tool_call(name: &str, arguments: Value) -> ToolCall {
 pub async fn wait_for(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -14,9 +14,9 @@ use rmcp::{
     },
     model::{
         CallToolResult, ContentBlock, ListResourceTemplatesResult, ListResourcesResult,
-        PaginatedRequestParams, ProgressNotificationParam, PromptMessage, ReadResourceRequestParams,
-        ReadResourceResponse, ReadResourceResult, RequestMetaObject, Resource, ResourceContents,
-        ResourceTemplate, Role, ServerCapabilities, ServerConfig,
+        PaginatedRequestParams, ProgressNotificationParam, PromptMessage,
+        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, RequestMetaObject,
+        Resource, ResourceContents, ResourceTemplate, Role, ServerCapabilities, ServerConfig,
     },
     prompt, prompt_handler, prompt_router,
     service::RequestContext,
@@ -257,8 +257,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let server = Demo {

@@ -78,7 +78,11 @@ impl Faulty {
                 ),
             ),
             Tool::new("crash", "Exit the server process at once.", no_arguments()),
-            Tool::new("hang", "Never answer; record the cancellation.", no_arguments()),
+            Tool::new(
+                "hang",
+                "Never answer; record the cancellation.",
+                no_arguments(),
+            ),
             Tool::new("fail", "Answer with a JSON-RPC error.", no_arguments()),
             Tool::new(
                 "garbage",
@@ -99,7 +103,11 @@ impl Faulty {
                 no_arguments(),
             ),
             Tool::new(LONG_TOOL_NAME, "A tool with a long name.", no_arguments()),
-            Tool::new("dotted.name", "A tool with a dot in its name.", no_arguments()),
+            Tool::new(
+                "dotted.name",
+                "A tool with a dot in its name.",
+                no_arguments(),
+            ),
         ];
         if self.extra_tool.load(Ordering::SeqCst) {
             tools.push(Tool::new("extra", "Added at run time.", no_arguments()));
