@@ -76,7 +76,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let manager = McpManager::start(&servers, &settings, defaults).await;
     let bare = ()
-        .serve(TokioChildProcess::new(tokio::process::Command::new(&binary))?)
+        .serve(TokioChildProcess::new(tokio::process::Command::new(
+            &binary,
+        ))?)
         .await?;
 
     let call = ToolCall {
@@ -84,7 +86,10 @@ async fn main() -> anyhow::Result<()> {
         name: "demo__sum".into(),
         arguments: json!({"a": 2, "b": 3}),
     };
-    let arguments = json!({"a": 2, "b": 3}).as_object().cloned().unwrap_or_default();
+    let arguments = json!({"a": 2, "b": 3})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let mut ours = Vec::with_capacity(ROUNDS);
     let mut theirs = Vec::with_capacity(ROUNDS);
     for round in 0..WARMUP + ROUNDS {

@@ -196,11 +196,19 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-// lead: replace with the validating loader
+/// `path`, else the environment variable, else the default file name.
+fn chosen_path(path: Option<&std::path::Path>, variable: &str, default: &str) -> PathBuf {
+    path.map(PathBuf::from)
+        .or_else(|| std::env::var_os(variable).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(default))
+}
+
+// lead: replace with the validating loader (same signature as main's load_servers_config)
 /// Reads `servers_config.json` (SPEC §5): relative `cwd` against the file's folder, `${VAR}`
 /// substituted in `env`.
-pub fn load_servers_config(path: &std::path::Path) -> anyhow::Result<ServersConfig> {
+pub fn load_servers_config(path: Option<&std::path::Path>) -> anyhow::Result<ServersConfig> {
     use anyhow::Context as _;
+    let path = &chosen_path(path, "MCP_SERVERS_CONFIG_PATH", "servers_config.json");
 
     #[derive(Deserialize)]
     struct File {
@@ -278,12 +286,13 @@ pub fn load_servers_config(path: &std::path::Path) -> anyhow::Result<ServersConf
     Ok(ServersConfig { servers })
 }
 
-// lead: replace with the validating loader
+// lead: replace with the validating loader (same signature as main's load_settings)
 /// Reads `config.yaml` without `MCP__` overrides or `env:` resolution.
-pub fn load_settings_config(path: &std::path::Path) -> anyhow::Result<Settings> {
+pub fn load_settings(path: Option<&std::path::Path>) -> anyhow::Result<Settings> {
     use anyhow::Context as _;
+    let path = &chosen_path(path, "MCP_CONFIG_PATH", "config.yaml");
     ::config::Config::builder()
-        .add_source(::config::File::from(path))
+        .add_source(::config::File::from(path.as_path()))
         .build()
         .and_then(|config| config.try_deserialize())
         .with_context(|| format!("{} is not a valid config", path.display()))

@@ -57,7 +57,7 @@ async fn garbage_on_stdout_and_a_stderr_flood_neither_hang_nor_grow_memory() {
     let after = call(&manager, "faulty__sum", json!({"a": 1, "b": 2})).await;
     assert_eq!((after.ok, after.content.as_str()), (true, "faulty sum 3"));
     assert_eq!(
-        manager.servers()[0].restarts,
+        manager.servers_view()[0].restarts,
         0,
         "the server was never restarted"
     );

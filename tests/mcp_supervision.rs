@@ -228,7 +228,7 @@ async fn same_tool_names_and_long_names_stay_distinct_and_callable() {
         );
     }
     let sums: Vec<_> = manager
-        .tool_list()
+        .tools_view()
         .into_iter()
         .filter(|tool| tool.item.original_name == "sum")
         .collect();
@@ -251,7 +251,7 @@ async fn same_tool_names_and_long_names_stay_distinct_and_callable() {
         ("dotted.name", "dotted"),
     ] {
         let tool = manager
-            .tool_list()
+            .tools_view()
             .into_iter()
             .find(|tool| tool.item.original_name == original)
             .unwrap();
@@ -302,7 +302,7 @@ async fn shutdown_leaves_no_process_behind() {
     .await;
     let mut pids: Vec<u32> = [&manager, &stubborn]
         .iter()
-        .flat_map(|m| m.servers())
+        .flat_map(|m| m.servers_view())
         .map(|server| server.pid.expect("running"))
         .collect();
     for file in [&pidfile, &stubborn_pidfile] {

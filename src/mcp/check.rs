@@ -10,31 +10,27 @@ use super::{McpManager, ServerSnapshot, ServerState, ToolDefaults};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// The settings file.
-    #[arg(long, env = "MCP_CONFIG_PATH", default_value = "config.yaml")]
-    config: PathBuf,
-    /// The MCP servers file.
-    #[arg(
-        long,
-        env = "MCP_SERVERS_CONFIG_PATH",
-        default_value = "servers_config.json"
-    )]
-    servers: PathBuf,
+    /// The settings file [default: $MCP_CONFIG_PATH, else config.yaml]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The MCP servers file [default: $MCP_SERVERS_CONFIG_PATH, else servers_config.json]
+    #[arg(long)]
+    servers: Option<PathBuf>,
     /// Print the servers as JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let settings = crate::config::load_settings_config(&args.config)?;
-    let servers = crate::config::load_servers_config(&args.servers)?;
+    let settings = crate::config::load_settings(args.config.as_deref())?;
+    let servers = crate::config::load_servers_config(args.servers.as_deref())?;
     let service = &settings.chat.service;
     let defaults = ToolDefaults {
         tool_timeout: Duration::try_from_secs_f64(service.tool_timeout)?,
         max_tool_result_chars: service.max_tool_result_chars,
     };
     let manager = McpManager::start(&servers, &settings.mcp, defaults).await;
-    let snapshots = manager.servers();
+    let snapshots = manager.servers_view();
     manager.shutdown().await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&snapshots)?);
