@@ -11,7 +11,7 @@ use mcp_platform::config::{
 use mcp_platform::domain::ToolCall;
 use mcp_platform::mcp::{McpManager, ToolDefaults, ToolProvider};
 use rmcp::ServiceExt;
-use rmcp::model::CallToolRequestParams;
+use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion};
 use rmcp::transport::TokioChildProcess;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -37,6 +37,30 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn micros(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e6
+}
+
+async fn time_ours(manager: &McpManager, call: &ToolCall) -> Duration {
+    let (progress, _) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let outcome = manager
+        .call_tool(call, progress, CancellationToken::new())
+        .await;
+    let took = started.elapsed();
+    assert!(outcome.ok && outcome.content == "5", "{}", outcome.content);
+    took
+}
+
+async fn time_bare(
+    bare: &rmcp::service::RunningService<rmcp::RoleClient, ClientConfig>,
+    arguments: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let result = bare
+        .call_tool(CallToolRequestParams::new("sum").with_arguments(arguments.clone()))
+        .await?;
+    let took = started.elapsed();
+    assert_eq!(result.is_error, Some(false));
+    Ok(took)
 }
 
 #[tokio::main]
@@ -75,7 +99,10 @@ async fn main() -> anyhow::Result<()> {
         max_tool_result_chars: 20_000,
     };
     let manager = McpManager::start(&servers, &settings, defaults).await;
-    let bare = ()
+    // The same protocol revision our layer negotiates, so only the layers differ.
+    let bare_client =
+        ClientConfig::default().with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE);
+    let bare = bare_client
         .serve(TokioChildProcess::new(tokio::process::Command::new(
             &binary,
         ))?)
@@ -93,20 +120,14 @@ async fn main() -> anyhow::Result<()> {
     let mut ours = Vec::with_capacity(ROUNDS);
     let mut theirs = Vec::with_capacity(ROUNDS);
     for round in 0..WARMUP + ROUNDS {
-        let (progress, _) = mpsc::unbounded_channel();
-        let started = Instant::now();
-        let outcome = manager
-            .call_tool(&call, progress, CancellationToken::new())
-            .await;
-        let ours_took = started.elapsed();
-        assert!(outcome.ok && outcome.content == "5", "{}", outcome.content);
-
-        let started = Instant::now();
-        let result = bare
-            .call_tool(CallToolRequestParams::new("sum").with_arguments(arguments.clone()))
-            .await?;
-        let theirs_took = started.elapsed();
-        assert_eq!(result.is_error, Some(false));
+        // Alternate which goes first, so neither always runs on a warmer cache.
+        let (ours_took, theirs_took) = if round % 2 == 0 {
+            let ours_took = time_ours(&manager, &call).await;
+            (ours_took, time_bare(&bare, &arguments).await?)
+        } else {
+            let theirs_took = time_bare(&bare, &arguments).await?;
+            (time_ours(&manager, &call).await, theirs_took)
+        };
         if round >= WARMUP {
             ours.push(ours_took);
             theirs.push(theirs_took);
