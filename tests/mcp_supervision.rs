@@ -330,3 +330,49 @@ async fn shutdown_leaves_no_process_behind() {
     let after = call(&manager, "demo__sum", json!({"a": 1, "b": 1})).await;
     assert!(!after.ok);
 }
+
+/// Live processes whose command line is exactly `args`.
+fn processes_running(args: &[&str]) -> Vec<u32> {
+    let wanted: Vec<u8> = args.iter().flat_map(|arg| arg.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| cmdline == wanted)
+        })
+        .filter(|pid| process_alive(*pid))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_delays_no_other_and_is_killed() {
+    let mut settings = settings();
+    settings.connection.connection_timeout = 0.5;
+    settings.connection.initial_reconnect_delay = 5.0;
+    settings.connection.max_reconnect_delay = 5.0;
+    // `sleep` never answers `initialize` and ignores stdin closing: only a signal stops it.
+    let silent = ["sleep", "987654"];
+    let config = servers(vec![
+        ("good", demo()),
+        ("silent", server("sleep", &["987654"])),
+    ]);
+    let started = Instant::now();
+    let manager = McpManager::start(&config, &settings, defaults()).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(tool_names(&manager).contains(&"good__echo".to_owned()));
+    let error = manager.server("silent").unwrap().last_error.unwrap();
+    assert!(error.contains("connection_timeout (0.5s)"), "{error}");
+    wait_for(
+        Duration::from_secs(5),
+        "the silent server to be stopped",
+        || processes_running(&silent).is_empty(),
+    )
+    .await;
+    manager.shutdown().await;
+    assert!(processes_running(&silent).is_empty());
+}

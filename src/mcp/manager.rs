@@ -200,6 +200,9 @@ pub struct Server {
     progress: Mutex<ProgressRoutes>,
     /// Woken by list_changed notifications.
     pub refresh: Notify,
+    /// Processes of timed-out start attempts, still being stopped in the background so the
+    /// first attempt is reported without waiting for their grace periods.
+    stopping: Mutex<Vec<JoinHandle<()>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -257,6 +260,7 @@ impl Server {
             )),
             progress: Mutex::new(ProgressRoutes::default()),
             refresh: Notify::new(),
+            stopping: Mutex::new(Vec::new()),
         }
     }
 
@@ -757,13 +761,17 @@ impl Inner {
             let lists = list_all(service.peer(), &capabilities).await?;
             Ok::<_, String>((service, lists))
         };
+        let mut timed_out = false;
         let outcome = tokio::select! {
-            outcome = tokio::time::timeout(timeout, setup) => outcome.unwrap_or_else(|_| Err(format!(
-                "no answer to initialize and the list requests within connection_timeout ({:.1}s)",
-                timeout.as_secs_f64()
-            ))),
+            outcome = tokio::time::timeout(timeout, setup) => outcome.unwrap_or_else(|_| {
+                timed_out = true;
+                Err(format!(
+                    "no answer to initialize and the list requests within connection_timeout ({:.1}s)",
+                    timeout.as_secs_f64()
+                ))
+            }),
             status = process.child.wait() => Err(match status {
-                Ok(status) => format!("exited during start-up ({status}); its stderr is in the log"),
+                Ok(status) => format!("exited during start-up ({status})"),
                 Err(error) => format!("could not be watched during start-up: {error}"),
             }),
             _ = self.shutdown.cancelled() => Err("shutting down".to_owned()),
@@ -771,13 +779,27 @@ impl Inner {
         let (service, lists) = match outcome {
             Ok(ready) => ready,
             Err(error) => {
-                let error = match process.child.try_wait() {
-                    Ok(Some(status)) if !error.contains("exited") => {
-                        format!("{error}; the process exited ({status})")
-                    }
-                    _ => error,
+                // A process that exits makes the transport fail first; its status says why.
+                let error = if timed_out {
+                    // Still running, perhaps ignoring stdin closing: stopping it may take the
+                    // grace periods, which the report need not wait for.
+                    lock(&server.stopping).push(tokio::spawn(async move {
+                        process.stop(STOP_GRACE).await;
+                    }));
+                    error
+                } else {
+                    let error = match tokio::time::timeout(
+                        Duration::from_millis(300),
+                        process.child.wait(),
+                    )
+                    .await
+                    {
+                        Ok(Ok(status)) => format!("exited during start-up ({status})"),
+                        _ => error,
+                    };
+                    process.stop(STOP_GRACE).await;
+                    error
                 };
-                process.stop(STOP_GRACE).await;
                 let error = match lock(&last_stderr).clone() {
                     Some(line) => format!("{error}; its last stderr line: {line}"),
                     None => error,
@@ -911,6 +933,7 @@ impl Inner {
                     status.next_attempt_at = None;
                 });
                 server.current.send_replace(None);
+                Self::finish_stops(&server).await;
                 return;
             }
             let delay = backoff(&settings, failed_attempts);
@@ -929,6 +952,14 @@ impl Inner {
             status.pid = None;
         });
         server.current.send_replace(None);
+        Self::finish_stops(&server).await;
+    }
+
+    async fn finish_stops(server: &Server) {
+        let stopping = std::mem::take(&mut *lock(&server.stopping));
+        for stop in stopping {
+            let _ = stop.await;
+        }
     }
 
     fn validate(tool: &RegisteredTool, arguments: &Value) -> Result<(), String> {

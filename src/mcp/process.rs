@@ -22,6 +22,7 @@ pub struct ServerProcess {
     pub pgid: i32,
     /// The last line the server wrote to stderr: usually why it could not start.
     pub last_stderr: Arc<Mutex<Option<String>>>,
+    stderr_drained: tokio::task::JoinHandle<()>,
 }
 
 /// Where the command is: a relative path with a slash is relative to the server's `cwd`,
@@ -74,12 +75,13 @@ pub fn spawn(
         ));
     };
     let last_stderr = Arc::new(Mutex::new(None));
-    tokio::spawn(drain_stderr(server.to_owned(), stderr, last_stderr.clone()));
+    let stderr_drained = tokio::spawn(drain_stderr(server.to_owned(), stderr, last_stderr.clone()));
     Ok((
         ServerProcess {
             child,
             pgid,
             last_stderr,
+            stderr_drained,
         },
         stdout,
         stdin,
@@ -206,6 +208,8 @@ impl ServerProcess {
                 self.wait_group_gone(grace).await;
             }
         }
+        // The pipe closed with the group; let the last lines reach the log and `last_stderr`.
+        let _ = tokio::time::timeout(Duration::from_millis(500), &mut self.stderr_drained).await;
         self.child.try_wait().ok().flatten()
     }
 
