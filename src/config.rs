@@ -238,23 +238,17 @@ pub fn load_servers_config(path: Option<&std::path::Path>) -> anyhow::Result<Ser
         let mut rest = value;
         while let Some(start) = rest.find("${") {
             out.push_str(&rest[..start]);
-            let end = rest[start..]
-                .find('}')
-                .with_context(|| format!("unclosed `${{` in `{value}`"))?;
+            let end = rest[start..].find('}').with_context(|| format!("unclosed `${{` in `{value}`"))?;
             let name = &rest[start + 2..start + end];
-            out.push_str(
-                &std::env::var(name)
-                    .with_context(|| format!("environment variable {name} is not set"))?,
-            );
+            out.push_str(&std::env::var(name).with_context(|| format!("environment variable {name} is not set"))?);
             rest = &rest[start + end + 1..];
         }
         out.push_str(rest);
         Ok(out)
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file: File = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a valid servers config", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: File =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a valid servers config", path.display()))?;
     let base = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())

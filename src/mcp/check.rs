@@ -37,14 +37,8 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", render(&snapshots));
     }
-    let healthy = snapshots
-        .iter()
-        .all(|server| server.state == ServerState::Connected);
-    Ok(if healthy {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let healthy = snapshots.iter().all(|server| server.state == ServerState::Connected);
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn state_label(state: ServerState) -> &'static str {
@@ -65,12 +59,7 @@ fn render(servers: &[ServerSnapshot]) -> String {
         out.push_str("no enabled MCP servers\n");
         return out;
     }
-    let width = servers
-        .iter()
-        .map(|server| server.name.len())
-        .max()
-        .unwrap_or(0)
-        .max("SERVER".len());
+    let width = servers.iter().map(|server| server.name.len()).max().unwrap_or(0).max("SERVER".len());
     let _ = writeln!(
         out,
         "{:width$}  {:12}  {:>5}  {:>7}  {:>9}  ERROR",
@@ -95,22 +84,13 @@ fn render(servers: &[ServerSnapshot]) -> String {
             let _ = writeln!(out, "  tool      {}  {}", tool.name, tool.description);
         }
         for prompt in &server.prompts {
-            let _ = writeln!(
-                out,
-                "  prompt    {}  {}",
-                prompt.name,
-                prompt.description.as_deref().unwrap_or("")
-            );
+            let _ = writeln!(out, "  prompt    {}  {}", prompt.name, prompt.description.as_deref().unwrap_or(""));
         }
         for resource in &server.resources {
             let _ = writeln!(out, "  resource  {}  {}", resource.uri, resource.name);
         }
         for template in &server.resource_templates {
-            let _ = writeln!(
-                out,
-                "  template  {}  {}",
-                template.uri_template, template.name
-            );
+            let _ = writeln!(out, "  template  {}  {}", template.uri_template, template.name);
         }
     }
     out

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use rmcp::{
     RoleClient, ServiceExt,
     model::{
-        CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest,
-        ErrorCode, GetPromptRequest, GetPromptRequestParams, ProgressNotificationParam,
-        ProgressToken, ReadResourceRequest, ReadResourceRequestParams, ServerResult,
+        CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, ErrorCode, GetPromptRequest,
+        GetPromptRequestParams, ProgressNotificationParam, ProgressToken, ReadResourceRequest,
+        ReadResourceRequestParams, ServerResult,
     },
     service::{PeerRequestOptions, RunningService, ServiceError},
     transport::async_rw::AsyncRwTransport,
@@ -133,18 +133,12 @@ pub enum ResourceListing {
     Template(ResourceTemplateView),
 }
 
-fn offered<T>(
-    servers: Vec<ServerSnapshot>,
-    items: impl Fn(ServerSnapshot) -> Vec<T>,
-) -> Vec<Offered<T>> {
+fn offered<T>(servers: Vec<ServerSnapshot>, items: impl Fn(ServerSnapshot) -> Vec<T>) -> Vec<Offered<T>> {
     servers
         .into_iter()
         .flat_map(|server| {
             let name = server.name.clone();
-            items(server).into_iter().map(move |item| Offered {
-                server: name.clone(),
-                item,
-            })
+            items(server).into_iter().map(move |item| Offered { server: name.clone(), item })
         })
         .collect()
 }
@@ -174,11 +168,8 @@ impl ProgressRoute {
             return;
         }
         self.last = Some(params.progress);
-        let _ = self.sender.send(ToolProgress {
-            progress: params.progress,
-            total: params.total,
-            message: params.message,
-        });
+        let _ =
+            self.sender.send(ToolProgress { progress: params.progress, total: params.total, message: params.message });
     }
 }
 
@@ -217,8 +208,7 @@ fn seconds(value: f64) -> Duration {
 /// delay, capped, plus up to 20% jitter so many servers do not retry in lockstep.
 fn backoff(settings: &McpConnectionSettings, failed_attempts: u32) -> Duration {
     let exponent = failed_attempts.saturating_sub(1).min(30);
-    let base = (settings.initial_reconnect_delay * f64::from(1u32 << exponent))
-        .min(settings.max_reconnect_delay);
+    let base = (settings.initial_reconnect_delay * f64::from(1u32 << exponent)).min(settings.max_reconnect_delay);
     let jittered = base * (1.0 + rand::random_range(0.0..=0.2));
     seconds(jittered.min(settings.max_reconnect_delay.max(base)))
 }
@@ -230,12 +220,7 @@ enum CallFailure {
 }
 
 impl Server {
-    fn new(
-        name: String,
-        config: ServerConfig,
-        settings: &McpSettings,
-        defaults: ToolDefaults,
-    ) -> Self {
+    fn new(name: String, config: ServerConfig, settings: &McpSettings, defaults: ToolDefaults) -> Self {
         let tool_timeout = config.tool_timeout.map_or(defaults.tool_timeout, seconds);
         Self {
             name,
@@ -274,10 +259,7 @@ impl Server {
     }
 
     fn allowed(&self, tool: &str) -> bool {
-        self.config
-            .allowed_tools
-            .as_ref()
-            .is_none_or(|allowed| allowed.iter().any(|name| name == tool))
+        self.config.allowed_tools.as_ref().is_none_or(|allowed| allowed.iter().any(|name| name == tool))
             && !self.config.excluded_tools.iter().any(|name| name == tool)
     }
 
@@ -295,11 +277,7 @@ impl Server {
         }
     }
 
-    fn register_progress(
-        &self,
-        key: (u64, ProgressToken),
-        sender: mpsc::UnboundedSender<ToolProgress>,
-    ) {
+    fn register_progress(&self, key: (u64, ProgressToken), sender: mpsc::UnboundedSender<ToolProgress>) {
         let mut progress = lock(&self.progress);
         let mut route = ProgressRoute { sender, last: None };
         let early = std::mem::take(&mut progress.early);
@@ -319,16 +297,9 @@ impl Server {
 
     fn unavailable_reason(&self) -> String {
         let status = lock(&self.status);
-        let error = status
-            .last_error
-            .as_deref()
-            .map(|error| format!("; last error: {error}"))
-            .unwrap_or_default();
+        let error = status.last_error.as_deref().map(|error| format!("; last error: {error}")).unwrap_or_default();
         match status.state {
-            ServerState::Failed => format!(
-                "server `{}` failed and is no longer restarted{error}",
-                self.name
-            ),
+            ServerState::Failed => format!("server `{}` failed and is no longer restarted{error}", self.name),
             ServerState::Stopped => format!("server `{}` is stopped", self.name),
             _ => format!("server `{}` is not connected{error}", self.name),
         }
@@ -348,14 +319,8 @@ impl Server {
             {
                 return Ok(connection);
             }
-            if matches!(
-                lock(&self.status).state,
-                ServerState::Failed | ServerState::Stopped
-            ) {
-                return Err(CallFailure::Failed(
-                    self.unavailable_reason(),
-                    Verdict::Neutral,
-                ));
+            if matches!(lock(&self.status).state, ServerState::Failed | ServerState::Stopped) {
+                return Err(CallFailure::Failed(self.unavailable_reason(), Verdict::Neutral));
             }
             tokio::select! {
                 changed = current.changed() => if changed.is_err() {
@@ -397,16 +362,10 @@ impl Server {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(
             CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments.clone()),
         ));
-        let mut handle = connection
-            .peer
-            .send_request_with_option(request, PeerRequestOptions::no_options())
-            .await
-            .map_err(|error| {
-                CallFailure::NotSent(format!(
-                    "server `{}` could not be reached: {error}",
-                    self.name
-                ))
-            })?;
+        let mut handle =
+            connection.peer.send_request_with_option(request, PeerRequestOptions::no_options()).await.map_err(
+                |error| CallFailure::NotSent(format!("server `{}` could not be reached: {error}", self.name)),
+            )?;
         let key = (connection.generation, handle.progress_token.clone());
         self.register_progress(key.clone(), progress.clone());
         let answer = tokio::select! {
@@ -437,20 +396,14 @@ impl Server {
         match answer {
             Ok(Ok(ServerResult::CallToolResult(result))) => Ok(convert::result_text(&result)),
             Ok(Ok(_)) => Err(CallFailure::Failed(
-                format!(
-                    "server `{}` sent an unexpected answer to `{tool}`",
-                    self.name
-                ),
+                format!("server `{}` sent an unexpected answer to `{tool}`", self.name),
                 Verdict::Failure,
             )),
-            Ok(Err(ServiceError::TransportSend(error))) => Err(CallFailure::NotSent(format!(
-                "server `{}` could not be sent the call: {error}",
-                self.name
-            ))),
+            Ok(Err(ServiceError::TransportSend(error))) => {
+                Err(CallFailure::NotSent(format!("server `{}` could not be sent the call: {error}", self.name)))
+            }
             Ok(Err(ServiceError::McpError(error))) => {
-                let verdict = if error.code == ErrorCode::INVALID_PARAMS
-                    || error.code == ErrorCode::METHOD_NOT_FOUND
-                {
+                let verdict = if error.code == ErrorCode::INVALID_PARAMS || error.code == ErrorCode::METHOD_NOT_FOUND {
                     Verdict::Neutral
                 } else {
                     Verdict::Failure
@@ -469,9 +422,7 @@ impl Server {
             )),
             Err(_closed) => {
                 // The session ended; the supervisor learns why a moment later.
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(500), connection.dead.cancelled())
-                        .await;
+                let _ = tokio::time::timeout(Duration::from_millis(500), connection.dead.cancelled()).await;
                 Err(CallFailure::Failed(
                     format!(
                         "server `{}` stopped while `{tool}` was running: {}; it is being restarted",
@@ -497,14 +448,10 @@ impl Server {
             Err(refusal) => return (false, refusal),
         };
         let deadline = tokio::time::Instant::now() + self.tool_timeout;
-        let mut outcome = self
-            .call_once(tool, arguments, progress, cancel, deadline)
-            .await;
+        let mut outcome = self.call_once(tool, arguments, progress, cancel, deadline).await;
         if let Err(CallFailure::NotSent(first)) = &outcome {
             tracing::info!(server = %self.name, tool, "retrying a call that was never sent: {first}");
-            outcome = self
-                .call_once(tool, arguments, progress, cancel, deadline)
-                .await;
+            outcome = self.call_once(tool, arguments, progress, cancel, deadline).await;
         }
         let (verdict, result) = match outcome {
             Ok(answer) => (Verdict::Success, answer),
@@ -517,20 +464,13 @@ impl Server {
 
     async fn request(&self, request: ClientRequest) -> Result<ServerResult, ToolError> {
         let deadline = tokio::time::Instant::now() + self.tool_timeout;
-        let connection = self
-            .connection(deadline, &CancellationToken::new())
-            .await
-            .map_err(|failure| match failure {
-                CallFailure::NotSent(message) | CallFailure::Failed(message, _) => {
-                    ToolError(message)
-                }
+        let connection =
+            self.connection(deadline, &CancellationToken::new()).await.map_err(|failure| match failure {
+                CallFailure::NotSent(message) | CallFailure::Failed(message, _) => ToolError(message),
             })?;
         let answer = tokio::time::timeout(
             self.tool_timeout,
-            connection.peer.send_request_with_option(
-                request,
-                PeerRequestOptions::with_timeout(self.tool_timeout),
-            ),
+            connection.peer.send_request_with_option(request, PeerRequestOptions::with_timeout(self.tool_timeout)),
         )
         .await
         .map_err(|_| ToolError(format!("server `{}` did not take the request", self.name)))?
@@ -574,12 +514,7 @@ impl Server {
             })
             .collect();
         let prompt_names = names::assign(
-            &status
-                .lists
-                .prompts
-                .iter()
-                .map(|prompt| (self.name.clone(), prompt.name.clone()))
-                .collect::<Vec<_>>(),
+            &status.lists.prompts.iter().map(|prompt| (self.name.clone(), prompt.name.clone())).collect::<Vec<_>>(),
         );
         ServerSnapshot {
             name: self.name.clone(),
@@ -690,15 +625,10 @@ impl Inner {
             }
         }
         let names = names::assign(&pairs);
-        let mut registry = Registry {
-            names: names.clone().into_iter().collect(),
-            ..Registry::default()
-        };
+        let mut registry = Registry { names: names.clone().into_iter().collect(), ..Registry::default() };
         for (pair, (index, tool)) in pairs.iter().zip(entries) {
             let name = names[pair].clone();
-            let validator = match jsonschema::validator_for(&Value::Object(
-                (*tool.input_schema).clone(),
-            )) {
+            let validator = match jsonschema::validator_for(&Value::Object((*tool.input_schema).clone())) {
                 Ok(validator) => Some(Arc::new(validator)),
                 Err(error) => {
                     tracing::warn!(server = %pair.0, tool = %pair.1, %error, "tool input schema does not compile; arguments are passed unchecked");
@@ -716,17 +646,11 @@ impl Inner {
                 },
             );
         }
-        *self
-            .registry
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(registry);
+        *self.registry.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(registry);
     }
 
     fn registry(&self) -> Arc<Registry> {
-        self.registry
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.registry.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     async fn connect(&self, server: &Arc<Server>) -> Result<Live, String> {
@@ -739,25 +663,14 @@ impl Inner {
             status.generation
         };
         let stdout_closed = CancellationToken::new();
-        let transport = WatchedTransport {
-            inner: AsyncRwTransport::new_client(stdout, stdin),
-            closed: stdout_closed.clone(),
-        };
-        let events = ClientEvents {
-            server: Arc::downgrade(server),
-            generation,
-        };
+        let transport =
+            WatchedTransport { inner: AsyncRwTransport::new_client(stdout, stdin), closed: stdout_closed.clone() };
+        let events = ClientEvents { server: Arc::downgrade(server), generation };
         let timeout = seconds(server.connection_settings.connection_timeout);
         let setup = async {
-            let service = events
-                .serve(transport)
-                .await
-                .map_err(|error| format!("MCP initialisation failed: {error}"))?;
-            let capabilities = service
-                .peer()
-                .peer_info()
-                .map(|info| info.capabilities.clone())
-                .unwrap_or_default();
+            let service =
+                events.serve(transport).await.map_err(|error| format!("MCP initialisation failed: {error}"))?;
+            let capabilities = service.peer().peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
             let lists = list_all(service.peer(), &capabilities).await?;
             Ok::<_, String>((service, lists))
         };
@@ -788,12 +701,7 @@ impl Inner {
                     }));
                     error
                 } else {
-                    let error = match tokio::time::timeout(
-                        Duration::from_millis(300),
-                        process.child.wait(),
-                    )
-                    .await
-                    {
+                    let error = match tokio::time::timeout(Duration::from_millis(300), process.child.wait()).await {
                         Ok(Ok(status)) => format!("exited during start-up ({status})"),
                         _ => error,
                     };
@@ -823,12 +731,7 @@ impl Inner {
         });
         server.current.send_replace(Some(connection.clone()));
         self.rebuild_registry();
-        Ok(Live {
-            process,
-            service,
-            connection,
-            stdout_closed,
-        })
+        Ok(Live { process, service, connection, stdout_closed })
     }
 
     /// Waits for the session to end, refreshing the lists on list_changed.
@@ -981,11 +884,7 @@ impl Inner {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "invalid arguments for `{}`: {}",
-                tool.spec.name,
-                problems.join("; ")
-            ))
+            Err(format!("invalid arguments for `{}`: {}", tool.spec.name, problems.join("; ")))
         }
     }
 
@@ -997,36 +896,18 @@ impl Inner {
     ) -> (bool, String) {
         let registry = self.registry();
         let Some(tool) = registry.tools.get(&call.name) else {
-            return (
-                false,
-                format!(
-                    "unknown tool `{}`: no MCP server offers a tool by that name",
-                    call.name
-                ),
-            );
+            return (false, format!("unknown tool `{}`: no MCP server offers a tool by that name", call.name));
         };
         let no_arguments = Value::Object(Map::new());
-        let arguments = if call.arguments.is_null() {
-            &no_arguments
-        } else {
-            &call.arguments
-        };
+        let arguments = if call.arguments.is_null() { &no_arguments } else { &call.arguments };
         let Value::Object(object) = arguments else {
-            return (
-                false,
-                format!(
-                    "arguments of `{}` must be a JSON object, not {arguments}",
-                    call.name
-                ),
-            );
+            return (false, format!("arguments of `{}` must be a JSON object, not {arguments}", call.name));
         };
         if let Err(problem) = Self::validate(tool, arguments) {
             return (false, problem);
         }
         let arguments = object.clone();
-        self.servers[tool.server]
-            .call(&tool.original, &arguments, &progress, &cancel)
-            .await
+        self.servers[tool.server].call(&tool.original, &arguments, &progress, &cancel).await
     }
 }
 
@@ -1040,23 +921,12 @@ impl McpManager {
     /// Starts every enabled server at once and returns when each has connected or failed its
     /// first attempt (each bounded by `connection_timeout`). Failed servers keep retrying in
     /// the background on the backoff schedule.
-    pub async fn start(
-        servers: &ServersConfig,
-        settings: &McpSettings,
-        defaults: ToolDefaults,
-    ) -> Arc<Self> {
+    pub async fn start(servers: &ServersConfig, settings: &McpSettings, defaults: ToolDefaults) -> Arc<Self> {
         let servers: Vec<Arc<Server>> = servers
             .servers
             .iter()
             .filter(|(_, config)| config.enabled)
-            .map(|(name, config)| {
-                Arc::new(Server::new(
-                    name.clone(),
-                    config.clone(),
-                    settings,
-                    defaults,
-                ))
-            })
+            .map(|(name, config)| Arc::new(Server::new(name.clone(), config.clone(), settings, defaults)))
             .collect();
         let inner = Arc::new(Inner {
             servers,
@@ -1074,35 +944,22 @@ impl McpManager {
         for first_attempt in first_attempts {
             let _ = first_attempt.await;
         }
-        Arc::new(Self {
-            inner,
-            supervisors: Mutex::new(supervisors),
-        })
+        Arc::new(Self { inner, supervisors: Mutex::new(supervisors) })
     }
 
     /// Every enabled server: state, circuit, last error, and what it offers (`/api/servers`).
     pub fn servers_view(&self) -> Vec<ServerSnapshot> {
         let registry = self.inner.registry();
-        self.inner
-            .servers
-            .iter()
-            .map(|server| server.snapshot(&registry.names))
-            .collect()
+        self.inner.servers.iter().map(|server| server.snapshot(&registry.names)).collect()
     }
 
     pub fn server(&self, name: &str) -> Option<ServerSnapshot> {
-        self.servers_view()
-            .into_iter()
-            .find(|server| server.name == name)
+        self.servers_view().into_iter().find(|server| server.name == name)
     }
 
     /// Each server's state by name, for `/readyz`.
     pub fn server_states(&self) -> BTreeMap<String, ServerState> {
-        self.inner
-            .servers
-            .iter()
-            .map(|server| (server.name.clone(), server.state()))
-            .collect()
+        self.inner.servers.iter().map(|server| (server.name.clone(), server.state())).collect()
     }
 
     /// Tools of every server, offered right now or not (`/api/tools`).
@@ -1119,10 +976,7 @@ impl McpManager {
     pub fn resources_view(&self) -> Vec<Offered<ResourceListing>> {
         offered(self.servers_view(), |server| {
             let resources = server.resources.into_iter().map(ResourceListing::Resource);
-            let templates = server
-                .resource_templates
-                .into_iter()
-                .map(ResourceListing::Template);
+            let templates = server.resource_templates.into_iter().map(ResourceListing::Template);
             resources.chain(templates).collect()
         })
     }
@@ -1173,10 +1027,7 @@ impl ToolProvider for McpManager {
                     ServerState::CircuitOpen => lock(&server.breaker).open_message(&server.name),
                     _ => server.unavailable_reason(),
                 };
-                Some(ServerIssue {
-                    server: server.name.clone(),
-                    reason,
-                })
+                Some(ServerIssue { server: server.name.clone(), reason })
             })
             .collect()
     }
@@ -1196,48 +1047,26 @@ impl ToolProvider for McpManager {
         }
     }
 
-    async fn get_prompt(
-        &self,
-        name: &str,
-        arguments: Map<String, Value>,
-    ) -> Result<Vec<Message>, ToolError> {
+    async fn get_prompt(&self, name: &str, arguments: Map<String, Value>) -> Result<Vec<Message>, ToolError> {
         let (server, original) = self
             .inner
             .servers
             .iter()
             .find_map(|server| {
                 let status = lock(&server.status);
-                let pairs: Vec<_> = status
-                    .lists
-                    .prompts
-                    .iter()
-                    .map(|prompt| (server.name.clone(), prompt.name.clone()))
-                    .collect();
+                let pairs: Vec<_> =
+                    status.lists.prompts.iter().map(|prompt| (server.name.clone(), prompt.name.clone())).collect();
                 names::assign(&pairs)
                     .into_iter()
                     .find(|(_, model_name)| model_name == name)
                     .map(|((_, original), _)| (server.clone(), original))
             })
-            .ok_or_else(|| {
-                ToolError(format!("unknown prompt `{name}`: no MCP server offers it"))
-            })?;
+            .ok_or_else(|| ToolError(format!("unknown prompt `{name}`: no MCP server offers it")))?;
         let mut params = GetPromptRequestParams::new(original);
         params.arguments = Some(arguments);
-        match server
-            .request(ClientRequest::GetPromptRequest(GetPromptRequest::new(
-                params,
-            )))
-            .await?
-        {
-            ServerResult::GetPromptResult(result) => Ok(result
-                .messages
-                .iter()
-                .map(convert::prompt_message)
-                .collect()),
-            _ => Err(ToolError(format!(
-                "server `{}` sent an unexpected answer to prompts/get",
-                server.name
-            ))),
+        match server.request(ClientRequest::GetPromptRequest(GetPromptRequest::new(params))).await? {
+            ServerResult::GetPromptResult(result) => Ok(result.messages.iter().map(convert::prompt_message).collect()),
+            _ => Err(ToolError(format!("server `{}` sent an unexpected answer to prompts/get", server.name))),
         }
     }
 
@@ -1251,11 +1080,7 @@ impl ToolProvider for McpManager {
                     .iter()
                     .any(|template| convert::template_matches(&template.uri_template, uri))
             } else {
-                status
-                    .lists
-                    .resources
-                    .iter()
-                    .any(|resource| resource.uri == uri)
+                status.lists.resources.iter().any(|resource| resource.uri == uri)
             }
         };
         let server = self
@@ -1265,23 +1090,14 @@ impl ToolProvider for McpManager {
             .find(|server| offers(server, false))
             .or_else(|| self.inner.servers.iter().find(|server| offers(server, true)))
             .ok_or_else(|| {
-                ToolError(format!(
-                    "no MCP server offers the resource `{uri}` (neither listed nor matching a template)"
-                ))
+                ToolError(format!("no MCP server offers the resource `{uri}` (neither listed nor matching a template)"))
             })?;
         match server
-            .request(ClientRequest::ReadResourceRequest(
-                ReadResourceRequest::new(ReadResourceRequestParams::new(uri)),
-            ))
+            .request(ClientRequest::ReadResourceRequest(ReadResourceRequest::new(ReadResourceRequestParams::new(uri))))
             .await?
         {
-            ServerResult::ReadResourceResult(result) => {
-                Ok(convert::resource_contents_text(&result.contents))
-            }
-            _ => Err(ToolError(format!(
-                "server `{}` sent an unexpected answer to resources/read",
-                server.name
-            ))),
+            ServerResult::ReadResourceResult(result) => Ok(convert::resource_contents_text(&result.contents)),
+            _ => Err(ToolError(format!("server `{}` sent an unexpected answer to resources/read", server.name))),
         }
     }
 }
@@ -1298,8 +1114,7 @@ mod tests {
             initial_reconnect_delay: 1.0,
             max_reconnect_delay: 5.0,
         };
-        for (failed_attempts, base) in [(0, 1.0), (1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (40, 5.0)]
-        {
+        for (failed_attempts, base) in [(0, 1.0), (1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (40, 5.0)] {
             for _ in 0..50 {
                 let delay = backoff(&settings, failed_attempts).as_secs_f64();
                 assert!(delay >= base, "{failed_attempts}: {delay}");
