@@ -156,7 +156,7 @@ async fn same_tool_names_and_long_names_stay_distinct_and_callable() {
         start(servers(vec![("calc.a", demo()), ("calc_a", demo()), (long_server, demo()), ("faulty", faulty(&[]))]))
             .await;
     let names = tool_names(&manager);
-    assert_eq!(names.len(), 7 * 3 + 10);
+    assert_eq!(names.len(), 7 * 3 + 11);
     let mut unique = names.clone();
     unique.sort();
     unique.dedup();
@@ -265,4 +265,21 @@ async fn a_server_that_never_answers_delays_no_other_and_is_killed() {
     wait_for(Duration::from_secs(5), "the silent server to be stopped", || processes_running(&silent).is_empty()).await;
     manager.shutdown().await;
     assert!(processes_running(&silent).is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_refresh_is_reported_and_the_last_lists_kept() {
+    let manager = start(servers(vec![("faulty", faulty(&[]))])).await;
+    let before = tool_names(&manager);
+    let broken = call(&manager, "faulty__break_listing", json!({})).await;
+    assert!(broken.ok);
+    wait_for(Duration::from_secs(3), "the failed refresh to be reported", || {
+        manager.server("faulty").unwrap().last_error.is_some()
+    })
+    .await;
+    let error = manager.server("faulty").unwrap().last_error.unwrap();
+    assert!(error.contains("refreshing the lists"), "{error}");
+    assert!(error.contains("broken on purpose"), "{error}");
+    assert_eq!(tool_names(&manager), before);
+    manager.shutdown().await;
 }

@@ -761,7 +761,10 @@ impl Inner {
                         .unwrap_or_else(|_| Err("no answer within connection_timeout".to_owned()));
                     match listed {
                         Ok(lists) => {
-                            server.set_status(|status| status.lists = lists);
+                            server.set_status(|status| {
+                                status.lists = lists;
+                                status.last_error = None;
+                            });
                             self.rebuild_registry();
                         }
                         Err(error) => {

@@ -8,7 +8,8 @@
 //!
 //! Tools: `ok`, `sum`, `crash` (exits the process), `hang` (never answers), `fail` (a JSON-RPC
 //! error), `garbage` (non-JSON on stdout, then an answer), `flood` (a burst of stderr),
-//! `add_tool` (adds `extra` and sends `tools/list_changed`), and two awkwardly named tools.
+//! `add_tool` (adds `extra` and sends `tools/list_changed`), `break_listing` (fails every later
+//! `tools/list`, then sends `tools/list_changed`), and two awkwardly named tools.
 
 use std::{
     io::Write,
@@ -36,6 +37,7 @@ const LONG_TOOL_NAME: &str = "report_every_single_detail_of_the_current_configur
 struct Faulty {
     marker_dir: Option<PathBuf>,
     extra_tool: Arc<AtomicBool>,
+    listing_broken: Arc<AtomicBool>,
 }
 
 fn schema(properties: Value, required: &[&str]) -> Arc<JsonObject> {
@@ -87,6 +89,11 @@ impl Faulty {
                 schema(json!({"lines": {"type": "integer"}}), &[]),
             ),
             Tool::new("add_tool", "Offer the tool `extra` from now on.", no_arguments()),
+            Tool::new(
+                "break_listing",
+                "Fail every tools/list from now on, and announce a list change.",
+                no_arguments(),
+            ),
             Tool::new(LONG_TOOL_NAME, "A tool with a long name.", no_arguments()),
             Tool::new("dotted.name", "A tool with a dot in its name.", no_arguments()),
         ];
@@ -152,6 +159,9 @@ impl ServerHandler for Faulty {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
+        if self.listing_broken.load(Ordering::SeqCst) {
+            return Err(McpError::internal_error("tools/list is broken on purpose", None));
+        }
         Ok(ListToolsResult::with_all_items(self.tools()))
     }
 
@@ -194,6 +204,13 @@ impl ServerHandler for Faulty {
                     eprintln!("cannot send tools/list_changed: {error}");
                 }
                 Ok(text("added"))
+            }
+            "break_listing" => {
+                self.listing_broken.store(true, Ordering::SeqCst);
+                if let Err(error) = context.peer.notify_tool_list_changed().await {
+                    eprintln!("cannot send tools/list_changed: {error}");
+                }
+                Ok(text("broken"))
             }
             "extra" if self.extra_tool.load(Ordering::SeqCst) => Ok(text("extra")),
             LONG_TOOL_NAME => Ok(text("long")),
@@ -252,7 +269,11 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let server = Faulty { marker_dir: options.marker_dir, extra_tool: Arc::new(AtomicBool::new(false)) };
+    let server = Faulty {
+        marker_dir: options.marker_dir,
+        extra_tool: Arc::new(AtomicBool::new(false)),
+        listing_broken: Arc::new(AtomicBool::new(false)),
+    };
     let service = server.serve(rmcp::transport::stdio_pipes()).await?;
     service.waiting().await?;
     if options.ignore_sigterm {
