@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod llm;
+pub mod logging;
 pub mod mcp;
 pub mod mock_llm;
 pub mod protocol;
