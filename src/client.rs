@@ -31,11 +31,19 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut in_flight: Option<String> = None;
     let mut conversation_id: Option<String> = None;
+    // Piped input ends before its last answer arrives: that answer is still awaited.
+    let mut input_done = false;
     eprintln!("connected to {}; type a message, /cancel to stop an answer, /quit to leave", args.url);
     loop {
         tokio::select! {
-            line = lines.next_line() => {
-                let Some(line) = line? else { break };
+            line = lines.next_line(), if !input_done => {
+                let Some(line) = line? else {
+                    input_done = true;
+                    if in_flight.is_none() {
+                        break;
+                    }
+                    continue;
+                };
                 let line = line.trim();
                 match line {
                     "" => continue,
@@ -70,6 +78,9 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                     }
                     conversation_id = conversation_id.or(message.conversation_id.clone());
                     render(&message);
+                    if input_done && in_flight.is_none() {
+                        break;
+                    }
                 }
             }
         }
