@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 const READ_CHUNK: usize = 8 << 20;
 
 /// Where a scan stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScanEnd {
     /// The offset just after the last complete line.
     pub end: u64,
