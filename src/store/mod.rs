@@ -112,3 +112,8 @@ pub trait EventStore: Send + Sync {
     /// Every conversation in the store.
     async fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError>;
 }
+
+pub mod chain;
+pub mod jsonl;
+pub mod lines;
+pub mod memory;
