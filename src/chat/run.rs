@@ -40,11 +40,14 @@ impl Run {
         })
     }
 
-    /// Numbers `message` with the next `seq`, then publishes it to every follower.
+    /// Numbers `message` with the next `seq` (unless it is a rejection, which is not part of
+    /// a numbered stream), then publishes it to every follower.
     pub fn push(&self, mut message: ServerMessage) {
         let terminal = message.status.is_terminal();
         let mut frames = self.frames.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        message.seq = Some(frames.len() as u64);
+        if message.seq.is_some() {
+            message.seq = Some(frames.len() as u64);
+        }
         frames.push(message.to_json().into());
         let length = frames.len();
         drop(frames);

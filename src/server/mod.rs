@@ -155,7 +155,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = crate::config::load_settings(args.config.as_deref())?;
     let servers = crate::config::load_servers_config(args.servers.as_deref())?;
     crate::logging::init(&settings.logging)?;
-    let store = crate::store::jsonl::JsonlStore::open(&settings.store.path, settings.store.fsync)?;
+    let (store, opened) = crate::store::jsonl::JsonlStore::open(&settings.store.path, settings.store.fsync)?;
+    if let Some(torn) = &opened.torn_tail {
+        tracing::warn!(
+            line = torn.line,
+            bytes = torn.bytes,
+            moved_to = %torn.moved_to.display(),
+            reason = %torn.reason,
+            "events file ended in a torn line (a crash mid-append); it was moved aside"
+        );
+    }
+    tracing::info!(events = opened.events, conversations = opened.conversations, path = %settings.store.path.display(), "event store open");
     let llm = crate::llm::from_settings(&settings.llm)?;
     let mcp = crate::mcp::McpManager::start(&servers, &settings.mcp, tool_defaults(&settings)).await;
     let deps = ChatDeps { llm, tools: mcp.clone(), store: Arc::new(store) };
