@@ -3,6 +3,7 @@
 //!
 //! See `ARCHITECTURE.md` for how the modules fit together.
 
+pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod client;
