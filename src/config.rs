@@ -1,7 +1,9 @@
 //! Typed settings: `config.yaml` (SPEC §4) and `servers_config.json` (SPEC §5).
 //!
 //! Loading and validation live here so that every other module receives settings that are
-//! already known to be complete and in range.
+//! already known to be complete and in range: [`load_settings`] and [`load_servers_config`]
+//! check each file against a declarative description of its layout (`schema`) and report
+//! every problem at once in a [`ConfigError`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -244,11 +244,19 @@ fn bad_overrides_name_the_variable() {
         .set("GROQ_API_KEY", "k")
         .set("MCP__WEBSOCKET__PORT", "abc")
         .set("MCP__WEBSOCKET__PROT", "9000")
-        .set("MCP__STORE__FSYNC", "yes");
+        .set("MCP__STORE__FSYNC", "yes")
+        .set(
+            "MCP__LLM__PROVIDERS__GROQ__API_KEY",
+            "env:CONFIG_TEST_UNSET_KEY",
+        )
+        .unset("CONFIG_TEST_UNSET_KEY");
 
     assert_eq!(
         settings_problems(&dir, &shipped_settings()),
         [
+            "DIR/config.yaml: llm.providers.groq.api_key (set by MCP__LLM__PROVIDERS__GROQ__API_KEY): \
+             environment variable CONFIG_TEST_UNSET_KEY is not set; set it, or change the value \
+             \"env:CONFIG_TEST_UNSET_KEY\"",
             "DIR/config.yaml: websocket.port (set by MCP__WEBSOCKET__PORT): \
              expected an integer from 1 to 65535, found \"abc\"",
             "DIR/config.yaml: websocket.prot (set by MCP__WEBSOCKET__PROT): \
@@ -377,6 +385,7 @@ fn every_value_out_of_range_is_reported_at_once() {
         ),
         ("request_timeout: 60.0", "request_timeout: 0"),
         ("max_retries: 3", "max_retries: -1"),
+        ("max_tool_hops: 8", "max_tool_hops: 5000000000"),
         ("reserve_tokens: 500", "reserve_tokens: 4000"),
         ("port: 8000", "port: 70000"),
         ("max_message_bytes: 65536", "max_message_bytes: 100"),
@@ -406,6 +415,7 @@ fn every_value_out_of_range_is_reported_at_once() {
             "DIR/config.yaml: llm.providers.ollama.top_p: expected a number from 0 to 1, found 1.5",
             "DIR/config.yaml: llm.request_timeout: expected a number greater than 0, found 0",
             "DIR/config.yaml: llm.max_retries: expected an integer of at least 0, found -1",
+            "DIR/config.yaml: chat.service.max_tool_hops: expected an integer from 0 to 4294967295, found 5000000000",
             "DIR/config.yaml: websocket.port: expected an integer from 1 to 65535, found 70000",
             "DIR/config.yaml: websocket.max_message_bytes: expected an integer of at least 1024, found 100",
             "DIR/config.yaml: websocket.max_in_flight_per_connection: expected an integer of at least 1, found 0",
@@ -580,7 +590,7 @@ fn every_bad_server_entry_is_reported_at_once() {
     let text = r#"{"mcpServers": {
         "good": {"command": "good-server", "cwd": "tools", "env": {"TOKEN": "${SERVERS_TEST_TOKEN}"}},
         "empty": {"command": ""},
-        "demo": {"command": "demo", "args": ["--mode", 3], "env": {"MODE": 1, "KEY": "${SERVERS_TEST_MISSING}"}},
+        "demo": {"command": "demo", "args": ["--mode", 3], "env": {"MODE": 1, "KEY": "${SERVERS_TEST_MISSING}", "OPEN": "x${HOME"}},
         "typo": {"command": "x", "alowed_tools": ["sum"], "timeout": 5},
         "bad name": {"command": "x"},
         "lost": {"command": "x", "cwd": "nowhere"},
@@ -605,6 +615,10 @@ fn every_bad_server_entry_is_reported_at_once() {
                  (used as ${{SERVERS_TEST_MISSING}}); set it or remove the reference"
             ),
             format!("{file}.demo.env.MODE: expected a string, found 1"),
+            format!(
+                "{file}.demo.env.OPEN: \"${{\" without a closing \"}}\"; write ${{NAME}} to insert \
+                 the environment variable NAME, found \"x${{HOME\""
+            ),
             format!("{file}.empty.command: expected a non-empty string, found \"\""),
             format!("{file}.noop.command: missing key, expected a non-empty string"),
             format!("{file}.odd.enabled: expected true or false, found \"yes\""),

@@ -213,18 +213,17 @@ pub fn load_settings(path: Option<&Path>) -> Result<Settings, ConfigError> {
     })?;
 
     let mut origins = Origins::default();
-    let mut problems = apply_overrides(&mut tree, &mut origins);
-    problems.extend(resolve_environment_references(
-        &mut tree,
-        &mut origins,
-        &file,
-    ));
+    apply_overrides(&mut tree, &mut origins)?;
+    let unresolved = resolve_environment_references(&mut tree, &mut origins);
 
     let mut checker = Checker::new(&file, &origins);
+    for (path, problem) in unresolved {
+        checker.report(&path, problem);
+    }
     checker.check(&KeyPath::default(), &SETTINGS, &mut tree);
     check_orderings(&mut checker, &tree);
     check_active_provider(&mut checker, &tree);
-    problems.extend(checker.into_problems());
+    let problems = checker.into_problems();
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
@@ -303,14 +302,12 @@ fn without_byte_offset(error: &config::ConfigError) -> String {
 
 /// Writes each `MCP__SECTION__KEY` variable into the tree, matching keys without regard to
 /// case, and notes which variable set which key so messages can name it.
-fn apply_overrides(tree: &mut Value, origins: &mut Origins) -> Vec<String> {
-    let environment = config::Environment::with_prefix("MCP")
+fn apply_overrides(tree: &mut Value, origins: &mut Origins) -> Result<(), ConfigError> {
+    let variables = config::Environment::with_prefix("MCP")
         .prefix_separator("__")
-        .separator("__");
-    let variables = match environment.collect() {
-        Ok(variables) => variables,
-        Err(error) => return vec![format!("environment: {error}")],
-    };
+        .separator("__")
+        .collect()
+        .map_err(|error| ConfigError::single(format!("MCP__ override: {error}")))?;
     let mut overrides: Vec<_> = variables.into_iter().collect();
     overrides.sort_by(|a, b| a.0.cmp(&b.0));
 
@@ -346,16 +343,16 @@ fn apply_overrides(tree: &mut Value, origins: &mut Origins) -> Vec<String> {
         origins.overrides.insert(path, variable);
         *node = Value::String(text);
     }
-    Vec::new()
+    Ok(())
 }
 
-/// Replaces every `"env:NAME"` string with the variable NAME. Inside providers other than the
-/// active one an unset variable leaves an empty string that is not validated further.
+/// Replaces every `"env:NAME"` string with the variable NAME, and returns the references
+/// that could not be resolved. Inside providers other than the active one an unset variable
+/// leaves an empty string that is not validated further.
 fn resolve_environment_references(
     tree: &mut Value,
     origins: &mut Origins,
-    file: &str,
-) -> Vec<String> {
+) -> Vec<(KeyPath, String)> {
     let active = KeyPath::parse_dotted(ACTIVE_PROVIDER)
         .lookup(tree)
         .and_then(Value::as_str)
@@ -373,28 +370,30 @@ fn resolve_environment_references(
             Some(provider) => Some(provider) != active.as_deref(),
             None => false,
         };
-        match std::env::var(variable) {
+        let problem = match std::env::var(variable) {
             Ok(value) if !value.is_empty() || optional => {
                 *text = value;
                 origins.from_environment.insert(path.clone());
+                return;
             }
-            Ok(_) => problems.push(format!(
-                "{file}: {path}: environment variable {variable} is set but empty"
-            )),
             Err(_) if optional => {
                 text.clear();
                 origins.unchecked.insert(path.clone());
+                return;
             }
-            Err(std::env::VarError::NotPresent) if variable.is_empty() => problems.push(format!(
-                "{file}: {path}: \"env:\" needs a variable name, as in \"env:NAME\""
-            )),
-            Err(std::env::VarError::NotPresent) => problems.push(format!(
-                "{file}: {path}: environment variable {variable} is not set; set it, or change the value \"env:{variable}\""
-            )),
-            Err(std::env::VarError::NotUnicode(_)) => problems.push(format!(
-                "{file}: {path}: environment variable {variable} is not valid UTF-8"
-            )),
-        }
+            Ok(_) => format!("environment variable {variable} is set but empty"),
+            Err(std::env::VarError::NotPresent) if variable.is_empty() => {
+                "\"env:\" needs a variable name, as in \"env:NAME\"".to_owned()
+            }
+            Err(std::env::VarError::NotPresent) => format!(
+                "environment variable {variable} is not set; \
+                 set it, or change the value \"env:{variable}\""
+            ),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                format!("environment variable {variable} is not valid UTF-8")
+            }
+        };
+        problems.push((path.clone(), problem));
     };
     visit_strings(tree, &KeyPath::default(), &mut visit);
     problems

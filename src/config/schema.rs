@@ -432,16 +432,22 @@ impl<'a> Checker<'a> {
         } else {
             found(value)
         };
-        self.report(
-            path,
-            format!("expected {}, found {shown}", shape.describe()),
-        );
+        let expected = match shape {
+            // "at least 1, found 5000000000" would read as a contradiction.
+            Shape::Scalar(Scalar::Integer { min, max })
+                if value.as_f64().is_some_and(|n| n > *max as f64) =>
+            {
+                format!("an integer from {min} to {max}")
+            }
+            _ => shape.describe(),
+        };
+        self.report(path, format!("expected {expected}, found {shown}"));
     }
 
     /// Checks `value` (and everything inside it) against `shape`. Values from `MCP__...`
     /// overrides are converted to numbers and booleans here, where the expected type is known.
     pub(super) fn check(&mut self, path: &KeyPath, shape: &Shape, value: &mut Value) {
-        if self.origins.unchecked.contains(path) {
+        if self.origins.unchecked.contains(path) || self.reported.contains(path) {
             return;
         }
         match shape {
@@ -561,4 +567,46 @@ fn substitute_variables(text: &str) -> Result<String, String> {
     }
     result.push_str(rest);
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_quote_names_that_are_not_plain() {
+        let path = KeyPath::default()
+            .key("mcpServers")
+            .key("bad name")
+            .key("args")
+            .index(2);
+        assert_eq!(path.to_string(), "mcpServers.\"bad name\".args[2]");
+        assert_eq!(KeyPath::default().key("").to_string(), "\"\"");
+    }
+
+    #[test]
+    fn suggestions_come_only_for_close_names() {
+        let keys = [
+            "host",
+            "port",
+            "max_message_bytes",
+            "max_in_flight_per_connection",
+        ];
+        assert_eq!(closest("prot", keys), Some("port"));
+        assert_eq!(closest("max_message_size", keys), Some("max_message_bytes"));
+        assert_eq!(closest("tls", keys), None);
+        assert_eq!(
+            closest("timeout", ["tool_timeout", "args"]),
+            Some("tool_timeout")
+        );
+    }
+
+    #[test]
+    fn only_absolute_http_urls_pass() {
+        assert!(is_http_url("https://api.groq.com/openai/v1"));
+        assert!(is_http_url("http://127.0.0.1:8089/v1"));
+        assert!(!is_http_url("api.groq.com"));
+        assert!(!is_http_url("ftp://host/"));
+        assert!(!is_http_url("http://"));
+    }
 }
