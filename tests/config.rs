@@ -521,25 +521,20 @@ fn secrets_never_show_in_messages_or_debug_output() {
     let secret = "gsk-very-secret-value-4711";
     let dir = TempDir::new().unwrap();
     let mut environment = Environment::new();
-    environment
-        .set("GROQ_API_KEY", secret)
-        .set("SECRET_BASE_URL", secret);
+    environment.set("GROQ_API_KEY", secret);
 
-    // A secret read into a key that refuses it, and a key typed into the file by mistake.
+    // A key typed into the file by mistake, beside other problems.
     let text = edited_settings(&[
-        (
-            "base_url: \"https://api.groq.com/openai/v1\"",
-            "base_url: \"env:SECRET_BASE_URL\"",
-        ),
         ("api_key: \"env:OPENAI_API_KEY\"", "api_key: 4711000111"),
+        ("port: 8000", "port: 0"),
     ]);
     let problems = settings_problems(&dir, &text);
     assert_eq!(
         problems,
         [
-            "DIR/config.yaml: llm.providers.groq.base_url: expected an http:// or https:// URL, found a string",
             "DIR/config.yaml: llm.providers.openai.api_key: expected a string (\"env:NAME\" reads \
              the environment variable NAME), found a number",
+            "DIR/config.yaml: websocket.port: expected an integer from 1 to 65535, found 0",
         ]
     );
     let path = write(&dir, "config.yaml", &text);
@@ -576,6 +571,28 @@ fn secrets_never_show_in_messages_or_debug_output() {
     assert!(
         debug.contains("TOKEN") && !debug.contains(secret),
         "{debug}"
+    );
+}
+
+#[test]
+fn env_references_are_read_only_in_secret_keys() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment
+        .set("GROQ_API_KEY", "k")
+        .set("CONFIG_TEST_BASE_URL", "https://example.com/v1");
+    let text = edited_settings(&[(
+        "base_url: \"https://api.groq.com/openai/v1\"",
+        "base_url: \"env:CONFIG_TEST_BASE_URL\"",
+    )]);
+
+    assert_eq!(
+        settings_problems(&dir, &text),
+        [
+            "DIR/config.yaml: llm.providers.groq.base_url: expected an http:// or https:// URL, \
+             found \"env:CONFIG_TEST_BASE_URL\" (\"env:\" is read only in secret keys such as \
+             api_key; to take this key from the environment, set MCP__LLM__PROVIDERS__GROQ__BASE_URL)"
+        ]
     );
 }
 

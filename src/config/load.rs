@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::schema::{
     BOOL, Checker, HTTP_URL, KeyPath, NON_EMPTY_TEXT, NON_NEGATIVE_NUMBER, NameRule, Origins,
-    POSITIVE_NUMBER, SECRET, Shape, TEXT, choice, closest, integer_at_least, integer_from,
-    number_from, optional, quoted_list, required,
+    POSITIVE_NUMBER, SECRET, SecretReferences, Shape, TEXT, choice, closest, integer_at_least,
+    integer_from, number_from, optional, quoted_list, required,
 };
 use super::{ServersConfig, Settings};
 
@@ -195,10 +195,12 @@ const SERVERS: Shape = Shape::Section(&[required(
 ///   `MCP__LLM__PROVIDERS__GROQ__API_KEY=...`); a key is matched ignoring case, because the
 ///   `config` crate lowercases variable names while provider names in the file may not be.
 ///   Their text is read as a number or boolean where the key expects one.
-/// - A string `"env:NAME"` is replaced by the environment variable NAME, and from then on is
-///   treated like a secret: no message shows it. Only the active provider (`llm.active`) has to
-///   be usable, so inside any other provider an unset variable is not an error and leaves an
-///   empty string: a user with only a Groq key need not set OpenAI's.
+/// - A secret (`api_key`) written `"env:NAME"` is read from the environment variable NAME.
+///   Only there: secrets then live only in [`super::Secret`] fields, which no message and no
+///   `Debug` output shows; other keys come from the environment through `MCP__` overrides.
+///   Only the active provider (`llm.active`) has to be usable, so in any other provider an
+///   unset variable is not an error and leaves the key empty: a user with only a Groq key need
+///   not set OpenAI's.
 /// - Every problem is reported at once: missing and unknown keys, wrong types, values out of
 ///   range, unset variables.
 pub fn load_settings(path: Option<&Path>) -> Result<Settings, ConfigError> {
@@ -214,12 +216,11 @@ pub fn load_settings(path: Option<&Path>) -> Result<Settings, ConfigError> {
 
     let mut origins = Origins::default();
     apply_overrides(&mut tree, &mut origins)?;
-    let unresolved = resolve_environment_references(&mut tree, &mut origins);
+    let secret_references = SecretReferences {
+        optional_under: inactive_providers(&tree),
+    };
 
-    let mut checker = Checker::new(&file, &origins);
-    for (path, problem) in unresolved {
-        checker.report(&path, problem);
-    }
+    let mut checker = Checker::new(&file, &origins, Some(secret_references));
     checker.check(&KeyPath::default(), &SETTINGS, &mut tree);
     check_orderings(&mut checker, &tree);
     check_active_provider(&mut checker, &tree);
@@ -247,7 +248,7 @@ pub fn load_servers_config(path: Option<&Path>) -> Result<ServersConfig, ConfigE
     let folder = absolute_folder(&path, &file)?;
 
     let origins = Origins::default();
-    let mut checker = Checker::new(&file, &origins);
+    let mut checker = Checker::new(&file, &origins, None);
     checker.check(&KeyPath::default(), &SERVERS, &mut tree);
     check_working_directories(&mut checker, &tree, &folder);
     let problems = checker.into_problems();
@@ -258,7 +259,8 @@ pub fn load_servers_config(path: Option<&Path>) -> Result<ServersConfig, ConfigE
         .map_err(|error| ConfigError::single(format!("{file}: {error}")))?;
     for server in config.servers.values_mut() {
         if let Some(cwd) = &mut server.cwd {
-            *cwd = folder.join(&*cwd);
+            // Collecting the components drops the `.` of `"cwd": "."`.
+            *cwd = folder.join(&*cwd).components().collect();
         }
     }
     Ok(config)
@@ -346,74 +348,20 @@ fn apply_overrides(tree: &mut Value, origins: &mut Origins) -> Result<(), Config
     Ok(())
 }
 
-/// Replaces every `"env:NAME"` string with the variable NAME, and returns the references
-/// that could not be resolved. Inside providers other than the active one an unset variable
-/// leaves an empty string that is not validated further.
-fn resolve_environment_references(
-    tree: &mut Value,
-    origins: &mut Origins,
-) -> Vec<(KeyPath, String)> {
+/// The providers other than the active one: their secrets need not be set.
+fn inactive_providers(tree: &Value) -> Vec<KeyPath> {
+    let providers = KeyPath::parse_dotted(PROVIDERS);
     let active = KeyPath::parse_dotted(ACTIVE_PROVIDER)
         .lookup(tree)
-        .and_then(Value::as_str)
-        .map(|name| match name.strip_prefix("env:") {
-            Some(variable) => std::env::var(variable).unwrap_or_default(),
-            None => name.to_owned(),
-        });
-    let providers = KeyPath::parse_dotted(PROVIDERS);
-    let mut problems = Vec::new();
-    let mut visit = |path: &KeyPath, text: &mut String| {
-        let Some(variable) = text.strip_prefix("env:") else {
-            return;
-        };
-        let optional = match path.name_under(&providers) {
-            Some(provider) => Some(provider) != active.as_deref(),
-            None => false,
-        };
-        let problem = match std::env::var(variable) {
-            Ok(value) if !value.is_empty() || optional => {
-                *text = value;
-                origins.from_environment.insert(path.clone());
-                return;
-            }
-            Err(_) if optional => {
-                text.clear();
-                origins.unchecked.insert(path.clone());
-                return;
-            }
-            Ok(_) => format!("environment variable {variable} is set but empty"),
-            Err(std::env::VarError::NotPresent) if variable.is_empty() => {
-                "\"env:\" needs a variable name, as in \"env:NAME\"".to_owned()
-            }
-            Err(std::env::VarError::NotPresent) => format!(
-                "environment variable {variable} is not set; \
-                 set it, or change the value \"env:{variable}\""
-            ),
-            Err(std::env::VarError::NotUnicode(_)) => {
-                format!("environment variable {variable} is not valid UTF-8")
-            }
-        };
-        problems.push((path.clone(), problem));
+        .and_then(Value::as_str);
+    let Some(entries) = providers.lookup(tree).and_then(Value::as_object) else {
+        return Vec::new();
     };
-    visit_strings(tree, &KeyPath::default(), &mut visit);
-    problems
-}
-
-fn visit_strings(value: &mut Value, path: &KeyPath, visit: &mut impl FnMut(&KeyPath, &mut String)) {
-    match value {
-        Value::String(text) => visit(path, text),
-        Value::Object(entries) => {
-            for (name, entry) in entries.iter_mut() {
-                visit_strings(entry, &path.key(name), visit);
-            }
-        }
-        Value::Array(items) => {
-            for (index, item) in items.iter_mut().enumerate() {
-                visit_strings(item, &path.index(index), visit);
-            }
-        }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
-    }
+    entries
+        .keys()
+        .filter(|name| Some(name.as_str()) != active)
+        .map(|name| providers.key(name))
+        .collect()
 }
 
 fn check_orderings(checker: &mut Checker, tree: &Value) {

@@ -297,12 +297,21 @@ impl KeyPath {
         )
     }
 
-    /// The key right below `prefix` on this path: the provider in `llm.providers.groq.model`.
-    pub(super) fn name_under(&self, prefix: &KeyPath) -> Option<&str> {
-        match self.0.get(prefix.0.len()) {
-            Some(Segment::Key(name)) if self.0.starts_with(&prefix.0) => Some(name),
-            _ => None,
-        }
+    fn starts_with(&self, prefix: &KeyPath) -> bool {
+        self.0.starts_with(&prefix.0)
+    }
+
+    /// The `MCP__SECTION__KEY` variable that overrides this key.
+    fn override_variable(&self) -> String {
+        let keys: Vec<String> = self
+            .0
+            .iter()
+            .filter_map(|segment| match segment {
+                Segment::Key(key) => Some(key.to_uppercase()),
+                Segment::Index(_) => None,
+            })
+            .collect();
+        format!("MCP__{}", keys.join("__"))
     }
 
     /// This path and every enclosing one, innermost first.
@@ -375,26 +384,36 @@ fn found_kind(value: &Value) -> &'static str {
 pub(super) struct Origins {
     /// Keys set or created by `MCP__...` variables, with the variable's name.
     pub overrides: BTreeMap<KeyPath, String>,
-    /// Values read through `"env:NAME"`: treated as secrets, never shown.
-    pub from_environment: BTreeSet<KeyPath>,
-    /// Values left out of validation (an inactive provider's unset `env:` variable).
-    pub unchecked: BTreeSet<KeyPath>,
+}
+
+/// How [`Shape::Scalar`] secrets written as `"env:NAME"` are read (`config.yaml` only).
+pub(super) struct SecretReferences {
+    /// Subtrees where an unset variable is not an error and leaves the secret empty: the
+    /// providers that are not active.
+    pub optional_under: Vec<KeyPath>,
 }
 
 /// Checks a parsed file against a [`Shape`], collecting every problem as a finished message.
 pub(super) struct Checker<'a> {
     file: &'a str,
     origins: &'a Origins,
+    /// `None`: `"env:NAME"` is an ordinary string.
+    secret_references: Option<SecretReferences>,
     problems: Vec<String>,
     /// Paths already reported, so cross-field rules do not pile on.
     reported: BTreeSet<KeyPath>,
 }
 
 impl<'a> Checker<'a> {
-    pub(super) fn new(file: &'a str, origins: &'a Origins) -> Self {
+    pub(super) fn new(
+        file: &'a str,
+        origins: &'a Origins,
+        secret_references: Option<SecretReferences>,
+    ) -> Self {
         Checker {
             file,
             origins,
+            secret_references,
             problems: Vec::new(),
             reported: BTreeSet::new(),
         }
@@ -425,9 +444,7 @@ impl<'a> Checker<'a> {
     }
 
     fn mismatch(&mut self, path: &KeyPath, shape: &Shape, value: &Value) {
-        let shown = if matches!(shape, Shape::Scalar(Scalar::Secret))
-            || self.origins.from_environment.contains(path)
-        {
+        let shown = if matches!(shape, Shape::Scalar(Scalar::Secret)) {
             found_kind(value).to_owned()
         } else {
             found(value)
@@ -447,7 +464,7 @@ impl<'a> Checker<'a> {
     /// Checks `value` (and everything inside it) against `shape`. Values from `MCP__...`
     /// overrides are converted to numbers and booleans here, where the expected type is known.
     pub(super) fn check(&mut self, path: &KeyPath, shape: &Shape, value: &mut Value) {
-        if self.origins.unchecked.contains(path) || self.reported.contains(path) {
+        if self.reported.contains(path) {
             return;
         }
         match shape {
@@ -482,6 +499,25 @@ impl<'a> Checker<'a> {
                 _ => self.mismatch(path, shape, value),
             },
             Shape::Scalar(scalar) => {
+                if self.secret_references.is_some()
+                    && let Value::String(text) = value
+                    && let Some(variable) = text.strip_prefix("env:")
+                {
+                    let variable = variable.to_owned();
+                    return match scalar {
+                        Scalar::Secret => self.read_secret(path, &variable, text),
+                        _ => self.report(
+                            path,
+                            format!(
+                                "expected {}, found \"env:{variable}\" (\"env:\" is read only in \
+                                 secret keys such as api_key; to take this key from the \
+                                 environment, set {})",
+                                shape.describe(),
+                                path.override_variable()
+                            ),
+                        ),
+                    };
+                }
                 if self.origins.overrides.contains_key(path)
                     && let Value::String(text) = value
                     && let Some(parsed) = scalar.parse_override(text)
@@ -493,6 +529,36 @@ impl<'a> Checker<'a> {
                 }
             }
         }
+    }
+
+    /// Replaces a secret's `"env:NAME"` with the variable NAME.
+    fn read_secret(&mut self, path: &KeyPath, variable: &str, secret: &mut String) {
+        let optional = self.secret_references.as_ref().is_some_and(|references| {
+            let optional_under = &references.optional_under;
+            optional_under.iter().any(|scope| path.starts_with(scope))
+        });
+        let problem = match std::env::var(variable) {
+            Ok(value) if !value.is_empty() || optional => {
+                *secret = value;
+                return;
+            }
+            Err(_) if optional => {
+                secret.clear();
+                return;
+            }
+            Ok(_) => format!("environment variable {variable} is set but empty"),
+            Err(std::env::VarError::NotPresent) if variable.is_empty() => {
+                "\"env:\" needs a variable name, as in \"env:NAME\"".to_owned()
+            }
+            Err(std::env::VarError::NotPresent) => format!(
+                "environment variable {variable} is not set; \
+                 set it, or change the value \"env:{variable}\""
+            ),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                format!("environment variable {variable} is not valid UTF-8")
+            }
+        };
+        self.report(path, problem);
     }
 
     fn check_section(
