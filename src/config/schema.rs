@@ -464,9 +464,6 @@ impl<'a> Checker<'a> {
     /// Checks `value` (and everything inside it) against `shape`. Values from `MCP__...`
     /// overrides are converted to numbers and booleans here, where the expected type is known.
     pub(super) fn check(&mut self, path: &KeyPath, shape: &Shape, value: &mut Value) {
-        if self.reported.contains(path) {
-            return;
-        }
         match shape {
             Shape::Section(fields) => self.check_section(path, shape, fields, value),
             Shape::Map { names, values } => {
