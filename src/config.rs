@@ -1,12 +1,19 @@
 //! Typed settings: `config.yaml` (SPEC §4) and `servers_config.json` (SPEC §5).
 //!
 //! Loading and validation live here so that every other module receives settings that are
-//! already known to be complete and in range.
+//! already known to be complete and in range: [`load_settings`] and [`load_servers_config`]
+//! check each file against a declarative description of its layout (`schema`) and report
+//! every problem at once in a [`ConfigError`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+mod load;
+mod schema;
+
+pub use load::{ConfigError, load_servers_config, load_settings};
 
 /// Everything `config.yaml` holds, after `MCP__SECTION__KEY` overrides and `env:` secrets.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,6 +26,16 @@ pub struct Settings {
     pub mcp: McpSettings,
     pub logging: LoggingSettings,
     pub shutdown: ShutdownSettings,
+}
+
+impl Settings {
+    /// The provider `llm.active` names, the only one the server talks to.
+    ///
+    /// # Panics
+    /// If `llm.active` is not a key of `llm.providers`, which [`load_settings`] rules out.
+    pub fn active_provider(&self) -> &ProviderSettings {
+        &self.llm.providers[&self.llm.active]
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,26 +168,56 @@ pub struct ShutdownSettings {
 }
 
 /// `servers_config.json`: the MCP servers to run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServersConfig {
     /// By server name, in name order so start-up and listings are deterministic.
+    #[serde(rename = "mcpServers")]
     pub servers: BTreeMap<String, ServerConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    #[serde(default = "enabled_unless_said_otherwise")]
     pub enabled: bool,
     pub command: String,
+    #[serde(default)]
     pub args: Vec<String>,
     /// Absolute: a relative `cwd` is resolved against the folder of `servers_config.json`.
+    #[serde(default)]
     pub cwd: Option<PathBuf>,
     /// Added over the inherited environment, `${VAR}` already substituted.
+    #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// `None`: every tool the server offers.
+    #[serde(default)]
     pub allowed_tools: Option<Vec<String>>,
+    #[serde(default)]
     pub excluded_tools: Vec<String>,
     /// Seconds; `None` falls back to `chat.service.tool_timeout`.
+    #[serde(default)]
     pub tool_timeout: Option<f64>,
+}
+
+fn enabled_unless_said_otherwise() -> bool {
+    true
+}
+
+/// Shows `env` names only: their values often carry tokens (`"TOKEN": "${DEMO_TOKEN}"`).
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("enabled", &self.enabled)
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("cwd", &self.cwd)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("allowed_tools", &self.allowed_tools)
+            .field("excluded_tools", &self.excluded_tools)
+            .field("tool_timeout", &self.tool_timeout)
+            .finish()
+    }
 }
 
 /// A secret (an API key): never printed by `Debug`, so never in logs.
