@@ -152,8 +152,8 @@ async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) 
 
 /// `mcp-platform serve`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let settings = crate::config::load_settings(args.config.as_deref())?;
-    let servers = crate::config::load_servers_config(args.servers.as_deref())?;
+    let settings = crate::config::load_settings(args.config.as_deref()).map_err(invalid_configuration)?;
+    let servers = crate::config::load_servers_config(args.servers.as_deref()).map_err(invalid_configuration)?;
     crate::logging::init(&settings.logging)?;
     let (store, opened) = crate::store::jsonl::JsonlStore::open(&settings.store.path, settings.store.fsync)?;
     if let Some(torn) = &opened.torn_tail {
@@ -184,6 +184,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     mcp.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Start-up refuses a bad configuration with every problem, one per line.
+pub fn invalid_configuration(error: crate::config::ConfigError) -> anyhow::Error {
+    anyhow::anyhow!("the configuration is invalid:\n{error}")
 }
 
 fn tool_defaults(settings: &Settings) -> crate::mcp::ToolDefaults {
