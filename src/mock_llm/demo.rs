@@ -279,12 +279,17 @@ pub(crate) fn words(text: &str) -> Vec<String> {
     text.split_inclusive(' ').map(str::to_owned).collect()
 }
 
-/// A deterministic stand-in for token counts: the words of every string in `value`.
+/// A deterministic stand-in for token counts: the words of `value`'s text, which is a string,
+/// or the `content` and `text` of messages and content blocks.
 pub(crate) fn count_words(value: &Value) -> u64 {
     match value {
         Value::String(text) => text.split_whitespace().count() as u64,
         Value::Array(items) => items.iter().map(count_words).sum(),
-        Value::Object(fields) => fields.values().map(count_words).sum(),
+        Value::Object(fields) => ["content", "text"]
+            .iter()
+            .filter_map(|key| fields.get(*key))
+            .map(count_words)
+            .sum(),
         _ => 0,
     }
 }

@@ -13,7 +13,7 @@
 //! `sum` or `add`, `subtract`, `multiply`, `divide`, `power`) it calls that tool with
 //! `{"a": .., "b": ..}`; given the tool's result it answers "2 + 3 = 5.". Anything else gets a
 //! sentence saying it is the offline demo model, and the user's text echoed. Usage figures are
-//! word counts: of every string in the request's messages (prompt) and of the answer
+//! word counts: of the text of the request's messages and system prompt (prompt) and of the answer
 //! (completion).
 //!
 //! # Scripts

@@ -123,6 +123,10 @@ struct Pacing {
 
 impl Pacing {
     async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        // Letting the server see an empty body for a moment makes it write out what it holds,
+        // so every frame goes out on its own as a model's would, and a disconnect comes after
+        // the frames before it have reached the client.
+        tokio::task::yield_now().await;
         if self.disconnect_after == Some(self.content_sent) {
             // An error from the body makes the server drop the connection mid-response.
             self.disconnect_after = None;
