@@ -388,9 +388,11 @@ impl StreamDecoder for AnthropicStreamDecoder {
 
     fn end(&mut self, out: &mut Vec<LlmEvent>) -> Result<(), WireError> {
         if !self.stopped {
-            return Err(WireError::fatal(
-                "the answer stream ended before message_stop: the answer is incomplete",
-            ));
+            return Err(WireError {
+                message: "the answer stream ended before message_stop: the answer is incomplete"
+                    .to_owned(),
+                retryable: true,
+            });
         }
         out.extend(self.usage.figures().map(LlmEvent::Usage));
         out.push(LlmEvent::Finish(self.finish.unwrap_or(FinishReason::Stop)));

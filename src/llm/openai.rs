@@ -248,6 +248,8 @@ pub struct OpenAiStreamDecoder {
     calls: Vec<PartialCall>,
     finish: Option<FinishReason>,
     usage: Option<Usage>,
+    /// `[DONE]` arrived (or the answer came whole).
+    complete: bool,
 }
 
 impl OpenAiStreamDecoder {
@@ -304,6 +306,7 @@ impl StreamDecoder for OpenAiStreamDecoder {
         out: &mut Vec<LlmEvent>,
     ) -> Result<Flow, WireError> {
         if data.trim() == "[DONE]" {
+            self.complete = true;
             return Ok(Flow::Done);
         }
         let chunk: Chunk = serde_json::from_str(data).map_err(|error| {
@@ -345,6 +348,16 @@ impl StreamDecoder for OpenAiStreamDecoder {
     }
 
     fn end(&mut self, out: &mut Vec<LlmEvent>) -> Result<(), WireError> {
+        // Some servers close after the finish reason without `[DONE]`; with neither, the
+        // connection ended early and the answer is incomplete.
+        if !self.complete && self.finish.is_none() {
+            return Err(WireError {
+                message: "the answer stream ended without a finish reason or [DONE]: the answer \
+                          is incomplete"
+                    .to_owned(),
+                retryable: true,
+            });
+        }
         let has_calls = !self.calls.is_empty();
         out.extend(
             self.calls
@@ -391,6 +404,7 @@ fn decode_complete(body: &[u8]) -> Result<Vec<LlmEvent>, WireError> {
     let mut decoder = OpenAiStreamDecoder {
         finish: choice.finish_reason.as_deref().map(finish_reason),
         usage: completion.usage.as_ref().and_then(WireUsage::figures),
+        complete: true,
         ..OpenAiStreamDecoder::default()
     };
     let mut events = Vec::new();

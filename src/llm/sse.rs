@@ -39,7 +39,8 @@ pub enum Flow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireError {
     pub message: String,
-    /// A transient provider condition (overloaded) that a new attempt may not meet.
+    /// A transient condition (the provider is overloaded, the stream was cut short) that a new
+    /// attempt may not meet.
     pub retryable: bool,
 }
 
