@@ -242,3 +242,96 @@ impl std::fmt::Debug for Secret {
         f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
     }
 }
+
+// lead: replace with the validating loader
+/// Reads `servers_config.json` (SPEC §5): relative `cwd` against the file's folder, `${VAR}`
+/// substituted in `env`.
+pub fn load_servers_config(path: &std::path::Path) -> anyhow::Result<ServersConfig> {
+    use anyhow::Context as _;
+
+    #[derive(Deserialize)]
+    struct File {
+        #[serde(rename = "mcpServers")]
+        servers: BTreeMap<String, Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        #[serde(default = "enabled_by_default")]
+        enabled: bool,
+        command: String,
+        #[serde(default)]
+        args: Vec<String>,
+        cwd: Option<PathBuf>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        allowed_tools: Option<Vec<String>>,
+        #[serde(default)]
+        excluded_tools: Vec<String>,
+        tool_timeout: Option<f64>,
+    }
+    fn enabled_by_default() -> bool {
+        true
+    }
+    fn substitute(value: &str) -> anyhow::Result<String> {
+        let mut out = String::new();
+        let mut rest = value;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..]
+                .find('}')
+                .with_context(|| format!("unclosed `${{` in `{value}`"))?;
+            let name = &rest[start + 2..start + end];
+            out.push_str(
+                &std::env::var(name)
+                    .with_context(|| format!("environment variable {name} is not set"))?,
+            );
+            rest = &rest[start + end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: File = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a valid servers config", path.display()))?;
+    let base = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .map(PathBuf::from)
+        .unwrap_or(std::env::current_dir()?);
+    let base = std::path::absolute(base)?;
+    let mut servers = BTreeMap::new();
+    for (name, entry) in file.servers {
+        let env = entry
+            .env
+            .iter()
+            .map(|(key, value)| Ok((key.clone(), substitute(value)?)))
+            .collect::<anyhow::Result<_>>()
+            .with_context(|| format!("server `{name}`, field `env`"))?;
+        servers.insert(
+            name,
+            ServerConfig {
+                enabled: entry.enabled,
+                command: entry.command,
+                args: entry.args,
+                cwd: Some(base.join(entry.cwd.unwrap_or_else(|| PathBuf::from(".")))),
+                env,
+                allowed_tools: entry.allowed_tools,
+                excluded_tools: entry.excluded_tools,
+                tool_timeout: entry.tool_timeout,
+            },
+        );
+    }
+    Ok(ServersConfig { servers })
+}
+
+// lead: replace with the validating loader
+/// Reads `config.yaml` without `MCP__` overrides or `env:` resolution.
+pub fn load_settings_config(path: &std::path::Path) -> anyhow::Result<Settings> {
+    use anyhow::Context as _;
+    ::config::Config::builder()
+        .add_source(::config::File::from(path))
+        .build()
+        .and_then(|config| config.try_deserialize())
+        .with_context(|| format!("{} is not a valid config", path.display()))
+}

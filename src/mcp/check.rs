@@ -1,8 +1,121 @@
+//! `mcp-platform check`: validates both config files, starts every enabled MCP server once and
+//! reports what each offers, so a broken setup shows up before `serve`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{McpManager, ServerSnapshot, ServerState, ToolDefaults};
 
 #[derive(Debug, clap::Args)]
-pub struct CheckArgs {}
+pub struct CheckArgs {
+    /// The settings file.
+    #[arg(long, env = "MCP_CONFIG_PATH", default_value = "config.yaml")]
+    config: PathBuf,
+    /// The MCP servers file.
+    #[arg(
+        long,
+        env = "MCP_SERVERS_CONFIG_PATH",
+        default_value = "servers_config.json"
+    )]
+    servers: PathBuf,
+    /// Print the servers as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
 
-pub async fn run(_args: CheckArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let settings = crate::config::load_settings_config(&args.config)?;
+    let servers = crate::config::load_servers_config(&args.servers)?;
+    let service = &settings.chat.service;
+    let defaults = ToolDefaults {
+        tool_timeout: Duration::try_from_secs_f64(service.tool_timeout)?,
+        max_tool_result_chars: service.max_tool_result_chars,
+    };
+    let manager = McpManager::start(&servers, &settings.mcp, defaults).await;
+    let snapshots = manager.servers();
+    manager.shutdown().await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&snapshots)?);
+    } else {
+        print!("{}", render(&snapshots));
+    }
+    let healthy = snapshots
+        .iter()
+        .all(|server| server.state == ServerState::Connected);
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn state_label(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Connecting => "connecting",
+        ServerState::Connected => "connected",
+        ServerState::Restarting => "restarting",
+        ServerState::Failed => "failed",
+        ServerState::CircuitOpen => "circuit open",
+        ServerState::Stopped => "stopped",
+    }
+}
+
+/// A summary table, then each server's offer in detail.
+fn render(servers: &[ServerSnapshot]) -> String {
+    let mut out = String::new();
+    if servers.is_empty() {
+        out.push_str("no enabled MCP servers\n");
+        return out;
+    }
+    let width = servers
+        .iter()
+        .map(|server| server.name.len())
+        .max()
+        .unwrap_or(0)
+        .max("SERVER".len());
+    let _ = writeln!(
+        out,
+        "{:width$}  {:12}  {:>5}  {:>7}  {:>9}  ERROR",
+        "SERVER", "STATE", "TOOLS", "PROMPTS", "RESOURCES"
+    );
+    for server in servers {
+        let resources = server.resources.len() + server.resource_templates.len();
+        let _ = writeln!(
+            out,
+            "{:width$}  {:12}  {:>5}  {:>7}  {:>9}  {}",
+            server.name,
+            state_label(server.state),
+            server.tools.len(),
+            server.prompts.len(),
+            resources,
+            server.last_error.as_deref().unwrap_or("-"),
+        );
+    }
+    for server in servers {
+        let _ = writeln!(out, "\n{} ({})", server.name, state_label(server.state));
+        for tool in &server.tools {
+            let _ = writeln!(out, "  tool      {}  {}", tool.name, tool.description);
+        }
+        for prompt in &server.prompts {
+            let _ = writeln!(
+                out,
+                "  prompt    {}  {}",
+                prompt.name,
+                prompt.description.as_deref().unwrap_or("")
+            );
+        }
+        for resource in &server.resources {
+            let _ = writeln!(out, "  resource  {}  {}", resource.uri, resource.name);
+        }
+        for template in &server.resource_templates {
+            let _ = writeln!(
+                out,
+                "  template  {}  {}",
+                template.uri_template, template.name
+            );
+        }
+    }
+    out
 }

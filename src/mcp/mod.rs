@@ -71,3 +71,17 @@ pub trait ToolProvider: Send + Sync {
     async fn read_resource(&self, uri: &str) -> Result<String, ToolError>;
 }
 pub mod check;
+
+mod breaker;
+mod connection;
+mod convert;
+mod manager;
+mod names;
+mod process;
+
+pub use breaker::CircuitState;
+pub use manager::{
+    McpManager, Offered, PromptArgumentView, PromptView, ResourceTemplateView, ResourceView,
+    ServerSnapshot, ServerState, ToolDefaults, ToolView,
+};
+pub use names::MAX_NAME_LEN;

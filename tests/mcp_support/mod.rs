@@ -1,0 +1,144 @@
+//! Shared by the `mcp_*` tests: the server binaries, settings built in code, polling.
+//!
+//! The test servers are workspace binaries. `cargo test --test mcp_x` does not build other
+//! packages, so the first use builds them with `cargo build -p demo-server -p faulty-server`
+//! (a no-op when they are fresh) and takes them from the same target folder as the test.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use mcp_platform::config::{
+    CircuitBreakerSettings, McpConnectionSettings, McpSettings, ServerConfig, ServersConfig,
+};
+use mcp_platform::domain::ToolCall;
+use mcp_platform::mcp::{McpManager, ToolDefaults, ToolOutcome, ToolProgress, ToolProvider};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-q", "-p", "demo-server", "-p", "faulty-server"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the test servers failed");
+    });
+    let exe = std::env::current_exe().expect("test exe path");
+    // target/debug/deps/<test> -> target/debug/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    dir.join(name)
+}
+
+pub fn server(command: impl Into<String>, args: &[&str]) -> ServerConfig {
+    ServerConfig {
+        enabled: true,
+        command: command.into(),
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+        cwd: None,
+        env: BTreeMap::new(),
+        allowed_tools: None,
+        excluded_tools: Vec::new(),
+        tool_timeout: None,
+    }
+}
+
+pub fn demo() -> ServerConfig {
+    server(bin("demo-server").display().to_string(), &[])
+}
+
+pub fn faulty(args: &[&str]) -> ServerConfig {
+    server(bin("faulty-server").display().to_string(), args)
+}
+
+pub fn servers(entries: Vec<(&str, ServerConfig)>) -> ServersConfig {
+    ServersConfig {
+        servers: entries
+            .into_iter()
+            .map(|(name, config)| (name.to_owned(), config))
+            .collect(),
+    }
+}
+
+/// Fast reconnects so supervision tests run in seconds.
+pub fn settings() -> McpSettings {
+    McpSettings {
+        connection: McpConnectionSettings {
+            max_reconnect_attempts: 5,
+            connection_timeout: 10.0,
+            initial_reconnect_delay: 0.2,
+            max_reconnect_delay: 1.0,
+        },
+        circuit_breaker: CircuitBreakerSettings {
+            failure_threshold: 5,
+            cooldown: 30.0,
+        },
+    }
+}
+
+pub fn defaults() -> ToolDefaults {
+    ToolDefaults {
+        tool_timeout: Duration::from_secs(20),
+        max_tool_result_chars: 20_000,
+    }
+}
+
+pub async fn start(servers: ServersConfig) -> std::sync::Arc<McpManager> {
+    McpManager::start(&servers, &settings(), defaults()).await
+}
+
+pub async fn call(manager: &McpManager, name: &str, arguments: Value) -> ToolOutcome {
+    let (progress, _) = mpsc::unbounded_channel::<ToolProgress>();
+    manager
+        .call_tool(
+            &tool_call(name, arguments),
+            progress,
+            CancellationToken::new(),
+        )
+        .await
+}
+
+pub fn tool_call(name: &str, arguments: Value) -> ToolCall {
+    ToolCall {
+        id: format!("call-{name}"),
+        name: name.to_owned(),
+        arguments,
+    }
+}
+
+/// Polls `condition` until it holds; panics with `what` after `within`.
+pub async fn wait_for(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A live process, not a zombie waiting to be reaped.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
+pub fn tool_names(manager: &McpManager) -> Vec<String> {
+    manager.tools().into_iter().map(|tool| tool.name).collect()
+}
