@@ -96,8 +96,10 @@ fn run_blocking(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     progress.finish_and_clear();
     let (output, code) = result.map_err(|error| match error {
-        ScanError::Io(error) => anyhow::Error::new(error)
-            .context(format!("cannot read the events file {}", args.file.display())),
+        ScanError::Io(error) => anyhow::Error::new(error).context(format!(
+            "cannot read the events file {}",
+            args.file.display()
+        )),
         ScanError::Visit(problem) => anyhow::anyhow!("{}: {problem}", args.file.display()),
     })?;
     let mut stdout = std::io::stdout().lock();
@@ -485,6 +487,10 @@ fn render_event(out: &mut String, event: &ChatEvent) {
         );
     }
     if !event.extra.is_empty() {
-        let _ = writeln!(out, "    extra {}", serde_json::Value::Object(event.extra.clone()));
+        let _ = writeln!(
+            out,
+            "    extra {}",
+            serde_json::Value::Object(event.extra.clone())
+        );
     }
 }

@@ -70,8 +70,7 @@ async fn lines_follow_the_spec_and_check_with_sha256sum() {
         let id = uuid::Uuid::parse_str(&event.id).unwrap();
         assert_eq!(id.get_version_num(), 7, "{}", event.id);
         assert_eq!(event.timestamp.len(), "2026-11-21T00:27:40.123456Z".len());
-        chrono::NaiveDateTime::parse_from_str(&event.timestamp, "%Y-%m-%dT%H:%M:%S%.6fZ")
-            .unwrap();
+        chrono::NaiveDateTime::parse_from_str(&event.timestamp, "%Y-%m-%dT%H:%M:%S%.6fZ").unwrap();
         assert_eq!(event.seq, number as u64 + 1);
         // The shell recipe an auditor would use, byte for byte as SPEC §6 describes it.
         let output = Command::new("sh")
@@ -160,7 +159,10 @@ async fn a_claimed_request_id_refuses_the_whole_batch() {
     let path = dir.path().join("events.jsonl");
     let (store, _) = JsonlStore::open(&path, true).unwrap();
     let first = store
-        .append(vec![user("a", "r-1", "hi"), assistant("a", "r-1", "hello", "m")])
+        .append(vec![
+            user("a", "r-1", "hi"),
+            assistant("a", "r-1", "hello", "m"),
+        ])
         .await
         .unwrap();
 
@@ -181,7 +183,10 @@ async fn a_claimed_request_id_refuses_the_whole_batch() {
         other => panic!("expected DuplicateRequest, got {other}"),
     }
     let message = refused.to_string();
-    assert!(message.contains("r-1") && message.contains(&first[0].id), "{message}");
+    assert!(
+        message.contains("r-1") && message.contains(&first[0].id),
+        "{message}"
+    );
     assert_eq!(file_lines(&path).len(), 2, "nothing of the refused batch");
     assert!(store.request("r-2").await.unwrap().is_empty());
 
@@ -242,7 +247,10 @@ async fn concurrent_appends_share_writes_and_fsyncs() {
     );
     println!("{APPENDERS} concurrent appends: {stats:?}");
     for conversation in 0..10 {
-        let events = store.conversation(&format!("c{conversation}")).await.unwrap();
+        let events = store
+            .conversation(&format!("c{conversation}"))
+            .await
+            .unwrap();
         let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
         assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
     }
@@ -274,7 +282,11 @@ async fn a_torn_tail_is_moved_aside_and_the_chain_continues() {
     let tail = report.torn_tail.clone().expect("the torn tail is reported");
     assert_eq!(tail.line, 4);
     assert_eq!(tail.bytes, torn.len() as u64);
-    assert!(tail.reason.contains("no trailing newline"), "{}", tail.reason);
+    assert!(
+        tail.reason.contains("no trailing newline"),
+        "{}",
+        tail.reason
+    );
     let name = tail.moved_to.file_name().unwrap().to_str().unwrap();
     assert!(name.starts_with("events.jsonl.torn-"), "{name}");
     assert_eq!(std::fs::read(&tail.moved_to).unwrap(), torn);
@@ -305,7 +317,11 @@ async fn an_unparseable_last_line_is_torn_but_one_in_the_middle_is_corruption() 
     append_raw(&path, b"\0\0\0\0\0\0\0\0\n");
     let (store, report) = JsonlStore::open(&path, false).unwrap();
     let tail = report.torn_tail.expect("reported");
-    assert!(tail.reason.contains("not a valid event line"), "{}", tail.reason);
+    assert!(
+        tail.reason.contains("not a valid event line"),
+        "{}",
+        tail.reason
+    );
     assert_eq!(std::fs::read(&path).unwrap(), intact);
     drop(store);
 
@@ -317,7 +333,10 @@ async fn an_unparseable_last_line_is_torn_but_one_in_the_middle_is_corruption() 
         matches!(error, StoreError::Corrupt { line: 2, .. }),
         "{message}"
     );
-    assert!(message.contains("line 2") && message.contains("--verify"), "{message}");
+    assert!(
+        message.contains("line 2") && message.contains("--verify"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -338,8 +357,10 @@ async fn event_kinds_round_trip() {
     let mut meta = user("a", "r-1", "");
     meta.kind = EventType::Meta;
     meta.role = None;
-    meta.extra
-        .insert("hash".into(), serde_json::json!("a key named hash inside extra"));
+    meta.extra.insert(
+        "hash".into(),
+        serde_json::json!("a key named hash inside extra"),
+    );
     let mut update = meta.clone();
     update.kind = EventType::SystemUpdate;
     let stored = store.append(vec![meta, update]).await.unwrap();
