@@ -5,9 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use mcp_platform::config::{
-    CircuitBreakerSettings, McpConnectionSettings, McpSettings, ServerConfig, ServersConfig,
-};
+use mcp_platform::config::{CircuitBreakerSettings, McpConnectionSettings, McpSettings, ServerConfig, ServersConfig};
 use mcp_platform::domain::ToolCall;
 use mcp_platform::mcp::{McpManager, ToolDefaults, ToolProvider};
 use rmcp::ServiceExt;
@@ -65,41 +63,25 @@ async fn main() -> anyhow::Result<()> {
             initial_reconnect_delay: 1.0,
             max_reconnect_delay: 1.0,
         },
-        circuit_breaker: CircuitBreakerSettings {
-            failure_threshold: 5,
-            cooldown: 30.0,
-        },
+        circuit_breaker: CircuitBreakerSettings { failure_threshold: 5, cooldown: 30.0 },
     };
-    let defaults = ToolDefaults {
-        tool_timeout: Duration::from_secs(30),
-        max_tool_result_chars: 20_000,
-    };
+    let defaults = ToolDefaults { tool_timeout: Duration::from_secs(30), max_tool_result_chars: 20_000 };
     let manager = McpManager::start(&servers, &settings, defaults).await;
-    let bare = ()
-        .serve(TokioChildProcess::new(tokio::process::Command::new(&binary))?)
-        .await?;
+    let bare = ().serve(TokioChildProcess::new(tokio::process::Command::new(&binary))?).await?;
 
-    let call = ToolCall {
-        id: "bench".into(),
-        name: "demo__sum".into(),
-        arguments: json!({"a": 2, "b": 3}),
-    };
+    let call = ToolCall { id: "bench".into(), name: "demo__sum".into(), arguments: json!({"a": 2, "b": 3}) };
     let arguments = json!({"a": 2, "b": 3}).as_object().cloned().unwrap_or_default();
     let mut ours = Vec::with_capacity(ROUNDS);
     let mut theirs = Vec::with_capacity(ROUNDS);
     for round in 0..WARMUP + ROUNDS {
         let (progress, _) = mpsc::unbounded_channel();
         let started = Instant::now();
-        let outcome = manager
-            .call_tool(&call, progress, CancellationToken::new())
-            .await;
+        let outcome = manager.call_tool(&call, progress, CancellationToken::new()).await;
         let ours_took = started.elapsed();
         assert!(outcome.ok && outcome.content == "5", "{}", outcome.content);
 
         let started = Instant::now();
-        let result = bare
-            .call_tool(CallToolRequestParams::new("sum").with_arguments(arguments.clone()))
-            .await?;
+        let result = bare.call_tool(CallToolRequestParams::new("sum").with_arguments(arguments.clone())).await?;
         let theirs_took = started.elapsed();
         assert_eq!(result.is_error, Some(false));
         if round >= WARMUP {
@@ -112,16 +94,8 @@ async fn main() -> anyhow::Result<()> {
     let (ours_p50, ours_p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
     let (bare_p50, bare_p99) = (percentile(&theirs, 0.5), percentile(&theirs, 0.99));
     println!("demo sum round trip, {ROUNDS} calls each, interleaved");
-    println!(
-        "  McpManager::call_tool  p50 {:8.1} µs  p99 {:8.1} µs",
-        micros(ours_p50),
-        micros(ours_p99)
-    );
-    println!(
-        "  bare rmcp call_tool    p50 {:8.1} µs  p99 {:8.1} µs",
-        micros(bare_p50),
-        micros(bare_p99)
-    );
+    println!("  McpManager::call_tool  p50 {:8.1} µs  p99 {:8.1} µs", micros(ours_p50), micros(ours_p99));
+    println!("  bare rmcp call_tool    p50 {:8.1} µs  p99 {:8.1} µs", micros(bare_p50), micros(bare_p99));
     let added = micros(ours_p50) - micros(bare_p50);
     println!("  our layer adds {added:.1} µs at p50 (budget 50 µs)");
     manager.shutdown().await;

@@ -81,10 +81,7 @@ fn append_rate(runtime: &tokio::runtime::Runtime, dir: &Path, appenders: usize) 
                     while Instant::now() < deadline {
                         let request = format!("a{appender}-{done}");
                         let conversation = format!("c{appender}");
-                        store
-                            .append(vec![event(&conversation, request, EventType::UserMessage)])
-                            .await
-                            .unwrap();
+                        store.append(vec![event(&conversation, request, EventType::UserMessage)]).await.unwrap();
                         done += 1;
                     }
                     done
@@ -177,11 +174,7 @@ fn open_rate(dir: &Path, megabytes: u64) {
     let started = Instant::now();
     let events = generate(&path, u64::MAX, megabytes << 20);
     let size = std::fs::metadata(&path).unwrap().len();
-    println!(
-        "  generated {:.0} MB, {events} events in {:.1} s",
-        size as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
+    println!("  generated {:.0} MB, {events} events in {:.1} s", size as f64 / 1e6, started.elapsed().as_secs_f64());
     for cache in ["evicted from page cache", "warm page cache"] {
         if cache.starts_with("evicted") {
             evict_from_page_cache(&path);
@@ -229,14 +222,8 @@ fn conversation_read(runtime: &tokio::runtime::Runtime, dir: &Path, events: u64)
 }
 
 fn main() {
-    let dir = tempfile::Builder::new()
-        .prefix("store-bench")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let dir = tempfile::Builder::new().prefix("store-bench").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!("store benchmark in {}", dir.path().display());
 
     println!("durable appends (fsync on), {APPEND_SECONDS} s each:");
@@ -251,10 +238,7 @@ fn main() {
     );
 
     println!("indexing at open:");
-    let megabytes: u64 = std::env::var("STORE_BENCH_OPEN_MB")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(1024);
+    let megabytes: u64 = std::env::var("STORE_BENCH_OPEN_MB").ok().and_then(|value| value.parse().ok()).unwrap_or(1024);
     open_rate(dir.path(), 100);
     if megabytes != 100 {
         open_rate(dir.path(), megabytes);
@@ -263,8 +247,5 @@ fn main() {
     println!("conversation reads:");
     let small = conversation_read(&runtime, dir.path(), 10_000);
     let large = conversation_read(&runtime, dir.path(), 1_000_000);
-    println!(
-        "  1,000,000-event / 10,000-event read time = {:.2}x",
-        large / small
-    );
+    println!("  1,000,000-event / 10,000-event read time = {:.2}x", large / small);
 }

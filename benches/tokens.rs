@@ -51,10 +51,7 @@ fn main() {
             mcp_platform::tokens::Encoding::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
         };
         // Build the tables outside the timed runs.
-        assert_eq!(
-            counter.count("warm up"),
-            bpe.encode_ordinary("warm up").len()
-        );
+        assert_eq!(counter.count("warm up"), bpe.encode_ordinary("warm up").len());
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         let mut tokens = 0;
         for _ in 0..ROUNDS {
@@ -67,24 +64,11 @@ fn main() {
         println!(
             "{model} ({:?}{}): {tokens} tokens in {:.2} MB of English",
             counter.encoding(),
-            if counter.is_estimate() {
-                ", estimate"
-            } else {
-                ""
-            },
+            if counter.is_estimate() { ", estimate" } else { "" },
             text.len() as f64 / 1e6
         );
-        println!(
-            "  TokenCounter::count          {:>10.0} tokens/s",
-            tokens as f64 / ours
-        );
-        println!(
-            "  tiktoken-rs encode_ordinary  {:>10.0} tokens/s",
-            tokens as f64 / theirs
-        );
-        println!(
-            "  count / encode_ordinary speed = {:.3} (target within 10%)",
-            theirs / ours
-        );
+        println!("  TokenCounter::count          {:>10.0} tokens/s", tokens as f64 / ours);
+        println!("  tiktoken-rs encode_ordinary  {:>10.0} tokens/s", tokens as f64 / theirs);
+        println!("  count / encode_ordinary speed = {:.3} (target within 10%)", theirs / ours);
     }
 }

@@ -35,9 +35,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let dir = std::env::temp_dir().join(format!("mcp-platform-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let exe = std::env::current_exe()?;
-    let (mut mock, mock_addr) =
-        spawn_and_read_address(Command::new(&exe).args(["mock-llm", "--port", "0", "--word-delay-ms", "0"]), "mock-llm")
-            .await?;
+    let (mut mock, mock_addr) = spawn_and_read_address(
+        Command::new(&exe).args(["mock-llm", "--port", "0", "--word-delay-ms", "0"]),
+        "mock-llm",
+    )
+    .await?;
     let servers = dir.join("servers_config.json");
     std::fs::write(&servers, r#"{"mcpServers": {}}"#)?;
     let mut serve = Command::new(&exe);

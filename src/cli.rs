@@ -6,11 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "mcp-platform",
-    version,
-    about = "WebSocket chat server driving an LLM tool loop against MCP servers"
-)]
+#[command(name = "mcp-platform", version, about = "WebSocket chat server driving an LLM tool loop against MCP servers")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -24,9 +24,9 @@ pub struct ChatArgs {
 }
 
 pub async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
-    let (socket, _) = tokio_tungstenite::connect_async(args.url.as_str())
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot connect to {}: {error} (is `mcp-platform serve` running?)", args.url))?;
+    let (socket, _) = tokio_tungstenite::connect_async(args.url.as_str()).await.map_err(|error| {
+        anyhow::anyhow!("cannot connect to {}: {error} (is `mcp-platform serve` running?)", args.url)
+    })?;
     let (mut sink, mut stream) = socket.split();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut in_flight: Option<String> = None;
@@ -99,7 +99,13 @@ fn render(message: &ServerMessage) {
             writeln!(out, "  {mark} {} = {} ({:.1} ms)", result.name, result.content, result.duration_ms)
         }
         (Status::Chunk, Some(Chunk::Progress(progress))) => {
-            writeln!(out, "  … {} {}{}", progress.id, progress.progress, progress.total.map(|total| format!("/{total}")).unwrap_or_default())
+            writeln!(
+                out,
+                "  … {} {}{}",
+                progress.id,
+                progress.progress,
+                progress.total.map(|total| format!("/{total}")).unwrap_or_default()
+            )
         }
         (Status::Chunk, Some(Chunk::Notice(notice))) => writeln!(out, "\n  ! {notice}"),
         (Status::Complete, _) => {

@@ -82,11 +82,7 @@ pub struct Rejection {
 pub fn parse_client_message(frame: &str, max_text_chars: usize) -> Result<ClientMessage, Rejection> {
     let value: Value = serde_json::from_str(frame).map_err(|error| Rejection {
         request_id: None,
-        error: ErrorBody::validation(vec![FieldError::new(
-            "",
-            format!("not valid JSON: {error}"),
-            "json_invalid",
-        )]),
+        error: ErrorBody::validation(vec![FieldError::new("", format!("not valid JSON: {error}"), "json_invalid")]),
     })?;
     let Value::Object(object) = value else {
         return Err(Rejection {
@@ -304,7 +300,12 @@ fn validate_id(object: &Map<String, Value>, key: &str, required: bool, errors: &
     }
 }
 
-fn optional_string(object: &Map<String, Value>, field: &str, key: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+fn optional_string(
+    object: &Map<String, Value>,
+    field: &str,
+    key: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
     match object.get(key) {
         None | Some(Value::Null) => None,
         Some(Value::String(value)) => Some(value.clone()),
@@ -542,10 +543,7 @@ mod tests {
         assert_eq!(rejected.error.code, 400);
         let mut found = fields(&rejected);
         found.sort();
-        assert_eq!(
-            found,
-            ["extra", "payload.colour", "payload.conversation_id", "payload.streaming", "payload.text"]
-        );
+        assert_eq!(found, ["extra", "payload.colour", "payload.conversation_id", "payload.streaming", "payload.text"]);
     }
 
     #[test]
@@ -581,9 +579,15 @@ mod tests {
     #[test]
     fn server_messages_serialise_as_the_spec_shows() {
         let chunk = ServerMessage::chunk("r-1", 1, Chunk::Text("Let me ".into()));
-        assert_eq!(chunk.to_json(), r#"{"request_id":"r-1","status":"chunk","seq":1,"chunk":{"type":"text","data":"Let me "}}"#);
+        assert_eq!(
+            chunk.to_json(),
+            r#"{"request_id":"r-1","status":"chunk","seq":1,"chunk":{"type":"text","data":"Let me "}}"#
+        );
         assert_eq!(ServerMessage::pong("p-1").to_json(), r#"{"request_id":"p-1","status":"pong"}"#);
         let processing = ServerMessage::processing("r-1", "c-42", false);
-        assert_eq!(processing.to_json(), r#"{"request_id":"r-1","status":"processing","conversation_id":"c-42","seq":0}"#);
+        assert_eq!(
+            processing.to_json(),
+            r#"{"request_id":"r-1","status":"processing","conversation_id":"c-42","seq":0}"#
+        );
     }
 }

@@ -63,17 +63,11 @@ fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
         .ok()
         .and_then(|date| date.and_hms_opt(0, 0, 0))
         .map(|time| time.and_utc())
-        .ok_or_else(|| {
-            format!(
-                "{text:?} is not a time: use RFC 3339 (2026-11-21T00:27:40Z) or a date (2026-11-21)"
-            )
-        })
+        .ok_or_else(|| format!("{text:?} is not a time: use RFC 3339 (2026-11-21T00:27:40Z) or a date (2026-11-21)"))
 }
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    tokio::task::spawn_blocking(move || run_blocking(&args))
-        .await
-        .context("the replay task failed")?
+    tokio::task::spawn_blocking(move || run_blocking(&args)).await.context("the replay task failed")?
 }
 
 fn run_blocking(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -84,10 +78,7 @@ fn run_blocking(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
             args.file.display()
         )
     })?;
-    let length = file
-        .metadata()
-        .with_context(|| format!("cannot read {}", args.file.display()))?
-        .len();
+    let length = file.metadata().with_context(|| format!("cannot read {}", args.file.display()))?.len();
     let progress = progress_bar(length);
     let result = if args.verify {
         verify(&file, &progress).map(|report| render_verification(args, &report))
@@ -96,17 +87,13 @@ fn run_blocking(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     progress.finish_and_clear();
     let (output, code) = result.map_err(|error| match error {
-        ScanError::Io(error) => anyhow::Error::new(error).context(format!(
-            "cannot read the events file {}",
-            args.file.display()
-        )),
+        ScanError::Io(error) => {
+            anyhow::Error::new(error).context(format!("cannot read the events file {}", args.file.display()))
+        }
         ScanError::Visit(problem) => anyhow::anyhow!("{}: {problem}", args.file.display()),
     })?;
     let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(output.as_bytes())
-        .and_then(|()| stdout.flush())
-        .context("cannot write to stdout")?;
+    stdout.write_all(output.as_bytes()).and_then(|()| stdout.flush()).context("cannot write to stdout")?;
     Ok(code)
 }
 
@@ -147,24 +134,17 @@ struct Verification {
 }
 
 /// Checks every complete line of the file; stops at the first bad one.
-fn verify(
-    file: &std::fs::File,
-    progress: &indicatif::ProgressBar,
-) -> Result<Verification, ScanError<Problem>> {
+fn verify(file: &std::fs::File, progress: &indicatif::ProgressBar) -> Result<Verification, ScanError<Problem>> {
     let mut lines = 0u64;
     let mut prev_hash = GENESIS_PREV.to_string();
     let mut last_seqs: HashMap<String, u64> = HashMap::new();
     let scanned = scan_lines(file, 0, |offset, bytes| {
         lines += 1;
         progress.set_position(offset);
-        let problem = |reason: String| Problem {
-            line: lines,
-            reason,
-        };
-        let event: ChatEvent = serde_json::from_slice(bytes)
-            .map_err(|error| problem(format!("not a valid event line: {error}")))?;
-        let recomputed = recompute_hash(bytes)
-            .ok_or_else(|| problem("the line has no \"hash\" key".to_string()))?;
+        let problem = |reason: String| Problem { line: lines, reason };
+        let event: ChatEvent =
+            serde_json::from_slice(bytes).map_err(|error| problem(format!("not a valid event line: {error}")))?;
+        let recomputed = recompute_hash(bytes).ok_or_else(|| problem("the line has no \"hash\" key".to_string()))?;
         if recomputed != event.hash {
             return Err(problem(format!(
                 "the hash does not match the line's bytes (the line was edited): \
@@ -211,11 +191,7 @@ fn verify(
     };
     Ok(Verification {
         ok: first_problem.is_none(),
-        lines: if first_problem.is_some() {
-            lines - 1
-        } else {
-            lines
-        },
+        lines: if first_problem.is_some() { lines - 1 } else { lines },
         conversations: last_seqs.len(),
         partial_last_line_bytes: end.trailing,
         first_problem,
@@ -223,11 +199,7 @@ fn verify(
 }
 
 fn render_verification(args: &ReplayArgs, report: &Verification) -> (String, ExitCode) {
-    let code = if report.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    };
+    let code = if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     let mut out = String::new();
     match args.format {
         Format::Json => out = json_line(report),
@@ -335,16 +307,14 @@ fn transcripts(
         if let Some(model) = &event.model {
             per_model.entry(model.clone()).or_default().add(&event);
         }
-        let at = *positions
-            .entry(event.conversation_id.clone())
-            .or_insert_with(|| {
-                conversations.push(Transcript {
-                    conversation_id: event.conversation_id.clone(),
-                    totals: Totals::default(),
-                    events: Vec::new(),
-                });
-                conversations.len() - 1
+        let at = *positions.entry(event.conversation_id.clone()).or_insert_with(|| {
+            conversations.push(Transcript {
+                conversation_id: event.conversation_id.clone(),
+                totals: Totals::default(),
+                events: Vec::new(),
             });
+            conversations.len() - 1
+        });
         conversations[at].totals.add(&event);
         conversations[at].events.push(event);
         Ok(())
@@ -359,18 +329,10 @@ fn transcripts(
 }
 
 fn selected(args: &ReplayArgs, event: &ChatEvent, line: u64) -> Result<bool, Problem> {
-    if args
-        .conversation
-        .as_ref()
-        .is_some_and(|wanted| *wanted != event.conversation_id)
-    {
+    if args.conversation.as_ref().is_some_and(|wanted| *wanted != event.conversation_id) {
         return Ok(false);
     }
-    if args
-        .request
-        .as_ref()
-        .is_some_and(|wanted| event.request_id.as_ref() != Some(wanted))
-    {
+    if args.request.as_ref().is_some_and(|wanted| event.request_id.as_ref() != Some(wanted)) {
         return Ok(false);
     }
     if let Some(since) = args.since {
@@ -400,12 +362,7 @@ fn render_transcripts(args: &ReplayArgs, report: &TranscriptReport) -> (String, 
         out.push('\n');
     }
     if report.conversations.is_empty() {
-        let _ = writeln!(
-            out,
-            "No events match in {} ({} lines read).",
-            args.file.display(),
-            report.lines_read
-        );
+        let _ = writeln!(out, "No events match in {} ({} lines read).", args.file.display(), report.lines_read);
     }
     let _ = writeln!(out, "== token totals ==");
     let _ = writeln!(
@@ -451,16 +408,12 @@ fn usage_text(usage: &Usage) -> String {
 }
 
 fn render_event(out: &mut String, event: &ChatEvent) {
-    let kind = serde_json::to_value(event.kind)
-        .ok()
-        .and_then(|value| value.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let kind =
+        serde_json::to_value(event.kind).ok().and_then(|value| value.as_str().map(str::to_string)).unwrap_or_default();
     let mut header = format!("#{} {} {kind}", event.seq, event.timestamp);
     if let Some(role) = event.role {
-        let role = serde_json::to_value(role)
-            .ok()
-            .and_then(|value| value.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let role =
+            serde_json::to_value(role).ok().and_then(|value| value.as_str().map(str::to_string)).unwrap_or_default();
         let _ = write!(header, " [{role}]");
     }
     if let Some(request_id) = &event.request_id {
@@ -480,17 +433,9 @@ fn render_event(out: &mut String, event: &ChatEvent) {
         }
     }
     for call in event.tool_calls.iter().flatten() {
-        let _ = writeln!(
-            out,
-            "    tool call {} {} {}",
-            call.id, call.name, call.arguments
-        );
+        let _ = writeln!(out, "    tool call {} {} {}", call.id, call.name, call.arguments);
     }
     if !event.extra.is_empty() {
-        let _ = writeln!(
-            out,
-            "    extra {}",
-            serde_json::Value::Object(event.extra.clone())
-        );
+        let _ = writeln!(out, "    extra {}", serde_json::Value::Object(event.extra.clone()));
     }
 }

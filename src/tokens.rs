@@ -39,10 +39,7 @@ pub struct TokenCounter {
 
 impl std::fmt::Debug for TokenCounter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenCounter")
-            .field("encoding", &self.encoding)
-            .field("estimate", &self.estimate)
-            .finish()
+        f.debug_struct("TokenCounter").field("encoding", &self.encoding).field("estimate", &self.estimate).finish()
     }
 }
 
@@ -50,12 +47,7 @@ impl TokenCounter {
     /// The counter for `model` (a provider's model name, optionally with a vendor prefix such
     /// as `openai/gpt-4o`). Unknown and non-OpenAI models get the `cl100k_base` estimate.
     pub fn for_model(model: &str) -> TokenCounter {
-        let name = model
-            .rsplit('/')
-            .next()
-            .unwrap_or(model)
-            .trim()
-            .to_ascii_lowercase();
+        let name = model.rsplit('/').next().unwrap_or(model).trim().to_ascii_lowercase();
         let (encoding, estimate) = if uses_o200k(&name) {
             (Encoding::O200kBase, false)
         } else if is_older_openai_model(&name) {
@@ -67,11 +59,7 @@ impl TokenCounter {
             Encoding::O200kBase => tiktoken_rs::o200k_base_singleton(),
             Encoding::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
         };
-        TokenCounter {
-            bpe,
-            encoding,
-            estimate,
-        }
+        TokenCounter { bpe, encoding, estimate }
     }
 
     /// The encoding this counter uses.
@@ -108,11 +96,7 @@ impl TokenCounter {
 
     /// Tokens a whole prompt of `messages` costs, including the priming of the reply.
     pub fn count_messages(&self, messages: &[Message]) -> usize {
-        messages
-            .iter()
-            .map(|message| self.count_message(message))
-            .sum::<usize>()
-            + REPLY_PRIMING_TOKENS
+        messages.iter().map(|message| self.count_message(message)).sum::<usize>() + REPLY_PRIMING_TOKENS
     }
 
     /// Tokens the tool definitions cost when offered to the model, counted over the JSON the
@@ -126,15 +110,12 @@ impl TokenCounter {
 fn uses_o200k(name: &str) -> bool {
     const FAMILIES: [&str; 7] = ["gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4"];
     FAMILIES.iter().any(|family| {
-        name.strip_prefix(family)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('-') || rest.starts_with('.'))
+        name.strip_prefix(family).is_some_and(|rest| rest.is_empty() || rest.starts_with('-') || rest.starts_with('.'))
     })
 }
 
 fn is_older_openai_model(name: &str) -> bool {
-    ["gpt-4", "gpt-3.5", "text-embedding-", "chatgpt-"]
-        .iter()
-        .any(|prefix| name.starts_with(prefix))
+    ["gpt-4", "gpt-3.5", "text-embedding-", "chatgpt-"].iter().any(|prefix| name.starts_with(prefix))
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -158,12 +139,8 @@ fn tool_json(tool: &ToolSpec) -> String {
         description: &'a str,
         parameters: &'a serde_json::Value,
     }
-    serde_json::to_string(&Function {
-        name: &tool.name,
-        description: &tool.description,
-        parameters: &tool.parameters,
-    })
-    .unwrap_or_default()
+    serde_json::to_string(&Function { name: &tool.name, description: &tool.description, parameters: &tool.parameters })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -173,16 +150,7 @@ mod tests {
 
     #[test]
     fn models_map_to_their_encoding() {
-        for model in [
-            "gpt-4o",
-            "gpt-4o-mini",
-            "gpt-4.1-nano",
-            "o1",
-            "o3-mini",
-            "o4-mini",
-            "gpt-5",
-            "openai/gpt-4o",
-        ] {
+        for model in ["gpt-4o", "gpt-4o-mini", "gpt-4.1-nano", "o1", "o3-mini", "o4-mini", "gpt-5", "openai/gpt-4o"] {
             let counter = TokenCounter::for_model(model);
             assert_eq!(counter.encoding(), Encoding::O200kBase, "{model}");
             assert!(!counter.is_estimate(), "{model}");
@@ -192,12 +160,7 @@ mod tests {
             assert_eq!(counter.encoding(), Encoding::Cl100kBase, "{model}");
             assert!(!counter.is_estimate(), "{model}");
         }
-        for model in [
-            "llama-3.3-70b-versatile",
-            "claude-sonnet-4",
-            "mistral-large",
-            "o1x-lookalike",
-        ] {
+        for model in ["llama-3.3-70b-versatile", "claude-sonnet-4", "mistral-large", "o1x-lookalike"] {
             let counter = TokenCounter::for_model(model);
             assert_eq!(counter.encoding(), Encoding::Cl100kBase, "{model}");
             assert!(counter.is_estimate(), "{model}");
@@ -227,17 +190,10 @@ mod tests {
         assert_eq!(counter.count_message(&user), 6);
         assert_eq!(counter.count_messages(std::slice::from_ref(&user)), 9);
 
-        let call = ToolCall {
-            id: "call_1".into(),
-            name: "demo__sum".into(),
-            arguments: json!({"a": 2, "b": 3}),
-        };
+        let call = ToolCall { id: "call_1".into(), name: "demo__sum".into(), arguments: json!({"a": 2, "b": 3}) };
         let assistant = Message::assistant("", vec![call.clone()]);
         let call_json = serde_json::to_string(&[call]).unwrap();
-        assert_eq!(
-            counter.count_message(&assistant),
-            3 + counter.count("assistant") + counter.count(&call_json)
-        );
+        assert_eq!(counter.count_message(&assistant), 3 + counter.count("assistant") + counter.count(&call_json));
         let tool = Message::tool("call_1", "5");
         assert_eq!(
             counter.count_message(&tool),
@@ -262,10 +218,7 @@ mod tests {
         let small_count = counter.count_tools(std::slice::from_ref(&small));
         assert!(small_count > counter.count("demo__sum Add two numbers"));
         assert!(counter.count_tools(std::slice::from_ref(&large)) > small_count);
-        assert_eq!(
-            counter.count_tools(&[small.clone(), small.clone()]),
-            2 * small_count
-        );
+        assert_eq!(counter.count_tools(&[small.clone(), small.clone()]), 2 * small_count);
         assert_eq!(counter.count_tools(&[]), 0);
     }
 }

@@ -84,7 +84,13 @@ async fn a_model_that_always_calls_tools_stops_at_max_tool_hops() {
 #[tokio::test]
 async fn every_protocol_error_is_structured_and_the_socket_survives() {
     let script = json!([{"text": "slow answer", "first_byte_delay_ms": 1500}]);
-    let app = TestApp::start(Options { script: Some(script), max_message_bytes: 2048, max_in_flight: 1, ..Options::default() }).await;
+    let app = TestApp::start(Options {
+        script: Some(script),
+        max_message_bytes: 2048,
+        max_in_flight: 1,
+        ..Options::default()
+    })
+    .await;
     let mut client = app.client().await;
 
     client.send_text("{not json".into()).await;
@@ -94,7 +100,9 @@ async fn every_protocol_error_is_structured_and_the_socket_survives() {
     assert_eq!(error["error"]["code"], 400);
     assert_alive(&mut client).await;
 
-    client.send(json!({"action": "chat", "request_id": "bad", "payload": {"text": "", "streaming": 1, "x": true}})).await;
+    client
+        .send(json!({"action": "chat", "request_id": "bad", "payload": {"text": "", "streaming": 1, "x": true}}))
+        .await;
     let error = client.recv().await;
     assert_eq!(error["request_id"], "bad");
     assert_eq!(error["error"]["code"], 400);

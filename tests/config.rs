@@ -19,22 +19,14 @@ struct Environment {
 impl Environment {
     /// Starts from a known state: the shipped provider keys and any `MCP__` overrides unset.
     fn new() -> Self {
-        let lock = ENVIRONMENT
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut environment = Environment {
-            saved: Vec::new(),
-            _lock: lock,
-        };
+        let lock = ENVIRONMENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut environment = Environment { saved: Vec::new(), _lock: lock };
         let inherited: Vec<String> = std::env::vars_os()
             .filter_map(|(name, _)| name.into_string().ok())
             .filter(|name| name.to_uppercase().starts_with("MCP_"))
             .collect();
-        for name in inherited.iter().map(String::as_str).chain([
-            "GROQ_API_KEY",
-            "OPENAI_API_KEY",
-            "ANTHROPIC_API_KEY",
-        ]) {
+        for name in inherited.iter().map(String::as_str).chain(["GROQ_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"])
+        {
             environment.unset(name);
         }
         environment
@@ -111,11 +103,7 @@ fn servers_problems(dir: &TempDir, text: &str) -> Vec<String> {
 fn problems_with_placeholder(error: &ConfigError, dir: &TempDir) -> Vec<String> {
     assert_eq!(error.to_string(), error.problems().join("\n"));
     let folder = dir.path().display().to_string();
-    error
-        .problems()
-        .iter()
-        .map(|problem| problem.replace(&folder, "DIR"))
-        .collect()
+    error.problems().iter().map(|problem| problem.replace(&folder, "DIR")).collect()
 }
 
 #[test]
@@ -129,10 +117,7 @@ fn shipped_config_yaml_loads_with_only_the_active_providers_key_set() {
     assert_eq!(settings.llm.active, "groq");
     assert_eq!(active.model, "llama-3.3-70b-versatile");
     assert_eq!(active.api_key.expose(), "gsk-test-key");
-    assert!(
-        settings.llm.providers["openai"].api_key.is_empty(),
-        "an inactive provider's unset key is left empty"
-    );
+    assert!(settings.llm.providers["openai"].api_key.is_empty(), "an inactive provider's unset key is left empty");
     assert_eq!(settings.websocket.port, 8000);
     assert_eq!(settings.shutdown.grace_seconds, 5.0);
 }
@@ -141,18 +126,13 @@ fn shipped_config_yaml_loads_with_only_the_active_providers_key_set() {
 fn shipped_servers_config_loads() {
     let _environment = Environment::new();
 
-    let config = load_servers_config(Some(&repository_file("servers_config.json")))
-        .expect("shipped servers config");
+    let config = load_servers_config(Some(&repository_file("servers_config.json"))).expect("shipped servers config");
 
     let demo = &config.servers["demo"];
     assert!(demo.enabled);
     assert_eq!(demo.command, "target/release/demo-server");
     assert_eq!(
-        demo.cwd
-            .as_deref()
-            .map(std::fs::canonicalize)
-            .transpose()
-            .unwrap(),
+        demo.cwd.as_deref().map(std::fs::canonicalize).transpose().unwrap(),
         Some(std::fs::canonicalize(env!("CARGO_MANIFEST_DIR")).unwrap()),
         "cwd \".\" is the folder of servers_config.json"
     );
@@ -164,11 +144,7 @@ fn shipped_servers_config_loads() {
 fn default_paths_come_from_the_environment() {
     let dir = TempDir::new().unwrap();
     let settings_path = write(&dir, "elsewhere.yaml", &shipped_settings());
-    let servers_path = write(
-        &dir,
-        "servers.json",
-        r#"{"mcpServers": {"echo": {"command": "echo"}}}"#,
-    );
+    let servers_path = write(&dir, "servers.json", r#"{"mcpServers": {"echo": {"command": "echo"}}}"#);
     let mut environment = Environment::new();
     environment
         .set("GROQ_API_KEY", "k")
@@ -199,36 +175,21 @@ fn environment_variables_override_single_keys() {
     let settings = load_settings(Some(&path)).expect("overridden config");
 
     assert_eq!(settings.websocket.port, 9000);
-    assert_eq!(
-        settings.active_provider().base_url,
-        "http://127.0.0.1:8089/v1"
-    );
+    assert_eq!(settings.active_provider().base_url, "http://127.0.0.1:8089/v1");
     assert_eq!(settings.chat.service.max_tool_hops, 2);
     assert!(!settings.chat.service.streaming.enabled);
     assert_eq!(settings.llm.request_timeout, 12.5);
-    assert_eq!(
-        settings.llm.providers["groq"].api_key.expose(),
-        "gsk-from-override"
-    );
-    assert_eq!(
-        settings.active_provider().model,
-        "1.5",
-        "a string key keeps the variable's text as it is"
-    );
+    assert_eq!(settings.llm.providers["groq"].api_key.expose(), "gsk-from-override");
+    assert_eq!(settings.active_provider().model, "1.5", "a string key keeps the variable's text as it is");
 }
 
 #[test]
 fn overrides_find_keys_whatever_their_case_in_the_file() {
     let dir = TempDir::new().unwrap();
-    let text = edited_settings(&[
-        ("active: \"groq\"", "active: \"Groq\""),
-        ("    groq:\n", "    Groq:\n"),
-    ]);
+    let text = edited_settings(&[("active: \"groq\"", "active: \"Groq\""), ("    groq:\n", "    Groq:\n")]);
     let path = write(&dir, "config.yaml", &text);
     let mut environment = Environment::new();
-    environment
-        .set("GROQ_API_KEY", "k")
-        .set("MCP__LLM__PROVIDERS__GROQ__MODEL", "llama-3.1-8b-instant");
+    environment.set("GROQ_API_KEY", "k").set("MCP__LLM__PROVIDERS__GROQ__MODEL", "llama-3.1-8b-instant");
 
     let settings = load_settings(Some(&path)).expect("overridden config");
 
@@ -245,10 +206,7 @@ fn bad_overrides_name_the_variable() {
         .set("MCP__WEBSOCKET__PORT", "abc")
         .set("MCP__WEBSOCKET__PROT", "9000")
         .set("MCP__STORE__FSYNC", "yes")
-        .set(
-            "MCP__LLM__PROVIDERS__GROQ__API_KEY",
-            "env:CONFIG_TEST_UNSET_KEY",
-        )
+        .set("MCP__LLM__PROVIDERS__GROQ__API_KEY", "env:CONFIG_TEST_UNSET_KEY")
         .unset("CONFIG_TEST_UNSET_KEY");
 
     assert_eq!(
@@ -271,9 +229,7 @@ fn bad_overrides_name_the_variable() {
 fn an_override_that_adds_a_provider_lists_what_the_provider_still_needs() {
     let dir = TempDir::new().unwrap();
     let mut environment = Environment::new();
-    environment
-        .set("GROQ_API_KEY", "k")
-        .set("MCP__LLM__PROVIDERS__AZURE__MODEL", "gpt-4o");
+    environment.set("GROQ_API_KEY", "k").set("MCP__LLM__PROVIDERS__AZURE__MODEL", "gpt-4o");
 
     let problems = settings_problems(&dir, &shipped_settings());
 
@@ -284,9 +240,7 @@ fn an_override_that_adds_a_provider_lists_what_the_provider_still_needs() {
         [
             format!("{origin}kind{via} one of \"openai\", \"anthropic\""),
             format!("{origin}base_url{via} an http:// or https:// URL"),
-            format!(
-                "{origin}api_key{via} a string (\"env:NAME\" reads the environment variable NAME)"
-            ),
+            format!("{origin}api_key{via} a string (\"env:NAME\" reads the environment variable NAME)"),
             format!("{origin}temperature{via} a number from 0 to 2"),
             format!("{origin}max_tokens{via} an integer of at least 1"),
             format!("{origin}top_p{via} a number from 0 to 1"),
@@ -299,10 +253,7 @@ fn missing_keys_and_sections_are_named_with_what_belongs_there() {
     let dir = TempDir::new().unwrap();
     let mut environment = Environment::new();
     environment.set("GROQ_API_KEY", "k");
-    let text = edited_settings(&[
-        ("  port: 8000\n", ""),
-        ("shutdown:\n  grace_seconds: 5\n", ""),
-    ]);
+    let text = edited_settings(&[("  port: 8000\n", ""), ("shutdown:\n  grace_seconds: 5\n", "")]);
 
     assert_eq!(
         settings_problems(&dir, &text),
@@ -344,10 +295,7 @@ fn wrong_types_show_the_value_found() {
         ("websocket:\n", "websocket:\n  host: [a, b]\n"),
         ("  host: \"localhost\"\n", ""),
         ("store:\n  path: \"events.jsonl\"", "store:\n  path:"),
-        (
-            "mcp:\n  connection:\n",
-            "mcp:\n  connection: 5\n  old_connection:\n",
-        ),
+        ("mcp:\n  connection:\n", "mcp:\n  connection: 5\n  old_connection:\n"),
     ]);
 
     assert_eq!(
@@ -375,10 +323,7 @@ fn every_value_out_of_range_is_reported_at_once() {
             "kind: \"anthropic\"\n      base_url: \"https://api.anthropic.com\"",
             "kind: \"claude\"\n      base_url: \"api.anthropic.com\"",
         ),
-        (
-            "base_url: \"http://localhost:11434/v1\"",
-            "base_url: \"ftp://localhost/v1\"",
-        ),
+        ("base_url: \"http://localhost:11434/v1\"", "base_url: \"ftp://localhost/v1\""),
         (
             "model: \"llama3.2\"\n      temperature: 0.7\n      max_tokens: 4000\n      top_p: 0.9",
             "model: \"\"\n      temperature: 2.5\n      max_tokens: 0\n      top_p: 1.5",
@@ -389,14 +334,8 @@ fn every_value_out_of_range_is_reported_at_once() {
         ("reserve_tokens: 500", "reserve_tokens: 4000"),
         ("port: 8000", "port: 70000"),
         ("max_message_bytes: 65536", "max_message_bytes: 100"),
-        (
-            "max_in_flight_per_connection: 8",
-            "max_in_flight_per_connection: 0",
-        ),
-        (
-            "initial_reconnect_delay: 1.0",
-            "initial_reconnect_delay: 60",
-        ),
+        ("max_in_flight_per_connection: 8", "max_in_flight_per_connection: 0"),
+        ("initial_reconnect_delay: 1.0", "initial_reconnect_delay: 60"),
         ("failure_threshold: 5", "failure_threshold: 0"),
         ("level: \"info\"", "level: \"verbose\""),
         ("format: \"json\"", "format: \"xml\""),
@@ -438,10 +377,8 @@ fn a_missing_variable_of_the_active_provider_is_named_with_its_key() {
 
     assert_eq!(
         settings_problems(&dir, &shipped_settings()),
-        [
-            "DIR/config.yaml: llm.providers.groq.api_key: environment variable GROQ_API_KEY \
-          is not set; set it, or change the value \"env:GROQ_API_KEY\""
-        ]
+        ["DIR/config.yaml: llm.providers.groq.api_key: environment variable GROQ_API_KEY \
+          is not set; set it, or change the value \"env:GROQ_API_KEY\""]
     );
 }
 
@@ -455,10 +392,8 @@ fn switching_providers_needs_only_the_new_providers_key() {
     let error = load_settings(Some(&path)).expect_err("ANTHROPIC_API_KEY is unset");
     assert_eq!(
         problems_with_placeholder(&error, &dir),
-        [
-            "DIR/config.yaml: llm.providers.anthropic.api_key: environment variable ANTHROPIC_API_KEY \
-          is not set; set it, or change the value \"env:ANTHROPIC_API_KEY\""
-        ]
+        ["DIR/config.yaml: llm.providers.anthropic.api_key: environment variable ANTHROPIC_API_KEY \
+          is not set; set it, or change the value \"env:ANTHROPIC_API_KEY\""]
     );
 
     environment.set("ANTHROPIC_API_KEY", "sk-ant-test");
@@ -475,9 +410,7 @@ fn a_variable_set_but_empty_is_refused() {
 
     assert_eq!(
         settings_problems(&dir, &shipped_settings()),
-        [
-            "DIR/config.yaml: llm.providers.groq.api_key: environment variable GROQ_API_KEY is set but empty"
-        ]
+        ["DIR/config.yaml: llm.providers.groq.api_key: environment variable GROQ_API_KEY is set but empty"]
     );
 }
 
@@ -501,18 +434,14 @@ fn a_missing_file_says_how_to_point_at_one() {
     let error = load_settings(Some(&dir.path().join("config.yaml"))).unwrap_err();
     assert_eq!(
         problems_with_placeholder(&error, &dir),
-        [
-            "DIR/config.yaml: cannot read the file: No such file or directory (os error 2); \
-          pass its path or set MCP_CONFIG_PATH"
-        ]
+        ["DIR/config.yaml: cannot read the file: No such file or directory (os error 2); \
+          pass its path or set MCP_CONFIG_PATH"]
     );
     let error = load_servers_config(Some(&dir.path().join("servers_config.json"))).unwrap_err();
     assert_eq!(
         problems_with_placeholder(&error, &dir),
-        [
-            "DIR/servers_config.json: cannot read the file: No such file or directory (os error 2); \
-          pass its path or set MCP_SERVERS_CONFIG_PATH"
-        ]
+        ["DIR/servers_config.json: cannot read the file: No such file or directory (os error 2); \
+          pass its path or set MCP_SERVERS_CONFIG_PATH"]
     );
 }
 
@@ -524,10 +453,8 @@ fn secrets_never_show_in_messages_or_debug_output() {
     environment.set("GROQ_API_KEY", secret);
 
     // A key typed into the file by mistake, beside other problems.
-    let text = edited_settings(&[
-        ("api_key: \"env:OPENAI_API_KEY\"", "api_key: 4711000111"),
-        ("port: 8000", "port: 0"),
-    ]);
+    let text =
+        edited_settings(&[("api_key: \"env:OPENAI_API_KEY\"", "api_key: 4711000111"), ("port: 8000", "port: 0")]);
     let problems = settings_problems(&dir, &text);
     assert_eq!(
         problems,
@@ -540,10 +467,7 @@ fn secrets_never_show_in_messages_or_debug_output() {
     let path = write(&dir, "config.yaml", &text);
     let error = load_settings(Some(&path)).unwrap_err();
     for shown in [error.to_string(), format!("{error:?}")] {
-        assert!(
-            !shown.contains(secret) && !shown.contains("4711000111"),
-            "{shown}"
-        );
+        assert!(!shown.contains(secret) && !shown.contains("4711000111"), "{shown}");
     }
 
     let path = write(&dir, "config.yaml", &shipped_settings());
@@ -551,10 +475,7 @@ fn secrets_never_show_in_messages_or_debug_output() {
     let settings = load_settings(Some(&path)).expect("valid config");
     assert_eq!(settings.active_provider().api_key.expose(), secret);
     let debug = format!("{settings:?} {settings:#?}");
-    assert!(
-        !debug.contains(secret) && !debug.contains("sk-override-secret"),
-        "{debug}"
-    );
+    assert!(!debug.contains(secret) && !debug.contains("sk-override-secret"), "{debug}");
 
     environment.set("DEMO_TOKEN", secret);
     let servers = write(
@@ -563,36 +484,24 @@ fn secrets_never_show_in_messages_or_debug_output() {
         r#"{"mcpServers": {"demo": {"command": "demo", "env": {"TOKEN": "Bearer ${DEMO_TOKEN}"}}}}"#,
     );
     let servers = load_servers_config(Some(&servers)).expect("valid servers config");
-    assert_eq!(
-        servers.servers["demo"].env["TOKEN"],
-        format!("Bearer {secret}")
-    );
+    assert_eq!(servers.servers["demo"].env["TOKEN"], format!("Bearer {secret}"));
     let debug = format!("{servers:?}");
-    assert!(
-        debug.contains("TOKEN") && !debug.contains(secret),
-        "{debug}"
-    );
+    assert!(debug.contains("TOKEN") && !debug.contains(secret), "{debug}");
 }
 
 #[test]
 fn env_references_are_read_only_in_secret_keys() {
     let dir = TempDir::new().unwrap();
     let mut environment = Environment::new();
-    environment
-        .set("GROQ_API_KEY", "k")
-        .set("CONFIG_TEST_BASE_URL", "https://example.com/v1");
-    let text = edited_settings(&[(
-        "base_url: \"https://api.groq.com/openai/v1\"",
-        "base_url: \"env:CONFIG_TEST_BASE_URL\"",
-    )]);
+    environment.set("GROQ_API_KEY", "k").set("CONFIG_TEST_BASE_URL", "https://example.com/v1");
+    let text =
+        edited_settings(&[("base_url: \"https://api.groq.com/openai/v1\"", "base_url: \"env:CONFIG_TEST_BASE_URL\"")]);
 
     assert_eq!(
         settings_problems(&dir, &text),
-        [
-            "DIR/config.yaml: llm.providers.groq.base_url: expected an http:// or https:// URL, \
+        ["DIR/config.yaml: llm.providers.groq.base_url: expected an http:// or https:// URL, \
              found \"env:CONFIG_TEST_BASE_URL\" (\"env:\" is read only in secret keys such as \
-             api_key; to take this key from the environment, set MCP__LLM__PROVIDERS__GROQ__BASE_URL)"
-        ]
+             api_key; to take this key from the environment, set MCP__LLM__PROVIDERS__GROQ__BASE_URL)"]
     );
 }
 
@@ -601,9 +510,7 @@ fn every_bad_server_entry_is_reported_at_once() {
     let dir = TempDir::new().unwrap();
     std::fs::create_dir(dir.path().join("tools")).unwrap();
     let mut environment = Environment::new();
-    environment
-        .set("SERVERS_TEST_TOKEN", "t")
-        .unset("SERVERS_TEST_MISSING");
+    environment.set("SERVERS_TEST_TOKEN", "t").unset("SERVERS_TEST_MISSING");
     let text = r#"{"mcpServers": {
         "good": {"command": "good-server", "cwd": "tools", "env": {"TOKEN": "${SERVERS_TEST_TOKEN}"}},
         "empty": {"command": ""},
@@ -658,10 +565,7 @@ fn invalid_json_gives_the_line_and_column() {
     let _environment = Environment::new();
 
     assert_eq!(
-        servers_problems(
-            &dir,
-            "{\"mcpServers\": {\n  \"demo\": {\"command\": \"x\",}\n}}"
-        ),
+        servers_problems(&dir, "{\"mcpServers\": {\n  \"demo\": {\"command\": \"x\",}\n}}"),
         ["DIR/servers_config.json: invalid JSON: trailing comma at line 2 column 27"]
     );
     assert_eq!(

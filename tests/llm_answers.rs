@@ -19,16 +19,8 @@ async fn both_ways(turn: serde_json::Value, request_text: &str) -> Vec<(Outcome,
         assert_eq!(mock.requests().len(), 2, "{kind:?}");
         assert_eq!(streamed.error, None, "{kind:?}");
         assert_eq!(whole.error, None, "{kind:?}");
-        assert_eq!(
-            streamed.after_end + whole.after_end,
-            0,
-            "{kind:?}: events after Finish"
-        );
-        assert_eq!(
-            streamed.answer(),
-            whole.answer(),
-            "{kind:?}: streamed vs whole"
-        );
+        assert_eq!(streamed.after_end + whole.after_end, 0, "{kind:?}: events after Finish");
+        assert_eq!(streamed.answer(), whole.answer(), "{kind:?}: streamed vs whole");
         results.push((streamed, whole));
     }
     results
@@ -40,11 +32,7 @@ async fn streamed_text_arrives_in_its_chunks_with_usage_and_matches_the_whole_an
     let turn = json!({"chunks": chunks, "usage": {"prompt_tokens": 11, "completion_tokens": 3}});
     for (streamed, whole) in both_ways(turn, "hi").await {
         assert_eq!(streamed.texts, chunks);
-        assert_eq!(
-            whole.texts,
-            [chunks.concat()],
-            "non-streaming yields one text"
-        );
+        assert_eq!(whole.texts, [chunks.concat()], "non-streaming yields one text");
         assert_eq!(streamed.usage, Some(usage(11, 3)));
         assert_eq!(streamed.finish, Some(FinishReason::Stop));
         assert!(streamed.tool_calls.is_empty());
@@ -56,10 +44,7 @@ async fn one_tool_call_is_assembled_with_its_arguments_parsed() {
     let turn = json!({"tool_calls": [
         {"id": "call_1", "name": "demo__sum", "arguments": {"a": 2, "b": 3}}]});
     for (streamed, _) in both_ways(turn, "what is 2+3").await {
-        assert_eq!(
-            streamed.tool_calls,
-            [call("call_1", "demo__sum", json!({"a": 2, "b": 3}))]
-        );
+        assert_eq!(streamed.tool_calls, [call("call_1", "demo__sum", json!({"a": 2, "b": 3}))]);
         assert_eq!(streamed.finish, Some(FinishReason::ToolCalls));
         assert!(streamed.usage.is_some_and(|usage| usage.total_tokens > 0));
     }
@@ -93,21 +78,12 @@ async fn parallel_tool_calls_are_assembled_separately_in_order() {
 
 #[tokio::test]
 async fn arguments_that_are_not_json_come_through_verbatim_as_a_string() {
-    let turn =
-        json!({"tool_calls": [{"id": "call_x", "name": "demo__sum", "arguments": "{\"a\": 2,"}]});
+    let turn = json!({"tool_calls": [{"id": "call_x", "name": "demo__sum", "arguments": "{\"a\": 2,"}]});
     for kind in KINDS {
         let mock = mock(json!([turn])).await;
-        let outcome = chat(
-            &provider(&mock, kind),
-            ask("sum", vec![tool("demo__sum")], true),
-        )
-        .await;
+        let outcome = chat(&provider(&mock, kind), ask("sum", vec![tool("demo__sum")], true)).await;
         assert_eq!(outcome.error, None, "{kind:?}");
-        assert_eq!(
-            outcome.tool_calls,
-            [call("call_x", "demo__sum", json!("{\"a\": 2,"))],
-            "{kind:?}"
-        );
+        assert_eq!(outcome.tool_calls, [call("call_x", "demo__sum", json!("{\"a\": 2,"))], "{kind:?}");
     }
 }
 

@@ -90,10 +90,7 @@ fn anthropic_body(case: &str) -> String {
                 "content_block_delta",
                 r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
             ),
-            (
-                "content_block_stop",
-                r#"{"type":"content_block_stop","index":0}"#,
-            ),
+            ("content_block_stop", r#"{"type":"content_block_stop","index":0}"#),
             (
                 "content_block_start",
                 r#"{"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}"#,
@@ -102,10 +99,7 @@ fn anthropic_body(case: &str) -> String {
                 "content_block_delta",
                 r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Let me add."}}"#,
             ),
-            (
-                "content_block_stop",
-                r#"{"type":"content_block_stop","index":1}"#,
-            ),
+            ("content_block_stop", r#"{"type":"content_block_stop","index":1}"#),
             (
                 "content_block_start",
                 r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_1","name":"demo__sum","input":{}}}"#,
@@ -122,10 +116,7 @@ fn anthropic_body(case: &str) -> String {
                 "content_block_delta",
                 r#"{"type":"content_block_delta","index":2,"delta":{"type":"input_json_delta","partial_json":"\"b\": 3}"}}"#,
             ),
-            (
-                "content_block_stop",
-                r#"{"type":"content_block_stop","index":2}"#,
-            ),
+            ("content_block_stop", r#"{"type":"content_block_stop","index":2}"#),
             (
                 "message_delta",
                 r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":25}}"#,
@@ -133,34 +124,19 @@ fn anthropic_body(case: &str) -> String {
             ("message_stop", r#"{"type":"message_stop"}"#),
         ],
         "anthropic-overloaded" => &[
-            (
-                "message_start",
-                r#"{"type":"message_start","message":{"usage":{"input_tokens":3,"output_tokens":1}}}"#,
-            ),
-            (
-                "error",
-                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
-            ),
+            ("message_start", r#"{"type":"message_start","message":{"usage":{"input_tokens":3,"output_tokens":1}}}"#),
+            ("error", r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
         ],
         other => panic!("unknown case {other}"),
     };
-    events
-        .iter()
-        .map(|(event, data)| format!("event: {event}\ndata: {data}\n\n"))
-        .collect()
+    events.iter().map(|(event, data)| format!("event: {event}\ndata: {data}\n\n")).collect()
 }
 
 async fn serve() -> String {
     let sse = |text: String| ([(header::CONTENT_TYPE, "text/event-stream")], text).into_response();
     let app = axum::Router::new()
-        .route(
-            "/{case}/chat/completions",
-            post(move |Path(case): Path<String>| async move { sse(body(&case)) }),
-        )
-        .route(
-            "/{case}/v1/messages",
-            post(move |Path(case): Path<String>| async move { sse(anthropic_body(&case)) }),
-        );
+        .route("/{case}/chat/completions", post(move |Path(case): Path<String>| async move { sse(body(&case)) }))
+        .route("/{case}/v1/messages", post(move |Path(case): Path<String>| async move { sse(anthropic_body(&case)) }));
     let listener = tokio::net::TcpListener::bind(local()).await.expect("bind");
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -168,14 +144,9 @@ async fn serve() -> String {
 }
 
 async fn run(server: &str, case: &str) -> Outcome {
-    let kind = if case.starts_with("anthropic") {
-        ProviderKind::Anthropic
-    } else {
-        ProviderKind::Openai
-    };
+    let kind = if case.starts_with("anthropic") { ProviderKind::Anthropic } else { ProviderKind::Openai };
     let base_url = format!("{server}/{case}");
-    let provider =
-        llm::from_settings(&settings(kind, &base_url, "", 5.0, 0)).expect("provider builds");
+    let provider = llm::from_settings(&settings(kind, &base_url, "", 5.0, 0)).expect("provider builds");
     chat(&provider, ask("go", vec![tool("demo__sum")], true)).await
 }
 
@@ -185,10 +156,7 @@ async fn calls_without_index_are_told_apart_by_their_ids() {
     assert_eq!(outcome.error, None);
     assert_eq!(
         outcome.tool_calls,
-        [
-            call("a1", "demo__sum", json!({"a": 2, "b": 3})),
-            call("b2", "demo__multiply", json!({"a": 6, "b": 7})),
-        ]
+        [call("a1", "demo__sum", json!({"a": 2, "b": 3})), call("b2", "demo__multiply", json!({"a": 6, "b": 7})),]
     );
     assert_eq!(outcome.usage, None, "usage: null is no usage");
     assert_eq!(outcome.finish, Some(FinishReason::ToolCalls));
@@ -200,10 +168,7 @@ async fn whole_calls_in_one_chunk_sharing_an_index_and_an_empty_usage_are_read()
     assert_eq!(outcome.error, None);
     assert_eq!(
         outcome.tool_calls,
-        [
-            call("c1", "demo__sum", json!({"a": 1, "b": 2})),
-            call("c2", "demo__sum", json!({"a": 3, "b": 4})),
-        ]
+        [call("c1", "demo__sum", json!({"a": 1, "b": 2})), call("c2", "demo__sum", json!({"a": 3, "b": 4})),]
     );
     assert_eq!(outcome.usage, Some(usage(20, 9)));
     assert_eq!(outcome.finish, Some(FinishReason::ToolCalls));
@@ -215,21 +180,11 @@ async fn calls_without_ids_get_distinct_ids_and_repeated_names_are_not_doubled()
     assert_eq!(outcome.error, None);
     let calls = &outcome.tool_calls;
     assert_eq!(calls.len(), 2);
-    assert_eq!(
-        (calls[0].name.as_str(), &calls[0].arguments),
-        ("demo__sum", &json!({"a": 5, "b": 6}))
-    );
-    assert_eq!(
-        (calls[1].name.as_str(), &calls[1].arguments),
-        ("demo__divide", &json!({"a": 8, "b": 2}))
-    );
+    assert_eq!((calls[0].name.as_str(), &calls[0].arguments), ("demo__sum", &json!({"a": 5, "b": 6})));
+    assert_eq!((calls[1].name.as_str(), &calls[1].arguments), ("demo__divide", &json!({"a": 8, "b": 2})));
     let ids: HashSet<&str> = calls.iter().map(|call| call.id.as_str()).collect();
     assert!(ids.len() == 2 && !ids.contains(""), "{ids:?}");
-    assert_eq!(
-        outcome.finish,
-        Some(FinishReason::ToolCalls),
-        "calls decide over \"stop\""
-    );
+    assert_eq!(outcome.finish, Some(FinishReason::ToolCalls), "calls decide over \"stop\"");
 }
 
 #[tokio::test]
@@ -246,12 +201,7 @@ async fn an_error_inside_the_stream_ends_the_call_with_the_providers_message() {
     let outcome = run(&serve().await, "error-mid-stream").await;
     assert_eq!(outcome.texts, ["Partial"]);
     assert_eq!(outcome.error_code, Some(502));
-    assert!(
-        outcome
-            .error
-            .unwrap_or_default()
-            .contains("upstream model overloaded")
-    );
+    assert!(outcome.error.unwrap_or_default().contains("upstream model overloaded"));
 }
 
 #[tokio::test]
@@ -267,15 +217,8 @@ async fn anthropic_thinking_blocks_cached_tokens_and_pieced_input_are_read() {
     let outcome = run(&serve().await, "anthropic-full").await;
     assert_eq!(outcome.error, None);
     assert_eq!(outcome.texts, ["Let me add."], "thinking is not shown");
-    assert_eq!(
-        outcome.tool_calls,
-        [call("toolu_1", "demo__sum", json!({"a": 2, "b": 3}))]
-    );
-    assert_eq!(
-        outcome.usage,
-        Some(usage(100, 25)),
-        "cached prompt tokens count"
-    );
+    assert_eq!(outcome.tool_calls, [call("toolu_1", "demo__sum", json!({"a": 2, "b": 3}))]);
+    assert_eq!(outcome.usage, Some(usage(100, 25)), "cached prompt tokens count");
     assert_eq!(outcome.finish, Some(FinishReason::ToolCalls));
 }
 

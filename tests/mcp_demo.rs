@@ -41,11 +41,7 @@ async fn every_demo_tool_is_listed_and_answers() {
         ("demo__divide", json!({"a": 7, "b": 2}), "3.5"),
         ("demo__power", json!({"base": 2, "exponent": 10}), "1024"),
         ("demo__echo", json!({"text": "héllo"}), "héllo"),
-        (
-            "demo__slow_count",
-            json!({"n": 2, "delay_ms": 1}),
-            "counted to 2",
-        ),
+        ("demo__slow_count", json!({"n": 2, "delay_ms": 1}), "counted to 2"),
     ];
     for (name, arguments, expected) in cases {
         let outcome = call(&manager, name, arguments).await;
@@ -60,11 +56,7 @@ async fn division_by_zero_is_an_error_result_and_the_server_lives_on() {
     let manager = start(servers(vec![("demo", demo())])).await;
     let outcome = call(&manager, "demo__divide", json!({"a": 1, "b": 0})).await;
     assert!(!outcome.ok);
-    assert!(
-        outcome.content.contains("division by zero"),
-        "{}",
-        outcome.content
-    );
+    assert!(outcome.content.contains("division by zero"), "{}", outcome.content);
     let after = call(&manager, "demo__sum", json!({"a": 1, "b": 1})).await;
     assert_eq!((after.ok, after.content.as_str()), (true, "2"));
     assert_eq!(manager.servers()[0].restarts, 0);
@@ -76,11 +68,7 @@ async fn slow_count_progress_arrives_in_order() {
     let manager = start(servers(vec![("demo", demo())])).await;
     let (progress, mut updates) = mpsc::unbounded_channel();
     let outcome = manager
-        .call_tool(
-            &tool_call("demo__slow_count", json!({"n": 5, "delay_ms": 20})),
-            progress,
-            CancellationToken::new(),
-        )
+        .call_tool(&tool_call("demo__slow_count", json!({"n": 5, "delay_ms": 20})), progress, CancellationToken::new())
         .await;
     assert!(outcome.ok, "{}", outcome.content);
     let mut seen = Vec::new();
@@ -97,9 +85,7 @@ async fn cancelling_slow_count_stops_it_at_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("cancelled");
     let mut config = demo();
-    config
-        .env
-        .insert("DEMO_CANCEL_MARKER".into(), marker.display().to_string());
+    config.env.insert("DEMO_CANCEL_MARKER".into(), marker.display().to_string());
     let manager = start(servers(vec![("demo", config)])).await;
     let (progress, mut updates) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
@@ -108,11 +94,7 @@ async fn cancelling_slow_count_stops_it_at_the_server() {
         let cancel = cancel.clone();
         tokio::spawn(async move {
             manager
-                .call_tool(
-                    &tool_call("demo__slow_count", json!({"n": 1000, "delay_ms": 20})),
-                    progress,
-                    cancel,
-                )
+                .call_tool(&tool_call("demo__slow_count", json!({"n": 1000, "delay_ms": 20})), progress, cancel)
                 .await
         })
     };
@@ -122,23 +104,13 @@ async fn cancelling_slow_count_stops_it_at_the_server() {
         .expect("channel open");
     assert_eq!(first.progress, 1.0);
     cancel.cancel();
-    let outcome = tokio::time::timeout(Duration::from_secs(2), call)
-        .await
-        .expect("a cancelled call returns at once")
-        .unwrap();
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(2), call).await.expect("a cancelled call returns at once").unwrap();
     assert!(!outcome.ok);
     assert!(outcome.content.contains("cancelled"), "{}", outcome.content);
-    wait_for(
-        Duration::from_secs(5),
-        "the server to stop counting",
-        || marker.exists(),
-    )
-    .await;
-    let stopped_at: u32 = std::fs::read_to_string(&marker)
-        .unwrap()
-        .trim_start_matches("cancelled at ")
-        .parse()
-        .unwrap();
+    wait_for(Duration::from_secs(5), "the server to stop counting", || marker.exists()).await;
+    let stopped_at: u32 =
+        std::fs::read_to_string(&marker).unwrap().trim_start_matches("cancelled at ").parse().unwrap();
     assert!((1..1000).contains(&stopped_at), "stopped at {stopped_at}");
     manager.shutdown().await;
 }
@@ -154,11 +126,7 @@ async fn arguments_are_checked_against_the_schema_before_the_call() {
     assert!(missing.content.contains("\"b\""), "{}", missing.content);
     let unknown = call(&manager, "demo__nope", json!({})).await;
     assert!(!unknown.ok);
-    assert!(
-        unknown.content.contains("unknown tool"),
-        "{}",
-        unknown.content
-    );
+    assert!(unknown.content.contains("unknown tool"), "{}", unknown.content);
     manager.shutdown().await;
 }
 
@@ -166,21 +134,10 @@ async fn arguments_are_checked_against_the_schema_before_the_call() {
 async fn long_output_is_cut_and_says_how_much() {
     let mut defaults = defaults();
     defaults.max_tool_result_chars = 10;
-    let manager = mcp_platform::mcp::McpManager::start(
-        &servers(vec![("demo", demo())]),
-        &settings(),
-        defaults,
-    )
-    .await;
+    let manager = mcp_platform::mcp::McpManager::start(&servers(vec![("demo", demo())]), &settings(), defaults).await;
     let outcome = call(&manager, "demo__echo", json!({"text": "x".repeat(25)})).await;
     assert!(outcome.ok);
-    assert_eq!(
-        outcome.content,
-        format!(
-            "{}\n[output cut: 15 of 25 characters omitted]",
-            "x".repeat(10)
-        )
-    );
+    assert_eq!(outcome.content, format!("{}\n[output cut: 15 of 25 characters omitted]", "x".repeat(10)));
     manager.shutdown().await;
 }
 
@@ -194,17 +151,11 @@ async fn prompts_and_resources_are_listed_and_served() {
     assert_eq!(server.prompts[0].arguments[0].name, "topic");
     assert!(server.prompts[0].arguments[0].required);
     assert_eq!(server.resources[0].uri, "demo://about");
-    assert_eq!(
-        server.resource_templates[0].uri_template,
-        "demo://greeting/{name}"
-    );
+    assert_eq!(server.resource_templates[0].uri_template, "demo://greeting/{name}");
 
     let mut arguments = Map::new();
     arguments.insert("topic".into(), json!("tides"));
-    let messages = manager
-        .get_prompt("demo__explain", arguments)
-        .await
-        .unwrap();
+    let messages = manager.get_prompt("demo__explain", arguments).await.unwrap();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].role, Role::User);
     assert!(messages[0].content.contains("tides"));
@@ -215,10 +166,7 @@ async fn prompts_and_resources_are_listed_and_served() {
     assert_eq!(greeting, "Hello, Ada!");
     let missing = manager.read_resource("other://x").await.unwrap_err();
     assert!(missing.0.contains("no MCP server offers"), "{}", missing.0);
-    let unknown = manager
-        .get_prompt("demo__nothing", Map::new())
-        .await
-        .unwrap_err();
+    let unknown = manager.get_prompt("demo__nothing", Map::new()).await.unwrap_err();
     assert!(unknown.0.contains("unknown prompt"), "{}", unknown.0);
 
     let json = serde_json::to_value(manager.servers()).unwrap();

@@ -10,10 +10,7 @@ use mcp_support::*;
 use serde_json::json;
 
 fn has(command: &str) -> bool {
-    std::process::Command::new(command)
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success())
+    std::process::Command::new(command).arg("--version").output().is_ok_and(|output| output.status.success())
 }
 
 #[tokio::test]
@@ -25,35 +22,19 @@ async fn server_everything_lists_and_answers() {
     let mut settings = settings();
     // The first `npx -y` downloads the package.
     settings.connection.connection_timeout = 240.0;
-    let config = servers(vec![(
-        "everything",
-        server("npx", &["-y", "@modelcontextprotocol/server-everything"]),
-    )]);
-    let manager = tokio::time::timeout(
-        Duration::from_secs(300),
-        McpManager::start(&config, &settings, defaults()),
-    )
-    .await
-    .expect("start-up finishes within the connection timeout");
+    let config = servers(vec![("everything", server("npx", &["-y", "@modelcontextprotocol/server-everything"]))]);
+    let manager = tokio::time::timeout(Duration::from_secs(300), McpManager::start(&config, &settings, defaults()))
+        .await
+        .expect("start-up finishes within the connection timeout");
     let server = manager.server("everything").unwrap();
-    assert_eq!(
-        server.state,
-        ServerState::Connected,
-        "{:?}",
-        server.last_error
-    );
+    assert_eq!(server.state, ServerState::Connected, "{:?}", server.last_error);
     let names: Vec<_> = server.tools.iter().map(|tool| tool.name.as_str()).collect();
     assert!(names.contains(&"everything__echo"), "{names:?}");
     assert!(names.contains(&"everything__get-sum"), "{names:?}");
     assert!(!server.prompts.is_empty());
     assert!(!server.resources.is_empty() || !server.resource_templates.is_empty());
 
-    let echo = call(
-        &manager,
-        "everything__echo",
-        json!({"message": "hello there"}),
-    )
-    .await;
+    let echo = call(&manager, "everything__echo", json!({"message": "hello there"})).await;
     assert!(echo.ok, "{}", echo.content);
     assert!(echo.content.contains("hello there"), "{}", echo.content);
     let sum = call(&manager, "everything__get-sum", json!({"a": 2, "b": 3})).await;

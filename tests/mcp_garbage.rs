@@ -30,36 +30,23 @@ async fn garbage_on_stdout_and_a_stderr_flood_neither_hang_nor_grow_memory() {
     // 10k non-JSON lines, then one 64 MiB line: rmcp drops lines beyond its 16 MiB cap.
     let garbage = tokio::time::timeout(
         Duration::from_secs(60),
-        call(
-            &manager,
-            "faulty__garbage",
-            json!({"lines": 10_000, "blob_mb": 64}),
-        ),
+        call(&manager, "faulty__garbage", json!({"lines": 10_000, "blob_mb": 64})),
     )
     .await
     .expect("garbage on stdout does not hang the call");
-    assert_eq!(
-        (garbage.ok, garbage.content.as_str()),
-        (true, "garbage written")
-    );
+    assert_eq!((garbage.ok, garbage.content.as_str()), (true, "garbage written"));
 
     // 200k short lines and one 1 MiB line on stderr.
-    let flood = tokio::time::timeout(
-        Duration::from_secs(60),
-        call(&manager, "faulty__flood", json!({"lines": 200_000})),
-    )
-    .await
-    .expect("a stderr flood does not hang the call");
+    let flood =
+        tokio::time::timeout(Duration::from_secs(60), call(&manager, "faulty__flood", json!({"lines": 200_000})))
+            .await
+            .expect("a stderr flood does not hang the call");
     assert_eq!((flood.ok, flood.content.as_str()), (true, "flooded"));
 
     let grown = resident_bytes().saturating_sub(before);
     assert!(grown < 40 * MIB, "memory grew by {} MiB", grown / MIB);
     let after = call(&manager, "faulty__sum", json!({"a": 1, "b": 2})).await;
     assert_eq!((after.ok, after.content.as_str()), (true, "faulty sum 3"));
-    assert_eq!(
-        manager.servers()[0].restarts,
-        0,
-        "the server was never restarted"
-    );
+    assert_eq!(manager.servers()[0].restarts, 0, "the server was never restarted");
     manager.shutdown().await;
 }

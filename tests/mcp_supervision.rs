@@ -14,11 +14,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::test]
 async fn a_killed_server_fails_its_call_at_once_and_comes_back() {
     let manager = start(servers(vec![("demo", demo())])).await;
-    let pid = manager
-        .server("demo")
-        .unwrap()
-        .pid
-        .expect("a running server has a pid");
+    let pid = manager.server("demo").unwrap().pid.expect("a running server has a pid");
     let (progress, mut updates) = mpsc::unbounded_channel();
     let running = {
         let manager = manager.clone();
@@ -32,9 +28,7 @@ async fn a_killed_server_fails_its_call_at_once_and_comes_back() {
                 .await
         })
     };
-    tokio::time::timeout(Duration::from_secs(10), updates.recv())
-        .await
-        .expect("the call is running");
+    tokio::time::timeout(Duration::from_secs(10), updates.recv()).await.expect("the call is running");
     let killed_at = Instant::now();
     // SAFETY: sends SIGKILL to the server process this test started.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
@@ -44,18 +38,12 @@ async fn a_killed_server_fails_its_call_at_once_and_comes_back() {
         .unwrap();
     assert!(killed_at.elapsed() < Duration::from_secs(1));
     assert!(!outcome.ok);
-    assert!(
-        outcome.content.contains("stopped while"),
-        "{}",
-        outcome.content
-    );
+    assert!(outcome.content.contains("stopped while"), "{}", outcome.content);
     assert!(outcome.content.contains("signal"), "{}", outcome.content);
 
     // initial_reconnect_delay 0.2 s plus jitter, plus the start itself.
     wait_for(Duration::from_secs(3), "the restart", || {
-        manager
-            .server("demo")
-            .is_some_and(|s| s.state == ServerState::Connected && s.restarts == 1)
+        manager.server("demo").is_some_and(|s| s.state == ServerState::Connected && s.restarts == 1)
     })
     .await;
     let server = manager.server("demo").unwrap();
@@ -73,43 +61,26 @@ async fn a_bad_command_hides_nothing_and_retries_on_the_backoff_schedule() {
     settings.connection.initial_reconnect_delay = 0.1;
     settings.connection.max_reconnect_delay = 0.4;
     settings.connection.max_reconnect_attempts = 3;
-    let config = servers(vec![
-        ("good", demo()),
-        ("bad", server("/nonexistent/mcp-server-binary", &[])),
-    ]);
+    let config = servers(vec![("good", demo()), ("bad", server("/nonexistent/mcp-server-binary", &[]))]);
     let started = Instant::now();
     let manager = McpManager::start(&config, &settings, defaults()).await;
     assert!(tool_names(&manager).contains(&"good__sum".to_owned()));
     let issues = manager.unavailable();
     assert_eq!(issues.len(), 1);
     assert_eq!(issues[0].server, "bad");
-    assert!(
-        issues[0].reason.contains("cannot start"),
-        "{}",
-        issues[0].reason
-    );
+    assert!(issues[0].reason.contains("cannot start"), "{}", issues[0].reason);
     let bad = manager.server("bad").unwrap();
     assert_eq!(bad.state, ServerState::Restarting);
     assert_eq!(bad.failed_attempts, 1);
     assert!(bad.next_attempt_at.is_some());
 
-    wait_for(
-        Duration::from_secs(5),
-        "the bad server to be given up",
-        || {
-            manager
-                .server("bad")
-                .is_some_and(|s| s.state == ServerState::Failed)
-        },
-    )
+    wait_for(Duration::from_secs(5), "the bad server to be given up", || {
+        manager.server("bad").is_some_and(|s| s.state == ServerState::Failed)
+    })
     .await;
     // One first attempt and three retries, separated by at least 0.1 + 0.2 + 0.4 s.
     assert_eq!(manager.server("bad").unwrap().failed_attempts, 4);
-    assert!(
-        started.elapsed() >= Duration::from_millis(700),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(700), "{:?}", started.elapsed());
     let good = call(&manager, "good__sum", json!({"a": 1, "b": 2})).await;
     assert!(good.ok);
     manager.shutdown().await;
@@ -131,37 +102,21 @@ async fn the_circuit_opens_after_n_failures_and_closes_after_the_cooldown() {
     let mut settings = settings();
     settings.circuit_breaker.failure_threshold = 3;
     settings.circuit_breaker.cooldown = 0.5;
-    let manager = McpManager::start(
-        &servers(vec![("faulty", faulty(&[]))]),
-        &settings,
-        defaults(),
-    )
-    .await;
+    let manager = McpManager::start(&servers(vec![("faulty", faulty(&[]))]), &settings, defaults()).await;
     for _ in 0..3 {
         let outcome = call(&manager, "faulty__fail", json!({})).await;
         assert!(!outcome.ok);
-        assert!(
-            outcome.content.contains("failing on purpose"),
-            "{}",
-            outcome.content
-        );
+        assert!(outcome.content.contains("failing on purpose"), "{}", outcome.content);
     }
     let server = manager.server("faulty").unwrap();
     assert_eq!(server.state, ServerState::CircuitOpen);
     assert_eq!(server.circuit, CircuitState::Open);
-    assert!(
-        tool_names(&manager).is_empty(),
-        "an open circuit offers no tools"
-    );
+    assert!(tool_names(&manager).is_empty(), "an open circuit offers no tools");
     let refused_at = Instant::now();
     let refused = call(&manager, "faulty__ok", json!({})).await;
     assert!(refused_at.elapsed() < Duration::from_millis(100));
     assert!(!refused.ok);
-    assert!(
-        refused.content.contains("circuit breaker"),
-        "{}",
-        refused.content
-    );
+    assert!(refused.content.contains("circuit breaker"), "{}", refused.content);
 
     wait_for(Duration::from_secs(2), "the cooldown", || {
         manager.server("faulty").unwrap().circuit == CircuitState::HalfOpen
@@ -185,20 +140,11 @@ async fn a_hanging_tool_times_out_and_the_server_is_told() {
     let outcome = call(&manager, "faulty__hang", json!({})).await;
     let took = started.elapsed();
     assert!(!outcome.ok);
-    assert!(
-        outcome.content.contains("timed out after 0.5s"),
-        "{}",
-        outcome.content
-    );
-    assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
-        "{took:?}"
-    );
-    wait_for(
-        Duration::from_secs(3),
-        "the server to see the cancellation",
-        || dir.path().join("hang-cancelled").exists(),
-    )
+    assert!(outcome.content.contains("timed out after 0.5s"), "{}", outcome.content);
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_millis(1500), "{took:?}");
+    wait_for(Duration::from_secs(3), "the server to see the cancellation", || {
+        dir.path().join("hang-cancelled").exists()
+    })
     .await;
     manager.shutdown().await;
 }
@@ -206,13 +152,9 @@ async fn a_hanging_tool_times_out_and_the_server_is_told() {
 #[tokio::test]
 async fn same_tool_names_and_long_names_stay_distinct_and_callable() {
     let long_server = "a_server_whose_name_alone_is_already_quite_long_for_a_tool_prefix";
-    let manager = start(servers(vec![
-        ("calc.a", demo()),
-        ("calc_a", demo()),
-        (long_server, demo()),
-        ("faulty", faulty(&[])),
-    ]))
-    .await;
+    let manager =
+        start(servers(vec![("calc.a", demo()), ("calc_a", demo()), (long_server, demo()), ("faulty", faulty(&[]))]))
+            .await;
     let names = tool_names(&manager);
     assert_eq!(names.len(), 7 * 3 + 10);
     let mut unique = names.clone();
@@ -221,40 +163,21 @@ async fn same_tool_names_and_long_names_stay_distinct_and_callable() {
     assert_eq!(unique.len(), names.len(), "names are unique: {names:?}");
     for name in &names {
         assert!(name.len() <= MAX_NAME_LEN, "{name}");
-        assert!(
-            name.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
-            "{name}"
-        );
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{name}");
     }
-    let sums: Vec<_> = manager
-        .tool_list()
-        .into_iter()
-        .filter(|tool| tool.item.original_name == "sum")
-        .collect();
+    let sums: Vec<_> = manager.tool_list().into_iter().filter(|tool| tool.item.original_name == "sum").collect();
     assert_eq!(sums.len(), 4);
     for sum in &sums {
         let outcome = call(&manager, &sum.item.name, json!({"a": 2, "b": 3})).await;
         assert!(outcome.ok, "{}: {}", sum.item.name, outcome.content);
-        let expected = if sum.server == "faulty" {
-            "faulty sum 5"
-        } else {
-            "5"
-        };
+        let expected = if sum.server == "faulty" { "faulty sum 5" } else { "5" };
         assert_eq!(outcome.content, expected, "{}", sum.item.name);
     }
     for (original, answer) in [
-        (
-            "report_every_single_detail_of_the_current_configuration_in_a_very_verbose_way",
-            "long",
-        ),
+        ("report_every_single_detail_of_the_current_configuration_in_a_very_verbose_way", "long"),
         ("dotted.name", "dotted"),
     ] {
-        let tool = manager
-            .tool_list()
-            .into_iter()
-            .find(|tool| tool.item.original_name == original)
-            .unwrap();
+        let tool = manager.tool_list().into_iter().find(|tool| tool.item.original_name == original).unwrap();
         let outcome = call(&manager, &tool.item.name, json!({})).await;
         assert_eq!((outcome.ok, outcome.content.as_str()), (true, answer));
     }
@@ -267,10 +190,8 @@ async fn list_changed_refreshes_the_tools() {
     assert!(!tool_names(&manager).contains(&"faulty__extra".to_owned()));
     let added = call(&manager, "faulty__add_tool", json!({})).await;
     assert!(added.ok);
-    wait_for(Duration::from_secs(3), "the new tool", || {
-        tool_names(&manager).contains(&"faulty__extra".to_owned())
-    })
-    .await;
+    wait_for(Duration::from_secs(3), "the new tool", || tool_names(&manager).contains(&"faulty__extra".to_owned()))
+        .await;
     let extra = call(&manager, "faulty__extra", json!({})).await;
     assert_eq!((extra.ok, extra.content.as_str()), (true, "extra"));
     manager.shutdown().await;
@@ -281,43 +202,23 @@ async fn shutdown_leaves_no_process_behind() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("grandchild.pid");
     let pidfile_arg = pidfile.display().to_string();
-    let manager = start(servers(vec![
-        ("polite", faulty(&["--grandchild", &pidfile_arg])),
-        ("demo", demo()),
-    ]))
-    .await;
+    let manager = start(servers(vec![("polite", faulty(&["--grandchild", &pidfile_arg])), ("demo", demo())])).await;
     let stubborn_pidfile = dir.path().join("stubborn-grandchild.pid");
     let stubborn = McpManager::start(
         &servers(vec![(
             "stubborn",
-            faulty(&[
-                "--ignore-sigterm",
-                "--grandchild",
-                &stubborn_pidfile.display().to_string(),
-            ]),
+            faulty(&["--ignore-sigterm", "--grandchild", &stubborn_pidfile.display().to_string()]),
         )]),
         &settings(),
         defaults(),
     )
     .await;
-    let mut pids: Vec<u32> = [&manager, &stubborn]
-        .iter()
-        .flat_map(|m| m.servers())
-        .map(|server| server.pid.expect("running"))
-        .collect();
+    let mut pids: Vec<u32> =
+        [&manager, &stubborn].iter().flat_map(|m| m.servers()).map(|server| server.pid.expect("running")).collect();
     for file in [&pidfile, &stubborn_pidfile] {
-        pids.push(
-            std::fs::read_to_string(file)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap(),
-        );
+        pids.push(std::fs::read_to_string(file).unwrap().trim().parse().unwrap());
     }
-    assert!(
-        pids.iter().all(|pid| process_alive(*pid)),
-        "all running at first"
-    );
+    assert!(pids.iter().all(|pid| process_alive(*pid)), "all running at first");
 
     manager.shutdown().await;
     let stopped_at = Instant::now();

@@ -23,9 +23,7 @@ impl Drop for Running {
 async fn the_command_prints_its_address_and_answers_from_its_script_file() {
     let mut script = tempfile::NamedTempFile::new().expect("temp file");
     let turns = json!([{"chunks": ["from ", "the ", "file"]}]);
-    script
-        .write_all(turns.to_string().as_bytes())
-        .expect("write");
+    script.write_all(turns.to_string().as_bytes()).expect("write");
 
     let child = Command::new(env!("CARGO_BIN_EXE_mcp-platform"))
         .args(["mock-llm", "--port", "0", "--script"])
@@ -55,18 +53,13 @@ async fn the_command_prints_its_address_and_answers_from_its_script_file() {
     let provider = mcp_platform::llm::from_settings(&settings).expect("provider");
     let outcome = chat(&provider, ask("hi", vec![], true)).await;
     assert_eq!(outcome.texts, ["from ", "the ", "file"]);
-    assert!(
-        child.0.try_wait().expect("status").is_none(),
-        "still serving"
-    );
+    assert!(child.0.try_wait().expect("status").is_none(), "still serving");
 }
 
 #[test]
 fn a_broken_script_file_is_refused_with_its_path_and_the_problem() {
     let mut script = tempfile::NamedTempFile::new().expect("temp file");
-    script
-        .write_all(br#"[{"text": "hi", "colour": "blue"}]"#)
-        .expect("write");
+    script.write_all(br#"[{"text": "hi", "colour": "blue"}]"#).expect("write");
     let output = Command::new(env!("CARGO_BIN_EXE_mcp-platform"))
         .args(["mock-llm", "--script"])
         .arg(script.path())
@@ -74,12 +67,6 @@ fn a_broken_script_file_is_refused_with_its_path_and_the_problem() {
         .expect("runs");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains(&script.path().display().to_string()),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("turn 1") && stderr.contains("colour"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&script.path().display().to_string()), "{stderr}");
+    assert!(stderr.contains("turn 1") && stderr.contains("colour"), "{stderr}");
 }

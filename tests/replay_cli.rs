@@ -31,10 +31,7 @@ async fn sample_file(dir: &Path) -> (PathBuf, Vec<ChatEvent>) {
     );
     written.extend(
         store
-            .append(vec![
-                user("c-1", "r-3", "Thanks"),
-                assistant("c-1", "r-3", "You're welcome.", "llama-3.3-70b"),
-            ])
+            .append(vec![user("c-1", "r-3", "Thanks"), assistant("c-1", "r-3", "You're welcome.", "llama-3.3-70b")])
             .await
             .unwrap(),
     );
@@ -42,21 +39,12 @@ async fn sample_file(dir: &Path) -> (PathBuf, Vec<ChatEvent>) {
 }
 
 fn success(output: &std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "replay failed:\n{}{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
+    assert!(output.status.success(), "replay failed:\n{}{}", text(&output.stdout), text(&output.stderr));
     text(&output.stdout)
 }
 
 fn total(events: &[ChatEvent], keep: impl Fn(&ChatEvent) -> bool) -> u64 {
-    events
-        .iter()
-        .filter(|e| keep(e))
-        .map(|e| e.token_count)
-        .sum()
+    events.iter().filter(|e| keep(e)).map(|e| e.token_count).sum()
 }
 
 #[tokio::test]
@@ -66,53 +54,27 @@ async fn text_transcripts_show_every_event_and_token_totals() {
     let out = success(&replay(&[path.to_str().unwrap()]));
 
     let c1_tokens = total(&written, |e| e.conversation_id == "c-1");
-    assert!(
-        out.contains(&format!(
-            "== conversation c-1 (6 events, {c1_tokens} tokens) =="
-        )),
-        "{out}"
-    );
+    assert!(out.contains(&format!("== conversation c-1 (6 events, {c1_tokens} tokens) ==")), "{out}");
     assert!(out.contains("== conversation c-2 (2 events"), "{out}");
     assert!(out.find("conversation c-1").unwrap() < out.find("conversation c-2").unwrap());
     assert!(out.contains("user_message [user] request r-1"), "{out}");
     assert!(out.contains("    What is 2+3?"), "{out}");
-    assert!(
-        out.contains(r#"    tool call call_1 demo__sum {"a":2,"b":3}"#),
-        "{out}"
-    );
+    assert!(out.contains(r#"    tool call call_1 demo__sum {"a":2,"b":3}"#), "{out}");
     assert!(out.contains("tool_result [tool] request r-1"), "{out}");
-    assert!(
-        out.contains("    result of tool call call_1:\n    5\n"),
-        "{out}"
-    );
-    assert!(
-        out.contains("    Hi there!\n    How can I help?\n"),
-        "{out}"
-    );
+    assert!(out.contains("    result of tool call call_1:\n    5\n"), "{out}");
+    assert!(out.contains("    Hi there!\n    How can I help?\n"), "{out}");
 
     let gpt_tokens = total(&written, |e| e.model.as_deref() == Some("gpt-4o"));
     let llama_tokens = total(&written, |e| e.model.as_deref() == Some("llama-3.3-70b"));
     assert!(
-        out.contains(&format!("conversation c-1: {c1_tokens} tokens in 6 events; provider usage: 90 prompt + 36 completion = 126 total")),
-        "{out}"
-    );
-    assert!(
-        out.contains(&format!("model gpt-4o: {gpt_tokens} tokens in 2 events")),
-        "{out}"
-    );
-    assert!(
         out.contains(&format!(
-            "model llama-3.3-70b: {llama_tokens} tokens in 2 events"
+            "conversation c-1: {c1_tokens} tokens in 6 events; provider usage: 90 prompt + 36 completion = 126 total"
         )),
         "{out}"
     );
-    assert!(
-        out.contains(&format!(
-            "all: {} tokens in 8 events",
-            total(&written, |_| true)
-        )),
-        "{out}"
-    );
+    assert!(out.contains(&format!("model gpt-4o: {gpt_tokens} tokens in 2 events")), "{out}");
+    assert!(out.contains(&format!("model llama-3.3-70b: {llama_tokens} tokens in 2 events")), "{out}");
+    assert!(out.contains(&format!("all: {} tokens in 8 events", total(&written, |_| true))), "{out}");
 }
 
 #[tokio::test]
@@ -124,46 +86,24 @@ async fn json_output_is_machine_readable_and_filters_apply() {
     let all: Value = serde_json::from_str(&success(&replay(&[file, "--format", "json"]))).unwrap();
     assert_eq!(all["lines_read"], 8);
     assert_eq!(all["conversations"].as_array().unwrap().len(), 2);
-    let first_events: Vec<ChatEvent> =
-        serde_json::from_value(all["conversations"][0]["events"].clone()).unwrap();
+    let first_events: Vec<ChatEvent> = serde_json::from_value(all["conversations"][0]["events"].clone()).unwrap();
     assert_eq!(first_events.len(), 6);
     assert_eq!(first_events[0], written[0]);
     assert_eq!(all["totals"]["token_count"], total(&written, |_| true));
     assert_eq!(all["per_model"]["gpt-4o"]["usage"]["total_tokens"], 84);
 
-    let by_request: Value = serde_json::from_str(&success(&replay(&[
-        file,
-        "--request",
-        "r-3",
-        "--format",
-        "json",
-    ])))
-    .unwrap();
+    let by_request: Value =
+        serde_json::from_str(&success(&replay(&[file, "--request", "r-3", "--format", "json"]))).unwrap();
     assert_eq!(by_request["totals"]["events"], 2);
     assert_eq!(by_request["conversations"][0]["conversation_id"], "c-1");
 
-    let by_conversation: Value = serde_json::from_str(&success(&replay(&[
-        file,
-        "--conversation",
-        "c-2",
-        "--format",
-        "json",
-    ])))
-    .unwrap();
-    assert_eq!(
-        by_conversation["conversations"].as_array().unwrap().len(),
-        1
-    );
+    let by_conversation: Value =
+        serde_json::from_str(&success(&replay(&[file, "--conversation", "c-2", "--format", "json"]))).unwrap();
+    assert_eq!(by_conversation["conversations"].as_array().unwrap().len(), 1);
     assert_eq!(by_conversation["totals"]["events"], 2);
 
-    let since_last: Value = serde_json::from_str(&success(&replay(&[
-        file,
-        "--since",
-        &written[6].timestamp,
-        "--format",
-        "json",
-    ])))
-    .unwrap();
+    let since_last: Value =
+        serde_json::from_str(&success(&replay(&[file, "--since", &written[6].timestamp, "--format", "json"]))).unwrap();
     assert_eq!(since_last["totals"]["events"], 2);
 
     let future = success(&replay(&[file, "--since", "2999-01-01"]));
@@ -181,13 +121,8 @@ async fn verify_passes_an_intact_file() {
     let out = success(&replay(&[path.to_str().unwrap(), "--verify"]));
     assert!(out.starts_with("OK "), "{out}");
     assert!(out.contains("8 lines, 2 conversations"), "{out}");
-    let json: Value = serde_json::from_str(&success(&replay(&[
-        path.to_str().unwrap(),
-        "--verify",
-        "--format",
-        "json",
-    ])))
-    .unwrap();
+    let json: Value =
+        serde_json::from_str(&success(&replay(&[path.to_str().unwrap(), "--verify", "--format", "json"]))).unwrap();
     assert_eq!(json["ok"], true);
     assert_eq!(json["lines"], 8);
 }
@@ -209,10 +144,7 @@ async fn verify_names_an_edited_byte() {
         lines[3] = lines[3].replace("It is 5.", "It is 6.");
     });
     assert!(!ok);
-    assert!(
-        out.contains("line 4: the hash does not match the line's bytes"),
-        "{out}"
-    );
+    assert!(out.contains("line 4: the hash does not match the line's bytes"), "{out}");
     assert!(out.contains("3 lines before it are intact"), "{out}");
 }
 
@@ -224,10 +156,7 @@ async fn verify_names_a_dropped_line() {
         lines.remove(2);
     });
     assert!(!ok);
-    assert!(
-        out.contains("line 3: prev does not match the hash of line 2"),
-        "{out}"
-    );
+    assert!(out.contains("line 3: prev does not match the hash of line 2"), "{out}");
 }
 
 #[tokio::test]
@@ -236,10 +165,7 @@ async fn verify_names_two_swapped_lines() {
     let (path, _) = sample_file(dir.path()).await;
     let (ok, out) = verify_after(&path, |lines| lines.swap(4, 5));
     assert!(!ok);
-    assert!(
-        out.contains("line 5: prev does not match the hash of line 4"),
-        "{out}"
-    );
+    assert!(out.contains("line 5: prev does not match the hash of line 4"), "{out}");
 }
 
 #[tokio::test]
@@ -282,10 +208,7 @@ async fn verify_names_a_seq_gap_even_with_a_valid_chain() {
     let output = replay(&[path.to_str().unwrap(), "--verify"]);
     assert!(!output.status.success());
     let out = text(&output.stdout);
-    assert!(
-        out.contains(r#"line 2: seq 3 in conversation "c", expected 2"#),
-        "{out}"
-    );
+    assert!(out.contains(r#"line 2: seq 3 in conversation "c", expected 2"#), "{out}");
 }
 
 #[tokio::test]
@@ -293,18 +216,12 @@ async fn a_file_being_written_replays_up_to_its_last_complete_line() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = sample_file(dir.path()).await;
     // A writer in the middle of its line.
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .unwrap();
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
     std::io::Write::write_all(&mut file, br#"{"v":1,"id":"01"#).unwrap();
 
     let out = success(&replay(&[path.to_str().unwrap(), "--verify"]));
     assert!(out.contains("8 lines"), "{out}");
-    assert!(
-        out.contains("the last 15 bytes are not a complete line yet"),
-        "{out}"
-    );
+    assert!(out.contains("the last 15 bytes are not a complete line yet"), "{out}");
     let out = success(&replay(&[path.to_str().unwrap()]));
     assert!(out.contains("all: "), "{out}");
     assert!(out.contains("not a complete line yet"), "{out}");
@@ -315,9 +232,6 @@ fn a_missing_file_is_a_clear_error() {
     let output = replay(&["/nonexistent/events.jsonl"]);
     assert!(!output.status.success());
     let err = text(&output.stderr);
-    assert!(
-        err.contains("cannot open the events file /nonexistent/events.jsonl"),
-        "{err}"
-    );
+    assert!(err.contains("cannot open the events file /nonexistent/events.jsonl"), "{err}");
     assert!(err.contains("store.path"), "{err}");
 }

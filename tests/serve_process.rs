@@ -167,7 +167,8 @@ async fn two_server_processes_share_one_log_while_conversations_hop_between_them
                 let mut socket = WsClient::connect(addrs[(client + turn) % 2]).await;
                 let request_id = format!("c{client}-t{turn}");
                 let text = format!("what is {client}+{turn}");
-                let messages = socket.chat(&request_id, json!({"text": text, "conversation_id": conversation_id})).await;
+                let messages =
+                    socket.chat(&request_id, json!({"text": text, "conversation_id": conversation_id})).await;
                 assert_well_formed(&messages);
                 assert_eq!(messages.last().expect("terminal")["status"], "complete", "{messages:#?}");
                 assert_eq!(chunks(&messages, "tool_result")[0]["content"], (client + turn).to_string());

@@ -28,13 +28,8 @@ async fn lines_follow_the_spec_and_check_with_sha256sum() {
     assert_eq!(lines.len(), 3);
     let first = &lines[0];
     assert!(first.starts_with(r#"{"v":1,"id":""#), "{first}");
-    let keys: Vec<String> = serde_json::from_str::<serde_json::Value>(first)
-        .unwrap()
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
+    let keys: Vec<String> =
+        serde_json::from_str::<serde_json::Value>(first).unwrap().as_object().unwrap().keys().cloned().collect();
     // serde_json's map is sorted, so check the order in the text itself.
     let mut last_position = 0;
     for key in [
@@ -61,10 +56,7 @@ async fn lines_follow_the_spec_and_check_with_sha256sum() {
         assert!(position >= last_position, "{key} out of order in {first}");
         last_position = position;
     }
-    assert!(first.ends_with(&format!(
-        r#","prev":"{ZEROS}","hash":"{}"}}"#,
-        stored[0].hash
-    )));
+    assert!(first.ends_with(&format!(r#","prev":"{ZEROS}","hash":"{}"}}"#, stored[0].hash)));
 
     for (number, event) in stored.iter().enumerate() {
         let id = uuid::Uuid::parse_str(&event.id).unwrap();
@@ -109,23 +101,12 @@ async fn reads_by_conversation_and_request_survive_reopen() {
             written.extend(store.append(batch).await.unwrap());
         }
     }
-    let a_events: Vec<_> = written
-        .iter()
-        .filter(|event| event.conversation_id == "a")
-        .cloned()
-        .collect();
+    let a_events: Vec<_> = written.iter().filter(|event| event.conversation_id == "a").cloned().collect();
     assert_eq!(store.conversation("a").await.unwrap(), a_events);
-    assert_eq!(
-        a_events.iter().map(|event| event.seq).collect::<Vec<_>>(),
-        (1..=20).collect::<Vec<_>>()
-    );
+    assert_eq!(a_events.iter().map(|event| event.seq).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
     assert_eq!(
         store.request("b-3").await.unwrap(),
-        written
-            .iter()
-            .filter(|event| event.request_id.as_deref() == Some("b-3"))
-            .cloned()
-            .collect::<Vec<_>>()
+        written.iter().filter(|event| event.request_id.as_deref() == Some("b-3")).cloned().collect::<Vec<_>>()
     );
     assert!(store.conversation("nobody").await.unwrap().is_empty());
     assert!(store.request("nothing").await.unwrap().is_empty());
@@ -144,10 +125,7 @@ async fn reads_by_conversation_and_request_survive_reopen() {
     assert_eq!(listed[0].first_timestamp, a_events[0].timestamp);
     assert_eq!(listed[0].last_timestamp, a_events[19].timestamp);
 
-    let next = reopened
-        .append(vec![user("a", "a-next", "more")])
-        .await
-        .unwrap();
+    let next = reopened.append(vec![user("a", "a-next", "more")]).await.unwrap();
     assert_eq!(next[0].seq, 21);
     assert_eq!(next[0].prev, written.last().unwrap().hash);
     assert_verifies(&path);
@@ -158,24 +136,11 @@ async fn a_claimed_request_id_refuses_the_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let (store, _) = JsonlStore::open(&path, true).unwrap();
-    let first = store
-        .append(vec![
-            user("a", "r-1", "hi"),
-            assistant("a", "r-1", "hello", "m"),
-        ])
-        .await
-        .unwrap();
+    let first = store.append(vec![user("a", "r-1", "hi"), assistant("a", "r-1", "hello", "m")]).await.unwrap();
 
-    let refused = store
-        .append(vec![user("b", "r-2", "x"), user("b", "r-1", "again")])
-        .await
-        .unwrap_err();
+    let refused = store.append(vec![user("b", "r-2", "x"), user("b", "r-1", "again")]).await.unwrap_err();
     match &refused {
-        StoreError::DuplicateRequest {
-            request_id,
-            conversation_id,
-            event_id,
-        } => {
+        StoreError::DuplicateRequest { request_id, conversation_id, event_id } => {
             assert_eq!(request_id, "r-1");
             assert_eq!(conversation_id, "a");
             assert_eq!(event_id, &first[0].id);
@@ -183,31 +148,20 @@ async fn a_claimed_request_id_refuses_the_whole_batch() {
         other => panic!("expected DuplicateRequest, got {other}"),
     }
     let message = refused.to_string();
-    assert!(
-        message.contains("r-1") && message.contains(&first[0].id),
-        "{message}"
-    );
+    assert!(message.contains("r-1") && message.contains(&first[0].id), "{message}");
     assert_eq!(file_lines(&path).len(), 2, "nothing of the refused batch");
     assert!(store.request("r-2").await.unwrap().is_empty());
 
     // Twice in one batch is refused too; later events of the same request are not claims.
     assert!(matches!(
-        store
-            .append(vec![user("c", "r-3", "x"), user("c", "r-3", "y")])
-            .await,
+        store.append(vec![user("c", "r-3", "x"), user("c", "r-3", "y")]).await,
         Err(StoreError::DuplicateRequest { .. })
     ));
-    store
-        .append(vec![assistant("a", "r-1", "late answer", "m")])
-        .await
-        .unwrap();
+    store.append(vec![assistant("a", "r-1", "late answer", "m")]).await.unwrap();
     // The refusal survives a reopen: the claim is rebuilt from the file.
     drop(store);
     let (reopened, _) = JsonlStore::open(&path, true).unwrap();
-    assert!(matches!(
-        reopened.append(vec![user("z", "r-1", "x")]).await,
-        Err(StoreError::DuplicateRequest { .. })
-    ));
+    assert!(matches!(reopened.append(vec![user("z", "r-1", "x")]).await, Err(StoreError::DuplicateRequest { .. })));
     assert_eq!(reopened.request("r-1").await.unwrap().len(), 3);
 }
 
@@ -225,9 +179,7 @@ async fn concurrent_appends_share_writes_and_fsyncs() {
             let start = Arc::clone(&start);
             tokio::spawn(async move {
                 start.wait().await;
-                store
-                    .append(vec![user(&format!("c{}", n % 10), &format!("r{n}"), "hi")])
-                    .await
+                store.append(vec![user(&format!("c{}", n % 10), &format!("r{n}"), "hi")]).await
             })
         })
         .collect();
@@ -241,16 +193,10 @@ async fn concurrent_appends_share_writes_and_fsyncs() {
     assert_eq!(stats.batches, APPENDERS as u64);
     assert_eq!(stats.events, APPENDERS as u64);
     assert_eq!(stats.writes, stats.fsyncs);
-    assert!(
-        stats.fsyncs * 4 <= APPENDERS as u64,
-        "group commit should merge concurrent appends: {stats:?}"
-    );
+    assert!(stats.fsyncs * 4 <= APPENDERS as u64, "group commit should merge concurrent appends: {stats:?}");
     println!("{APPENDERS} concurrent appends: {stats:?}");
     for conversation in 0..10 {
-        let events = store
-            .conversation(&format!("c{conversation}"))
-            .await
-            .unwrap();
+        let events = store.conversation(&format!("c{conversation}")).await.unwrap();
         let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
         assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
     }
@@ -282,21 +228,14 @@ async fn a_torn_tail_is_moved_aside_and_the_chain_continues() {
     let tail = report.torn_tail.clone().expect("the torn tail is reported");
     assert_eq!(tail.line, 4);
     assert_eq!(tail.bytes, torn.len() as u64);
-    assert!(
-        tail.reason.contains("no trailing newline"),
-        "{}",
-        tail.reason
-    );
+    assert!(tail.reason.contains("no trailing newline"), "{}", tail.reason);
     let name = tail.moved_to.file_name().unwrap().to_str().unwrap();
     assert!(name.starts_with("events.jsonl.torn-"), "{name}");
     assert_eq!(std::fs::read(&tail.moved_to).unwrap(), torn);
     assert_eq!(std::fs::read(&path).unwrap(), intact);
     assert_eq!(store.stats().torn_tails, 1);
 
-    let next = store
-        .append(vec![assistant("a", "r-1", "5", "gpt-4o")])
-        .await
-        .unwrap();
+    let next = store.append(vec![assistant("a", "r-1", "5", "gpt-4o")]).await.unwrap();
     assert_eq!(next[0].seq, 4);
     assert_eq!(next[0].prev, written[2].hash);
     assert_verifies(&path);
@@ -307,21 +246,14 @@ async fn an_unparseable_last_line_is_torn_but_one_in_the_middle_is_corruption() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let (store, _) = JsonlStore::open(&path, false).unwrap();
-    store
-        .append(vec![user("a", "r-1", "hi"), user("a", "r-2", "ho")])
-        .await
-        .unwrap();
+    store.append(vec![user("a", "r-1", "hi"), user("a", "r-2", "ho")]).await.unwrap();
     drop(store);
     let intact = std::fs::read(&path).unwrap();
     // A power loss can leave a complete-looking line of zeros.
     append_raw(&path, b"\0\0\0\0\0\0\0\0\n");
     let (store, report) = JsonlStore::open(&path, false).unwrap();
     let tail = report.torn_tail.expect("reported");
-    assert!(
-        tail.reason.contains("not a valid event line"),
-        "{}",
-        tail.reason
-    );
+    assert!(tail.reason.contains("not a valid event line"), "{}", tail.reason);
     assert_eq!(std::fs::read(&path).unwrap(), intact);
     drop(store);
 
@@ -329,14 +261,8 @@ async fn an_unparseable_last_line_is_torn_but_one_in_the_middle_is_corruption() 
     std::fs::write(&path, format!("{}\nnot json\n{}\n", lines[0], lines[1])).unwrap();
     let error = JsonlStore::open(&path, false).unwrap_err();
     let message = error.to_string();
-    assert!(
-        matches!(error, StoreError::Corrupt { line: 2, .. }),
-        "{message}"
-    );
-    assert!(
-        message.contains("line 2") && message.contains("--verify"),
-        "{message}"
-    );
+    assert!(matches!(error, StoreError::Corrupt { line: 2, .. }), "{message}");
+    assert!(message.contains("line 2") && message.contains("--verify"), "{message}");
 }
 
 #[tokio::test]
@@ -357,10 +283,7 @@ async fn event_kinds_round_trip() {
     let mut meta = user("a", "r-1", "");
     meta.kind = EventType::Meta;
     meta.role = None;
-    meta.extra.insert(
-        "hash".into(),
-        serde_json::json!("a key named hash inside extra"),
-    );
+    meta.extra.insert("hash".into(), serde_json::json!("a key named hash inside extra"));
     let mut update = meta.clone();
     update.kind = EventType::SystemUpdate;
     let stored = store.append(vec![meta, update]).await.unwrap();

@@ -22,13 +22,7 @@ const EVENTS_PER_PROCESS: usize = 2_000;
 
 fn spawn_child(test: &str, file: &Path, tag: &str) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            test,
-            "--nocapture",
-            "--ignored",
-            "--test-threads=1",
-        ])
+        .args(["--exact", test, "--nocapture", "--ignored", "--test-threads=1"])
         .env(CHILD_FILE, file)
         .env(CHILD_TAG, tag)
         .stdin(Stdio::piped())
@@ -125,10 +119,8 @@ async fn child_concurrent_appender() {
 fn two_processes_append_to_one_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
-    let mut children: Vec<Child> = ["p1", "p2"]
-        .iter()
-        .map(|tag| spawn_child("child_concurrent_appender", &path, tag))
-        .collect();
+    let mut children: Vec<Child> =
+        ["p1", "p2"].iter().map(|tag| spawn_child("child_concurrent_appender", &path, tag)).collect();
     let mut outputs: Vec<ChildLines> = children.iter_mut().map(ChildLines::new).collect();
     for output in &mut outputs {
         output.expect("ready");
@@ -152,9 +144,7 @@ fn two_processes_append_to_one_file() {
     assert_eq!(ids.len(), events.len(), "duplicate ids");
     let mut seqs: HashMap<&str, Vec<u64>> = HashMap::new();
     for event in &events {
-        seqs.entry(&event.conversation_id)
-            .or_default()
-            .push(event.seq);
+        seqs.entry(&event.conversation_id).or_default().push(event.seq);
     }
     assert_eq!(seqs.len(), CONVERSATIONS);
     for (conversation, seqs) in &seqs {
@@ -172,10 +162,7 @@ fn two_processes_append_to_one_file() {
     }
     let switches = events
         .windows(2)
-        .filter(|pair| {
-            pair[0].request_id.as_deref().map(|r| &r[..2])
-                != pair[1].request_id.as_deref().map(|r| &r[..2])
-        })
+        .filter(|pair| pair[0].request_id.as_deref().map(|r| &r[..2]) != pair[1].request_id.as_deref().map(|r| &r[..2]))
         .count();
     println!("the writing process changed {switches} times along the file");
     assert_verifies(&path);
@@ -223,11 +210,7 @@ async fn a_writer_killed_mid_append_leaves_a_file_that_opens() {
     let mut acked = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked.len() < 600 {
-        assert!(
-            Instant::now() < deadline,
-            "the child acked only {}",
-            acked.len()
-        );
+        assert!(Instant::now() < deadline, "the child acked only {}", acked.len());
         let line = output.next().expect("the child stopped early");
         acked.push(line.strip_prefix("acked ").unwrap().to_string());
     }
@@ -250,23 +233,14 @@ async fn a_writer_killed_mid_append_leaves_a_file_that_opens() {
     assert_eq!(events.len() as u64, report.events);
     let stored: HashSet<&str> = events.iter().map(|event| event.id.as_str()).collect();
     for id in &acked {
-        assert!(
-            stored.contains(id.as_str()),
-            "acknowledged event {id} is missing"
-        );
+        assert!(stored.contains(id.as_str()), "acknowledged event {id} is missing");
     }
     assert_verifies(&path);
 
-    let next = store
-        .append(vec![user("c0", "after-kill", "still here")])
-        .await
-        .unwrap();
+    let next = store.append(vec![user("c0", "after-kill", "still here")]).await.unwrap();
     assert_eq!(next[0].prev, events.last().unwrap().hash);
-    let c0_seqs: Vec<u64> = events
-        .iter()
-        .filter(|event| event.conversation_id == "c0")
-        .map(|event| event.seq)
-        .collect();
+    let c0_seqs: Vec<u64> =
+        events.iter().filter(|event| event.conversation_id == "c0").map(|event| event.seq).collect();
     assert_eq!(next[0].seq, c0_seqs.len() as u64 + 1);
     assert_verifies(&path);
 }
@@ -279,10 +253,7 @@ async fn child_claims_a_request() {
         return;
     };
     let (store, _) = JsonlStore::open(&file, true).unwrap();
-    let stored = store
-        .append(vec![user("c-child", "shared-request", "first")])
-        .await
-        .unwrap();
+    let stored = store.append(vec![user("c-child", "shared-request", "first")]).await.unwrap();
     say(&format!("claimed {}", stored[0].id));
 }
 
@@ -292,10 +263,7 @@ async fn a_request_id_claimed_by_another_process_is_refused() {
     let path = dir.path().join("events.jsonl");
     // Opened before the other process writes, so only the catch-up under the lock can know.
     let (store, _) = JsonlStore::open(&path, true).unwrap();
-    store
-        .append(vec![user("c-parent", "own-request", "hi")])
-        .await
-        .unwrap();
+    store.append(vec![user("c-parent", "own-request", "hi")]).await.unwrap();
 
     let mut child = spawn_child("child_claims_a_request", &path, "c");
     let mut output = ChildLines::new(&mut child);
@@ -303,16 +271,9 @@ async fn a_request_id_claimed_by_another_process_is_refused() {
     let child_event = claimed.strip_prefix("claimed ").unwrap().to_string();
     assert!(child.wait().unwrap().success());
 
-    let refused = store
-        .append(vec![user("c-parent", "shared-request", "second")])
-        .await
-        .unwrap_err();
+    let refused = store.append(vec![user("c-parent", "shared-request", "second")]).await.unwrap_err();
     match refused {
-        StoreError::DuplicateRequest {
-            request_id,
-            conversation_id,
-            event_id,
-        } => {
+        StoreError::DuplicateRequest { request_id, conversation_id, event_id } => {
             assert_eq!(request_id, "shared-request");
             assert_eq!(conversation_id, "c-child");
             assert_eq!(event_id, child_event);
@@ -326,10 +287,7 @@ async fn a_request_id_claimed_by_another_process_is_refused() {
     assert_eq!(store.conversation("c-child").await.unwrap(), theirs);
     assert_eq!(store.conversations().await.unwrap().len(), 2);
     // And the next own append chains after the other process's line.
-    let next = store
-        .append(vec![user("c-parent", "later", "x")])
-        .await
-        .unwrap();
+    let next = store.append(vec![user("c-parent", "later", "x")]).await.unwrap();
     assert_eq!(next[0].prev, theirs[0].hash);
     assert_eq!(next[0].seq, 2);
     assert_verifies(&path);

@@ -29,8 +29,13 @@ const PREVIEW_CHARS: usize = 2000;
 pub enum StoredRequest {
     Unknown,
     /// Claimed, not finished: another process is answering it (or died while it did).
-    Running { fingerprint: Option<String> },
-    Finished { fingerprint: Option<String>, messages: Vec<ServerMessage> },
+    Running {
+        fingerprint: Option<String>,
+    },
+    Finished {
+        fingerprint: Option<String>,
+        messages: Vec<ServerMessage>,
+    },
 }
 
 /// Reads a request's stored events (in log order).

@@ -29,7 +29,12 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn new(request_id: String, conversation_id: String, fingerprint: String, cancel: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        request_id: String,
+        conversation_id: String,
+        fingerprint: String,
+        cancel: CancellationToken,
+    ) -> Arc<Self> {
         Arc::new(Self {
             request_id,
             conversation_id,
@@ -72,8 +77,7 @@ impl Run {
     /// seen everything.
     pub async fn next(&self, cursor: usize) -> Option<Vec<Frame>> {
         let mut watcher = self.progress.subscribe();
-        let (length, finished) =
-            *watcher.wait_for(|(length, finished)| *length > cursor || *finished).await.ok()?;
+        let (length, finished) = *watcher.wait_for(|(length, finished)| *length > cursor || *finished).await.ok()?;
         if length <= cursor && finished {
             return None;
         }

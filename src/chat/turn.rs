@@ -254,7 +254,8 @@ impl Turn<'_> {
             }
         }
         let usage = usage.unwrap_or_else(|| {
-            let completion = self.counter.count(&text) + calls.iter().map(|call| self.counter.count(&call.arguments.to_string())).sum::<usize>();
+            let completion = self.counter.count(&text)
+                + calls.iter().map(|call| self.counter.count(&call.arguments.to_string())).sum::<usize>();
             Usage {
                 prompt_tokens: estimated_prompt as u64,
                 completion_tokens: completion as u64,
@@ -277,8 +278,10 @@ impl Turn<'_> {
     async fn run_tools(&mut self, text: &str, calls: &[ToolCall]) -> Result<Vec<ToolOutcome>, Interruption> {
         let mut assistant = self.event(EventType::AssistantMessage, Role::Assistant, text.to_owned(), Map::new());
         assistant.tool_calls = Some(calls.to_vec());
-        assistant.token_count +=
-            calls.iter().map(|call| self.counter.count(&call.arguments.to_string()) + self.counter.count(&call.name)).sum::<usize>() as u64;
+        assistant.token_count += calls
+            .iter()
+            .map(|call| self.counter.count(&call.arguments.to_string()) + self.counter.count(&call.name))
+            .sum::<usize>() as u64;
         self.service.deps.store.append(vec![assistant]).await?;
         self.partial_text.clear();
         for call in calls {
@@ -366,7 +369,10 @@ impl Turn<'_> {
                 let mut extra = Map::new();
                 extra.insert(cached::STATUS.into(), json!("cancelled"));
                 let partial = std::mem::take(&mut self.partial_text);
-                (Some(self.event(EventType::Meta, Role::Assistant, partial, extra)), ServerMessage::cancelled(&request_id, seq))
+                (
+                    Some(self.event(EventType::Meta, Role::Assistant, partial, extra)),
+                    ServerMessage::cancelled(&request_id, seq),
+                )
             }
             Err(Interruption::Failed(error)) => {
                 let mut extra = Map::new();

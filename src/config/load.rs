@@ -7,9 +7,9 @@ use config::{FileFormat, Source};
 use serde_json::Value;
 
 use super::schema::{
-    BOOL, Checker, HTTP_URL, KeyPath, NON_EMPTY_TEXT, NON_NEGATIVE_NUMBER, NameRule, Origins,
-    POSITIVE_NUMBER, SECRET, SecretReferences, Shape, TEXT, choice, closest, integer_at_least,
-    integer_from, number_from, optional, quoted_list, required,
+    BOOL, Checker, HTTP_URL, KeyPath, NON_EMPTY_TEXT, NON_NEGATIVE_NUMBER, NameRule, Origins, POSITIVE_NUMBER, SECRET,
+    SecretReferences, Shape, TEXT, choice, closest, integer_at_least, integer_from, number_from, optional, quoted_list,
+    required,
 };
 use super::{ServersConfig, Settings};
 
@@ -22,14 +22,17 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn single(problem: String) -> Self {
-        ConfigError {
-            problems: vec![problem],
-        }
+        ConfigError { problems: vec![problem] }
     }
 
     /// One finished message per problem, in the order of the file's expected layout.
     pub fn problems(&self) -> &[String] {
         &self.problems
+    }
+
+    /// For commands that refuse to start: a heading, then every problem on its own line.
+    pub fn into_startup_error(self) -> anyhow::Error {
+        anyhow::anyhow!("the configuration is invalid:\n{self}")
     }
 }
 
@@ -58,13 +61,7 @@ const SETTINGS: Shape = Shape::Section(&[
         "llm",
         Shape::Section(&[
             required("active", NON_EMPTY_TEXT),
-            required(
-                "providers",
-                Shape::Map {
-                    names: NameRule::Any,
-                    values: &PROVIDER,
-                },
-            ),
+            required("providers", Shape::Map { names: NameRule::Any, values: &PROVIDER }),
             required("request_timeout", POSITIVE_NUMBER),
             required("max_retries", integer_at_least(0)),
         ]),
@@ -99,10 +96,7 @@ const SETTINGS: Shape = Shape::Section(&[
             required("max_in_flight_per_connection", integer_at_least(1)),
         ]),
     ),
-    required(
-        "store",
-        Shape::Section(&[required("path", NON_EMPTY_TEXT), required("fsync", BOOL)]),
-    ),
+    required("store", Shape::Section(&[required("path", NON_EMPTY_TEXT), required("fsync", BOOL)])),
     required(
         "mcp",
         Shape::Section(&[
@@ -127,17 +121,11 @@ const SETTINGS: Shape = Shape::Section(&[
     required(
         "logging",
         Shape::Section(&[
-            required(
-                "level",
-                choice(&["trace", "debug", "info", "warn", "error"]),
-            ),
+            required("level", choice(&["trace", "debug", "info", "warn", "error"])),
             required("format", choice(&["json", "pretty"])),
         ]),
     ),
-    required(
-        "shutdown",
-        Shape::Section(&[required("grace_seconds", NON_NEGATIVE_NUMBER)]),
-    ),
+    required("shutdown", Shape::Section(&[required("grace_seconds", NON_NEGATIVE_NUMBER)])),
 ]);
 
 /// Two numeric settings whose order matters: `lower` must stay below `upper`.
@@ -174,13 +162,7 @@ const SERVERS: Shape = Shape::Section(&[required(
             required("command", NON_EMPTY_TEXT),
             optional("args", Shape::Strings),
             optional("cwd", NON_EMPTY_TEXT),
-            optional(
-                "env",
-                Shape::Map {
-                    names: NameRule::EnvironmentVariable,
-                    values: &Shape::Template,
-                },
-            ),
+            optional("env", Shape::Map { names: NameRule::EnvironmentVariable, values: &Shape::Template }),
             optional("allowed_tools", Shape::Strings),
             optional("excluded_tools", Shape::Strings),
             optional("tool_timeout", POSITIVE_NUMBER),
@@ -207,18 +189,12 @@ pub fn load_settings(path: Option<&Path>) -> Result<Settings, ConfigError> {
     let path = choose_path(path, "MCP_CONFIG_PATH", "config.yaml");
     let file = path.display().to_string();
     let text = read_file(&path, &file, "MCP_CONFIG_PATH")?;
-    let mut tree = parse_yaml(&text).map_err(|error| {
-        ConfigError::single(format!(
-            "{file}: invalid YAML: {}",
-            without_byte_offset(&error)
-        ))
-    })?;
+    let mut tree = parse_yaml(&text)
+        .map_err(|error| ConfigError::single(format!("{file}: invalid YAML: {}", without_byte_offset(&error))))?;
 
     let mut origins = Origins::default();
     apply_overrides(&mut tree, &mut origins)?;
-    let secret_references = SecretReferences {
-        optional_under: inactive_providers(&tree),
-    };
+    let secret_references = SecretReferences { optional_under: inactive_providers(&tree) };
 
     let mut checker = Checker::new(&file, &origins, Some(secret_references));
     checker.check(&KeyPath::default(), &SETTINGS, &mut tree);
@@ -243,8 +219,8 @@ pub fn load_servers_config(path: Option<&Path>) -> Result<ServersConfig, ConfigE
     let path = choose_path(path, "MCP_SERVERS_CONFIG_PATH", "servers_config.json");
     let file = path.display().to_string();
     let text = read_file(&path, &file, "MCP_SERVERS_CONFIG_PATH")?;
-    let mut tree: Value = serde_json::from_str(&text)
-        .map_err(|error| ConfigError::single(format!("{file}: invalid JSON: {error}")))?;
+    let mut tree: Value =
+        serde_json::from_str(&text).map_err(|error| ConfigError::single(format!("{file}: invalid JSON: {error}")))?;
     let folder = absolute_folder(&path, &file)?;
 
     let origins = Origins::default();
@@ -255,8 +231,8 @@ pub fn load_servers_config(path: Option<&Path>) -> Result<ServersConfig, ConfigE
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
-    let mut config: ServersConfig = serde_json::from_value(tree)
-        .map_err(|error| ConfigError::single(format!("{file}: {error}")))?;
+    let mut config: ServersConfig =
+        serde_json::from_value(tree).map_err(|error| ConfigError::single(format!("{file}: {error}")))?;
     for server in config.servers.values_mut() {
         if let Some(cwd) = &mut server.cwd {
             // Collecting the components drops the `.` of `"cwd": "."`.
@@ -276,17 +252,12 @@ fn choose_path(given: Option<&Path>, variable: &str, default: &str) -> PathBuf {
 
 fn read_file(path: &Path, file: &str, variable: &str) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|error| {
-        ConfigError::single(format!(
-            "{file}: cannot read the file: {error}; pass its path or set {variable}"
-        ))
+        ConfigError::single(format!("{file}: cannot read the file: {error}; pass its path or set {variable}"))
     })
 }
 
 fn parse_yaml(text: &str) -> Result<Value, config::ConfigError> {
-    config::Config::builder()
-        .add_source(config::File::from_str(text, FileFormat::Yaml))
-        .build()?
-        .try_deserialize()
+    config::Config::builder().add_source(config::File::from_str(text, FileFormat::Yaml)).build()?.try_deserialize()
 }
 
 /// The YAML parser's message without its "at byte N" part: the line and column that follow
@@ -328,13 +299,8 @@ fn apply_overrides(tree: &mut Value, origins: &mut Origins) -> Result<(), Config
                 }
                 *node = Value::Object(serde_json::Map::new());
             }
-            let Value::Object(entries) = node else {
-                unreachable!("made an object just above")
-            };
-            let existing = entries
-                .keys()
-                .find(|name| name.eq_ignore_ascii_case(key))
-                .cloned();
+            let Value::Object(entries) = node else { unreachable!("made an object just above") };
+            let existing = entries.keys().find(|name| name.eq_ignore_ascii_case(key)).cloned();
             let name = existing.unwrap_or_else(|| {
                 origins.overrides.insert(path.key(key), variable.clone());
                 key.to_owned()
@@ -351,17 +317,11 @@ fn apply_overrides(tree: &mut Value, origins: &mut Origins) -> Result<(), Config
 /// The providers other than the active one: their secrets need not be set.
 fn inactive_providers(tree: &Value) -> Vec<KeyPath> {
     let providers = KeyPath::parse_dotted(PROVIDERS);
-    let active = KeyPath::parse_dotted(ACTIVE_PROVIDER)
-        .lookup(tree)
-        .and_then(Value::as_str);
+    let active = KeyPath::parse_dotted(ACTIVE_PROVIDER).lookup(tree).and_then(Value::as_str);
     let Some(entries) = providers.lookup(tree).and_then(Value::as_object) else {
         return Vec::new();
     };
-    entries
-        .keys()
-        .filter(|name| Some(name.as_str()) != active)
-        .map(|name| providers.key(name))
-        .collect()
+    entries.keys().filter(|name| Some(name.as_str()) != active).map(|name| providers.key(name)).collect()
 }
 
 fn check_orderings(checker: &mut Checker, tree: &Value) {
@@ -377,11 +337,7 @@ fn check_orderings(checker: &mut Checker, tree: &Value) {
         };
         let in_order = low < high || (ordering.equal_allowed && low == high);
         if !in_order {
-            let relation = if ordering.equal_allowed {
-                "at most"
-            } else {
-                "less than"
-            };
+            let relation = if ordering.equal_allowed { "at most" } else { "less than" };
             let (shown_low, shown_high) = (lower.lookup(tree), upper.lookup(tree));
             checker.report(
                 &lower,
@@ -401,9 +357,7 @@ fn check_active_provider(checker: &mut Checker, tree: &Value) {
         return;
     }
     let active = active_path.lookup(tree).and_then(Value::as_str);
-    let providers = KeyPath::parse_dotted(PROVIDERS)
-        .lookup(tree)
-        .and_then(Value::as_object);
+    let providers = KeyPath::parse_dotted(PROVIDERS).lookup(tree).and_then(Value::as_object);
     let (Some(active), Some(providers)) = (active, providers) else {
         return;
     };
@@ -411,9 +365,8 @@ fn check_active_provider(checker: &mut Checker, tree: &Value) {
         return;
     }
     let names: Vec<&str> = providers.keys().map(String::as_str).collect();
-    let suggestion = closest(active, names.iter().copied())
-        .map(|name| format!("; did you mean \"{name}\"?"))
-        .unwrap_or_default();
+    let suggestion =
+        closest(active, names.iter().copied()).map(|name| format!("; did you mean \"{name}\"?")).unwrap_or_default();
     checker.report(
         &active_path,
         format!(
@@ -429,11 +382,8 @@ fn absolute_folder(path: &Path, file: &str) -> Result<PathBuf, ConfigError> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    std::path::absolute(folder).map_err(|error| {
-        ConfigError::single(format!(
-            "{file}: cannot tell which folder holds it: {error}"
-        ))
-    })
+    std::path::absolute(folder)
+        .map_err(|error| ConfigError::single(format!("{file}: cannot tell which folder holds it: {error}")))
 }
 
 fn check_working_directories(checker: &mut Checker, tree: &Value, folder: &Path) {
@@ -443,10 +393,7 @@ fn check_working_directories(checker: &mut Checker, tree: &Value, folder: &Path)
     };
     for (name, server) in servers {
         let cwd_path = servers_path.key(name).key("cwd");
-        let enabled = server
-            .get("enabled")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
+        let enabled = server.get("enabled").and_then(Value::as_bool).unwrap_or(true);
         let Some(cwd) = server.get("cwd").and_then(Value::as_str) else {
             continue;
         };
@@ -455,11 +402,7 @@ fn check_working_directories(checker: &mut Checker, tree: &Value, folder: &Path)
         }
         let directory = folder.join(cwd);
         if !directory.is_dir() {
-            let problem = if directory.exists() {
-                "is not a directory"
-            } else {
-                "does not exist"
-            };
+            let problem = if directory.exists() { "is not a directory" } else { "does not exist" };
             checker.report(
                 &cwd_path,
                 format!(

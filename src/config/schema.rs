@@ -56,24 +56,12 @@ pub(super) const fn integer_at_least(min: i64) -> Shape {
     integer_from(min, INTEGER_LIMIT)
 }
 
-pub(super) const POSITIVE_NUMBER: Shape = Shape::Scalar(Scalar::Number {
-    min: 0.0,
-    min_allowed: false,
-    max: None,
-});
+pub(super) const POSITIVE_NUMBER: Shape = Shape::Scalar(Scalar::Number { min: 0.0, min_allowed: false, max: None });
 
-pub(super) const NON_NEGATIVE_NUMBER: Shape = Shape::Scalar(Scalar::Number {
-    min: 0.0,
-    min_allowed: true,
-    max: None,
-});
+pub(super) const NON_NEGATIVE_NUMBER: Shape = Shape::Scalar(Scalar::Number { min: 0.0, min_allowed: true, max: None });
 
 pub(super) const fn number_from(min: f64, max: f64) -> Shape {
-    Shape::Scalar(Scalar::Number {
-        min,
-        min_allowed: true,
-        max: Some(max),
-    })
+    Shape::Scalar(Scalar::Number { min, min_allowed: true, max: Some(max) })
 }
 
 pub(super) const BOOL: Shape = Shape::Scalar(Scalar::Bool);
@@ -94,19 +82,11 @@ pub(super) struct Field {
 }
 
 pub(super) const fn required(name: &'static str, shape: Shape) -> Field {
-    Field {
-        name,
-        shape,
-        required: true,
-    }
+    Field { name, shape, required: true }
 }
 
 pub(super) const fn optional(name: &'static str, shape: Shape) -> Field {
-    Field {
-        name,
-        shape,
-        required: false,
-    }
+    Field { name, shape, required: false }
 }
 
 /// Which names a [`Shape::Map`] accepts.
@@ -121,12 +101,10 @@ impl NameRule {
     fn problem(&self, name: &str) -> Option<&'static str> {
         match self {
             NameRule::Any => None,
-            NameRule::ServerName if name.is_empty() || !name.chars().all(is_plain_name_char) => {
-                Some(
-                    "invalid server name; use only letters, digits, \"_\" and \"-\" \
+            NameRule::ServerName if name.is_empty() || !name.chars().all(is_plain_name_char) => Some(
+                "invalid server name; use only letters, digits, \"_\" and \"-\" \
                      (it becomes the prefix of the server's tool names)",
-                )
-            }
+            ),
             NameRule::EnvironmentVariable if name.is_empty() || name.contains(['=', '\0']) => {
                 Some("invalid environment variable name; it must be non-empty, without \"=\"")
             }
@@ -162,11 +140,7 @@ impl Scalar {
                 format!("an integer of at least {min}")
             }
             Scalar::Integer { min, max } => format!("an integer from {min} to {max}"),
-            Scalar::Number {
-                min,
-                min_allowed,
-                max,
-            } => match (min_allowed, max) {
+            Scalar::Number { min, min_allowed, max } => match (min_allowed, max) {
                 (_, Some(max)) => format!("a number from {min} to {max}"),
                 (true, None) => format!("a number of at least {min}"),
                 (false, None) => format!("a number greater than {min}"),
@@ -176,29 +150,19 @@ impl Scalar {
             Scalar::Text { non_empty: true } => "a non-empty string".to_owned(),
             Scalar::Choice(choices) => format!("one of {}", quoted_list(choices)),
             Scalar::HttpUrl => "an http:// or https:// URL".to_owned(),
-            Scalar::Secret => {
-                "a string (\"env:NAME\" reads the environment variable NAME)".to_owned()
-            }
+            Scalar::Secret => "a string (\"env:NAME\" reads the environment variable NAME)".to_owned(),
         }
     }
 
     /// Whether `value` has the right type and lies in range.
     fn fits(&self, value: &Value) -> bool {
         match self {
-            Scalar::Integer { min, max } => {
-                value.as_i64().is_some_and(|n| (*min..=*max).contains(&n))
-            }
-            Scalar::Number {
-                min,
-                min_allowed,
-                max,
-            } => value.as_f64().is_some_and(|n| {
-                (n > *min || (*min_allowed && n == *min)) && max.is_none_or(|max| n <= max)
-            }),
+            Scalar::Integer { min, max } => value.as_i64().is_some_and(|n| (*min..=*max).contains(&n)),
+            Scalar::Number { min, min_allowed, max } => value
+                .as_f64()
+                .is_some_and(|n| (n > *min || (*min_allowed && n == *min)) && max.is_none_or(|max| n <= max)),
             Scalar::Bool => value.is_boolean(),
-            Scalar::Text { non_empty } => value
-                .as_str()
-                .is_some_and(|s| !(*non_empty && s.is_empty())),
+            Scalar::Text { non_empty } => value.as_str().is_some_and(|s| !(*non_empty && s.is_empty())),
             Scalar::Choice(choices) => value.as_str().is_some_and(|s| choices.contains(&s)),
             Scalar::HttpUrl => value.as_str().is_some_and(is_http_url),
             Scalar::Secret => value.is_string(),
@@ -211,11 +175,7 @@ impl Scalar {
         let text = text.trim();
         match self {
             Scalar::Integer { .. } => text.parse::<i64>().ok().map(Value::from),
-            Scalar::Number { .. } => text
-                .parse::<f64>()
-                .ok()
-                .and_then(serde_json::Number::from_f64)
-                .map(Value::Number),
+            Scalar::Number { .. } => text.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(Value::Number),
             Scalar::Bool => ["true", "false"]
                 .into_iter()
                 .find(|word| text.eq_ignore_ascii_case(word))
@@ -226,39 +186,22 @@ impl Scalar {
 }
 
 pub(super) fn quoted_list(items: &[impl AsRef<str>]) -> String {
-    let quoted: Vec<_> = items
-        .iter()
-        .map(|item| format!("\"{}\"", item.as_ref()))
-        .collect();
+    let quoted: Vec<_> = items.iter().map(|item| format!("\"{}\"", item.as_ref())).collect();
     quoted.join(", ")
 }
 
 /// The closest of `candidates` to a misspelled `word`, if any is close enough to suggest.
-pub(super) fn closest<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub(super) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     // A name contained in the other (`timeout` in `tool_timeout`) counts as close too.
     let contains = |candidate: &str| {
-        let (shorter, longer) = if word.len() < candidate.len() {
-            (word, candidate)
-        } else {
-            (candidate, word)
-        };
+        let (shorter, longer) = if word.len() < candidate.len() { (word, candidate) } else { (candidate, word) };
         shorter.len() >= 4 && longer.contains(shorter)
     };
     candidates
         .into_iter()
         .map(|candidate| {
             let similarity = strsim::jaro_winkler(word, candidate);
-            (
-                if contains(candidate) {
-                    similarity.max(0.8)
-                } else {
-                    similarity
-                },
-                candidate,
-            )
+            (if contains(candidate) { similarity.max(0.8) } else { similarity }, candidate)
         })
         .filter(|(similarity, _)| *similarity >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
@@ -289,12 +232,7 @@ impl KeyPath {
     }
 
     pub(super) fn parse_dotted(dotted: &str) -> KeyPath {
-        KeyPath(
-            dotted
-                .split('.')
-                .map(|key| Segment::Key(key.to_owned()))
-                .collect(),
-        )
+        KeyPath(dotted.split('.').map(|key| Segment::Key(key.to_owned())).collect())
     }
 
     fn starts_with(&self, prefix: &KeyPath) -> bool {
@@ -316,9 +254,7 @@ impl KeyPath {
 
     /// This path and every enclosing one, innermost first.
     fn self_and_ancestors(&self) -> impl Iterator<Item = KeyPath> + '_ {
-        (0..=self.0.len())
-            .rev()
-            .map(|len| KeyPath(self.0[..len].to_vec()))
+        (0..=self.0.len()).rev().map(|len| KeyPath(self.0[..len].to_vec()))
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -405,18 +341,8 @@ pub(super) struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    pub(super) fn new(
-        file: &'a str,
-        origins: &'a Origins,
-        secret_references: Option<SecretReferences>,
-    ) -> Self {
-        Checker {
-            file,
-            origins,
-            secret_references,
-            problems: Vec::new(),
-            reported: BTreeSet::new(),
-        }
+    pub(super) fn new(file: &'a str, origins: &'a Origins, secret_references: Option<SecretReferences>) -> Self {
+        Checker { file, origins, secret_references, problems: Vec::new(), reported: BTreeSet::new() }
     }
 
     pub(super) fn into_problems(self) -> Vec<String> {
@@ -430,30 +356,22 @@ impl<'a> Checker<'a> {
     /// Records `message` about the value at `path`, naming the file, the key and, when an
     /// `MCP__...` variable put it there, the variable.
     pub(super) fn report(&mut self, path: &KeyPath, message: impl fmt::Display) {
-        let origin = path
-            .self_and_ancestors()
-            .find_map(|candidate| self.origins.overrides.get(&candidate));
+        let origin = path.self_and_ancestors().find_map(|candidate| self.origins.overrides.get(&candidate));
         let location = match (path.is_empty(), origin) {
             (true, _) => String::new(),
             (false, None) => format!(" {path}:"),
             (false, Some(variable)) => format!(" {path} (set by {variable}):"),
         };
-        self.problems
-            .push(format!("{}:{location} {message}", self.file));
+        self.problems.push(format!("{}:{location} {message}", self.file));
         self.reported.insert(path.clone());
     }
 
     fn mismatch(&mut self, path: &KeyPath, shape: &Shape, value: &Value) {
-        let shown = if matches!(shape, Shape::Scalar(Scalar::Secret)) {
-            found_kind(value).to_owned()
-        } else {
-            found(value)
-        };
+        let shown =
+            if matches!(shape, Shape::Scalar(Scalar::Secret)) { found_kind(value).to_owned() } else { found(value) };
         let expected = match shape {
             // "at least 1, found 5000000000" would read as a contradiction.
-            Shape::Scalar(Scalar::Integer { min, max })
-                if value.as_f64().is_some_and(|n| n > *max as f64) =>
-            {
+            Shape::Scalar(Scalar::Integer { min, max }) if value.as_f64().is_some_and(|n| n > *max as f64) => {
                 format!("an integer from {min} to {max}")
             }
             _ => shape.describe(),
@@ -558,13 +476,7 @@ impl<'a> Checker<'a> {
         self.report(path, problem);
     }
 
-    fn check_section(
-        &mut self,
-        path: &KeyPath,
-        shape: &Shape,
-        fields: &[Field],
-        value: &mut Value,
-    ) {
+    fn check_section(&mut self, path: &KeyPath, shape: &Shape, fields: &[Field], value: &mut Value) {
         let Value::Object(entries) = value else {
             return self.mismatch(path, shape, value);
         };
@@ -572,10 +484,9 @@ impl<'a> Checker<'a> {
             let field_path = path.key(field.name);
             match entries.get_mut(field.name) {
                 Some(entry) => self.check(&field_path, &field.shape, entry),
-                None if field.required => self.report(
-                    &field_path,
-                    format!("missing key, expected {}", field.shape.describe()),
-                ),
+                None if field.required => {
+                    self.report(&field_path, format!("missing key, expected {}", field.shape.describe()))
+                }
                 None => {}
             }
         }
@@ -586,10 +497,7 @@ impl<'a> Checker<'a> {
             }
             let message = match closest(name, known()) {
                 Some(suggestion) => format!("unknown key; did you mean \"{suggestion}\"?"),
-                None => format!(
-                    "unknown key; allowed keys are {}",
-                    known().collect::<Vec<_>>().join(", ")
-                ),
+                None => format!("unknown key; allowed keys are {}", known().collect::<Vec<_>>().join(", ")),
             };
             self.report(&path.key(name), message);
         }
@@ -597,9 +505,8 @@ impl<'a> Checker<'a> {
 }
 
 fn is_http_url(text: &str) -> bool {
-    url::Url::parse(text).is_ok_and(|url| {
-        matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty())
-    })
+    url::Url::parse(text)
+        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty()))
 }
 
 /// Replaces every `${VAR}` in `text` with the environment variable VAR.
@@ -638,30 +545,18 @@ mod tests {
 
     #[test]
     fn paths_quote_names_that_are_not_plain() {
-        let path = KeyPath::default()
-            .key("mcpServers")
-            .key("bad name")
-            .key("args")
-            .index(2);
+        let path = KeyPath::default().key("mcpServers").key("bad name").key("args").index(2);
         assert_eq!(path.to_string(), "mcpServers.\"bad name\".args[2]");
         assert_eq!(KeyPath::default().key("").to_string(), "\"\"");
     }
 
     #[test]
     fn suggestions_come_only_for_close_names() {
-        let keys = [
-            "host",
-            "port",
-            "max_message_bytes",
-            "max_in_flight_per_connection",
-        ];
+        let keys = ["host", "port", "max_message_bytes", "max_in_flight_per_connection"];
         assert_eq!(closest("prot", keys), Some("port"));
         assert_eq!(closest("max_message_size", keys), Some("max_message_bytes"));
         assert_eq!(closest("tls", keys), None);
-        assert_eq!(
-            closest("timeout", ["tool_timeout", "args"]),
-            Some("tool_timeout")
-        );
+        assert_eq!(closest("timeout", ["tool_timeout", "args"]), Some("tool_timeout"));
     }
 
     #[test]

@@ -14,10 +14,7 @@ use serde_json::{Value, json};
 
 use super::sse::{Flow, StreamDecoder, WireError};
 use super::transport::{self, Endpoint, Wire};
-use super::{
-    LlmEvent, LlmProvider, LlmRequest, LlmStream, RetryPolicy, generated_call_id,
-    parse_tool_arguments,
-};
+use super::{LlmEvent, LlmProvider, LlmRequest, LlmStream, RetryPolicy, generated_call_id, parse_tool_arguments};
 use crate::config::ProviderSettings;
 use crate::domain::{FinishReason, Message, Role, ToolCall, ToolSpec, Usage};
 
@@ -32,11 +29,7 @@ pub struct AnthropicProvider {
 
 impl AnthropicProvider {
     /// `name` is the provider's key in `llm.providers`, used in error messages.
-    pub fn new(
-        name: &str,
-        settings: &ProviderSettings,
-        policy: RetryPolicy,
-    ) -> anyhow::Result<Self> {
+    pub fn new(name: &str, settings: &ProviderSettings, policy: RetryPolicy) -> anyhow::Result<Self> {
         if !(0.0..=1.0).contains(&settings.temperature) {
             anyhow::bail!(
                 "llm.providers.{name}.temperature is {} but Anthropic accepts 0.0 to 1.0",
@@ -46,18 +39,10 @@ impl AnthropicProvider {
         let url = transport::endpoint_url(name, &settings.base_url, "/v1/messages")?;
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(
-            HeaderName::from_static("anthropic-version"),
-            HeaderValue::from_static(ANTHROPIC_VERSION),
-        );
-        headers.insert(
-            HeaderName::from_static("x-api-key"),
-            transport::secret_header(name, settings.api_key.expose())?,
-        );
-        Ok(Self {
-            endpoint: Arc::new(Endpoint::new(name, url, headers, policy)?),
-            settings: settings.clone(),
-        })
+        headers.insert(HeaderName::from_static("anthropic-version"), HeaderValue::from_static(ANTHROPIC_VERSION));
+        headers
+            .insert(HeaderName::from_static("x-api-key"), transport::secret_header(name, settings.api_key.expose())?);
+        Ok(Self { endpoint: Arc::new(Endpoint::new(name, url, headers, policy)?), settings: settings.clone() })
     }
 }
 
@@ -68,10 +53,7 @@ impl LlmProvider for AnthropicProvider {
 
     fn chat(&self, request: LlmRequest) -> LlmStream {
         let body = Bytes::from(request_body(&request, &self.settings).to_string());
-        let wire = Wire {
-            stream_decoder: AnthropicStreamDecoder::default,
-            decode_complete,
-        };
+        let wire = Wire { stream_decoder: AnthropicStreamDecoder::default, decode_complete };
         transport::call(Arc::clone(&self.endpoint), body, request.streaming, wire)
     }
 }
@@ -120,11 +102,7 @@ fn messages_json(messages: &[Message]) -> Vec<Value> {
                 let calls = message.tool_calls.iter().map(|call| {
                     // The API wants an object; arguments the model garbled were already
                     // reported to it as the tool's error.
-                    let input = if call.arguments.is_object() {
-                        call.arguments.clone()
-                    } else {
-                        json!({})
-                    };
+                    let input = if call.arguments.is_object() { call.arguments.clone() } else { json!({}) };
                     json!({"type": "tool_use", "id": call.id, "name": call.name, "input": input})
                 });
                 ("assistant", text.into_iter().chain(calls).collect())
@@ -142,11 +120,7 @@ fn messages_json(messages: &[Message]) -> Vec<Value> {
         .into_iter()
         .map(|(role, mut blocks)| {
             let only_text = blocks.len() == 1 && blocks[0]["type"] == "text";
-            let content = if only_text {
-                blocks.swap_remove(0)["text"].take()
-            } else {
-                Value::Array(blocks)
-            };
+            let content = if only_text { blocks.swap_remove(0)["text"].take() } else { Value::Array(blocks) };
             json!({"role": role, "content": content})
         })
         .collect()
@@ -190,8 +164,7 @@ struct UsageSoFar {
 impl UsageSoFar {
     fn update(&mut self, usage: &WireUsage) {
         // Cached prompt tokens are prompt tokens too, only billed differently.
-        let cached = usage.cache_creation_input_tokens.unwrap_or(0)
-            + usage.cache_read_input_tokens.unwrap_or(0);
+        let cached = usage.cache_creation_input_tokens.unwrap_or(0) + usage.cache_read_input_tokens.unwrap_or(0);
         if let Some(input) = usage.input_tokens {
             self.prompt = Some(input + cached);
         }
@@ -206,11 +179,7 @@ impl UsageSoFar {
         }
         let prompt_tokens = self.prompt.unwrap_or(0);
         let completion_tokens = self.completion.unwrap_or(0);
-        Some(Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
-        })
+        Some(Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens })
     }
 }
 
@@ -313,41 +282,24 @@ pub struct AnthropicStreamDecoder {
 }
 
 impl StreamDecoder for AnthropicStreamDecoder {
-    fn event(
-        &mut self,
-        _event: &str,
-        data: &str,
-        out: &mut Vec<LlmEvent>,
-    ) -> Result<Flow, WireError> {
-        let event: StreamEvent = serde_json::from_str(data).map_err(|error| {
-            WireError::fatal(format!(
-                "unreadable event in the answer stream ({error}): {data}"
-            ))
-        })?;
+    fn event(&mut self, _event: &str, data: &str, out: &mut Vec<LlmEvent>) -> Result<Flow, WireError> {
+        let event: StreamEvent = serde_json::from_str(data)
+            .map_err(|error| WireError::fatal(format!("unreadable event in the answer stream ({error}): {data}")))?;
         match event {
             StreamEvent::MessageStart { message } => {
                 if let Some(usage) = message.usage {
                     self.usage.update(&usage);
                 }
             }
-            StreamEvent::ContentBlockStart {
-                index,
-                content_block,
-            } => match content_block {
+            StreamEvent::ContentBlockStart { index, content_block } => match content_block {
                 ContentBlock::Text { text } if !text.is_empty() => out.push(LlmEvent::Text(text)),
-                ContentBlock::ToolUse { id, name, input } => self.tool_uses.push(OpenToolUse {
-                    index,
-                    id,
-                    name,
-                    input,
-                    json: String::new(),
-                }),
+                ContentBlock::ToolUse { id, name, input } => {
+                    self.tool_uses.push(OpenToolUse { index, id, name, input, json: String::new() })
+                }
                 ContentBlock::Text { .. } | ContentBlock::Other => {}
             },
             StreamEvent::ContentBlockDelta { index, delta } => match delta {
-                BlockDelta::TextDelta { text } if !text.is_empty() => {
-                    out.push(LlmEvent::Text(text))
-                }
+                BlockDelta::TextDelta { text } if !text.is_empty() => out.push(LlmEvent::Text(text)),
                 BlockDelta::InputJsonDelta { partial_json } => {
                     if let Some(tool_use) = self.tool_uses.iter_mut().find(|t| t.index == index) {
                         tool_use.json.push_str(&partial_json);
@@ -389,8 +341,7 @@ impl StreamDecoder for AnthropicStreamDecoder {
     fn end(&mut self, out: &mut Vec<LlmEvent>) -> Result<(), WireError> {
         if !self.stopped {
             return Err(WireError {
-                message: "the answer stream ended before message_stop: the answer is incomplete"
-                    .to_owned(),
+                message: "the answer stream ended before message_stop: the answer is incomplete".to_owned(),
                 retryable: true,
             });
         }
@@ -407,11 +358,7 @@ fn finished_call(tool_use: OpenToolUse) -> ToolCall {
         parse_tool_arguments(&tool_use.json)
     };
     ToolCall {
-        id: if tool_use.id.is_empty() {
-            generated_call_id()
-        } else {
-            tool_use.id
-        },
+        id: if tool_use.id.is_empty() { generated_call_id() } else { tool_use.id },
         name: tool_use.name,
         arguments,
     }
@@ -428,23 +375,16 @@ struct CompleteMessage {
 /// Reads a non-streamed Messages API answer into the events a stream of it would give.
 fn decode_complete(body: &[u8]) -> Result<Vec<LlmEvent>, WireError> {
     let message: CompleteMessage = serde_json::from_slice(body).map_err(|error| {
-        WireError::fatal(format!(
-            "unreadable answer ({error}): {}",
-            transport::provider_message(body)
-        ))
+        WireError::fatal(format!("unreadable answer ({error}): {}", transport::provider_message(body)))
     })?;
     let mut text = String::new();
     let mut calls = Vec::new();
     for block in message.content {
         match block {
             ContentBlock::Text { text: part } => text.push_str(&part),
-            ContentBlock::ToolUse { id, name, input } => calls.push(finished_call(OpenToolUse {
-                index: calls.len(),
-                id,
-                name,
-                input,
-                json: String::new(),
-            })),
+            ContentBlock::ToolUse { id, name, input } => {
+                calls.push(finished_call(OpenToolUse { index: calls.len(), id, name, input, json: String::new() }))
+            }
             ContentBlock::Other => {}
         }
     }
@@ -458,10 +398,7 @@ fn decode_complete(body: &[u8]) -> Result<Vec<LlmEvent>, WireError> {
     }
     events.extend(calls.into_iter().map(LlmEvent::ToolCall));
     events.extend(usage.figures().map(LlmEvent::Usage));
-    let finish = message
-        .stop_reason
-        .as_deref()
-        .map_or(FinishReason::Stop, finish_reason);
+    let finish = message.stop_reason.as_deref().map_or(FinishReason::Stop, finish_reason);
     events.push(LlmEvent::Finish(finish));
     Ok(events)
 }

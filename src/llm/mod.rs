@@ -89,24 +89,14 @@ pub fn from_settings(settings: &LlmSettings) -> anyhow::Result<Arc<dyn LlmProvid
             known.join(", ")
         )
     })?;
-    let timeout = Duration::try_from_secs_f64(settings.request_timeout)
-        .ok()
-        .filter(|timeout| !timeout.is_zero())
-        .with_context(|| {
-            format!(
-                "llm.request_timeout is {} but must be a positive number of seconds",
-                settings.request_timeout
-            )
-        })?;
-    let policy = RetryPolicy {
-        max_retries: settings.max_retries,
-        request_timeout: timeout,
-    };
+    let timeout =
+        Duration::try_from_secs_f64(settings.request_timeout).ok().filter(|timeout| !timeout.is_zero()).with_context(
+            || format!("llm.request_timeout is {} but must be a positive number of seconds", settings.request_timeout),
+        )?;
+    let policy = RetryPolicy { max_retries: settings.max_retries, request_timeout: timeout };
     Ok(match provider.kind {
         ProviderKind::Openai => Arc::new(openai::OpenAiProvider::new(name, provider, policy)?),
-        ProviderKind::Anthropic => {
-            Arc::new(anthropic::AnthropicProvider::new(name, provider, policy)?)
-        }
+        ProviderKind::Anthropic => Arc::new(anthropic::AnthropicProvider::new(name, provider, policy)?),
     })
 }
 

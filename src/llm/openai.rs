@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use super::sse::{Flow, StreamDecoder, WireError};
 use super::transport::{self, Endpoint, Wire};
 use super::{
-    LlmEvent, LlmProvider, LlmRequest, LlmStream, RetryPolicy, generated_call_id,
-    parse_tool_arguments, tool_arguments_text,
+    LlmEvent, LlmProvider, LlmRequest, LlmStream, RetryPolicy, generated_call_id, parse_tool_arguments,
+    tool_arguments_text,
 };
 use crate::config::ProviderSettings;
 use crate::domain::{FinishReason, Message, Role, ToolCall, ToolSpec, Usage};
@@ -30,11 +30,7 @@ pub struct OpenAiProvider {
 
 impl OpenAiProvider {
     /// `name` is the provider's key in `llm.providers`, used in error messages.
-    pub fn new(
-        name: &str,
-        settings: &ProviderSettings,
-        policy: RetryPolicy,
-    ) -> anyhow::Result<Self> {
+    pub fn new(name: &str, settings: &ProviderSettings, policy: RetryPolicy) -> anyhow::Result<Self> {
         let url = transport::endpoint_url(name, &settings.base_url, "/chat/completions")?;
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -43,10 +39,7 @@ impl OpenAiProvider {
             let bearer = format!("Bearer {}", settings.api_key.expose());
             headers.insert(AUTHORIZATION, transport::secret_header(name, &bearer)?);
         }
-        Ok(Self {
-            endpoint: Arc::new(Endpoint::new(name, url, headers, policy)?),
-            settings: settings.clone(),
-        })
+        Ok(Self { endpoint: Arc::new(Endpoint::new(name, url, headers, policy)?), settings: settings.clone() })
     }
 }
 
@@ -57,10 +50,7 @@ impl LlmProvider for OpenAiProvider {
 
     fn chat(&self, request: LlmRequest) -> LlmStream {
         let body = Bytes::from(request_body(&request, &self.settings).to_string());
-        let wire = Wire {
-            stream_decoder: OpenAiStreamDecoder::default,
-            decode_complete,
-        };
+        let wire = Wire { stream_decoder: OpenAiStreamDecoder::default, decode_complete };
         transport::call(Arc::clone(&self.endpoint), body, request.streaming, wire)
     }
 }
@@ -107,11 +97,7 @@ fn message_json(message: &Message) -> Value {
                 })
                 .collect();
             // The API wants null, not "", for an assistant turn that only calls tools.
-            let content = if message.content.is_empty() {
-                Value::Null
-            } else {
-                Value::String(message.content.clone())
-            };
+            let content = if message.content.is_empty() { Value::Null } else { Value::String(message.content.clone()) };
             json!({"role": "assistant", "content": content, "tool_calls": calls})
         }
         Role::Tool => json!({
@@ -160,10 +146,7 @@ struct WireUsage {
 impl WireUsage {
     /// `None` for an empty usage object, which some servers send instead of none.
     fn figures(&self) -> Option<Usage> {
-        if self.prompt_tokens.is_none()
-            && self.completion_tokens.is_none()
-            && self.total_tokens.is_none()
-        {
+        if self.prompt_tokens.is_none() && self.completion_tokens.is_none() && self.total_tokens.is_none() {
             return None;
         }
         let prompt_tokens = self.prompt_tokens.unwrap_or(0);
@@ -171,9 +154,7 @@ impl WireUsage {
         Some(Usage {
             prompt_tokens,
             completion_tokens,
-            total_tokens: self
-                .total_tokens
-                .unwrap_or(prompt_tokens + completion_tokens),
+            total_tokens: self.total_tokens.unwrap_or(prompt_tokens + completion_tokens),
         })
     }
 }
@@ -230,11 +211,7 @@ struct PartialCall {
 impl PartialCall {
     fn finish(self) -> ToolCall {
         ToolCall {
-            id: if self.id.is_empty() {
-                generated_call_id()
-            } else {
-                self.id
-            },
+            id: if self.id.is_empty() { generated_call_id() } else { self.id },
             name: self.name,
             arguments: parse_tool_arguments(&self.arguments),
         }
@@ -260,8 +237,7 @@ impl OpenAiStreamDecoder {
         let new_id = delta.id.as_deref().filter(|id| !id.is_empty());
         let position = match delta.index {
             Some(index) => self.calls.iter().rposition(|call| {
-                call.index == Some(index)
-                    && new_id.is_none_or(|id| call.id.is_empty() || call.id == id)
+                call.index == Some(index) && new_id.is_none_or(|id| call.id.is_empty() || call.id == id)
             }),
             None => match new_id {
                 Some(id) => self.calls.iter().rposition(|call| call.id == id),
@@ -269,10 +245,7 @@ impl OpenAiStreamDecoder {
             },
         };
         let position = position.unwrap_or_else(|| {
-            self.calls.push(PartialCall {
-                index: delta.index,
-                ..PartialCall::default()
-            });
+            self.calls.push(PartialCall { index: delta.index, ..PartialCall::default() });
             self.calls.len() - 1
         });
         &mut self.calls[position]
@@ -299,31 +272,20 @@ impl OpenAiStreamDecoder {
 }
 
 impl StreamDecoder for OpenAiStreamDecoder {
-    fn event(
-        &mut self,
-        _event: &str,
-        data: &str,
-        out: &mut Vec<LlmEvent>,
-    ) -> Result<Flow, WireError> {
+    fn event(&mut self, _event: &str, data: &str, out: &mut Vec<LlmEvent>) -> Result<Flow, WireError> {
         if data.trim() == "[DONE]" {
             self.complete = true;
             return Ok(Flow::Done);
         }
-        let chunk: Chunk = serde_json::from_str(data).map_err(|error| {
-            WireError::fatal(format!(
-                "unreadable chunk in the answer stream ({error}): {data}"
-            ))
-        })?;
+        let chunk: Chunk = serde_json::from_str(data)
+            .map_err(|error| WireError::fatal(format!("unreadable chunk in the answer stream ({error}): {data}")))?;
         if let Some(error) = chunk.error.filter(|error| !error.is_null()) {
             return Err(WireError::fatal(transport::provider_message(
                 json!({ "error": error }).to_string().as_bytes(),
             )));
         }
-        let usage = chunk
-            .usage
-            .as_ref()
-            .and_then(WireUsage::figures)
-            .or_else(|| chunk.x_groq?.usage.as_ref()?.figures());
+        let usage =
+            chunk.usage.as_ref().and_then(WireUsage::figures).or_else(|| chunk.x_groq?.usage.as_ref()?.figures());
         if usage.is_some() {
             self.usage = usage;
         }
@@ -359,11 +321,7 @@ impl StreamDecoder for OpenAiStreamDecoder {
             });
         }
         let has_calls = !self.calls.is_empty();
-        out.extend(
-            self.calls
-                .drain(..)
-                .map(|call| LlmEvent::ToolCall(call.finish())),
-        );
+        out.extend(self.calls.drain(..).map(|call| LlmEvent::ToolCall(call.finish())));
         out.extend(self.usage.take().map(LlmEvent::Usage));
         out.push(LlmEvent::Finish(settle_finish(self.finish, has_calls)));
         Ok(())
@@ -391,10 +349,7 @@ struct CompletionMessage {
 /// Reads a non-streamed chat completion into the events a stream of it would give.
 fn decode_complete(body: &[u8]) -> Result<Vec<LlmEvent>, WireError> {
     let completion: Completion = serde_json::from_slice(body).map_err(|error| {
-        WireError::fatal(format!(
-            "unreadable answer ({error}): {}",
-            transport::provider_message(body)
-        ))
+        WireError::fatal(format!("unreadable answer ({error}): {}", transport::provider_message(body)))
     })?;
     let choice = completion
         .choices

@@ -15,12 +15,7 @@ use super::LlmEvent;
 /// tool calls are assembled from their deltas and come out whole.
 pub trait StreamDecoder: Send {
     /// Handles one event; `event` is the SSE event name (`message` when the server sent none).
-    fn event(
-        &mut self,
-        event: &str,
-        data: &str,
-        out: &mut Vec<LlmEvent>,
-    ) -> Result<Flow, WireError>;
+    fn event(&mut self, event: &str, data: &str, out: &mut Vec<LlmEvent>) -> Result<Flow, WireError>;
 
     /// The stream is over (end marker or end of body): emits what is still pending (tool calls,
     /// usage, finish reason), or fails when the answer was cut short.
@@ -46,10 +41,7 @@ pub struct WireError {
 
 impl WireError {
     pub fn fatal(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-        }
+        Self { message: message.into(), retryable: false }
     }
 }
 
@@ -63,10 +55,7 @@ pub enum DecodeFailure<E> {
 
 /// Decodes an SSE byte stream with `decoder`. Ends after the decoder's end marker or the end of
 /// the bytes; the first failure is the last item.
-pub fn decode<S, B, E, D>(
-    bytes: S,
-    decoder: D,
-) -> impl Stream<Item = Result<LlmEvent, DecodeFailure<E>>> + Send
+pub fn decode<S, B, E, D>(bytes: S, decoder: D) -> impl Stream<Item = Result<LlmEvent, DecodeFailure<E>>> + Send
 where
     S: Stream<Item = Result<B, E>> + Send + Unpin,
     B: AsRef<[u8]> + Send,
@@ -122,19 +111,15 @@ where
                     .map_err(DecodeFailure::Wire),
                 None => {
                     self.finished = true;
-                    self.decoder
-                        .end(&mut self.scratch)
-                        .map_err(DecodeFailure::Wire)
+                    self.decoder.end(&mut self.scratch).map_err(DecodeFailure::Wire)
                 }
-                Some(Err(EventStreamError::Transport(error))) => {
-                    Err(DecodeFailure::Transport(error))
-                }
-                Some(Err(EventStreamError::Utf8(error))) => Err(DecodeFailure::Wire(
-                    WireError::fatal(format!("the provider's event stream is not UTF-8: {error}")),
-                )),
-                Some(Err(EventStreamError::Parser(error))) => Err(DecodeFailure::Wire(
-                    WireError::fatal(format!("the provider's event stream is malformed: {error}")),
-                )),
+                Some(Err(EventStreamError::Transport(error))) => Err(DecodeFailure::Transport(error)),
+                Some(Err(EventStreamError::Utf8(error))) => Err(DecodeFailure::Wire(WireError::fatal(format!(
+                    "the provider's event stream is not UTF-8: {error}"
+                )))),
+                Some(Err(EventStreamError::Parser(error))) => Err(DecodeFailure::Wire(WireError::fatal(format!(
+                    "the provider's event stream is malformed: {error}"
+                )))),
             };
             self.pending.extend(self.scratch.drain(..));
             if let Err(failure) = step {

@@ -48,23 +48,12 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(
-        name: &str,
-        url: String,
-        headers: HeaderMap,
-        policy: RetryPolicy,
-    ) -> anyhow::Result<Self> {
+    pub fn new(name: &str, url: String, headers: HeaderMap, policy: RetryPolicy) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("mcp-platform/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| anyhow::anyhow!("cannot set up the HTTP client: {error}"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            url,
-            headers,
-            client,
-            policy,
-        })
+        Ok(Self { name: name.to_owned(), url, headers, client, policy })
     }
 }
 
@@ -134,10 +123,7 @@ enum Retry {
 
 impl Failure {
     fn fatal(error: LlmError) -> Self {
-        Self {
-            error,
-            retry: Retry::No,
-        }
+        Self { error, retry: Retry::No }
     }
 }
 
@@ -201,12 +187,7 @@ impl<D: StreamDecoder + 'static> Call<D> {
         let endpoint = Arc::clone(&self.endpoint);
         let limit = endpoint.policy.request_timeout;
         let deadline = Instant::now() + limit;
-        let send = endpoint
-            .client
-            .post(&endpoint.url)
-            .headers(endpoint.headers.clone())
-            .body(self.body.clone())
-            .send();
+        let send = endpoint.client.post(&endpoint.url).headers(endpoint.headers.clone()).body(self.body.clone()).send();
         let response = match tokio::time::timeout_at(deadline, send).await {
             Err(_) => return Err(Failure::fatal(timeout_error(limit))),
             Ok(Err(error)) => {
@@ -235,10 +216,7 @@ impl<D: StreamDecoder + 'static> Call<D> {
         let body = match tokio::time::timeout_at(deadline, response.bytes()).await {
             Err(_) => return Err(Failure::fatal(timeout_error(limit))),
             Ok(Err(error)) => {
-                return Err(Failure {
-                    error: self.broke_off(&error),
-                    retry: Retry::Backoff,
-                });
+                return Err(Failure { error: self.broke_off(&error), retry: Retry::Backoff });
             }
             Ok(Ok(body)) => body,
         };
@@ -253,10 +231,9 @@ impl<D: StreamDecoder + 'static> Call<D> {
             DecodeFailure::Transport(BodyError::Silent) => {
                 Failure::fatal(timeout_error(self.endpoint.policy.request_timeout))
             }
-            DecodeFailure::Transport(BodyError::Transport(error)) => Failure {
-                error: self.broke_off(&error),
-                retry: Retry::Backoff,
-            },
+            DecodeFailure::Transport(BodyError::Transport(error)) => {
+                Failure { error: self.broke_off(&error), retry: Retry::Backoff }
+            }
             DecodeFailure::Wire(wire) => self.wire_failure(wire),
         }
     }
@@ -264,11 +241,7 @@ impl<D: StreamDecoder + 'static> Call<D> {
     fn wire_failure(&self, wire: WireError) -> Failure {
         Failure {
             error: LlmError::Provider(format!("{}: {}", self.endpoint.name, wire.message)),
-            retry: if wire.retryable {
-                Retry::Backoff
-            } else {
-                Retry::No
-            },
+            retry: if wire.retryable { Retry::Backoff } else { Retry::No },
         }
     }
 
@@ -291,11 +264,7 @@ impl<D: StreamDecoder + 'static> Call<D> {
             Retry::After(delay) => Some(delay),
             Retry::Backoff => {
                 let exponential = INITIAL_BACKOFF.saturating_mul(1 << self.retries.min(16));
-                Some(
-                    exponential
-                        .min(MAX_BACKOFF)
-                        .mul_f64(rand::random_range(0.5..=1.0)),
-                )
+                Some(exponential.min(MAX_BACKOFF).mul_f64(rand::random_range(0.5..=1.0)))
             }
         }
     }
@@ -306,15 +275,10 @@ impl<D: StreamDecoder + 'static> Call<D> {
             1 => " (after 1 retry)".to_owned(),
             n => format!(" (after {n} retries)"),
         };
-        let partial = if self.yielded_any {
-            "; the partial answer was not retried, so that no text is repeated"
-        } else {
-            ""
-        };
+        let partial =
+            if self.yielded_any { "; the partial answer was not retried, so that no text is repeated" } else { "" };
         match failure.error {
-            LlmError::Provider(message) => {
-                LlmError::Provider(format!("{message}{retried}{partial}"))
-            }
+            LlmError::Provider(message) => LlmError::Provider(format!("{message}{retried}{partial}")),
             timeout @ LlmError::Timeout(_) => timeout,
         }
     }
@@ -332,17 +296,8 @@ async fn status_failure(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<f64>().ok())
         .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok());
-    let body = tokio::time::timeout_at(deadline, response.bytes())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
-    let error = LlmError::Provider(format!(
-        "{} answered HTTP {}: {}",
-        endpoint.name,
-        status,
-        provider_message(&body)
-    ));
+    let body = tokio::time::timeout_at(deadline, response.bytes()).await.ok().and_then(Result::ok).unwrap_or_default();
+    let error = LlmError::Provider(format!("{} answered HTTP {}: {}", endpoint.name, status, provider_message(&body)));
     let retry = if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
         retry_after.map_or(Retry::Backoff, Retry::After)
     } else {
@@ -360,18 +315,15 @@ fn silence_limited(
     bytes: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
     limit: Duration,
 ) -> impl Stream<Item = Result<Bytes, BodyError>> + Send + Unpin {
-    Box::pin(futures::stream::unfold(
-        Box::pin(bytes),
-        move |mut bytes| async move {
-            let item = match tokio::time::timeout(limit, bytes.next()).await {
-                Err(_) => Err(BodyError::Silent),
-                Ok(None) => return None,
-                Ok(Some(Ok(chunk))) => Ok(chunk),
-                Ok(Some(Err(error))) => Err(BodyError::Transport(error)),
-            };
-            Some((item, bytes))
-        },
-    ))
+    Box::pin(futures::stream::unfold(Box::pin(bytes), move |mut bytes| async move {
+        let item = match tokio::time::timeout(limit, bytes.next()).await {
+            Err(_) => Err(BodyError::Silent),
+            Ok(None) => return None,
+            Ok(Some(Ok(chunk))) => Ok(chunk),
+            Ok(Some(Err(error))) => Err(BodyError::Transport(error)),
+        };
+        Some((item, bytes))
+    }))
 }
 
 /// The provider's own words from an error body: the `message` of the shapes OpenAI-compatible
@@ -417,17 +369,12 @@ pub(crate) fn endpoint_url(provider: &str, base_url: &str, path: &str) -> anyhow
     let url = format!("{}{path}", base_url.trim_end_matches('/'));
     match reqwest::Url::parse(&url) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(url),
-        _ => anyhow::bail!(
-            "llm.providers.{provider}.base_url is {base_url:?} but must be an http:// or https:// URL"
-        ),
+        _ => anyhow::bail!("llm.providers.{provider}.base_url is {base_url:?} but must be an http:// or https:// URL"),
     }
 }
 
 /// A header carrying the API key, kept out of debug output.
-pub(crate) fn secret_header(
-    provider: &str,
-    key: &str,
-) -> anyhow::Result<reqwest::header::HeaderValue> {
+pub(crate) fn secret_header(provider: &str, key: &str) -> anyhow::Result<reqwest::header::HeaderValue> {
     let mut value = reqwest::header::HeaderValue::from_str(key).map_err(|_| {
         anyhow::anyhow!(
             "llm.providers.{provider}.api_key contains characters not allowed in an HTTP header \

@@ -35,13 +35,7 @@ pub struct Breaker {
 
 impl Breaker {
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
-        Self {
-            threshold: threshold.max(1),
-            cooldown,
-            consecutive_failures: 0,
-            opened_at: None,
-            trial_in_flight: false,
-        }
+        Self { threshold: threshold.max(1), cooldown, consecutive_failures: 0, opened_at: None, trial_in_flight: false }
     }
 
     pub fn state(&self) -> CircuitState {
@@ -57,9 +51,9 @@ impl Breaker {
         match self.state() {
             CircuitState::Closed => Ok(false),
             CircuitState::Open => Err(self.open_message(server)),
-            CircuitState::HalfOpen if self.trial_in_flight => Err(format!(
-                "server `{server}` is refusing calls: a trial call is checking whether it recovered"
-            )),
+            CircuitState::HalfOpen if self.trial_in_flight => {
+                Err(format!("server `{server}` is refusing calls: a trial call is checking whether it recovered"))
+            }
             CircuitState::HalfOpen => {
                 self.trial_in_flight = true;
                 Ok(true)
@@ -69,10 +63,7 @@ impl Breaker {
 
     /// Why calls are refused while the circuit is open.
     pub fn open_message(&self, server: &str) -> String {
-        let remaining = self
-            .opened_at
-            .map(|at| self.cooldown.saturating_sub(at.elapsed()))
-            .unwrap_or_default();
+        let remaining = self.opened_at.map(|at| self.cooldown.saturating_sub(at.elapsed())).unwrap_or_default();
         format!(
             "server `{server}` is refusing calls: its circuit breaker opened after {} consecutive failures; the next trial call is allowed in {:.1}s",
             self.consecutive_failures,

@@ -4,35 +4,27 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use super::{McpManager, ServerSnapshot, ServerState, ToolDefaults};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// The settings file.
-    #[arg(long, env = "MCP_CONFIG_PATH", default_value = "config.yaml")]
-    config: PathBuf,
-    /// The MCP servers file.
-    #[arg(
-        long,
-        env = "MCP_SERVERS_CONFIG_PATH",
-        default_value = "servers_config.json"
-    )]
-    servers: PathBuf,
+    /// config.yaml to use (default: $MCP_CONFIG_PATH, else ./config.yaml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// servers_config.json to use (default: $MCP_SERVERS_CONFIG_PATH, else ./servers_config.json).
+    #[arg(long)]
+    servers: Option<PathBuf>,
     /// Print the servers as JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let settings = crate::config::load_settings_config(&args.config)?;
-    let servers = crate::config::load_servers_config(&args.servers)?;
-    let service = &settings.chat.service;
-    let defaults = ToolDefaults {
-        tool_timeout: Duration::try_from_secs_f64(service.tool_timeout)?,
-        max_tool_result_chars: service.max_tool_result_chars,
-    };
+    let invalid = crate::config::ConfigError::into_startup_error;
+    let settings = crate::config::load_settings(args.config.as_deref()).map_err(invalid)?;
+    let servers = crate::config::load_servers_config(args.servers.as_deref()).map_err(invalid)?;
+    let defaults = ToolDefaults::from_chat(&settings.chat.service);
     let manager = McpManager::start(&servers, &settings.mcp, defaults).await;
     let snapshots = manager.servers();
     manager.shutdown().await;
@@ -41,14 +33,8 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", render(&snapshots));
     }
-    let healthy = snapshots
-        .iter()
-        .all(|server| server.state == ServerState::Connected);
-    Ok(if healthy {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let healthy = snapshots.iter().all(|server| server.state == ServerState::Connected);
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn state_label(state: ServerState) -> &'static str {
@@ -69,12 +55,7 @@ fn render(servers: &[ServerSnapshot]) -> String {
         out.push_str("no enabled MCP servers\n");
         return out;
     }
-    let width = servers
-        .iter()
-        .map(|server| server.name.len())
-        .max()
-        .unwrap_or(0)
-        .max("SERVER".len());
+    let width = servers.iter().map(|server| server.name.len()).max().unwrap_or(0).max("SERVER".len());
     let _ = writeln!(
         out,
         "{:width$}  {:12}  {:>5}  {:>7}  {:>9}  ERROR",
@@ -99,22 +80,13 @@ fn render(servers: &[ServerSnapshot]) -> String {
             let _ = writeln!(out, "  tool      {}  {}", tool.name, tool.description);
         }
         for prompt in &server.prompts {
-            let _ = writeln!(
-                out,
-                "  prompt    {}  {}",
-                prompt.name,
-                prompt.description.as_deref().unwrap_or("")
-            );
+            let _ = writeln!(out, "  prompt    {}  {}", prompt.name, prompt.description.as_deref().unwrap_or(""));
         }
         for resource in &server.resources {
             let _ = writeln!(out, "  resource  {}  {}", resource.uri, resource.name);
         }
         for template in &server.resource_templates {
-            let _ = writeln!(
-                out,
-                "  template  {}  {}",
-                template.uri_template, template.name
-            );
+            let _ = writeln!(out, "  template  {}  {}", template.uri_template, template.name);
         }
     }
     out

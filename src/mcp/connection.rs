@@ -6,9 +6,9 @@ use rmcp::{
     ClientHandler, Peer, RoleClient,
     model::{
         ClientCapabilities, ClientConfig, ClientRequest, Implementation, ListPromptsRequest,
-        ListResourceTemplatesRequest, ListResourcesRequest, ListToolsRequest,
-        PaginatedRequestParams, ProgressNotificationParam, Prompt, ProtocolVersion, Resource,
-        ResourceTemplate, ServerCapabilities, ServerResult, Tool,
+        ListResourceTemplatesRequest, ListResourcesRequest, ListToolsRequest, PaginatedRequestParams,
+        ProgressNotificationParam, Prompt, ProtocolVersion, Resource, ResourceTemplate, ServerCapabilities,
+        ServerResult, Tool,
     },
     service::{NotificationContext, RxJsonRpcMessage, TxJsonRpcMessage},
     transport::Transport,
@@ -28,12 +28,7 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(peer: Peer<RoleClient>, generation: u64) -> Self {
-        Self {
-            peer,
-            generation,
-            dead: CancellationToken::new(),
-            death: Mutex::new(None),
-        }
+        Self { peer, generation, dead: CancellationToken::new(), death: Mutex::new(None) }
     }
 
     pub fn mark_dead(&self, reason: &str) {
@@ -76,11 +71,7 @@ impl ClientEvents {
 }
 
 impl ClientHandler for ClientEvents {
-    async fn on_progress(
-        &self,
-        params: ProgressNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
         if let Some(server) = self.server.upgrade() {
             server.route_progress(self.generation, params);
         }
@@ -101,11 +92,8 @@ impl ClientHandler for ClientEvents {
     fn get_info(&self) -> ClientConfig {
         // The last revision with the `initialize` handshake: every server we meet speaks it,
         // and list_changed notifications arrive without a subscription.
-        ClientConfig::new(
-            ClientCapabilities::default(),
-            Implementation::new("mcp-platform", env!("CARGO_PKG_VERSION")),
-        )
-        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+        ClientConfig::new(ClientCapabilities::default(), Implementation::new("mcp-platform", env!("CARGO_PKG_VERSION")))
+            .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
     }
 }
 
@@ -153,12 +141,8 @@ async fn list_pages<T>(
     let mut cursor = None;
     for _ in 0..MAX_PAGES {
         let params = PaginatedRequestParams::default().with_cursor(cursor.take());
-        let answer = peer
-            .send_request(request(params))
-            .await
-            .map_err(|error| format!("{what} failed: {error}"))?;
-        let (page, next) =
-            take(answer).ok_or_else(|| format!("{what}: the server sent an unexpected answer"))?;
+        let answer = peer.send_request(request(params)).await.map_err(|error| format!("{what} failed: {error}"))?;
+        let (page, next) = take(answer).ok_or_else(|| format!("{what}: the server sent an unexpected answer"))?;
         items.extend(page);
         match next {
             Some(next) if !next.is_empty() => cursor = Some(next),
@@ -170,10 +154,7 @@ async fn list_pages<T>(
 
 /// Lists tools, prompts, resources and resource templates. Prompts and resources are only
 /// asked of servers that declare them.
-pub async fn list_all(
-    peer: &Peer<RoleClient>,
-    capabilities: &ServerCapabilities,
-) -> Result<Lists, String> {
+pub async fn list_all(peer: &Peer<RoleClient>, capabilities: &ServerCapabilities) -> Result<Lists, String> {
     let tools = list_pages(
         peer,
         "tools/list",
@@ -189,10 +170,7 @@ pub async fn list_all(
         // Undeclared: ask anyway, some servers forget the capability.
         tools.await.unwrap_or_default()
     };
-    let mut lists = Lists {
-        tools,
-        ..Lists::default()
-    };
+    let mut lists = Lists { tools, ..Lists::default() };
     if capabilities.prompts.is_some() {
         lists.prompts = list_pages(
             peer,
@@ -219,15 +197,9 @@ pub async fn list_all(
         lists.resource_templates = list_pages(
             peer,
             "resources/templates/list",
-            |p| {
-                ClientRequest::ListResourceTemplatesRequest(
-                    ListResourceTemplatesRequest::with_param(p),
-                )
-            },
+            |p| ClientRequest::ListResourceTemplatesRequest(ListResourceTemplatesRequest::with_param(p)),
             |answer| match answer {
-                ServerResult::ListResourceTemplatesResult(r) => {
-                    Some((r.resource_templates, r.next_cursor))
-                }
+                ServerResult::ListResourceTemplatesResult(r) => Some((r.resource_templates, r.next_cursor)),
                 _ => None,
             },
         )

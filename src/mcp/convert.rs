@@ -7,15 +7,8 @@ use crate::domain::{Message, ToolSpec};
 
 /// Top-level schema keys every model API understands; anything else (`$schema`, vendor
 /// extensions, `anyOf` at the root) is dropped because some providers reject it.
-const ROOT_SCHEMA_KEYS: &[&str] = &[
-    "type",
-    "properties",
-    "required",
-    "additionalProperties",
-    "description",
-    "$defs",
-    "definitions",
-];
+const ROOT_SCHEMA_KEYS: &[&str] =
+    &["type", "properties", "required", "additionalProperties", "description", "$defs", "definitions"];
 
 /// The argument schema offered to the model: always an object schema with `properties`.
 pub fn parameters_schema(input_schema: &Map<String, Value>) -> Value {
@@ -32,17 +25,8 @@ pub fn parameters_schema(input_schema: &Map<String, Value>) -> Value {
 }
 
 pub fn tool_spec(model_name: &str, tool: &Tool) -> ToolSpec {
-    let description = tool
-        .description
-        .as_deref()
-        .or(tool.title.as_deref())
-        .unwrap_or_default()
-        .to_owned();
-    ToolSpec {
-        name: model_name.to_owned(),
-        description,
-        parameters: parameters_schema(&tool.input_schema),
-    }
+    let description = tool.description.as_deref().or(tool.title.as_deref()).unwrap_or_default().to_owned();
+    ToolSpec { name: model_name.to_owned(), description, parameters: parameters_schema(&tool.input_schema) }
 }
 
 /// Decoded size of base64 data, without decoding it.
@@ -56,36 +40,18 @@ fn resource_text(resource: &ResourceContents) -> String {
         ResourceContents::TextResourceContents { uri, text, .. } => {
             format!("[resource {uri}]\n{text}")
         }
-        ResourceContents::BlobResourceContents {
-            uri,
-            mime_type,
-            blob,
-            ..
-        } => format!(
-            "[resource {uri}: {}, {} bytes]",
-            mime_type.as_deref().unwrap_or("binary"),
-            base64_size(blob)
-        ),
-        other => format!(
-            "[resource: {}]",
-            serde_json::to_string(other).unwrap_or_default()
-        ),
+        ResourceContents::BlobResourceContents { uri, mime_type, blob, .. } => {
+            format!("[resource {uri}: {}, {} bytes]", mime_type.as_deref().unwrap_or("binary"), base64_size(blob))
+        }
+        other => format!("[resource: {}]", serde_json::to_string(other).unwrap_or_default()),
     }
 }
 
 fn content_text(block: &ContentBlock) -> String {
     match block {
         ContentBlock::Text(text) => text.text.clone(),
-        ContentBlock::Image(image) => format!(
-            "[image: {}, {} bytes]",
-            image.mime_type,
-            base64_size(&image.data)
-        ),
-        ContentBlock::Audio(audio) => format!(
-            "[audio: {}, {} bytes]",
-            audio.mime_type,
-            base64_size(&audio.data)
-        ),
+        ContentBlock::Image(image) => format!("[image: {}, {} bytes]", image.mime_type, base64_size(&image.data)),
+        ContentBlock::Audio(audio) => format!("[audio: {}, {} bytes]", audio.mime_type, base64_size(&audio.data)),
         ContentBlock::ResourceLink(link) => match &link.description {
             Some(description) => format!("[resource link {}: {description}]", link.uri),
             None => format!("[resource link {} ({})]", link.uri, link.name),
@@ -103,9 +69,7 @@ fn content_text(block: &ContentBlock) -> String {
 pub fn result_text(result: &CallToolResult) -> (bool, String) {
     let mut parts: Vec<String> = result.content.iter().map(content_text).collect();
     if let Some(structured) = &result.structured_content {
-        let mirrored = parts
-            .iter()
-            .any(|part| serde_json::from_str::<Value>(part).ok().as_ref() == Some(structured));
+        let mirrored = parts.iter().any(|part| serde_json::from_str::<Value>(part).ok().as_ref() == Some(structured));
         if !mirrored {
             parts.push(structured.to_string());
         }
@@ -120,10 +84,7 @@ pub fn truncate(text: String, max_chars: usize) -> String {
         return text;
     }
     let kept: String = text.chars().take(max_chars).collect();
-    format!(
-        "{kept}\n[output cut: {} of {total} characters omitted]",
-        total - max_chars
-    )
+    format!("{kept}\n[output cut: {} of {total} characters omitted]", total - max_chars)
 }
 
 pub fn prompt_message(message: &PromptMessage) -> Message {
@@ -205,9 +166,7 @@ mod tests {
             ContentBlock::image("aGVsbG8=", "image/png"),
             ContentBlock::audio("aGk=", "audio/wav"),
             ContentBlock::ResourceLink(Resource::new("file:///a.txt", "a")),
-            ContentBlock::Resource(EmbeddedResource::new(ResourceContents::text(
-                "inside", "mem://x",
-            ))),
+            ContentBlock::Resource(EmbeddedResource::new(ResourceContents::text("inside", "mem://x"))),
         ]);
         result.structured_content = Some(json!({"n": 1}));
         let (ok, text) = result_text(&result);
@@ -224,22 +183,13 @@ mod tests {
     #[test]
     fn truncation_says_how_much_was_cut() {
         assert_eq!(truncate("abc".into(), 3), "abc");
-        assert_eq!(
-            truncate("abcdef".into(), 2),
-            "ab\n[output cut: 4 of 6 characters omitted]"
-        );
+        assert_eq!(truncate("abcdef".into(), 2), "ab\n[output cut: 4 of 6 characters omitted]");
     }
 
     #[test]
     fn templates_match_uris() {
-        assert!(template_matches(
-            "demo://greeting/{name}",
-            "demo://greeting/ada"
-        ));
-        assert!(!template_matches(
-            "demo://greeting/{name}",
-            "demo://greeting/"
-        ));
+        assert!(template_matches("demo://greeting/{name}", "demo://greeting/ada"));
+        assert!(!template_matches("demo://greeting/{name}", "demo://greeting/"));
         assert!(template_matches("a://{x}/b/{y}", "a://1/b/2"));
         assert!(!template_matches("a://{x}/b/{y}", "a://1/c/2"));
     }

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use rmcp::{
     RoleClient, ServiceExt,
     model::{
-        CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest,
-        ErrorCode, GetPromptRequest, GetPromptRequestParams, ProgressNotificationParam,
-        ProgressToken, ReadResourceRequest, ReadResourceRequestParams, ServerResult,
+        CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, ErrorCode, GetPromptRequest,
+        GetPromptRequestParams, ProgressNotificationParam, ProgressToken, ReadResourceRequest,
+        ReadResourceRequestParams, ServerResult,
     },
     service::{PeerRequestOptions, RunningService, ServiceError},
     transport::async_rw::AsyncRwTransport,
@@ -40,6 +40,16 @@ pub struct ToolDefaults {
     /// Per call, unless the server's entry sets `tool_timeout`.
     pub tool_timeout: Duration,
     pub max_tool_result_chars: usize,
+}
+
+impl ToolDefaults {
+    /// The defaults `chat.service` sets for every tool call.
+    pub fn from_chat(service: &crate::config::ChatServiceSettings) -> Self {
+        Self {
+            tool_timeout: Duration::from_secs_f64(service.tool_timeout),
+            max_tool_result_chars: service.max_tool_result_chars,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -150,11 +160,8 @@ impl ProgressRoute {
             return;
         }
         self.last = Some(params.progress);
-        let _ = self.sender.send(ToolProgress {
-            progress: params.progress,
-            total: params.total,
-            message: params.message,
-        });
+        let _ =
+            self.sender.send(ToolProgress { progress: params.progress, total: params.total, message: params.message });
     }
 }
 
@@ -190,8 +197,7 @@ fn seconds(value: f64) -> Duration {
 /// delay, capped, plus up to 20% jitter so many servers do not retry in lockstep.
 fn backoff(settings: &McpConnectionSettings, failed_attempts: u32) -> Duration {
     let exponent = failed_attempts.saturating_sub(1).min(30);
-    let base = (settings.initial_reconnect_delay * f64::from(1u32 << exponent))
-        .min(settings.max_reconnect_delay);
+    let base = (settings.initial_reconnect_delay * f64::from(1u32 << exponent)).min(settings.max_reconnect_delay);
     let jittered = base * (1.0 + rand::random_range(0.0..=0.2));
     seconds(jittered.min(settings.max_reconnect_delay.max(base)))
 }
@@ -203,12 +209,7 @@ enum CallFailure {
 }
 
 impl Server {
-    fn new(
-        name: String,
-        config: ServerConfig,
-        settings: &McpSettings,
-        defaults: ToolDefaults,
-    ) -> Self {
+    fn new(name: String, config: ServerConfig, settings: &McpSettings, defaults: ToolDefaults) -> Self {
         let tool_timeout = config.tool_timeout.map_or(defaults.tool_timeout, seconds);
         Self {
             name,
@@ -246,10 +247,7 @@ impl Server {
     }
 
     fn allowed(&self, tool: &str) -> bool {
-        self.config
-            .allowed_tools
-            .as_ref()
-            .is_none_or(|allowed| allowed.iter().any(|name| name == tool))
+        self.config.allowed_tools.as_ref().is_none_or(|allowed| allowed.iter().any(|name| name == tool))
             && !self.config.excluded_tools.iter().any(|name| name == tool)
     }
 
@@ -267,11 +265,7 @@ impl Server {
         }
     }
 
-    fn register_progress(
-        &self,
-        key: (u64, ProgressToken),
-        sender: mpsc::UnboundedSender<ToolProgress>,
-    ) {
+    fn register_progress(&self, key: (u64, ProgressToken), sender: mpsc::UnboundedSender<ToolProgress>) {
         let mut progress = lock(&self.progress);
         let mut route = ProgressRoute { sender, last: None };
         let early = std::mem::take(&mut progress.early);
@@ -291,16 +285,9 @@ impl Server {
 
     fn unavailable_reason(&self) -> String {
         let status = lock(&self.status);
-        let error = status
-            .last_error
-            .as_deref()
-            .map(|error| format!("; last error: {error}"))
-            .unwrap_or_default();
+        let error = status.last_error.as_deref().map(|error| format!("; last error: {error}")).unwrap_or_default();
         match status.state {
-            ServerState::Failed => format!(
-                "server `{}` failed and is no longer restarted{error}",
-                self.name
-            ),
+            ServerState::Failed => format!("server `{}` failed and is no longer restarted{error}", self.name),
             ServerState::Stopped => format!("server `{}` is stopped", self.name),
             _ => format!("server `{}` is not connected{error}", self.name),
         }
@@ -320,14 +307,8 @@ impl Server {
             {
                 return Ok(connection);
             }
-            if matches!(
-                lock(&self.status).state,
-                ServerState::Failed | ServerState::Stopped
-            ) {
-                return Err(CallFailure::Failed(
-                    self.unavailable_reason(),
-                    Verdict::Neutral,
-                ));
+            if matches!(lock(&self.status).state, ServerState::Failed | ServerState::Stopped) {
+                return Err(CallFailure::Failed(self.unavailable_reason(), Verdict::Neutral));
             }
             tokio::select! {
                 changed = current.changed() => if changed.is_err() {
@@ -369,16 +350,10 @@ impl Server {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(
             CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments.clone()),
         ));
-        let mut handle = connection
-            .peer
-            .send_request_with_option(request, PeerRequestOptions::no_options())
-            .await
-            .map_err(|error| {
-                CallFailure::NotSent(format!(
-                    "server `{}` could not be reached: {error}",
-                    self.name
-                ))
-            })?;
+        let mut handle =
+            connection.peer.send_request_with_option(request, PeerRequestOptions::no_options()).await.map_err(
+                |error| CallFailure::NotSent(format!("server `{}` could not be reached: {error}", self.name)),
+            )?;
         let key = (connection.generation, handle.progress_token.clone());
         self.register_progress(key.clone(), progress.clone());
         let answer = tokio::select! {
@@ -409,20 +384,14 @@ impl Server {
         match answer {
             Ok(Ok(ServerResult::CallToolResult(result))) => Ok(convert::result_text(&result)),
             Ok(Ok(_)) => Err(CallFailure::Failed(
-                format!(
-                    "server `{}` sent an unexpected answer to `{tool}`",
-                    self.name
-                ),
+                format!("server `{}` sent an unexpected answer to `{tool}`", self.name),
                 Verdict::Failure,
             )),
-            Ok(Err(ServiceError::TransportSend(error))) => Err(CallFailure::NotSent(format!(
-                "server `{}` could not be sent the call: {error}",
-                self.name
-            ))),
+            Ok(Err(ServiceError::TransportSend(error))) => {
+                Err(CallFailure::NotSent(format!("server `{}` could not be sent the call: {error}", self.name)))
+            }
             Ok(Err(ServiceError::McpError(error))) => {
-                let verdict = if error.code == ErrorCode::INVALID_PARAMS
-                    || error.code == ErrorCode::METHOD_NOT_FOUND
-                {
+                let verdict = if error.code == ErrorCode::INVALID_PARAMS || error.code == ErrorCode::METHOD_NOT_FOUND {
                     Verdict::Neutral
                 } else {
                     Verdict::Failure
@@ -441,9 +410,7 @@ impl Server {
             )),
             Err(_closed) => {
                 // The session ended; the supervisor learns why a moment later.
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(500), connection.dead.cancelled())
-                        .await;
+                let _ = tokio::time::timeout(Duration::from_millis(500), connection.dead.cancelled()).await;
                 Err(CallFailure::Failed(
                     format!(
                         "server `{}` stopped while `{tool}` was running: {}; it is being restarted",
@@ -469,14 +436,10 @@ impl Server {
             Err(refusal) => return (false, refusal),
         };
         let deadline = tokio::time::Instant::now() + self.tool_timeout;
-        let mut outcome = self
-            .call_once(tool, arguments, progress, cancel, deadline)
-            .await;
+        let mut outcome = self.call_once(tool, arguments, progress, cancel, deadline).await;
         if let Err(CallFailure::NotSent(first)) = &outcome {
             tracing::info!(server = %self.name, tool, "retrying a call that was never sent: {first}");
-            outcome = self
-                .call_once(tool, arguments, progress, cancel, deadline)
-                .await;
+            outcome = self.call_once(tool, arguments, progress, cancel, deadline).await;
         }
         let (verdict, result) = match outcome {
             Ok(answer) => (Verdict::Success, answer),
@@ -489,20 +452,13 @@ impl Server {
 
     async fn request(&self, request: ClientRequest) -> Result<ServerResult, ToolError> {
         let deadline = tokio::time::Instant::now() + self.tool_timeout;
-        let connection = self
-            .connection(deadline, &CancellationToken::new())
-            .await
-            .map_err(|failure| match failure {
-                CallFailure::NotSent(message) | CallFailure::Failed(message, _) => {
-                    ToolError(message)
-                }
+        let connection =
+            self.connection(deadline, &CancellationToken::new()).await.map_err(|failure| match failure {
+                CallFailure::NotSent(message) | CallFailure::Failed(message, _) => ToolError(message),
             })?;
         let answer = tokio::time::timeout(
             self.tool_timeout,
-            connection.peer.send_request_with_option(
-                request,
-                PeerRequestOptions::with_timeout(self.tool_timeout),
-            ),
+            connection.peer.send_request_with_option(request, PeerRequestOptions::with_timeout(self.tool_timeout)),
         )
         .await
         .map_err(|_| ToolError(format!("server `{}` did not take the request", self.name)))?
@@ -546,12 +502,7 @@ impl Server {
             })
             .collect();
         let prompt_names = names::assign(
-            &status
-                .lists
-                .prompts
-                .iter()
-                .map(|prompt| (self.name.clone(), prompt.name.clone()))
-                .collect::<Vec<_>>(),
+            &status.lists.prompts.iter().map(|prompt| (self.name.clone(), prompt.name.clone())).collect::<Vec<_>>(),
         );
         ServerSnapshot {
             name: self.name.clone(),
@@ -662,15 +613,10 @@ impl Inner {
             }
         }
         let names = names::assign(&pairs);
-        let mut registry = Registry {
-            names: names.clone().into_iter().collect(),
-            ..Registry::default()
-        };
+        let mut registry = Registry { names: names.clone().into_iter().collect(), ..Registry::default() };
         for (pair, (index, tool)) in pairs.iter().zip(entries) {
             let name = names[pair].clone();
-            let validator = match jsonschema::validator_for(&Value::Object(
-                (*tool.input_schema).clone(),
-            )) {
+            let validator = match jsonschema::validator_for(&Value::Object((*tool.input_schema).clone())) {
                 Ok(validator) => Some(Arc::new(validator)),
                 Err(error) => {
                     tracing::warn!(server = %pair.0, tool = %pair.1, %error, "tool input schema does not compile; arguments are passed unchecked");
@@ -688,17 +634,11 @@ impl Inner {
                 },
             );
         }
-        *self
-            .registry
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(registry);
+        *self.registry.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(registry);
     }
 
     fn registry(&self) -> Arc<Registry> {
-        self.registry
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.registry.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     async fn connect(&self, server: &Arc<Server>) -> Result<Live, String> {
@@ -711,25 +651,14 @@ impl Inner {
             status.generation
         };
         let stdout_closed = CancellationToken::new();
-        let transport = WatchedTransport {
-            inner: AsyncRwTransport::new_client(stdout, stdin),
-            closed: stdout_closed.clone(),
-        };
-        let events = ClientEvents {
-            server: Arc::downgrade(server),
-            generation,
-        };
+        let transport =
+            WatchedTransport { inner: AsyncRwTransport::new_client(stdout, stdin), closed: stdout_closed.clone() };
+        let events = ClientEvents { server: Arc::downgrade(server), generation };
         let timeout = seconds(server.connection_settings.connection_timeout);
         let setup = async {
-            let service = events
-                .serve(transport)
-                .await
-                .map_err(|error| format!("MCP initialisation failed: {error}"))?;
-            let capabilities = service
-                .peer()
-                .peer_info()
-                .map(|info| info.capabilities.clone())
-                .unwrap_or_default();
+            let service =
+                events.serve(transport).await.map_err(|error| format!("MCP initialisation failed: {error}"))?;
+            let capabilities = service.peer().peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
             let lists = list_all(service.peer(), &capabilities).await?;
             Ok::<_, String>((service, lists))
         };
@@ -777,12 +706,7 @@ impl Inner {
         });
         server.current.send_replace(Some(connection.clone()));
         self.rebuild_registry();
-        Ok(Live {
-            process,
-            service,
-            connection,
-            stdout_closed,
-        })
+        Ok(Live { process, service, connection, stdout_closed })
     }
 
     /// Waits for the session to end, refreshing the lists on list_changed.
@@ -926,11 +850,7 @@ impl Inner {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "invalid arguments for `{}`: {}",
-                tool.spec.name,
-                problems.join("; ")
-            ))
+            Err(format!("invalid arguments for `{}`: {}", tool.spec.name, problems.join("; ")))
         }
     }
 
@@ -942,36 +862,18 @@ impl Inner {
     ) -> (bool, String) {
         let registry = self.registry();
         let Some(tool) = registry.tools.get(&call.name) else {
-            return (
-                false,
-                format!(
-                    "unknown tool `{}`: no MCP server offers a tool by that name",
-                    call.name
-                ),
-            );
+            return (false, format!("unknown tool `{}`: no MCP server offers a tool by that name", call.name));
         };
         let no_arguments = Value::Object(Map::new());
-        let arguments = if call.arguments.is_null() {
-            &no_arguments
-        } else {
-            &call.arguments
-        };
+        let arguments = if call.arguments.is_null() { &no_arguments } else { &call.arguments };
         let Value::Object(object) = arguments else {
-            return (
-                false,
-                format!(
-                    "arguments of `{}` must be a JSON object, not {arguments}",
-                    call.name
-                ),
-            );
+            return (false, format!("arguments of `{}` must be a JSON object, not {arguments}", call.name));
         };
         if let Err(problem) = Self::validate(tool, arguments) {
             return (false, problem);
         }
         let arguments = object.clone();
-        self.servers[tool.server]
-            .call(&tool.original, &arguments, &progress, &cancel)
-            .await
+        self.servers[tool.server].call(&tool.original, &arguments, &progress, &cancel).await
     }
 }
 
@@ -985,23 +887,12 @@ impl McpManager {
     /// Starts every enabled server at once and returns when each has connected or failed its
     /// first attempt (each bounded by `connection_timeout`). Failed servers keep retrying in
     /// the background on the backoff schedule.
-    pub async fn start(
-        servers: &ServersConfig,
-        settings: &McpSettings,
-        defaults: ToolDefaults,
-    ) -> Arc<Self> {
+    pub async fn start(servers: &ServersConfig, settings: &McpSettings, defaults: ToolDefaults) -> Arc<Self> {
         let servers: Vec<Arc<Server>> = servers
             .servers
             .iter()
             .filter(|(_, config)| config.enabled)
-            .map(|(name, config)| {
-                Arc::new(Server::new(
-                    name.clone(),
-                    config.clone(),
-                    settings,
-                    defaults,
-                ))
-            })
+            .map(|(name, config)| Arc::new(Server::new(name.clone(), config.clone(), settings, defaults)))
             .collect();
         let inner = Arc::new(Inner {
             servers,
@@ -1019,26 +910,17 @@ impl McpManager {
         for first_attempt in first_attempts {
             let _ = first_attempt.await;
         }
-        Arc::new(Self {
-            inner,
-            supervisors: Mutex::new(supervisors),
-        })
+        Arc::new(Self { inner, supervisors: Mutex::new(supervisors) })
     }
 
     /// Every enabled server: state, circuit, last error, and what it offers.
     pub fn servers(&self) -> Vec<ServerSnapshot> {
         let registry = self.inner.registry();
-        self.inner
-            .servers
-            .iter()
-            .map(|server| server.snapshot(&registry.names))
-            .collect()
+        self.inner.servers.iter().map(|server| server.snapshot(&registry.names)).collect()
     }
 
     pub fn server(&self, name: &str) -> Option<ServerSnapshot> {
-        self.servers()
-            .into_iter()
-            .find(|server| server.name == name)
+        self.servers().into_iter().find(|server| server.name == name)
     }
 
     /// Tools of every server (connected or not), for `/api/tools`.
@@ -1047,10 +929,7 @@ impl McpManager {
             .into_iter()
             .flat_map(|server| {
                 let name = server.name;
-                server.tools.into_iter().map(move |item| Offered {
-                    server: name.clone(),
-                    item,
-                })
+                server.tools.into_iter().map(move |item| Offered { server: name.clone(), item })
             })
             .collect()
     }
@@ -1060,10 +939,7 @@ impl McpManager {
             .into_iter()
             .flat_map(|server| {
                 let name = server.name;
-                server.prompts.into_iter().map(move |item| Offered {
-                    server: name.clone(),
-                    item,
-                })
+                server.prompts.into_iter().map(move |item| Offered { server: name.clone(), item })
             })
             .collect()
     }
@@ -1073,10 +949,7 @@ impl McpManager {
             .into_iter()
             .flat_map(|server| {
                 let name = server.name;
-                server.resources.into_iter().map(move |item| Offered {
-                    server: name.clone(),
-                    item,
-                })
+                server.resources.into_iter().map(move |item| Offered { server: name.clone(), item })
             })
             .collect()
     }
@@ -1086,13 +959,7 @@ impl McpManager {
             .into_iter()
             .flat_map(|server| {
                 let name = server.name;
-                server
-                    .resource_templates
-                    .into_iter()
-                    .map(move |item| Offered {
-                        server: name.clone(),
-                        item,
-                    })
+                server.resource_templates.into_iter().map(move |item| Offered { server: name.clone(), item })
             })
             .collect()
     }
@@ -1143,10 +1010,7 @@ impl ToolProvider for McpManager {
                     ServerState::CircuitOpen => lock(&server.breaker).open_message(&server.name),
                     _ => server.unavailable_reason(),
                 };
-                Some(ServerIssue {
-                    server: server.name.clone(),
-                    reason,
-                })
+                Some(ServerIssue { server: server.name.clone(), reason })
             })
             .collect()
     }
@@ -1166,48 +1030,26 @@ impl ToolProvider for McpManager {
         }
     }
 
-    async fn get_prompt(
-        &self,
-        name: &str,
-        arguments: Map<String, Value>,
-    ) -> Result<Vec<Message>, ToolError> {
+    async fn get_prompt(&self, name: &str, arguments: Map<String, Value>) -> Result<Vec<Message>, ToolError> {
         let (server, original) = self
             .inner
             .servers
             .iter()
             .find_map(|server| {
                 let status = lock(&server.status);
-                let pairs: Vec<_> = status
-                    .lists
-                    .prompts
-                    .iter()
-                    .map(|prompt| (server.name.clone(), prompt.name.clone()))
-                    .collect();
+                let pairs: Vec<_> =
+                    status.lists.prompts.iter().map(|prompt| (server.name.clone(), prompt.name.clone())).collect();
                 names::assign(&pairs)
                     .into_iter()
                     .find(|(_, model_name)| model_name == name)
                     .map(|((_, original), _)| (server.clone(), original))
             })
-            .ok_or_else(|| {
-                ToolError(format!("unknown prompt `{name}`: no MCP server offers it"))
-            })?;
+            .ok_or_else(|| ToolError(format!("unknown prompt `{name}`: no MCP server offers it")))?;
         let mut params = GetPromptRequestParams::new(original);
         params.arguments = Some(arguments);
-        match server
-            .request(ClientRequest::GetPromptRequest(GetPromptRequest::new(
-                params,
-            )))
-            .await?
-        {
-            ServerResult::GetPromptResult(result) => Ok(result
-                .messages
-                .iter()
-                .map(convert::prompt_message)
-                .collect()),
-            _ => Err(ToolError(format!(
-                "server `{}` sent an unexpected answer to prompts/get",
-                server.name
-            ))),
+        match server.request(ClientRequest::GetPromptRequest(GetPromptRequest::new(params))).await? {
+            ServerResult::GetPromptResult(result) => Ok(result.messages.iter().map(convert::prompt_message).collect()),
+            _ => Err(ToolError(format!("server `{}` sent an unexpected answer to prompts/get", server.name))),
         }
     }
 
@@ -1221,11 +1063,7 @@ impl ToolProvider for McpManager {
                     .iter()
                     .any(|template| convert::template_matches(&template.uri_template, uri))
             } else {
-                status
-                    .lists
-                    .resources
-                    .iter()
-                    .any(|resource| resource.uri == uri)
+                status.lists.resources.iter().any(|resource| resource.uri == uri)
             }
         };
         let server = self
@@ -1235,23 +1073,14 @@ impl ToolProvider for McpManager {
             .find(|server| offers(server, false))
             .or_else(|| self.inner.servers.iter().find(|server| offers(server, true)))
             .ok_or_else(|| {
-                ToolError(format!(
-                    "no MCP server offers the resource `{uri}` (neither listed nor matching a template)"
-                ))
+                ToolError(format!("no MCP server offers the resource `{uri}` (neither listed nor matching a template)"))
             })?;
         match server
-            .request(ClientRequest::ReadResourceRequest(
-                ReadResourceRequest::new(ReadResourceRequestParams::new(uri)),
-            ))
+            .request(ClientRequest::ReadResourceRequest(ReadResourceRequest::new(ReadResourceRequestParams::new(uri))))
             .await?
         {
-            ServerResult::ReadResourceResult(result) => {
-                Ok(convert::resource_contents_text(&result.contents))
-            }
-            _ => Err(ToolError(format!(
-                "server `{}` sent an unexpected answer to resources/read",
-                server.name
-            ))),
+            ServerResult::ReadResourceResult(result) => Ok(convert::resource_contents_text(&result.contents)),
+            _ => Err(ToolError(format!("server `{}` sent an unexpected answer to resources/read", server.name))),
         }
     }
 }

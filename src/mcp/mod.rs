@@ -61,11 +61,7 @@ pub trait ToolProvider: Send + Sync {
     ) -> ToolOutcome;
 
     /// Renders an MCP prompt (`<server>__<prompt>`) into messages.
-    async fn get_prompt(
-        &self,
-        name: &str,
-        arguments: Map<String, Value>,
-    ) -> Result<Vec<Message>, ToolError>;
+    async fn get_prompt(&self, name: &str, arguments: Map<String, Value>) -> Result<Vec<Message>, ToolError>;
 
     /// Reads a resource by URI from whichever server offers it, as text.
     async fn read_resource(&self, uri: &str) -> Result<String, ToolError>;
@@ -81,7 +77,7 @@ mod process;
 
 pub use breaker::CircuitState;
 pub use manager::{
-    McpManager, Offered, PromptArgumentView, PromptView, ResourceTemplateView, ResourceView,
-    ServerSnapshot, ServerState, ToolDefaults, ToolView,
+    McpManager, Offered, PromptArgumentView, PromptView, ResourceTemplateView, ResourceView, ServerSnapshot,
+    ServerState, ToolDefaults, ToolView,
 };
 pub use names::MAX_NAME_LEN;

@@ -13,25 +13,14 @@ const SUFFIX_LEN: usize = 9;
 
 /// Replaces every character outside `[a-zA-Z0-9_-]` with `_`.
 pub fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
 }
 
 /// A short, stable fingerprint of the original pair, so cut or clashing names stay distinct
 /// and do not depend on which other tools exist.
 fn suffix(server: &str, tool: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(server.as_bytes())
-        .chain_update([0u8])
-        .chain_update(tool.as_bytes())
-        .finalize();
+    let digest =
+        Sha256::new().chain_update(server.as_bytes()).chain_update([0u8]).chain_update(tool.as_bytes()).finalize();
     format!("_{}", hex::encode(&digest[..4]))
 }
 
@@ -47,10 +36,8 @@ fn with_suffix(base: &str, server: &str, tool: &str) -> String {
 /// is too long, or that clashes after sanitising, is cut and given a suffix hashed from the
 /// original pair, so every member of a clash is renamed the same way whichever came first.
 pub fn assign(pairs: &[(String, String)]) -> BTreeMap<(String, String), String> {
-    let bases: Vec<String> = pairs
-        .iter()
-        .map(|(server, tool)| format!("{}{SEPARATOR}{}", sanitize(server), sanitize(tool)))
-        .collect();
+    let bases: Vec<String> =
+        pairs.iter().map(|(server, tool)| format!("{}{SEPARATOR}{}", sanitize(server), sanitize(tool))).collect();
     let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
     for base in &bases {
         *uses.entry(base.as_str()).or_default() += 1;
@@ -80,9 +67,7 @@ mod tests {
     fn valid(name: &str) -> bool {
         name.len() <= MAX_NAME_LEN
             && !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     }
 
     #[test]
@@ -106,10 +91,8 @@ mod tests {
     #[test]
     fn long_names_are_cut_and_distinct() {
         let server = "s".repeat(40);
-        let pairs = [
-            pair(&server, &format!("{}one", "t".repeat(40))),
-            pair(&server, &format!("{}two", "t".repeat(40))),
-        ];
+        let pairs =
+            [pair(&server, &format!("{}one", "t".repeat(40))), pair(&server, &format!("{}two", "t".repeat(40)))];
         let names = assign(&pairs);
         assert!(valid(&names[&pairs[0]]), "{}", names[&pairs[0]]);
         assert_ne!(names[&pairs[0]], names[&pairs[1]]);

@@ -34,10 +34,7 @@ fn resolve_command(command: &str, cwd: Option<&Path>) -> PathBuf {
     }
 }
 
-pub fn spawn(
-    server: &str,
-    config: &ServerConfig,
-) -> Result<(ServerProcess, ChildStdout, ChildStdin), String> {
+pub fn spawn(server: &str, config: &ServerConfig) -> Result<(ServerProcess, ChildStdout, ChildStdin), String> {
     let program = resolve_command(&config.command, config.cwd.as_deref());
     let mut command = Command::new(&program);
     command
@@ -66,33 +63,18 @@ pub fn spawn(
         .id()
         .and_then(|pid| i32::try_from(pid).ok())
         .ok_or_else(|| format!("server `{server}` exited before it could be watched"))?;
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err(format!(
-            "server `{server}`: its stdio pipes were not created"
-        ));
+        return Err(format!("server `{server}`: its stdio pipes were not created"));
     };
     let last_stderr = Arc::new(Mutex::new(None));
     tokio::spawn(drain_stderr(server.to_owned(), stderr, last_stderr.clone()));
-    Ok((
-        ServerProcess {
-            child,
-            pgid,
-            last_stderr,
-        },
-        stdout,
-        stdin,
-    ))
+    Ok((ServerProcess { child, pgid, last_stderr }, stdout, stdin))
 }
 
 /// Logs the server's stderr line by line. Memory stays bounded whatever the server writes:
 /// long lines are cut at [`MAX_LOG_LINE`] and a flood is rate-limited.
-pub async fn drain_stderr(
-    server: String,
-    stderr: impl AsyncRead + Unpin,
-    last_line: Arc<Mutex<Option<String>>>,
-) {
+pub async fn drain_stderr(server: String, stderr: impl AsyncRead + Unpin, last_line: Arc<Mutex<Option<String>>>) {
     let mut reader = BufReader::with_capacity(16 * 1024, stderr);
     let mut line = Vec::with_capacity(MAX_LOG_LINE);
     let mut cut = false;
@@ -116,9 +98,7 @@ pub async fn drain_stderr(
         if !complete {
             continue;
         }
-        let text = String::from_utf8_lossy(&line)
-            .trim_end_matches('\r')
-            .to_owned();
+        let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
         if !text.trim().is_empty() {
             *last_line.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.clone());
         }
@@ -167,11 +147,7 @@ pub fn group_alive(pgid: i32) -> bool {
             return false;
         };
         // `pid (comm) state ppid pgrp ...`; comm may contain spaces, so split after `)`.
-        let mut fields = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace())
-            .into_iter()
-            .flatten();
+        let mut fields = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace()).into_iter().flatten();
         let state = fields.next();
         let pgrp = fields.nth(1).and_then(|pgrp| pgrp.parse::<i32>().ok());
         pgrp == Some(pgid) && state != Some("Z")

@@ -57,10 +57,7 @@ impl Conversation {
                 _ => {}
             }
         }
-        let tools = array(&body["tools"])
-            .iter()
-            .map(|tool| string(&tool["function"]["name"]))
-            .collect();
+        let tools = array(&body["tools"]).iter().map(|tool| string(&tool["function"]["name"])).collect();
         Self { said, tools }
     }
 
@@ -77,14 +74,10 @@ impl Conversation {
             let mut calls = Vec::new();
             for block in array(content) {
                 match block["type"].as_str() {
-                    Some("text") if message["role"] == "user" => {
-                        said.push(Said::User(string(&block["text"])))
+                    Some("text") if message["role"] == "user" => said.push(Said::User(string(&block["text"]))),
+                    Some("tool_use") => {
+                        calls.push((string(&block["id"]), string(&block["name"]), block["input"].clone()))
                     }
-                    Some("tool_use") => calls.push((
-                        string(&block["id"]),
-                        string(&block["name"]),
-                        block["input"].clone(),
-                    )),
                     Some("tool_result") => said.push(Said::ToolResult {
                         call_id: string(&block["tool_use_id"]),
                         content: text_of(&block["content"]),
@@ -96,19 +89,14 @@ impl Conversation {
                 said.push(Said::ToolCalls(calls));
             }
         }
-        let tools = array(&body["tools"])
-            .iter()
-            .map(|tool| string(&tool["name"]))
-            .collect();
+        let tools = array(&body["tools"]).iter().map(|tool| string(&tool["name"])).collect();
         Self { said, tools }
     }
 
     /// The demo answer to the conversation so far.
     pub fn demo_answer(&self) -> DemoAnswer {
         match self.said.last() {
-            Some(Said::ToolResult { call_id, content }) => {
-                DemoAnswer::Text(self.report(call_id, content))
-            }
+            Some(Said::ToolResult { call_id, content }) => DemoAnswer::Text(self.report(call_id, content)),
             Some(Said::User(text)) => match self.arithmetic_call(text) {
                 Some(call) => call,
                 None => DemoAnswer::Text(echo(text)),
@@ -119,16 +107,9 @@ impl Conversation {
 
     fn arithmetic_call(&self, text: &str) -> Option<DemoAnswer> {
         let (operation, a, b) = Operation::parse(text)?;
-        let tool = self.tools.iter().find(|tool| {
-            operation
-                .tool_suffixes()
-                .iter()
-                .any(|suffix| tool.ends_with(suffix))
-        })?;
-        Some(DemoAnswer::Call {
-            name: tool.clone(),
-            arguments: json!({"a": a, "b": b}),
-        })
+        let tool =
+            self.tools.iter().find(|tool| operation.tool_suffixes().iter().any(|suffix| tool.ends_with(suffix)))?;
+        Some(DemoAnswer::Call { name: tool.clone(), arguments: json!({"a": a, "b": b}) })
     }
 
     /// A sentence with a tool's result, in terms of the call that produced it.
@@ -141,12 +122,9 @@ impl Conversation {
         let Some((_, name, arguments)) = call else {
             return format!("The tool returned: {content}.");
         };
-        let operation = Operation::ALL.into_iter().find(|operation| {
-            operation
-                .tool_suffixes()
-                .iter()
-                .any(|suffix| name.ends_with(suffix))
-        });
+        let operation = Operation::ALL
+            .into_iter()
+            .find(|operation| operation.tool_suffixes().iter().any(|suffix| name.ends_with(suffix)));
         match (operation, arguments.get("a"), arguments.get("b")) {
             (Some(operation), Some(a), Some(b)) => {
                 format!("{a} {} {b} = {content}.", operation.symbol())
@@ -159,11 +137,7 @@ impl Conversation {
 fn echo(text: &str) -> String {
     let intro = "I am the offline demo model, a stand-in for a real LLM: I can only do arithmetic \
                  with a calculator tool and echo the rest.";
-    if text.trim().is_empty() {
-        intro.to_owned()
-    } else {
-        format!("{intro} You said: {}", text.trim())
-    }
+    if text.trim().is_empty() { intro.to_owned() } else { format!("{intro} You said: {}", text.trim()) }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,13 +150,8 @@ enum Operation {
 }
 
 impl Operation {
-    const ALL: [Operation; 5] = [
-        Operation::Add,
-        Operation::Subtract,
-        Operation::Multiply,
-        Operation::Divide,
-        Operation::Power,
-    ];
+    const ALL: [Operation; 5] =
+        [Operation::Add, Operation::Subtract, Operation::Multiply, Operation::Divide, Operation::Power];
 
     fn tool_suffixes(self) -> &'static [&'static str] {
         match self {
@@ -212,10 +181,7 @@ impl Operation {
         let [(first, _, end_of_first), (second, start_of_second, _)] =
             [numbers.first()?.clone(), numbers.get(1)?.clone()];
         let between = &text[end_of_first..start_of_second];
-        let words: Vec<&str> = text
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|word| !word.is_empty())
-            .collect();
+        let words: Vec<&str> = text.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).collect();
         let said = |candidates: &[&str]| words.iter().any(|word| candidates.contains(word));
         let between_has = |symbols: &[&str]| symbols.iter().any(|symbol| between.contains(symbol));
         let operation = if said(&["power"]) || between_has(&["^", "**"]) {
@@ -253,20 +219,14 @@ fn numbers(text: &str) -> Vec<(Value, usize, usize)> {
         while position < bytes.len() && bytes[position].is_ascii_digit() {
             position += 1;
         }
-        if position + 1 < bytes.len()
-            && bytes[position] == b'.'
-            && bytes[position + 1].is_ascii_digit()
-        {
+        if position + 1 < bytes.len() && bytes[position] == b'.' && bytes[position + 1].is_ascii_digit() {
             position += 1;
             while position < bytes.len() && bytes[position].is_ascii_digit() {
                 position += 1;
             }
         }
         let literal = &text[start..position];
-        let value = literal
-            .parse::<i64>()
-            .map(Value::from)
-            .or_else(|_| literal.parse::<f64>().map(Value::from));
+        let value = literal.parse::<i64>().map(Value::from).or_else(|_| literal.parse::<f64>().map(Value::from));
         if let Ok(value) = value {
             found.push((value, start, position));
         }
@@ -285,11 +245,7 @@ pub(crate) fn count_words(value: &Value) -> u64 {
     match value {
         Value::String(text) => text.split_whitespace().count() as u64,
         Value::Array(items) => items.iter().map(count_words).sum(),
-        Value::Object(fields) => ["content", "text"]
-            .iter()
-            .filter_map(|key| fields.get(*key))
-            .map(count_words)
-            .sum(),
+        Value::Object(fields) => ["content", "text"].iter().filter_map(|key| fields.get(*key)).map(count_words).sum(),
         _ => 0,
     }
 }
@@ -306,11 +262,7 @@ fn string(value: &Value) -> String {
 fn text_of(content: &Value) -> String {
     match content {
         Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|part| part["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(""),
+        Value::Array(parts) => parts.iter().filter_map(|part| part["text"].as_str()).collect::<Vec<_>>().join(""),
         _ => String::new(),
     }
 }

@@ -105,11 +105,10 @@ pub async fn run(args: MockLlmArgs) -> anyhow::Result<ExitCode> {
     let script = match &args.script {
         None => None,
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the script {}", path.display()))?;
-            let script = Script::from_json(&text).map_err(|error| {
-                anyhow::anyhow!("the script {} is invalid: {error}", path.display())
-            })?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read the script {}", path.display()))?;
+            let script = Script::from_json(&text)
+                .map_err(|error| anyhow::anyhow!("the script {} is invalid: {error}", path.display()))?;
             Some(script)
         }
     };
@@ -119,9 +118,7 @@ pub async fn run(args: MockLlmArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {address} (is the port in use?)"))?;
     println!("mock-llm listening on {}", mock.base_url());
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for Ctrl-C")?;
+    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -156,11 +153,7 @@ impl MockLlm {
         Self::serve(address, script, Duration::ZERO).await
     }
 
-    async fn serve(
-        address: SocketAddr,
-        script: Option<Script>,
-        demo_word_delay: Duration,
-    ) -> std::io::Result<Self> {
+    async fn serve(address: SocketAddr, script: Option<Script>, demo_word_delay: Duration) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let state = Arc::new(MockState {
@@ -175,11 +168,7 @@ impl MockLlm {
                 tracing::error!(%error, "mock-llm stopped serving");
             }
         });
-        Ok(Self {
-            address,
-            state,
-            server,
-        })
+        Ok(Self { address, state, server })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -226,19 +215,15 @@ fn router(state: Arc<MockState>) -> Router {
     Router::new()
         .route(
             "/v1/chat/completions",
-            post(
-                |State(state), uri: Uri, headers: HeaderMap, body: Bytes| async move {
-                    model_call(state, Api::OpenAi, uri, headers, body).await
-                },
-            ),
+            post(|State(state), uri: Uri, headers: HeaderMap, body: Bytes| async move {
+                model_call(state, Api::OpenAi, uri, headers, body).await
+            }),
         )
         .route(
             "/v1/messages",
-            post(
-                |State(state), uri: Uri, headers: HeaderMap, body: Bytes| async move {
-                    model_call(state, Api::Anthropic, uri, headers, body).await
-                },
-            ),
+            post(|State(state), uri: Uri, headers: HeaderMap, body: Bytes| async move {
+                model_call(state, Api::Anthropic, uri, headers, body).await
+            }),
         )
         .route("/__script", post(replace_script))
         .route("/__requests", get(list_requests).delete(clear_requests))
@@ -265,13 +250,7 @@ async fn clear_requests(State(state): State<Arc<MockState>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn model_call(
-    state: Arc<MockState>,
-    api: Api,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn model_call(state: Arc<MockState>, api: Api, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let parsed = serde_json::from_slice::<Value>(&body);
     lock(&state.requests).push(RecordedRequest {
         path: uri.path().to_owned(),
@@ -282,10 +261,7 @@ async fn model_call(
                 (name.as_str().to_owned(), value)
             })
             .collect(),
-        body: parsed.as_ref().map_or_else(
-            |_| Value::String(String::from_utf8_lossy(&body).into_owned()),
-            Clone::clone,
-        ),
+        body: parsed.as_ref().map_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()), Clone::clone),
     });
     let body = match parsed {
         Ok(body) if body.is_object() => body,
@@ -327,19 +303,10 @@ impl MockState {
         };
         let delay_ms = self.demo_word_delay.as_millis() as u64;
         match conversation.demo_answer() {
-            DemoAnswer::Text(text) => Turn {
-                text: Some(text),
-                delay_ms,
-                ..Turn::default()
-            },
-            DemoAnswer::Call { name, arguments } => Turn {
-                tool_calls: vec![ScriptedToolCall {
-                    id: None,
-                    name,
-                    arguments,
-                }],
-                ..Turn::default()
-            },
+            DemoAnswer::Text(text) => Turn { text: Some(text), delay_ms, ..Turn::default() },
+            DemoAnswer::Call { name, arguments } => {
+                Turn { tool_calls: vec![ScriptedToolCall { id: None, name, arguments }], ..Turn::default() }
+            }
         }
     }
 
@@ -349,10 +316,7 @@ impl MockState {
             .tool_calls
             .iter()
             .map(|call| ReplyCall {
-                id: call
-                    .id
-                    .clone()
-                    .unwrap_or_else(|| format!("call_{}", self.next_id())),
+                id: call.id.clone().unwrap_or_else(|| format!("call_{}", self.next_id())),
                 name: call.name.clone(),
                 arguments_text: match &call.arguments {
                     Value::String(raw) => raw.clone(),
@@ -369,12 +333,7 @@ impl MockState {
             let answer = demo::count_words(&Value::String(chunks.concat()));
             let calls_words: u64 = calls
                 .iter()
-                .map(|call| {
-                    demo::count_words(&Value::String(format!(
-                        "{} {}",
-                        call.name, call.arguments_text
-                    )))
-                })
+                .map(|call| demo::count_words(&Value::String(format!("{} {}", call.name, call.arguments_text))))
                 .sum();
             Some(usage_of(prompt, answer + calls_words))
         };
@@ -397,9 +356,5 @@ impl MockState {
 }
 
 fn usage_of(prompt_tokens: u64, completion_tokens: u64) -> Usage {
-    Usage {
-        prompt_tokens,
-        completion_tokens,
-        total_tokens: prompt_tokens + completion_tokens,
-    }
+    Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
 }

@@ -41,8 +41,7 @@ pub(crate) struct ReplyCall {
 
 impl ReplyCall {
     fn input(&self) -> Value {
-        serde_json::from_str(&self.arguments_text)
-            .unwrap_or_else(|_| Value::String(self.arguments_text.clone()))
+        serde_json::from_str(&self.arguments_text).unwrap_or_else(|_| Value::String(self.arguments_text.clone()))
     }
 }
 
@@ -54,16 +53,10 @@ struct Frame {
 
 impl Frame {
     fn data(json: Value, content: bool) -> Self {
-        Self {
-            text: format!("data: {json}\n\n"),
-            content,
-        }
+        Self { text: format!("data: {json}\n\n"), content }
     }
     fn named(event: &str, json: Value, content: bool) -> Self {
-        Self {
-            text: format!("event: {event}\ndata: {json}\n\n"),
-            content,
-        }
+        Self { text: format!("event: {event}\ndata: {json}\n\n"), content }
     }
 }
 
@@ -93,10 +86,7 @@ pub(crate) fn respond(api: Api, reply: Reply, streaming: bool) -> Response {
         Some((item, pacing))
     });
     let mut response = Body::from_stream(body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     response
 }
 
@@ -104,9 +94,7 @@ pub(crate) fn respond(api: Api, reply: Reply, streaming: bool) -> Response {
 fn cut_body(content_type: &'static str) -> Response {
     let body = futures::stream::once(async { Err::<Bytes, _>(disconnect()) });
     let mut response = Body::from_stream(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -186,9 +174,7 @@ fn openai_usage(usage: Usage) -> Value {
 }
 
 fn created() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
 }
 
 fn openai_frames(reply: &Reply) -> Vec<Frame> {
@@ -203,10 +189,7 @@ fn openai_frames(reply: &Reply) -> Vec<Frame> {
         })
     };
     let delta = |delta: Value| chunk(json!([{"index": 0, "delta": delta, "finish_reason": null}]));
-    let mut frames = vec![Frame::data(
-        delta(json!({"role": "assistant", "content": ""})),
-        false,
-    )];
+    let mut frames = vec![Frame::data(delta(json!({"role": "assistant", "content": ""})), false)];
     for text in &reply.chunks {
         frames.push(Frame::data(delta(json!({"content": text})), true));
     }
@@ -230,10 +213,7 @@ fn openai_frames(reply: &Reply) -> Vec<Frame> {
         last["usage"] = openai_usage(usage);
         frames.push(Frame::data(last, false));
     }
-    frames.push(Frame {
-        text: "data: [DONE]\n\n".to_owned(),
-        content: false,
-    });
+    frames.push(Frame { text: "data: [DONE]\n\n".to_owned(), content: false });
     frames
 }
 
@@ -304,11 +284,7 @@ fn anthropic_frames(reply: &Reply) -> Vec<Frame> {
                 true,
             ));
         }
-        frames.push(Frame::named(
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": index}),
-            false,
-        ));
+        frames.push(Frame::named("content_block_stop", json!({"type": "content_block_stop", "index": index}), false));
         index += 1;
     }
     for call in &reply.calls {
@@ -326,11 +302,7 @@ fn anthropic_frames(reply: &Reply) -> Vec<Frame> {
                 true,
             ));
         }
-        frames.push(Frame::named(
-            "content_block_stop",
-            json!({"type": "content_block_stop", "index": index}),
-            false,
-        ));
+        frames.push(Frame::named("content_block_stop", json!({"type": "content_block_stop", "index": index}), false));
         index += 1;
     }
     let mut delta = json!({"type": "message_delta",
@@ -339,11 +311,7 @@ fn anthropic_frames(reply: &Reply) -> Vec<Frame> {
         delta["usage"] = json!({"output_tokens": usage.completion_tokens});
     }
     frames.push(Frame::named("message_delta", delta, false));
-    frames.push(Frame::named(
-        "message_stop",
-        json!({"type": "message_stop"}),
-        false,
-    ));
+    frames.push(Frame::named("message_stop", json!({"type": "message_stop"}), false));
     frames
 }
 
@@ -353,9 +321,12 @@ fn anthropic_message(reply: &Reply) -> Value {
     if !text.is_empty() {
         content.push(json!({"type": "text", "text": text}));
     }
-    content.extend(reply.calls.iter().map(
-        |call| json!({"type": "tool_use", "id": call.id, "name": call.name, "input": call.input()}),
-    ));
+    content.extend(
+        reply
+            .calls
+            .iter()
+            .map(|call| json!({"type": "tool_use", "id": call.id, "name": call.name, "input": call.input()})),
+    );
     let mut body = json!({
         "id": reply.id, "type": "message", "role": "assistant", "model": reply.model,
         "content": content, "stop_reason": anthropic_finish(reply.finish), "stop_sequence": null,
@@ -369,19 +340,14 @@ fn anthropic_message(reply: &Reply) -> Value {
 /// A scripted HTTP error in the API's own error shape.
 pub(crate) fn error_response(api: Api, error: &ScriptedError) -> Response {
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let message = error
-        .message
-        .clone()
-        .unwrap_or_else(|| format!("scripted error: HTTP {}", error.status));
+    let message = error.message.clone().unwrap_or_else(|| format!("scripted error: HTTP {}", error.status));
     let mut response = match &error.body {
         Some(Value::String(text)) => (status, text.clone()).into_response(),
         Some(body) => (status, axum::Json(body.clone())).into_response(),
         None => (status, axum::Json(api_error(api, status, &message))).into_response(),
     };
     if let Some(seconds) = error.retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }

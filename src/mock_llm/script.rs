@@ -20,17 +20,16 @@ impl Script {
             Turns(Vec<Value>),
             Object { turns: Vec<Value> },
         }
-        let form: Form = serde_json::from_str(json)
-            .map_err(|error| format!("a script is a JSON array of turns: {error}"))?;
+        let form: Form =
+            serde_json::from_str(json).map_err(|error| format!("a script is a JSON array of turns: {error}"))?;
         let (Form::Turns(turns) | Form::Object { turns }) = form;
         let turns = turns
             .into_iter()
             .enumerate()
             .map(|(position, turn)| {
-                let turn: Turn = serde_json::from_value(turn)
-                    .map_err(|error| format!("turn {}: {error}", position + 1))?;
-                turn.check()
-                    .map_err(|error| format!("turn {}: {error}", position + 1))?;
+                let turn: Turn =
+                    serde_json::from_value(turn).map_err(|error| format!("turn {}: {error}", position + 1))?;
+                turn.check().map_err(|error| format!("turn {}: {error}", position + 1))?;
                 Ok(turn)
             })
             .collect::<Result<_, String>>()?;
@@ -79,10 +78,7 @@ impl Turn {
         if let Some(error) = &self.error
             && !(400..=599).contains(&error.status)
         {
-            return Err(format!(
-                "error.status is {} but must be an HTTP error status (400-599)",
-                error.status
-            ));
+            return Err(format!("error.status is {} but must be an HTTP error status (400-599)", error.status));
         }
         Ok(())
     }

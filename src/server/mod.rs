@@ -152,8 +152,9 @@ async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) 
 
 /// `mcp-platform serve`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let settings = crate::config::load_settings(args.config.as_deref()).map_err(invalid_configuration)?;
-    let servers = crate::config::load_servers_config(args.servers.as_deref()).map_err(invalid_configuration)?;
+    let invalid = crate::config::ConfigError::into_startup_error;
+    let settings = crate::config::load_settings(args.config.as_deref()).map_err(invalid)?;
+    let servers = crate::config::load_servers_config(args.servers.as_deref()).map_err(invalid)?;
     crate::logging::init(&settings.logging)?;
     let (store, opened) = crate::store::jsonl::JsonlStore::open(&settings.store.path, settings.store.fsync)?;
     if let Some(torn) = &opened.torn_tail {
@@ -167,12 +168,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!(events = opened.events, conversations = opened.conversations, path = %settings.store.path.display(), "event store open");
     let llm = crate::llm::from_settings(&settings.llm)?;
-    let mcp = crate::mcp::McpManager::start(&servers, &settings.mcp, tool_defaults(&settings)).await;
+    let mcp = crate::mcp::McpManager::start(
+        &servers,
+        &settings.mcp,
+        crate::mcp::ToolDefaults::from_chat(&settings.chat.service),
+    )
+    .await;
     let deps = ChatDeps { llm, tools: mcp.clone(), store: Arc::new(store) };
 
     let port = args.port.unwrap_or(settings.websocket.port);
     let listener = TcpListener::bind((settings.websocket.host.as_str(), port)).await.map_err(|error| {
-        anyhow::anyhow!("cannot listen on {}:{port}: {error} (websocket.host / websocket.port)", settings.websocket.host)
+        anyhow::anyhow!(
+            "cannot listen on {}:{port}: {error} (websocket.host / websocket.port)",
+            settings.websocket.host
+        )
     })?;
     let server = RunningServer::start(settings, deps, mcp.clone(), listener).await?;
     // A plain line on stdout, for scripts and tests that start the server on port 0.
@@ -184,18 +193,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     mcp.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Start-up refuses a bad configuration with every problem, one per line.
-pub fn invalid_configuration(error: crate::config::ConfigError) -> anyhow::Error {
-    anyhow::anyhow!("the configuration is invalid:\n{error}")
-}
-
-fn tool_defaults(settings: &Settings) -> crate::mcp::ToolDefaults {
-    crate::mcp::ToolDefaults {
-        tool_timeout: Duration::from_secs_f64(settings.chat.service.tool_timeout),
-        max_tool_result_chars: settings.chat.service.max_tool_result_chars,
-    }
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {

@@ -92,7 +92,8 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
         match message {
             Some(Ok(Message::Text(text))) => handle_frame(text.as_str(), &connection, &state).await,
             Some(Ok(Message::Binary(_))) => {
-                let error = ErrorBody::new(400, "binary frames are not supported; send each message as a JSON text frame");
+                let error =
+                    ErrorBody::new(400, "binary frames are not supported; send each message as a JSON text frame");
                 connection.reply(ServerMessage::rejection(None, error)).await;
             }
             Some(Ok(Message::Close(_))) | None => {
@@ -102,8 +103,12 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Err(error)) => {
                 tracing::debug!(%error, "websocket read failed");
-                if matches!(error.into_inner().downcast_ref(), Some(tokio_tungstenite::tungstenite::Error::Capacity(_))) {
-                    connection.close(CLOSE_TOO_BIG, format!("frame over the hard limit of {} bytes", state.hard_frame_limit()));
+                if matches!(error.into_inner().downcast_ref(), Some(tokio_tungstenite::tungstenite::Error::Capacity(_)))
+                {
+                    connection.close(
+                        CLOSE_TOO_BIG,
+                        format!("frame over the hard limit of {} bytes", state.hard_frame_limit()),
+                    );
                 } else {
                     connection.close(CLOSE_PROTOCOL, "websocket protocol error");
                 }
@@ -180,7 +185,9 @@ async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppS
             if connection.in_flight() >= limit {
                 Err(ErrorBody::new(
                     429,
-                    format!("{limit} requests already in flight on this connection (websocket.max_in_flight_per_connection); wait for one to finish"),
+                    format!(
+                        "{limit} requests already in flight on this connection (websocket.max_in_flight_per_connection); wait for one to finish"
+                    ),
                 ))
             } else {
                 state.chat.submit(request_id, payload, &connection.conversation_id)

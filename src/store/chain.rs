@@ -23,9 +23,7 @@ const EMPTY_HASH_SUFFIX: &[u8] = b",\"hash\":\"\"}";
 
 /// The current time as the store writes it: UTC, microseconds, `Z`.
 pub fn timestamp_now() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-        .to_string()
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// Appends the event's line (with its `\n`) to `out` and sets `event.hash`.
@@ -84,21 +82,12 @@ pub struct Staging {
 
 impl Staging {
     pub fn new(prev: String) -> Self {
-        Staging {
-            prev,
-            lines: Vec::new(),
-            seqs: HashMap::new(),
-            claims: HashMap::new(),
-        }
+        Staging { prev, lines: Vec::new(), seqs: HashMap::new(), claims: HashMap::new() }
     }
 
     /// Stamps and seals `batch` after what is staged, or refuses it whole and leaves the
     /// staging untouched.
-    pub fn stage(
-        &mut self,
-        ledger: &impl Ledger,
-        batch: Vec<NewEvent>,
-    ) -> Result<Vec<ChatEvent>, StoreError> {
+    pub fn stage(&mut self, ledger: &impl Ledger, batch: Vec<NewEvent>) -> Result<Vec<ChatEvent>, StoreError> {
         let mut seqs: HashMap<String, u64> = HashMap::new();
         let mut claims: HashMap<String, Claim> = HashMap::new();
         let mut prev = self.prev.clone();
@@ -127,10 +116,7 @@ impl Staging {
                 }
                 claims.insert(
                     request_id.clone(),
-                    Claim {
-                        conversation_id: new.conversation_id.clone(),
-                        event_id: id.clone(),
-                    },
+                    Claim { conversation_id: new.conversation_id.clone(), event_id: id.clone() },
                 );
             }
             seqs.insert(new.conversation_id.clone(), seq);
@@ -211,13 +197,7 @@ mod tests {
         assert_eq!(recompute_hash(line).unwrap(), stored[0].hash);
         let text = std::str::from_utf8(line).unwrap();
         assert!(text.starts_with("{\"v\":1,\"id\":\""), "{text}");
-        assert!(
-            text.ends_with(&format!(
-                ",\"prev\":\"{GENESIS_PREV}\",\"hash\":\"{}\"}}",
-                stored[0].hash
-            )),
-            "{text}"
-        );
+        assert!(text.ends_with(&format!(",\"prev\":\"{GENESIS_PREV}\",\"hash\":\"{}\"}}", stored[0].hash)), "{text}");
         let parsed: ChatEvent = serde_json::from_slice(line).unwrap();
         assert_eq!(parsed, stored[0]);
     }
@@ -227,15 +207,9 @@ mod tests {
         let mut staging = Staging::new(GENESIS_PREV.into());
         let first = staging.stage(&Empty, vec![user("c", "r1")]).unwrap();
         let lines = staging.lines.clone();
-        let error = staging
-            .stage(&Empty, vec![user("c", "r2"), user("d", "r1")])
-            .unwrap_err();
+        let error = staging.stage(&Empty, vec![user("c", "r2"), user("d", "r1")]).unwrap_err();
         match error {
-            StoreError::DuplicateRequest {
-                request_id,
-                conversation_id,
-                event_id,
-            } => {
+            StoreError::DuplicateRequest { request_id, conversation_id, event_id } => {
                 assert_eq!(request_id, "r1");
                 assert_eq!(conversation_id, "c");
                 assert_eq!(event_id, first[0].id);

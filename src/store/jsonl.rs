@@ -192,13 +192,10 @@ impl Index {
     fn add(&mut self, head: &LineHead<'_>, at: LineRef) {
         let conversation = match self.conversations.get_mut(head.conversation_id.as_ref()) {
             Some(conversation) => conversation,
-            None => self
-                .conversations
-                .entry(head.conversation_id.to_string())
-                .or_insert_with(|| ConversationIndex {
-                    first_timestamp: head.timestamp.to_string(),
-                    ..ConversationIndex::default()
-                }),
+            None => self.conversations.entry(head.conversation_id.to_string()).or_insert_with(|| ConversationIndex {
+                first_timestamp: head.timestamp.to_string(),
+                ..ConversationIndex::default()
+            }),
         };
         conversation.lines.push(at);
         conversation.last_seq = conversation.last_seq.max(head.seq);
@@ -212,10 +209,8 @@ impl Index {
             };
             request.lines.push(at);
             if head.kind == EventType::UserMessage && request.claim.is_none() {
-                request.claim = Some(Claim {
-                    conversation_id: head.conversation_id.to_string(),
-                    event_id: head.id.to_string(),
-                });
+                request.claim =
+                    Some(Claim { conversation_id: head.conversation_id.to_string(), event_id: head.id.to_string() });
             }
         }
         self.lines += 1;
@@ -227,9 +222,7 @@ impl Index {
 
 impl Ledger for Index {
     fn last_seq(&self, conversation_id: &str) -> u64 {
-        self.conversations
-            .get(conversation_id)
-            .map_or(0, |conversation| conversation.last_seq)
+        self.conversations.get(conversation_id).map_or(0, |conversation| conversation.last_seq)
     }
 
     fn claim(&self, request_id: &str) -> Option<Claim> {
@@ -248,10 +241,7 @@ enum Tail {
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> StoreError {
-    StoreError::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    StoreError::Io { path: path.display().to_string(), source }
 }
 
 /// Indexes every complete line from `index.end` to the end of the file.
@@ -274,16 +264,8 @@ fn catch_up(path: &Path, file: &File, index: &mut Index) -> Result<Tail, StoreEr
             return Err(corrupt(*line_number, reason));
         }
         match serde_json::from_slice::<LineHead>(line) {
-            Ok(head) => index.add(
-                &head,
-                LineRef {
-                    offset,
-                    len: line.len() as u32,
-                },
-            ),
-            Err(error) => {
-                unparseable = Some((index.lines + 1, format!("not a valid event line: {error}")))
-            }
+            Ok(head) => index.add(&head, LineRef { offset, len: line.len() as u32 }),
+            Err(error) => unparseable = Some((index.lines + 1, format!("not a valid event line: {error}"))),
         }
         Ok(())
     })
@@ -310,31 +292,17 @@ fn move_torn_tail(
     index: &Index,
     reason: String,
 ) -> Result<TornTail, StoreError> {
-    let length = writer
-        .metadata()
-        .map_err(|error| io_error(path, error))?
-        .len();
+    let length = writer.metadata().map_err(|error| io_error(path, error))?.len();
     let mut torn = vec![0u8; (length - index.end) as usize];
-    reader
-        .read_exact_at(&mut torn, index.end)
-        .map_err(|error| io_error(path, error))?;
+    reader.read_exact_at(&mut torn, index.end).map_err(|error| io_error(path, error))?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ");
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".torn-{stamp}"));
     let moved_to = PathBuf::from(name);
-    let mut aside = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&moved_to)
-        .map_err(|error| io_error(&moved_to, error))?;
-    aside
-        .write_all(&torn)
-        .and_then(|()| aside.sync_all())
-        .map_err(|error| io_error(&moved_to, error))?;
-    writer
-        .set_len(index.end)
-        .and_then(|()| writer.sync_all())
-        .map_err(|error| io_error(path, error))?;
+    let mut aside =
+        OpenOptions::new().write(true).create_new(true).open(&moved_to).map_err(|error| io_error(&moved_to, error))?;
+    aside.write_all(&torn).and_then(|()| aside.sync_all()).map_err(|error| io_error(&moved_to, error))?;
+    writer.set_len(index.end).and_then(|()| writer.sync_all()).map_err(|error| io_error(path, error))?;
     tracing::warn!(
         path = %path.display(),
         moved_to = %moved_to.display(),
@@ -343,20 +311,11 @@ fn move_torn_tail(
         %reason,
         "moved a torn last line of the events file aside"
     );
-    Ok(TornTail {
-        moved_to,
-        line: index.lines + 1,
-        bytes: torn.len() as u64,
-        reason,
-    })
+    Ok(TornTail { moved_to, line: index.lines + 1, bytes: torn.len() as u64, reason })
 }
 
 /// Catches up under the exclusive lock and moves a torn tail aside if there is one.
-fn catch_up_exclusive(
-    shared: &Shared,
-    writer: &File,
-    index: &mut Index,
-) -> Result<Option<TornTail>, StoreError> {
+fn catch_up_exclusive(shared: &Shared, writer: &File, index: &mut Index) -> Result<Option<TornTail>, StoreError> {
     let reason = match catch_up(&shared.path, &shared.reader, index)? {
         Tail::Clean => return Ok(None),
         Tail::Unterminated => "the last line has no trailing newline".to_string(),
@@ -393,25 +352,16 @@ impl Shared {
     fn index(&self) -> MutexGuard<'_, Index> {
         // Index updates happen after every fallible step, so a panic elsewhere cannot leave
         // it half-written.
-        self.index
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Brings the index up to what other processes appended. Cheap when nothing changed.
     fn refresh(&self) -> Result<(), StoreError> {
-        let length = self
-            .reader
-            .metadata()
-            .map_err(|error| io_error(&self.path, error))?
-            .len();
+        let length = self.reader.metadata().map_err(|error| io_error(&self.path, error))?.len();
         if length == self.index().end {
             return Ok(());
         }
-        let _turn = self
-            .catch_up_turn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _turn = self.catch_up_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let _lock = FileLock::shared(&self.path, &self.reader)?;
         let mut index = self.index();
         // A torn tail is left for the next writer to move aside; reads stop before it.
@@ -425,9 +375,7 @@ impl Shared {
             .iter()
             .map(|line| {
                 buffer.resize(line.len as usize, 0);
-                self.reader
-                    .read_exact_at(&mut buffer, line.offset)
-                    .map_err(|error| io_error(&self.path, error))?;
+                self.reader.read_exact_at(&mut buffer, line.offset).map_err(|error| io_error(&self.path, error))?;
                 serde_json::from_slice(&buffer).map_err(|error| StoreError::Corrupt {
                     path: self.path.display().to_string(),
                     line: 0,
@@ -452,12 +400,7 @@ impl Shared {
 
     fn request(&self, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
         self.refresh()?;
-        let lines = self
-            .index()
-            .requests
-            .get(request_id)
-            .map(|request| request.lines.clone())
-            .unwrap_or_default();
+        let lines = self.index().requests.get(request_id).map(|request| request.lines.clone()).unwrap_or_default();
         self.read_lines(&lines)
     }
 
@@ -485,10 +428,7 @@ impl JsonlStore {
     ///
     /// With `fsync`, an append is acknowledged only after `fdatasync`; without, after `write`
     /// (durable against a process crash, not against a power loss).
-    pub fn open(
-        path: impl AsRef<Path>,
-        fsync: bool,
-    ) -> Result<(JsonlStore, OpenReport), StoreError> {
+    pub fn open(path: impl AsRef<Path>, fsync: bool) -> Result<(JsonlStore, OpenReport), StoreError> {
         let path = path.as_ref().to_path_buf();
         let writer = OpenOptions::new()
             .read(true)
@@ -514,12 +454,7 @@ impl JsonlStore {
         };
         let report = {
             let index = shared.index();
-            OpenReport {
-                events: index.lines,
-                conversations: index.conversations.len(),
-                bytes: index.end,
-                torn_tail,
-            }
+            OpenReport { events: index.lines, conversations: index.conversations.len(), bytes: index.end, torn_tail }
         };
         let (jobs, queue) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -527,14 +462,7 @@ impl JsonlStore {
             .name("events-writer".into())
             .spawn(move || write_loop(&writer_shared, &writer, fsync, &queue))
             .map_err(|error| io_error(&shared.path, error))?;
-        Ok((
-            JsonlStore {
-                shared,
-                jobs: Some(jobs),
-                writer: Some(writer),
-            },
-            report,
-        ))
+        Ok((JsonlStore { shared, jobs: Some(jobs), writer: Some(writer) }, report))
     }
 
     /// The events file.
@@ -558,14 +486,9 @@ impl JsonlStore {
         read: impl FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || read(&shared))
-            .await
-            .map_err(|error| {
-                io_error(
-                    &self.shared.path,
-                    std::io::Error::other(format!("the read task failed: {error}")),
-                )
-            })?
+        tokio::task::spawn_blocking(move || read(&shared)).await.map_err(|error| {
+            io_error(&self.shared.path, std::io::Error::other(format!("the read task failed: {error}")))
+        })?
     }
 }
 
@@ -594,8 +517,7 @@ fn write_loop(shared: &Shared, writer: &File, fsync: bool, queue: &mpsc::Receive
 
 /// Writes a group of batches with one lock, one `write` and one sync, and answers each.
 fn commit_group(shared: &Shared, writer: &File, fsync: bool, group: Vec<Job>) {
-    let (batches, replies): (Vec<_>, Vec<_>) =
-        group.into_iter().map(|job| (job.batch, job.reply)).unzip();
+    let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|job| (job.batch, job.reply)).unzip();
     let mut outcomes: Vec<Result<Vec<ChatEvent>, StoreError>> = Vec::with_capacity(batches.len());
     let written = (|| {
         let _lock = FileLock::exclusive(&shared.path, writer)?;
@@ -623,19 +545,14 @@ fn commit_group(shared: &Shared, writer: &File, fsync: bool, group: Vec<Job>) {
             accepted += 1;
             for event in events {
                 let len = line_len(&lines, offset - start);
-                let at = LineRef {
-                    offset,
-                    len: len as u32,
-                };
+                let at = LineRef { offset, len: len as u32 };
                 index.add(&LineHead::of(event), at);
                 offset += len as u64 + 1;
             }
         }
         let counters = &shared.counters;
         counters.batches.fetch_add(accepted, Ordering::Relaxed);
-        counters
-            .events
-            .fetch_add(accepted_events(&outcomes), Ordering::Relaxed);
+        counters.events.fetch_add(accepted_events(&outcomes), Ordering::Relaxed);
         Ok(())
     })();
     let mut outcomes = outcomes.into_iter();
@@ -644,10 +561,7 @@ fn commit_group(shared: &Shared, writer: &File, fsync: bool, group: Vec<Job>) {
             (Some(Ok(_)) | None, Err(error)) => Err(copy_error(error)),
             (Some(outcome), Ok(())) => outcome,
             (Some(Err(refused)), Err(_)) => Err(refused),
-            (None, Ok(())) => Err(io_error(
-                &shared.path,
-                std::io::Error::other("the batch was not written"),
-            )),
+            (None, Ok(())) => Err(io_error(&shared.path, std::io::Error::other("the batch was not written"))),
         };
         // The appender may have given up waiting; its events are stored all the same.
         let _ = reply.send(answer);
@@ -655,11 +569,7 @@ fn commit_group(shared: &Shared, writer: &File, fsync: bool, group: Vec<Job>) {
 }
 
 fn accepted_events(outcomes: &[Result<Vec<ChatEvent>, StoreError>]) -> u64 {
-    outcomes
-        .iter()
-        .filter_map(|outcome| outcome.as_ref().ok())
-        .map(|events| events.len() as u64)
-        .sum()
+    outcomes.iter().filter_map(|outcome| outcome.as_ref().ok()).map(|events| events.len() as u64).sum()
 }
 
 fn line_len(lines: &[u8], from: u64) -> usize {
@@ -667,12 +577,7 @@ fn line_len(lines: &[u8], from: u64) -> usize {
     memchr::memchr(b'\n', rest).unwrap_or(rest.len())
 }
 
-fn write_and_sync(
-    writer: &File,
-    lines: &[u8],
-    fsync: bool,
-    counters: &Counters,
-) -> std::io::Result<()> {
+fn write_and_sync(writer: &File, lines: &[u8], fsync: bool, counters: &Counters) -> std::io::Result<()> {
     // One `write_all` on an O_APPEND file: in practice a single `write` call, which a killed
     // process cannot split.
     (&*writer).write_all(lines)?;
@@ -688,24 +593,13 @@ fn write_and_sync(
 /// gets the same message.
 fn copy_error(error: &StoreError) -> StoreError {
     match error {
-        StoreError::Io { path, source } => StoreError::Io {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        StoreError::Corrupt {
-            path,
-            line,
-            message,
-        } => StoreError::Corrupt {
-            path: path.clone(),
-            line: *line,
-            message: message.clone(),
-        },
-        StoreError::DuplicateRequest {
-            request_id,
-            conversation_id,
-            event_id,
-        } => StoreError::DuplicateRequest {
+        StoreError::Io { path, source } => {
+            StoreError::Io { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+        }
+        StoreError::Corrupt { path, line, message } => {
+            StoreError::Corrupt { path: path.clone(), line: *line, message: message.clone() }
+        }
+        StoreError::DuplicateRequest { request_id, conversation_id, event_id } => StoreError::DuplicateRequest {
             request_id: request_id.clone(),
             conversation_id: conversation_id.clone(),
             event_id: event_id.clone(),
@@ -719,31 +613,20 @@ impl EventStore for JsonlStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let stopped = || {
-            io_error(
-                &self.shared.path,
-                std::io::Error::other("the store's writer thread has stopped"),
-            )
-        };
+        let stopped = || io_error(&self.shared.path, std::io::Error::other("the store's writer thread has stopped"));
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(Job { batch, reply })
-            .map_err(|_| stopped())?;
+        self.jobs.as_ref().ok_or_else(stopped)?.send(Job { batch, reply }).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
     async fn conversation(&self, conversation_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
         let conversation_id = conversation_id.to_string();
-        self.blocking(move |shared| shared.conversation(&conversation_id))
-            .await
+        self.blocking(move |shared| shared.conversation(&conversation_id)).await
     }
 
     async fn request(&self, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
         let request_id = request_id.to_string();
-        self.blocking(move |shared| shared.request(&request_id))
-            .await
+        self.blocking(move |shared| shared.request(&request_id)).await
     }
 
     async fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {

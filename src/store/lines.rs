@@ -40,20 +40,14 @@ pub fn scan_lines<E>(
             // A single line longer than the buffer: make room for it.
             buffer.resize(buffer.len() * 2, 0);
         }
-        let read = file
-            .read_at(&mut buffer[filled..], buffer_offset + filled as u64)
-            .map_err(ScanError::Io)?;
+        let read = file.read_at(&mut buffer[filled..], buffer_offset + filled as u64).map_err(ScanError::Io)?;
         if read == 0 {
-            return Ok(ScanEnd {
-                end: buffer_offset,
-                trailing: filled as u64,
-            });
+            return Ok(ScanEnd { end: buffer_offset, trailing: filled as u64 });
         }
         filled += read;
         let mut start = 0usize;
         for newline in memchr::memchr_iter(b'\n', &buffer[..filled]) {
-            visit(buffer_offset + start as u64, &buffer[start..newline])
-                .map_err(ScanError::Visit)?;
+            visit(buffer_offset + start as u64, &buffer[start..newline]).map_err(ScanError::Visit)?;
             start = newline + 1;
         }
         buffer.copy_within(start..filled, 0);
@@ -79,13 +73,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, vec![(0, 1), (2, 10_000), (10_003, 2)]);
-        assert_eq!(
-            end,
-            ScanEnd {
-                end: 10_006,
-                trailing: 7
-            }
-        );
+        assert_eq!(end, ScanEnd { end: 10_006, trailing: 7 });
         let mut from_middle = Vec::new();
         scan_lines::<()>(&file, 10_003, |offset, _| {
             from_middle.push(offset);

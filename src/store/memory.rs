@@ -36,10 +36,7 @@ impl Ledger for State {
             .iter()
             .map(|&at| &self.events[at])
             .find(|event| event.kind == EventType::UserMessage)
-            .map(|event| Claim {
-                conversation_id: event.conversation_id.clone(),
-                event_id: event.id.clone(),
-            })
+            .map(|event| Claim { conversation_id: event.conversation_id.clone(), event_id: event.id.clone() })
     }
 }
 
@@ -51,9 +48,7 @@ impl MemoryStore {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state half-updated: every update
         // below happens after the fallible staging.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -61,24 +56,13 @@ impl MemoryStore {
 impl EventStore for MemoryStore {
     async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<ChatEvent>, StoreError> {
         let mut state = self.state();
-        let prev = state
-            .events
-            .last()
-            .map_or_else(|| GENESIS_PREV.to_string(), |event| event.hash.clone());
+        let prev = state.events.last().map_or_else(|| GENESIS_PREV.to_string(), |event| event.hash.clone());
         let stored = Staging::new(prev).stage(&*state, batch)?;
         for event in &stored {
             let at = state.events.len();
-            state
-                .conversations
-                .entry(event.conversation_id.clone())
-                .or_default()
-                .push(at);
+            state.conversations.entry(event.conversation_id.clone()).or_default().push(at);
             if let Some(request_id) = &event.request_id {
-                state
-                    .requests
-                    .entry(request_id.clone())
-                    .or_default()
-                    .push(at);
+                state.requests.entry(request_id.clone()).or_default().push(at);
             }
             state.events.push(event.clone());
         }
@@ -90,12 +74,7 @@ impl EventStore for MemoryStore {
         Ok(state
             .conversations
             .get(conversation_id)
-            .map(|positions| {
-                positions
-                    .iter()
-                    .map(|&at| state.events[at].clone())
-                    .collect()
-            })
+            .map(|positions| positions.iter().map(|&at| state.events[at].clone()).collect())
             .unwrap_or_default())
     }
 
@@ -104,12 +83,7 @@ impl EventStore for MemoryStore {
         Ok(state
             .requests
             .get(request_id)
-            .map(|positions| {
-                positions
-                    .iter()
-                    .map(|&at| state.events[at].clone())
-                    .collect()
-            })
+            .map(|positions| positions.iter().map(|&at| state.events[at].clone()).collect())
             .unwrap_or_default())
     }
 
@@ -160,26 +134,17 @@ mod tests {
     async fn assigns_seq_chains_hashes_and_refuses_duplicate_requests() {
         let store = MemoryStore::new();
         let first = store
-            .append(vec![
-                event("a", "r1", EventType::UserMessage),
-                event("a", "r1", EventType::AssistantMessage),
-            ])
+            .append(vec![event("a", "r1", EventType::UserMessage), event("a", "r1", EventType::AssistantMessage)])
             .await
             .unwrap();
-        let second = store
-            .append(vec![event("b", "r2", EventType::UserMessage)])
-            .await
-            .unwrap();
+        let second = store.append(vec![event("b", "r2", EventType::UserMessage)]).await.unwrap();
         assert_eq!((first[0].seq, first[1].seq, second[0].seq), (1, 2, 1));
         assert_eq!(first[0].prev, GENESIS_PREV);
         assert_eq!(first[1].prev, first[0].hash);
         assert_eq!(second[0].prev, first[1].hash);
 
         let refused = store
-            .append(vec![
-                event("b", "r3", EventType::UserMessage),
-                event("b", "r1", EventType::UserMessage),
-            ])
+            .append(vec![event("b", "r3", EventType::UserMessage), event("b", "r1", EventType::UserMessage)])
             .await
             .unwrap_err();
         assert!(

@@ -8,10 +8,8 @@ pub mod ws;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use mcp_platform::chat::ChatDeps;
-use mcp_platform::config::Settings;
 use mcp_platform::mcp::McpManager;
 use mcp_platform::mock_llm::{MockLlm, Script};
 use mcp_platform::server::RunningServer;
@@ -60,17 +58,24 @@ pub struct TestApp {
 impl TestApp {
     pub async fn start(options: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let script = options.script.as_ref().map(|script| Script::from_json(&script.to_string()).expect("valid script"));
+        let script =
+            options.script.as_ref().map(|script| Script::from_json(&script.to_string()).expect("valid script"));
         let mock = MockLlm::start("127.0.0.1:0".parse().expect("addr"), script).await.expect("start mock-llm");
         let store_path = options.store_path.clone().unwrap_or_else(|| dir.path().join("events.jsonl"));
         let config_path = write_config(dir.path(), &mock.openai_base_url(), &store_path, &options);
         let servers_path = write_servers_config(dir.path(), options.demo_server);
 
         let settings = mcp_platform::config::load_settings(Some(&config_path)).expect("test config loads");
-        let servers = mcp_platform::config::load_servers_config(Some(&servers_path)).expect("test servers config loads");
+        let servers =
+            mcp_platform::config::load_servers_config(Some(&servers_path)).expect("test servers config loads");
         let (store, _) = JsonlStore::open(&store_path, settings.store.fsync).expect("open store");
         let llm = mcp_platform::llm::from_settings(&settings.llm).expect("provider");
-        let mcp = McpManager::start(&servers, &settings.mcp, tool_defaults(&settings)).await;
+        let mcp = McpManager::start(
+            &servers,
+            &settings.mcp,
+            mcp_platform::mcp::ToolDefaults::from_chat(&settings.chat.service),
+        )
+        .await;
         let store: Arc<dyn EventStore> = Arc::new(store);
         let deps = ChatDeps { llm, tools: mcp.clone(), store };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -100,13 +105,6 @@ impl TestApp {
     }
 }
 
-fn tool_defaults(settings: &Settings) -> mcp_platform::mcp::ToolDefaults {
-    mcp_platform::mcp::ToolDefaults {
-        tool_timeout: Duration::from_secs_f64(settings.chat.service.tool_timeout),
-        max_tool_result_chars: settings.chat.service.max_tool_result_chars,
-    }
-}
-
 pub fn read_events(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines().map(|line| serde_json::from_str(line).expect("every log line is JSON")).collect()
@@ -123,7 +121,8 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// The shipped `config.yaml` with the test's values: the mock provider active at `base_url`.
 pub fn write_config(dir: &Path, base_url: &str, store_path: &Path, options: &Options) -> PathBuf {
-    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml")).expect("config.yaml");
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml")).expect("config.yaml");
     let replacements = [
         ("  active: \"groq\"", "  active: \"mock\"".to_owned()),
         ("      base_url: \"http://127.0.0.1:8089/v1\"", format!("      base_url: \"{base_url}\"")),

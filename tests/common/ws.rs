@@ -17,7 +17,8 @@ pub struct WsClient {
 
 impl WsClient {
     pub async fn connect(addr: std::net::SocketAddr) -> Self {
-        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/chat")).await.expect("connect to /ws/chat");
+        let (socket, _) =
+            tokio_tungstenite::connect_async(format!("ws://{addr}/ws/chat")).await.expect("connect to /ws/chat");
         Self { socket }
     }
 
@@ -49,7 +50,9 @@ impl WsClient {
     pub async fn recv_close(&mut self) -> Option<(u16, String)> {
         loop {
             match tokio::time::timeout(RECEIVE_TIMEOUT, self.socket.next()).await.expect("close within the timeout") {
-                Some(Ok(Message::Close(frame))) => return frame.map(|frame| (u16::from(frame.code), frame.reason.to_string())),
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|frame| (u16::from(frame.code), frame.reason.to_string()));
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return None,
             }
@@ -92,7 +95,11 @@ pub fn text_of(messages: &[Value]) -> String {
 
 /// The `data` of every chunk of one type.
 pub fn chunks(messages: &[Value], kind: &str) -> Vec<Value> {
-    messages.iter().filter(|message| message["chunk"]["type"] == kind).map(|message| message["chunk"]["data"].clone()).collect()
+    messages
+        .iter()
+        .filter(|message| message["chunk"]["type"] == kind)
+        .map(|message| message["chunk"]["data"].clone())
+        .collect()
 }
 
 /// Asserts SPEC §2.2's framing: `processing` first at seq 0, one terminal last, seq gap-free.

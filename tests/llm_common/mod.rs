@@ -20,9 +20,7 @@ pub fn local() -> SocketAddr {
 
 pub async fn mock(script: Value) -> MockLlm {
     let script = Script::from_json(&script.to_string()).expect("valid script");
-    MockLlm::start(local(), Some(script))
-        .await
-        .expect("mock starts")
+    MockLlm::start(local(), Some(script)).await.expect("mock starts")
 }
 
 /// The `base_url` a provider of `kind` needs for `mock`.
@@ -63,14 +61,8 @@ pub fn provider_with(
     request_timeout: f64,
     max_retries: u32,
 ) -> Arc<dyn LlmProvider> {
-    llm::from_settings(&settings(
-        kind,
-        &base_url(mock, kind),
-        "test-key",
-        request_timeout,
-        max_retries,
-    ))
-    .expect("provider builds")
+    llm::from_settings(&settings(kind, &base_url(mock, kind), "test-key", request_timeout, max_retries))
+        .expect("provider builds")
 }
 
 pub fn provider(mock: &MockLlm, kind: ProviderKind) -> Arc<dyn LlmProvider> {
@@ -92,10 +84,7 @@ pub fn tool(name: &str) -> ToolSpec {
 pub fn ask(text: &str, tools: Vec<ToolSpec>, streaming: bool) -> LlmRequest {
     LlmRequest {
         model: None,
-        messages: vec![
-            Message::system("You are a helpful assistant."),
-            Message::user(text),
-        ],
+        messages: vec![Message::system("You are a helpful assistant."), Message::user(text)],
         tools,
         streaming,
     }
@@ -121,12 +110,7 @@ impl Outcome {
 
     /// The same answer, however it was chunked.
     pub fn answer(&self) -> (String, Vec<ToolCall>, Option<Usage>, Option<FinishReason>) {
-        (
-            self.text(),
-            self.tool_calls.clone(),
-            self.usage,
-            self.finish,
-        )
+        (self.text(), self.tool_calls.clone(), self.usage, self.finish)
     }
 }
 
@@ -162,17 +146,9 @@ pub async fn chat(provider: &Arc<dyn LlmProvider>, request: LlmRequest) -> Outco
 }
 
 pub fn usage(prompt_tokens: u64, completion_tokens: u64) -> Usage {
-    Usage {
-        prompt_tokens,
-        completion_tokens,
-        total_tokens: prompt_tokens + completion_tokens,
-    }
+    Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
 }
 
 pub fn call(id: &str, name: &str, arguments: Value) -> ToolCall {
-    ToolCall {
-        id: id.to_owned(),
-        name: name.to_owned(),
-        arguments,
-    }
+    ToolCall { id: id.to_owned(), name: name.to_owned(), arguments }
 }

@@ -11,9 +11,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use mcp_platform::config::{
-    CircuitBreakerSettings, McpConnectionSettings, McpSettings, ServerConfig, ServersConfig,
-};
+use mcp_platform::config::{CircuitBreakerSettings, McpConnectionSettings, McpSettings, ServerConfig, ServersConfig};
 use mcp_platform::domain::ToolCall;
 use mcp_platform::mcp::{McpManager, ToolDefaults, ToolOutcome, ToolProgress, ToolProvider};
 use serde_json::Value;
@@ -33,10 +31,7 @@ pub fn bin(name: &str) -> PathBuf {
     });
     let exe = std::env::current_exe().expect("test exe path");
     // target/debug/deps/<test> -> target/debug/<name>
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
     dir.join(name)
 }
 
@@ -62,12 +57,7 @@ pub fn faulty(args: &[&str]) -> ServerConfig {
 }
 
 pub fn servers(entries: Vec<(&str, ServerConfig)>) -> ServersConfig {
-    ServersConfig {
-        servers: entries
-            .into_iter()
-            .map(|(name, config)| (name.to_owned(), config))
-            .collect(),
-    }
+    ServersConfig { servers: entries.into_iter().map(|(name, config)| (name.to_owned(), config)).collect() }
 }
 
 /// Fast reconnects so supervision tests run in seconds.
@@ -79,18 +69,12 @@ pub fn settings() -> McpSettings {
             initial_reconnect_delay: 0.2,
             max_reconnect_delay: 1.0,
         },
-        circuit_breaker: CircuitBreakerSettings {
-            failure_threshold: 5,
-            cooldown: 30.0,
-        },
+        circuit_breaker: CircuitBreakerSettings { failure_threshold: 5, cooldown: 30.0 },
     }
 }
 
 pub fn defaults() -> ToolDefaults {
-    ToolDefaults {
-        tool_timeout: Duration::from_secs(20),
-        max_tool_result_chars: 20_000,
-    }
+    ToolDefaults { tool_timeout: Duration::from_secs(20), max_tool_result_chars: 20_000 }
 }
 
 pub async fn start(servers: ServersConfig) -> std::sync::Arc<McpManager> {
@@ -99,31 +83,18 @@ pub async fn start(servers: ServersConfig) -> std::sync::Arc<McpManager> {
 
 pub async fn call(manager: &McpManager, name: &str, arguments: Value) -> ToolOutcome {
     let (progress, _) = mpsc::unbounded_channel::<ToolProgress>();
-    manager
-        .call_tool(
-            &tool_call(name, arguments),
-            progress,
-            CancellationToken::new(),
-        )
-        .await
+    manager.call_tool(&tool_call(name, arguments), progress, CancellationToken::new()).await
 }
 
 pub fn tool_call(name: &str, arguments: Value) -> ToolCall {
-    ToolCall {
-        id: format!("call-{name}"),
-        name: name.to_owned(),
-        arguments,
-    }
+    ToolCall { id: format!("call-{name}"), name: name.to_owned(), arguments }
 }
 
 /// Polls `condition` until it holds; panics with `what` after `within`.
 pub async fn wait_for(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -131,10 +102,9 @@ pub async fn wait_for(within: Duration, what: &str, mut condition: impl FnMut() 
 /// A live process, not a zombie waiting to be reaped.
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z"),
+        Ok(stat) => {
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z")
+        }
         Err(_) => false,
     }
 }

@@ -29,11 +29,7 @@ pub fn assistant(conversation: &str, request: &str, text: &str, model: &str) -> 
         kind: EventType::AssistantMessage,
         role: Some(Role::Assistant),
         model: Some(model.into()),
-        usage: Some(Usage {
-            prompt_tokens: 30,
-            completion_tokens: 12,
-            total_tokens: 42,
-        }),
+        usage: Some(Usage { prompt_tokens: 30, completion_tokens: 12, total_tokens: 42 }),
         token_count: 12,
         ..user(conversation, request, text)
     }
@@ -64,27 +60,16 @@ pub fn tool_turn(conversation: &str, request: &str, model: &str) -> Vec<NewEvent
 }
 
 pub fn file_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    std::fs::read_to_string(path).unwrap().lines().map(str::to_string).collect()
 }
 
 pub fn parsed_lines(path: &Path) -> Vec<ChatEvent> {
-    file_lines(path)
-        .iter()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    file_lines(path).iter().map(|line| serde_json::from_str(line).unwrap()).collect()
 }
 
 /// Runs `mcp-platform replay` with `args`.
 pub fn replay(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mcp-platform"))
-        .arg("replay")
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_mcp-platform")).arg("replay").args(args).output().unwrap()
 }
 
 pub fn text(bytes: &[u8]) -> String {
@@ -94,10 +79,5 @@ pub fn text(bytes: &[u8]) -> String {
 /// `replay --verify` on `path`, asserting it passes.
 pub fn assert_verifies(path: &Path) {
     let output = replay(&[path.to_str().unwrap(), "--verify"]);
-    assert!(
-        output.status.success(),
-        "replay --verify failed:\n{}{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
+    assert!(output.status.success(), "replay --verify failed:\n{}{}", text(&output.stdout), text(&output.stderr));
 }

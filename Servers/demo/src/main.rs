@@ -13,10 +13,9 @@ use rmcp::{
         wrapper::Parameters,
     },
     model::{
-        CallToolResult, ContentBlock, ListResourceTemplatesResult, ListResourcesResult,
-        PaginatedRequestParams, ProgressNotificationParam, PromptMessage,
-        ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, RequestMetaObject,
-        Resource, ResourceContents, ResourceTemplate, Role, ServerCapabilities, ServerConfig,
+        CallToolResult, ContentBlock, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
+        ProgressNotificationParam, PromptMessage, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+        RequestMetaObject, Resource, ResourceContents, ResourceTemplate, Role, ServerCapabilities, ServerConfig,
     },
     prompt, prompt_handler, prompt_router,
     service::RequestContext,
@@ -84,9 +83,7 @@ fn number_result(value: f64) -> CallToolResult {
     if value.is_finite() {
         CallToolResult::success(vec![ContentBlock::text(format_number(value))])
     } else {
-        CallToolResult::error(vec![ContentBlock::text(format!(
-            "the result is not a finite number ({value})"
-        ))])
+        CallToolResult::error(vec![ContentBlock::text(format!("the result is not a finite number ({value})"))])
     }
 }
 
@@ -116,18 +113,13 @@ impl Demo {
     #[tool(description = "Divide two numbers: a / b. Dividing by zero is an error.")]
     fn divide(&self, Parameters(TwoNumbers { a, b }): Parameters<TwoNumbers>) -> CallToolResult {
         if b == 0.0 {
-            return CallToolResult::error(vec![ContentBlock::text(
-                "division by zero: b must not be 0",
-            )]);
+            return CallToolResult::error(vec![ContentBlock::text("division by zero: b must not be 0")]);
         }
         number_result(a / b)
     }
 
     #[tool(description = "Raise base to the power exponent.")]
-    fn power(
-        &self,
-        Parameters(PowerArgs { base, exponent }): Parameters<PowerArgs>,
-    ) -> CallToolResult {
+    fn power(&self, Parameters(PowerArgs { base, exponent }): Parameters<PowerArgs>) -> CallToolResult {
         number_result(base.powf(exponent))
     }
 
@@ -179,14 +171,8 @@ impl Demo {
 #[prompt_router]
 impl Demo {
     #[prompt(description = "Ask for a short explanation of a topic.")]
-    async fn explain(
-        &self,
-        Parameters(ExplainArgs { topic }): Parameters<ExplainArgs>,
-    ) -> Vec<PromptMessage> {
-        vec![PromptMessage::new_text(
-            Role::User,
-            format!("Explain {topic} in three short sentences."),
-        )]
+    async fn explain(&self, Parameters(ExplainArgs { topic }): Parameters<ExplainArgs>) -> Vec<PromptMessage> {
+        vec![PromptMessage::new_text(Role::User, format!("Explain {topic} in three short sentences."))]
     }
 }
 
@@ -194,14 +180,8 @@ impl Demo {
 #[prompt_handler(router = self.prompt_router)]
 impl ServerHandler for Demo {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_prompts()
-                .enable_resources()
-                .build(),
-        )
-        .with_instructions("Arithmetic, echo and a slow counter for the mcp-platform demo.")
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_prompts().enable_resources().build())
+            .with_instructions("Arithmetic, echo and a slow counter for the mcp-platform demo.")
     }
 
     async fn list_resources(
@@ -210,9 +190,7 @@ impl ServerHandler for Demo {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         Ok(ListResourcesResult::with_all_items(vec![
-            Resource::new(ABOUT_URI, "about")
-                .with_description("What this server offers")
-                .with_mime_type("text/plain"),
+            Resource::new(ABOUT_URI, "about").with_description("What this server offers").with_mime_type("text/plain"),
         ]))
     }
 
@@ -242,10 +220,7 @@ impl ServerHandler for Demo {
         {
             format!("Hello, {name}!")
         } else {
-            return Err(McpError::resource_not_found(
-                format!("no resource {}", request.uri),
-                None,
-            ));
+            return Err(McpError::resource_not_found(format!("no resource {}", request.uri), None));
         };
         Ok(ReadResourceResult::new(vec![ResourceContents::text(text, request.uri)]).into())
     }
@@ -256,14 +231,9 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
-    let server = Demo {
-        tool_router: Demo::tool_router(),
-        prompt_router: Demo::prompt_router(),
-    };
+    let server = Demo { tool_router: Demo::tool_router(), prompt_router: Demo::prompt_router() };
     let service = server.serve(rmcp::transport::stdio_pipes()).await?;
     service.waiting().await?;
     Ok(())

@@ -22,16 +22,15 @@ use std::{
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler, ServiceExt,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, JsonObject,
-        ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, JsonObject, ListToolsResult,
+        PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
     },
     service::RequestContext,
 };
 use serde_json::{Value, json};
 
 /// A tool name beyond the 64 characters models accept, to exercise the registry's cutting.
-const LONG_TOOL_NAME: &str =
-    "report_every_single_detail_of_the_current_configuration_in_a_very_verbose_way";
+const LONG_TOOL_NAME: &str = "report_every_single_detail_of_the_current_configuration_in_a_very_verbose_way";
 
 #[derive(Clone)]
 struct Faulty {
@@ -72,42 +71,24 @@ impl Faulty {
             Tool::new(
                 "sum",
                 "Add two numbers.",
-                schema(
-                    json!({"a": {"type": "number"}, "b": {"type": "number"}}),
-                    &["a", "b"],
-                ),
+                schema(json!({"a": {"type": "number"}, "b": {"type": "number"}}), &["a", "b"]),
             ),
             Tool::new("crash", "Exit the server process at once.", no_arguments()),
-            Tool::new(
-                "hang",
-                "Never answer; record the cancellation.",
-                no_arguments(),
-            ),
+            Tool::new("hang", "Never answer; record the cancellation.", no_arguments()),
             Tool::new("fail", "Answer with a JSON-RPC error.", no_arguments()),
             Tool::new(
                 "garbage",
                 "Write non-JSON lines and one oversized line to stdout, then answer.",
-                schema(
-                    json!({"lines": {"type": "integer"}, "blob_mb": {"type": "integer"}}),
-                    &[],
-                ),
+                schema(json!({"lines": {"type": "integer"}, "blob_mb": {"type": "integer"}}), &[]),
             ),
             Tool::new(
                 "flood",
                 "Write many lines and one very long line to stderr, then answer.",
                 schema(json!({"lines": {"type": "integer"}}), &[]),
             ),
-            Tool::new(
-                "add_tool",
-                "Offer the tool `extra` from now on.",
-                no_arguments(),
-            ),
+            Tool::new("add_tool", "Offer the tool `extra` from now on.", no_arguments()),
             Tool::new(LONG_TOOL_NAME, "A tool with a long name.", no_arguments()),
-            Tool::new(
-                "dotted.name",
-                "A tool with a dot in its name.",
-                no_arguments(),
-            ),
+            Tool::new("dotted.name", "A tool with a dot in its name.", no_arguments()),
         ];
         if self.extra_tool.load(Ordering::SeqCst) {
             tools.push(Tool::new("extra", "Added at run time.", no_arguments()));
@@ -158,20 +139,12 @@ async fn flood_stderr(lines: u64) -> std::io::Result<()> {
 }
 
 fn integer_argument(arguments: &JsonObject, name: &str, default: u64) -> u64 {
-    arguments
-        .get(name)
-        .and_then(Value::as_u64)
-        .unwrap_or(default)
+    arguments.get(name).and_then(Value::as_u64).unwrap_or(default)
 }
 
 impl ServerHandler for Faulty {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
-            ServerCapabilities::builder()
-                .enable_tools()
-                .enable_tool_list_changed()
-                .build(),
-        )
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
     }
 
     async fn list_tools(
@@ -212,9 +185,7 @@ impl ServerHandler for Faulty {
                 Ok(text("garbage written"))
             }
             "flood" => {
-                flood_stderr(integer_argument(&arguments, "lines", 10_000))
-                    .await
-                    .map_err(io_error)?;
+                flood_stderr(integer_argument(&arguments, "lines", 10_000)).await.map_err(io_error)?;
                 Ok(text("flooded"))
             }
             "add_tool" => {
@@ -240,30 +211,20 @@ struct Options {
 }
 
 fn parse_options() -> anyhow::Result<Options> {
-    let mut options = Options {
-        exit_at_start: false,
-        grandchild_pidfile: None,
-        ignore_sigterm: false,
-        marker_dir: None,
-    };
+    let mut options =
+        Options { exit_at_start: false, grandchild_pidfile: None, ignore_sigterm: false, marker_dir: None };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--exit-at-start" => options.exit_at_start = true,
             "--ignore-sigterm" => options.ignore_sigterm = true,
             "--grandchild" => {
-                options.grandchild_pidfile = Some(
-                    args.next()
-                        .ok_or_else(|| anyhow::anyhow!("--grandchild needs a file"))?
-                        .into(),
-                )
+                options.grandchild_pidfile =
+                    Some(args.next().ok_or_else(|| anyhow::anyhow!("--grandchild needs a file"))?.into())
             }
             "--marker-dir" => {
-                options.marker_dir = Some(
-                    args.next()
-                        .ok_or_else(|| anyhow::anyhow!("--marker-dir needs a folder"))?
-                        .into(),
-                )
+                options.marker_dir =
+                    Some(args.next().ok_or_else(|| anyhow::anyhow!("--marker-dir needs a folder"))?.into())
             }
             other => anyhow::bail!("unknown flag {other}"),
         }
@@ -291,10 +252,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let server = Faulty {
-        marker_dir: options.marker_dir,
-        extra_tool: Arc::new(AtomicBool::new(false)),
-    };
+    let server = Faulty { marker_dir: options.marker_dir, extra_tool: Arc::new(AtomicBool::new(false)) };
     let service = server.serve(rmcp::transport::stdio_pipes()).await?;
     service.waiting().await?;
     if options.ignore_sigterm {
