@@ -245,3 +245,85 @@ async fn two_requests_on_one_socket_interleave_and_both_complete() {
     assert!(switches >= 2, "the two answers interleave: {order:?}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn cancel_during_a_tool_call_cancels_it_at_the_mcp_server() {
+    let marker_dir = tempfile::tempdir().expect("temp dir");
+    let marker = marker_dir.path().join("cancelled");
+    let slow = json!({"tool_calls": [{"name": "demo__slow_count", "arguments": {"n": 100, "delay_ms": 50}}]});
+    let app = TestApp::start(Options {
+        script: Some(json!([slow])),
+        demo_env: json!({"DEMO_CANCEL_MARKER": marker.display().to_string()}),
+        ..Options::default()
+    })
+    .await;
+    let mut client = app.client().await;
+    client.send(json!({"action": "chat", "request_id": "count", "payload": {"text": "count slowly"}})).await;
+    let mut messages = Vec::new();
+    while chunks(&messages, "progress").len() < 3 {
+        messages.push(client.recv().await);
+    }
+    client.send(json!({"action": "cancel", "request_id": "count"})).await;
+    messages.extend(client.collect("count", &mut Vec::new()).await);
+    assert_well_formed(&messages);
+    assert_eq!(messages.last().expect("terminal")["status"], "cancelled");
+    let progress: Vec<f64> =
+        chunks(&messages, "progress").iter().map(|data| data["progress"].as_f64().expect("progress")).collect();
+    assert!(progress.windows(2).all(|pair| pair[0] < pair[1]), "progress in order: {progress:?}");
+    assert!(chunks(&messages, "progress").iter().all(|data| data["total"] == 100.0));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !marker.exists() {
+        assert!(std::time::Instant::now() < deadline, "the demo server saw the cancellation");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let counted: u32 =
+        std::fs::read_to_string(&marker).expect("marker").trim_start_matches("cancelled at ").parse().expect("count");
+    assert!((3..100).contains(&counted), "stopped mid-way, at {counted}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_is_down_gives_a_notice_and_the_answer_goes_on() {
+    let ghost = json!({"ghost": {"command": "/nonexistent/mcp-server", "args": []}});
+    let app = TestApp::start(Options { extra_servers: ghost, ..Options::default() }).await;
+    let messages = app.client().await.chat("n-1", json!({"text": "what is 2+3"})).await;
+    assert_well_formed(&messages);
+    let notices = chunks(&messages, "notice");
+    assert_eq!(notices.len(), 1, "{messages:#?}");
+    assert!(notices[0].as_str().expect("text").contains("\"ghost\""), "{}", notices[0]);
+    assert_eq!(chunks(&messages, "tool_result")[0]["content"], "5", "the demo server still answers");
+    assert_eq!(messages.last().expect("terminal")["status"], "complete");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn prompts_and_resources_join_the_user_turn() {
+    let app = TestApp::start(Options::default()).await;
+    let mut client = app.client().await;
+    let payload = json!({"text": "please", "prompt": {"name": "demo__explain", "arguments": {"topic": "tides"}},
+                         "resources": ["demo://greeting/Ada"]});
+    let messages = client.chat("p-1", payload).await;
+    assert_eq!(messages.last().expect("terminal")["status"], "complete", "{messages:#?}");
+    let request = app.model_requests().pop().expect("the model was called");
+    let user = request["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .rev()
+        .find(|message| message["role"] == "user")
+        .cloned();
+    let user = user.expect("a user message")["content"].as_str().expect("text").to_owned();
+    assert!(user.contains("Hello, Ada!"), "{user}");
+    assert!(user.contains("Explain tides in three short sentences."), "{user}");
+    assert!(user.ends_with("please"), "{user}");
+    let logged = app.events().into_iter().find(|event| event["type"] == "user_message").expect("user message");
+    assert_eq!(logged["content"], user.as_str(), "the log holds what the model saw");
+
+    let unknown = client.chat("p-2", json!({"prompt": {"name": "demo__nope"}})).await;
+    assert_eq!(unknown.len(), 1);
+    assert_eq!(unknown[0]["error"]["code"], 400);
+    assert_eq!(unknown[0]["error"]["data"]["validation_errors"][0]["field"], "payload.prompt.name");
+    assert_alive(&mut client).await;
+    app.shutdown().await;
+}

@@ -75,7 +75,7 @@ fn mock_llm(dir: &Path, script: Option<Value>) -> Process {
 }
 
 fn serve(dir: &Path, mock: &Process, store: &Path, grace_seconds: f64) -> Process {
-    let servers = write_servers_config(dir, true);
+    let servers = write_servers_config(dir);
     let env = [
         ("MCP__LLM__ACTIVE", "mock".to_owned()),
         ("MCP__LLM__PROVIDERS__MOCK__BASE_URL", format!("http://{}/v1", mock.addr)),

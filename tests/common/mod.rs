@@ -29,6 +29,10 @@ pub struct Options {
     pub max_in_flight: usize,
     pub grace_seconds: f64,
     pub demo_server: bool,
+    /// Environment of the demo server.
+    pub demo_env: Value,
+    /// More `mcpServers` entries beside the demo server.
+    pub extra_servers: Value,
     pub store_path: Option<PathBuf>,
 }
 
@@ -41,6 +45,8 @@ impl Default for Options {
             max_in_flight: 8,
             grace_seconds: 5.0,
             demo_server: true,
+            demo_env: json!({}),
+            extra_servers: json!({}),
             store_path: None,
         }
     }
@@ -63,7 +69,12 @@ impl TestApp {
         let mock = MockLlm::start("127.0.0.1:0".parse().expect("addr"), script).await.expect("start mock-llm");
         let store_path = options.store_path.clone().unwrap_or_else(|| dir.path().join("events.jsonl"));
         let config_path = write_config(dir.path(), &mock.openai_base_url(), &store_path, &options);
-        let servers_path = write_servers_config(dir.path(), options.demo_server);
+        let mut servers = json!({"mcpServers": options.extra_servers});
+        if options.demo_server {
+            servers["mcpServers"]["demo"] = demo_server_entry(options.demo_env.clone());
+        }
+        let servers_path = dir.path().join("servers_config.json");
+        std::fs::write(&servers_path, servers.to_string()).expect("write servers config");
 
         let settings = mcp_platform::config::load_settings(Some(&config_path)).expect("test config loads");
         let servers =
@@ -145,12 +156,13 @@ pub fn write_config(dir: &Path, base_url: &str, store_path: &Path, options: &Opt
     path
 }
 
-pub fn write_servers_config(dir: &Path, demo_server: bool) -> PathBuf {
-    let servers = if demo_server {
-        json!({"mcpServers": {"demo": {"command": binary("demo-server").display().to_string(), "args": []}}})
-    } else {
-        json!({"mcpServers": {}})
-    };
+pub fn demo_server_entry(env: Value) -> Value {
+    json!({"command": binary("demo-server").display().to_string(), "args": [], "env": env})
+}
+
+/// A `servers_config.json` with just the demo server.
+pub fn write_servers_config(dir: &Path) -> PathBuf {
+    let servers = json!({"mcpServers": {"demo": demo_server_entry(json!({}))}});
     let path = dir.join("servers_config.json");
     std::fs::write(&path, servers.to_string()).expect("write servers config");
     path
