@@ -485,6 +485,9 @@ impl JsonlStore {
     ///
     /// With `fsync`, an append is acknowledged only after `fdatasync`; without, after `write`
     /// (durable against a process crash, not against a power loss).
+    ///
+    /// Opening reads the whole file, so async code calls it from `spawn_blocking` (or before
+    /// the runtime starts). Dropping the store waits for the queued appends to be written.
     pub fn open(
         path: impl AsRef<Path>,
         fsync: bool,
