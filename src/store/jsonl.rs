@@ -120,6 +120,8 @@ struct Job {
 struct LineRef {
     offset: u64,
     len: u32,
+    /// 1-based line number, for error messages.
+    number: u32,
 }
 
 #[derive(Debug, Default)]
@@ -279,6 +281,7 @@ fn catch_up(path: &Path, file: &File, index: &mut Index) -> Result<Tail, StoreEr
                 LineRef {
                     offset,
                     len: line.len() as u32,
+                    number: (index.lines + 1) as u32,
                 },
             ),
             Err(error) => {
@@ -430,8 +433,12 @@ impl Shared {
                     .map_err(|error| io_error(&self.path, error))?;
                 serde_json::from_slice(&buffer).map_err(|error| StoreError::Corrupt {
                     path: self.path.display().to_string(),
-                    line: 0,
-                    message: format!("the line at byte {} does not parse: {error}", line.offset),
+                    line: u64::from(line.number),
+                    message: format!(
+                        "not a valid event: {error}. Run `mcp-platform replay {} --verify` to \
+                         inspect the file",
+                        self.path.display()
+                    ),
                 })
             })
             .collect()
@@ -629,6 +636,7 @@ fn commit_group(shared: &Shared, writer: &File, fsync: bool, group: Vec<Job>) {
                 let at = LineRef {
                     offset,
                     len: len as u32,
+                    number: (index.lines + 1) as u32,
                 };
                 index.add(&LineHead::of(event), at);
                 offset += len as u64 + 1;
