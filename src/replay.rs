@@ -26,7 +26,8 @@ const PROGRESS_MIN_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// The events file (it may be one a running server is appending to).
+    /// The events file. It may be one a running server is appending to: replay reads up to
+    /// the last complete line and mentions a partial one.
     pub file: PathBuf,
     /// Only this conversation.
     #[arg(long, value_name = "ID")]

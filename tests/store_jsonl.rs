@@ -292,3 +292,21 @@ async fn event_kinds_round_trip() {
     assert!(file_lines(&path)[1].contains(r#""type":"system_update""#));
     assert_verifies(&path);
 }
+
+#[tokio::test]
+async fn a_tampered_line_fails_its_read_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let (store, _) = JsonlStore::open(&path, false).unwrap();
+    store.append(vec![user("a", "r-1", "hi"), user("b", "r-2", "ho")]).await.unwrap();
+    drop(store);
+    let mut lines = file_lines(&path);
+    lines[1] = lines[1].replace(r#""token_count":3"#, r#""token_count":"three""#);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+
+    let (store, report) = JsonlStore::open(&path, false).unwrap();
+    assert_eq!(report.events, 2);
+    assert_eq!(store.conversation("a").await.unwrap().len(), 1);
+    let message = store.conversation("b").await.unwrap_err().to_string();
+    assert!(message.contains("events.jsonl: line 2: not a valid event"), "{message}");
+}

@@ -120,6 +120,8 @@ struct Job {
 struct LineRef {
     offset: u64,
     len: u32,
+    /// 1-based line number, for error messages.
+    number: u32,
 }
 
 #[derive(Debug, Default)]
@@ -264,7 +266,7 @@ fn catch_up(path: &Path, file: &File, index: &mut Index) -> Result<Tail, StoreEr
             return Err(corrupt(*line_number, reason));
         }
         match serde_json::from_slice::<LineHead>(line) {
-            Ok(head) => index.add(&head, LineRef { offset, len: line.len() as u32 }),
+            Ok(head) => index.add(&head, LineRef { offset, len: line.len() as u32, number: (index.lines + 1) as u32 }),
             Err(error) => unparseable = Some((index.lines + 1, format!("not a valid event line: {error}"))),
         }
         Ok(())
@@ -378,8 +380,12 @@ impl Shared {
                 self.reader.read_exact_at(&mut buffer, line.offset).map_err(|error| io_error(&self.path, error))?;
                 serde_json::from_slice(&buffer).map_err(|error| StoreError::Corrupt {
                     path: self.path.display().to_string(),
-                    line: 0,
-                    message: format!("the line at byte {} does not parse: {error}", line.offset),
+                    line: u64::from(line.number),
+                    message: format!(
+                        "not a valid event: {error}. Run `mcp-platform replay {} --verify` to \
+                         inspect the file",
+                        self.path.display()
+                    ),
                 })
             })
             .collect()
@@ -428,6 +434,9 @@ impl JsonlStore {
     ///
     /// With `fsync`, an append is acknowledged only after `fdatasync`; without, after `write`
     /// (durable against a process crash, not against a power loss).
+    ///
+    /// Opening reads the whole file, so async code calls it from `spawn_blocking` (or before
+    /// the runtime starts). Dropping the store waits for the queued appends to be written.
     pub fn open(path: impl AsRef<Path>, fsync: bool) -> Result<(JsonlStore, OpenReport), StoreError> {
         let path = path.as_ref().to_path_buf();
         let writer = OpenOptions::new()
@@ -545,7 +554,7 @@ fn commit_group(shared: &Shared, writer: &File, fsync: bool, group: Vec<Job>) {
             accepted += 1;
             for event in events {
                 let len = line_len(&lines, offset - start);
-                let at = LineRef { offset, len: len as u32 };
+                let at = LineRef { offset, len: len as u32, number: (index.lines + 1) as u32 };
                 index.add(&LineHead::of(event), at);
                 offset += len as u64 + 1;
             }
