@@ -170,7 +170,7 @@ mod tests {
     fn oldest_units_go_first_and_recent_ones_stay_even_over_budget() {
         let counter = TokenCounter::for_model("gpt-4o");
         let history = [user("old", 500), answer("older answer", 500), user("recent", 500), answer("last", 500)];
-        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(1200, 1));
+        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(800, 1));
         assert_eq!(contents(&built), ["sys", "last", "new"], "only what fits, newest first");
         let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(10, 2));
         assert_eq!(contents(&built), ["sys", "recent", "last", "new"], "preserve_recent wins over the budget");

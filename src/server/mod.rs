@@ -29,7 +29,7 @@ use crate::config::Settings;
 /// A frame this many times `websocket.max_message_bytes` is not even read: the socket is
 /// closed with 1009. Frames between the two limits get a 413 error and the socket stays.
 const HARD_LIMIT_FACTOR: usize = 16;
-/// How long closing sockets may take once the turns are done.
+/// How long closing sockets may take once their last messages are out.
 const SOCKET_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, clap::Args)]
@@ -108,9 +108,10 @@ impl RunningServer {
         self.state.ready.store(false, Ordering::SeqCst);
         tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down: draining running turns");
         self.state.chat.drain(grace).await;
-        // Let followers deliver the last messages of the drained turns before the sockets close.
+        // Let followers deliver the last messages of the drained turns before the sockets close;
+        // a client that does not read is cut off by the writer's own slow-client timeout.
         self.state.forwarders.close();
-        let _ = tokio::time::timeout(SOCKET_CLOSE_TIMEOUT, self.state.forwarders.wait()).await;
+        let _ = tokio::time::timeout(ws::SLOW_CLIENT_TIMEOUT, self.state.forwarders.wait()).await;
         self.state.shutdown.cancel();
         self.state.connections.close();
         let _ = tokio::time::timeout(SOCKET_CLOSE_TIMEOUT, self.state.connections.wait()).await;
@@ -134,7 +135,11 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/resources", get(http::resources))
         .route("/api/conversations", get(http::conversations))
         .route("/api/conversations/{id}", get(http::conversation))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // A 503 while draining is expected, not a failure worth an error line.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .with_state(state)
 }
 

@@ -21,7 +21,7 @@ use crate::protocol::{self, ClientMessage, ErrorBody, ServerMessage};
 /// Frames queued for one socket before its client counts as not reading.
 const SEND_QUEUE_FRAMES: usize = 256;
 /// How long a full queue may stay full before the client is disconnected.
-const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a close frame may take to go out.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
