@@ -135,7 +135,18 @@ fn anthropic_body(case: &str) -> String {
 async fn serve() -> String {
     let sse = |text: String| ([(header::CONTENT_TYPE, "text/event-stream")], text).into_response();
     let app = axum::Router::new()
-        .route("/{case}/chat/completions", post(move |Path(case): Path<String>| async move { sse(body(&case)) }))
+        .route(
+            "/{case}/chat/completions",
+            post(move |Path(case): Path<String>| async move {
+                if case == "json" {
+                    // A server that ignores `stream: true`.
+                    return axum::Json(json!({"choices": [{"index": 0, "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "All at once."}}]}))
+                    .into_response();
+                }
+                sse(body(&case))
+            }),
+        )
         .route("/{case}/v1/messages", post(move |Path(case): Path<String>| async move { sse(anthropic_body(&case)) }));
     let listener = tokio::net::TcpListener::bind(local()).await.expect("bind");
     let address = listener.local_addr().expect("address");
@@ -227,4 +238,12 @@ async fn an_anthropic_error_event_ends_the_call_with_its_message() {
     let outcome = run(&serve().await, "anthropic-overloaded").await;
     assert_eq!(outcome.error_code, Some(502));
     assert!(outcome.error.unwrap_or_default().contains("Overloaded"));
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_streaming_is_read_as_a_whole_answer() {
+    let outcome = run(&serve().await, "json").await;
+    assert_eq!(outcome.error, None);
+    assert_eq!(outcome.texts, ["All at once."]);
+    assert_eq!(outcome.finish, Some(FinishReason::Stop));
 }

@@ -283,6 +283,10 @@ pub struct AnthropicStreamDecoder {
 
 impl StreamDecoder for AnthropicStreamDecoder {
     fn event(&mut self, _event: &str, data: &str, out: &mut Vec<LlmEvent>) -> Result<Flow, WireError> {
+        // Empty events carry nothing; some proxies send them to keep the connection open.
+        if data.trim().is_empty() {
+            return Ok(Flow::More);
+        }
         let event: StreamEvent = serde_json::from_str(data)
             .map_err(|error| WireError::fatal(format!("unreadable event in the answer stream ({error}): {data}")))?;
         match event {

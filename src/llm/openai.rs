@@ -5,6 +5,21 @@
 //! Streamed answers are read leniently, because the compatible servers differ in detail: every
 //! field of a chunk may be missing or null, tool-call deltas may lack `index` or `id` or carry
 //! a whole call at once, and usage may be null, empty, or (Groq) under `x_groq`.
+//!
+//! `base_url` of the common servers (the provider appends `/chat/completions`):
+//!
+//! | server | `base_url` | `api_key` |
+//! |---|---|---|
+//! | OpenAI | `https://api.openai.com/v1` | required |
+//! | Groq | `https://api.groq.com/openai/v1` | required |
+//! | OpenRouter | `https://openrouter.ai/api/v1` | required |
+//! | Ollama | `http://localhost:11434/v1` | `""` (no `Authorization` is sent) |
+//! | vLLM | `http://localhost:8000/v1` | `""`, or its `--api-key` |
+//! | llama.cpp `llama-server` | `http://localhost:8080/v1` | `""`, or its `--api-key` |
+//! | `mcp-platform mock-llm` | `http://127.0.0.1:PORT/v1` | `""` |
+//!
+//! `max_tokens` is sent as such; OpenAI's reasoning models (o-series, gpt-5), which want
+//! `max_completion_tokens` and no `temperature`, are not supported by this request shape.
 
 use std::sync::Arc;
 
@@ -273,6 +288,10 @@ impl OpenAiStreamDecoder {
 
 impl StreamDecoder for OpenAiStreamDecoder {
     fn event(&mut self, _event: &str, data: &str, out: &mut Vec<LlmEvent>) -> Result<Flow, WireError> {
+        // Empty events carry nothing; some proxies send them to keep the connection open.
+        if data.trim().is_empty() {
+            return Ok(Flow::More);
+        }
         if data.trim() == "[DONE]" {
             self.complete = true;
             return Ok(Flow::Done);

@@ -1,11 +1,5 @@
 //! One model call over HTTP: sending, retrying, timing out, and handing the body to a decoder.
-//!
-//! Retries (429, 5xx, connection failures) happen only while the call has yielded nothing, so
-//! no text the client has seen is ever sent twice. `llm.request_timeout` bounds each attempt:
-//! a non-streaming attempt must deliver its whole answer within it; a streaming attempt must
-//! deliver its response headers within it and then never fall silent for longer, so a long
-//! answer that keeps streaming is not cut off. A timeout is not retried (waiting as long again
-//! would rarely help and would double the user's wait); it ends the call as a 504.
+//! The rules for retries and timeouts are documented on [`RetryPolicy`].
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -22,6 +16,13 @@ use super::sse::{self, DecodeFailure, StreamDecoder, WireError};
 use super::{LlmError, LlmEvent, LlmStream};
 
 /// How hard a provider is tried: `llm.max_retries` and `llm.request_timeout`.
+///
+/// 429, 5xx, connection failures and streams cut short are retried with exponential backoff
+/// and jitter (or after the provider's `Retry-After`, up to 60 s), but only while the call has
+/// yielded nothing. `request_timeout` bounds each attempt: a non-streaming attempt must deliver
+/// its whole answer within it; a streaming attempt its response headers, and then no silence
+/// between two reads may last longer, so a long answer that keeps streaming is not cut off.
+/// A timeout is not retried and ends the call as [`LlmError::Timeout`] (504).
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub max_retries: u32,
@@ -207,7 +208,13 @@ impl<D: StreamDecoder + 'static> Call<D> {
         if !status.is_success() {
             return Err(status_failure(&endpoint, status, response, deadline).await);
         }
-        if self.streaming {
+        // A server that ignores `stream: true` answers with one JSON body: read it as such.
+        let json_answer = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("application/json"));
+        if self.streaming && !json_answer {
             let bytes = silence_limited(response.bytes_stream(), limit);
             let events = sse::decode(bytes, (self.wire.stream_decoder)());
             self.body_events = Some(Box::pin(events));
@@ -275,10 +282,17 @@ impl<D: StreamDecoder + 'static> Call<D> {
             1 => " (after 1 retry)".to_owned(),
             n => format!(" (after {n} retries)"),
         };
-        let partial =
-            if self.yielded_any { "; the partial answer was not retried, so that no text is repeated" } else { "" };
+        let why_not_retried = match failure.retry {
+            _ if self.yielded_any => "; the partial answer was not retried, so that no text is repeated".to_owned(),
+            Retry::After(delay) if delay > MAX_RETRY_AFTER => format!(
+                "; it asks to retry after {} s, longer than the {} s mcp-platform waits",
+                delay.as_secs(),
+                MAX_RETRY_AFTER.as_secs()
+            ),
+            _ => String::new(),
+        };
         match failure.error {
-            LlmError::Provider(message) => LlmError::Provider(format!("{message}{retried}{partial}")),
+            LlmError::Provider(message) => LlmError::Provider(format!("{message}{retried}{why_not_retried}")),
             timeout @ LlmError::Timeout(_) => timeout,
         }
     }
