@@ -9,7 +9,7 @@ use mcp_platform::config::{CircuitBreakerSettings, McpConnectionSettings, McpSet
 use mcp_platform::domain::ToolCall;
 use mcp_platform::mcp::{McpManager, ToolDefaults, ToolProvider};
 use rmcp::ServiceExt;
-use rmcp::model::CallToolRequestParams;
+use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion};
 use rmcp::transport::TokioChildProcess;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -35,6 +35,26 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn micros(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e6
+}
+
+async fn time_ours(manager: &McpManager, call: &ToolCall) -> Duration {
+    let (progress, _) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let outcome = manager.call_tool(call, progress, CancellationToken::new()).await;
+    let took = started.elapsed();
+    assert!(outcome.ok && outcome.content == "5", "{}", outcome.content);
+    took
+}
+
+async fn time_bare(
+    bare: &rmcp::service::RunningService<rmcp::RoleClient, ClientConfig>,
+    arguments: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let result = bare.call_tool(CallToolRequestParams::new("sum").with_arguments(arguments.clone())).await?;
+    let took = started.elapsed();
+    assert_eq!(result.is_error, Some(false));
+    Ok(took)
 }
 
 #[tokio::main]
@@ -67,23 +87,23 @@ async fn main() -> anyhow::Result<()> {
     };
     let defaults = ToolDefaults { tool_timeout: Duration::from_secs(30), max_tool_result_chars: 20_000 };
     let manager = McpManager::start(&servers, &settings, defaults).await;
-    let bare = ().serve(TokioChildProcess::new(tokio::process::Command::new(&binary))?).await?;
+    // The same protocol revision our layer negotiates, so only the layers differ.
+    let bare_client = ClientConfig::default().with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE);
+    let bare = bare_client.serve(TokioChildProcess::new(tokio::process::Command::new(&binary))?).await?;
 
     let call = ToolCall { id: "bench".into(), name: "demo__sum".into(), arguments: json!({"a": 2, "b": 3}) };
     let arguments = json!({"a": 2, "b": 3}).as_object().cloned().unwrap_or_default();
     let mut ours = Vec::with_capacity(ROUNDS);
     let mut theirs = Vec::with_capacity(ROUNDS);
     for round in 0..WARMUP + ROUNDS {
-        let (progress, _) = mpsc::unbounded_channel();
-        let started = Instant::now();
-        let outcome = manager.call_tool(&call, progress, CancellationToken::new()).await;
-        let ours_took = started.elapsed();
-        assert!(outcome.ok && outcome.content == "5", "{}", outcome.content);
-
-        let started = Instant::now();
-        let result = bare.call_tool(CallToolRequestParams::new("sum").with_arguments(arguments.clone())).await?;
-        let theirs_took = started.elapsed();
-        assert_eq!(result.is_error, Some(false));
+        // Alternate which goes first, so neither always runs on a warmer cache.
+        let (ours_took, theirs_took) = if round % 2 == 0 {
+            let ours_took = time_ours(&manager, &call).await;
+            (ours_took, time_bare(&bare, &arguments).await?)
+        } else {
+            let theirs_took = time_bare(&bare, &arguments).await?;
+            (time_ours(&manager, &call).await, theirs_took)
+        };
         if round >= WARMUP {
             ours.push(ours_took);
             theirs.push(theirs_took);

@@ -59,7 +59,7 @@ async fn division_by_zero_is_an_error_result_and_the_server_lives_on() {
     assert!(outcome.content.contains("division by zero"), "{}", outcome.content);
     let after = call(&manager, "demo__sum", json!({"a": 1, "b": 1})).await;
     assert_eq!((after.ok, after.content.as_str()), (true, "2"));
-    assert_eq!(manager.servers()[0].restarts, 0);
+    assert_eq!(manager.servers_view()[0].restarts, 0);
     manager.shutdown().await;
 }
 
@@ -169,7 +169,7 @@ async fn prompts_and_resources_are_listed_and_served() {
     let unknown = manager.get_prompt("demo__nothing", Map::new()).await.unwrap_err();
     assert!(unknown.0.contains("unknown prompt"), "{}", unknown.0);
 
-    let json = serde_json::to_value(manager.servers()).unwrap();
+    let json = serde_json::to_value(manager.servers_view()).unwrap();
     assert_eq!(json[0]["state"], "connected");
     assert_eq!(json[0]["circuit"], "closed");
     manager.shutdown().await;

@@ -47,6 +47,6 @@ async fn garbage_on_stdout_and_a_stderr_flood_neither_hang_nor_grow_memory() {
     assert!(grown < 40 * MIB, "memory grew by {} MiB", grown / MIB);
     let after = call(&manager, "faulty__sum", json!({"a": 1, "b": 2})).await;
     assert_eq!((after.ok, after.content.as_str()), (true, "faulty sum 3"));
-    assert_eq!(manager.servers()[0].restarts, 0, "the server was never restarted");
+    assert_eq!(manager.servers_view()[0].restarts, 0, "the server was never restarted");
     manager.shutdown().await;
 }

@@ -165,7 +165,7 @@ async fn same_tool_names_and_long_names_stay_distinct_and_callable() {
         assert!(name.len() <= MAX_NAME_LEN, "{name}");
         assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{name}");
     }
-    let sums: Vec<_> = manager.tool_list().into_iter().filter(|tool| tool.item.original_name == "sum").collect();
+    let sums: Vec<_> = manager.tools_view().into_iter().filter(|tool| tool.item.original_name == "sum").collect();
     assert_eq!(sums.len(), 4);
     for sum in &sums {
         let outcome = call(&manager, &sum.item.name, json!({"a": 2, "b": 3})).await;
@@ -177,7 +177,7 @@ async fn same_tool_names_and_long_names_stay_distinct_and_callable() {
         ("report_every_single_detail_of_the_current_configuration_in_a_very_verbose_way", "long"),
         ("dotted.name", "dotted"),
     ] {
-        let tool = manager.tool_list().into_iter().find(|tool| tool.item.original_name == original).unwrap();
+        let tool = manager.tools_view().into_iter().find(|tool| tool.item.original_name == original).unwrap();
         let outcome = call(&manager, &tool.item.name, json!({})).await;
         assert_eq!((outcome.ok, outcome.content.as_str()), (true, answer));
     }
@@ -213,8 +213,11 @@ async fn shutdown_leaves_no_process_behind() {
         defaults(),
     )
     .await;
-    let mut pids: Vec<u32> =
-        [&manager, &stubborn].iter().flat_map(|m| m.servers()).map(|server| server.pid.expect("running")).collect();
+    let mut pids: Vec<u32> = [&manager, &stubborn]
+        .iter()
+        .flat_map(|m| m.servers_view())
+        .map(|server| server.pid.expect("running"))
+        .collect();
     for file in [&pidfile, &stubborn_pidfile] {
         pids.push(std::fs::read_to_string(file).unwrap().trim().parse().unwrap());
     }

@@ -9,10 +9,10 @@ use super::{McpManager, ServerSnapshot, ServerState, ToolDefaults};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// config.yaml to use (default: $MCP_CONFIG_PATH, else ./config.yaml).
+    /// The settings file [default: $MCP_CONFIG_PATH, else config.yaml]
     #[arg(long)]
     config: Option<PathBuf>,
-    /// servers_config.json to use (default: $MCP_SERVERS_CONFIG_PATH, else ./servers_config.json).
+    /// The MCP servers file [default: $MCP_SERVERS_CONFIG_PATH, else servers_config.json]
     #[arg(long)]
     servers: Option<PathBuf>,
     /// Print the servers as JSON instead of a table.
@@ -26,7 +26,7 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let servers = crate::config::load_servers_config(args.servers.as_deref()).map_err(invalid)?;
     let defaults = ToolDefaults::from_chat(&settings.chat.service);
     let manager = McpManager::start(&servers, &settings.mcp, defaults).await;
-    let snapshots = manager.servers();
+    let snapshots = manager.servers_view();
     manager.shutdown().await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&snapshots)?);

@@ -1,7 +1,7 @@
 //! [`McpManager`]: every enabled MCP server, started, supervised, restarted, and offered to
 //! the chat service as one [`ToolProvider`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -133,6 +133,24 @@ pub struct Offered<T> {
     pub server: String,
     #[serde(flatten)]
     pub item: T,
+}
+
+/// A listed resource or a resource template: the first has `uri`, the second `uri_template`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ResourceListing {
+    Resource(ResourceView),
+    Template(ResourceTemplateView),
+}
+
+fn offered<T>(servers: Vec<ServerSnapshot>, items: impl Fn(ServerSnapshot) -> Vec<T>) -> Vec<Offered<T>> {
+    servers
+        .into_iter()
+        .flat_map(|server| {
+            let name = server.name.clone();
+            items(server).into_iter().map(move |item| Offered { server: name.clone(), item })
+        })
+        .collect()
 }
 
 struct Status {
@@ -913,55 +931,38 @@ impl McpManager {
         Arc::new(Self { inner, supervisors: Mutex::new(supervisors) })
     }
 
-    /// Every enabled server: state, circuit, last error, and what it offers.
-    pub fn servers(&self) -> Vec<ServerSnapshot> {
+    /// Every enabled server: state, circuit, last error, and what it offers (`/api/servers`).
+    pub fn servers_view(&self) -> Vec<ServerSnapshot> {
         let registry = self.inner.registry();
         self.inner.servers.iter().map(|server| server.snapshot(&registry.names)).collect()
     }
 
     pub fn server(&self, name: &str) -> Option<ServerSnapshot> {
-        self.servers().into_iter().find(|server| server.name == name)
+        self.servers_view().into_iter().find(|server| server.name == name)
     }
 
-    /// Tools of every server (connected or not), for `/api/tools`.
-    pub fn tool_list(&self) -> Vec<Offered<ToolView>> {
-        self.servers()
-            .into_iter()
-            .flat_map(|server| {
-                let name = server.name;
-                server.tools.into_iter().map(move |item| Offered { server: name.clone(), item })
-            })
-            .collect()
+    /// Each server's state by name, for `/readyz`.
+    pub fn server_states(&self) -> BTreeMap<String, ServerState> {
+        self.inner.servers.iter().map(|server| (server.name.clone(), server.state())).collect()
     }
 
-    pub fn prompt_list(&self) -> Vec<Offered<PromptView>> {
-        self.servers()
-            .into_iter()
-            .flat_map(|server| {
-                let name = server.name;
-                server.prompts.into_iter().map(move |item| Offered { server: name.clone(), item })
-            })
-            .collect()
+    /// Tools of every server, offered right now or not (`/api/tools`).
+    pub fn tools_view(&self) -> Vec<Offered<ToolView>> {
+        offered(self.servers_view(), |server| server.tools)
     }
 
-    pub fn resource_list(&self) -> Vec<Offered<ResourceView>> {
-        self.servers()
-            .into_iter()
-            .flat_map(|server| {
-                let name = server.name;
-                server.resources.into_iter().map(move |item| Offered { server: name.clone(), item })
-            })
-            .collect()
+    /// `/api/prompts`.
+    pub fn prompts_view(&self) -> Vec<Offered<PromptView>> {
+        offered(self.servers_view(), |server| server.prompts)
     }
 
-    pub fn resource_template_list(&self) -> Vec<Offered<ResourceTemplateView>> {
-        self.servers()
-            .into_iter()
-            .flat_map(|server| {
-                let name = server.name;
-                server.resource_templates.into_iter().map(move |item| Offered { server: name.clone(), item })
-            })
-            .collect()
+    /// Resources, then resource templates (`/api/resources`).
+    pub fn resources_view(&self) -> Vec<Offered<ResourceListing>> {
+        offered(self.servers_view(), |server| {
+            let resources = server.resources.into_iter().map(ResourceListing::Resource);
+            let templates = server.resource_templates.into_iter().map(ResourceListing::Template);
+            resources.chain(templates).collect()
+        })
     }
 
     /// Stops every server: closes its stdin, waits, SIGTERMs its process group, SIGKILLs it

@@ -77,7 +77,7 @@ mod process;
 
 pub use breaker::CircuitState;
 pub use manager::{
-    McpManager, Offered, PromptArgumentView, PromptView, ResourceTemplateView, ResourceView, ServerSnapshot,
-    ServerState, ToolDefaults, ToolView,
+    McpManager, Offered, PromptArgumentView, PromptView, ResourceListing, ResourceTemplateView, ResourceView,
+    ServerSnapshot, ServerState, ToolDefaults, ToolView,
 };
 pub use names::MAX_NAME_LEN;

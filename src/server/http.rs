@@ -21,27 +21,25 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let body = json!({
         "status": if state.is_ready() { "ready" } else { "draining" },
         "llm_provider": state.settings.llm.active,
-        "mcp_servers": state.mcp.servers().iter().map(|server| json!({
-            "name": server.name, "state": server.state, "last_error": server.last_error,
-        })).collect::<Vec<_>>(),
+        "mcp_servers": state.mcp.server_states(),
     });
     (status, Json(body)).into_response()
 }
 
 pub async fn servers(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({ "servers": state.mcp.servers() }))
+    Json(json!({ "servers": state.mcp.servers_view() }))
 }
 
 pub async fn tools(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({ "tools": state.mcp.tool_list() }))
+    Json(json!({ "tools": state.mcp.tools_view() }))
 }
 
 pub async fn prompts(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({ "prompts": state.mcp.prompt_list() }))
+    Json(json!({ "prompts": state.mcp.prompts_view() }))
 }
 
 pub async fn resources(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({ "resources": state.mcp.resource_list(), "resource_templates": state.mcp.resource_template_list() }))
+    Json(json!({ "resources": state.mcp.resources_view() }))
 }
 
 pub async fn conversations(State(state): State<Arc<AppState>>) -> Response {
