@@ -327,3 +327,37 @@ async fn prompts_and_resources_join_the_user_turn() {
     assert_alive(&mut client).await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn http_endpoints_show_health_servers_tools_and_conversations() {
+    let app = TestApp::start(Options::default()).await;
+    let get = |path: &str| {
+        let url = format!("http://{}{path}", app.addr);
+        async move {
+            let response = reqwest::get(url).await.expect("GET");
+            (response.status().as_u16(), response.json::<Value>().await.expect("JSON body"))
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    let (status, ready) = get("/readyz").await;
+    assert_eq!(status, 200);
+    assert_eq!(ready["mcp_servers"]["demo"], "connected", "{ready}");
+    let (_, servers) = get("/api/servers").await;
+    assert_eq!(servers["servers"][0]["name"], "demo");
+    let (_, tools) = get("/api/tools").await;
+    let names: Vec<&str> =
+        tools["tools"].as_array().expect("tools").iter().filter_map(|tool| tool["name"].as_str()).collect();
+    assert!(names.contains(&"demo__sum") && names.contains(&"demo__slow_count"), "{names:?}");
+    let (_, prompts) = get("/api/prompts").await;
+    assert!(prompts.to_string().contains("explain"), "{prompts}");
+    let (_, resources) = get("/api/resources").await;
+    assert!(resources.to_string().contains("demo://about"), "{resources}");
+
+    let messages = app.client().await.chat("h-1", json!({"text": "what is 2+3"})).await;
+    let conversation_id = messages[0]["conversation_id"].as_str().expect("conversation").to_owned();
+    let (status, conversation) = get(&format!("/api/conversations/{conversation_id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(conversation["events"].as_array().expect("events").len(), 4);
+    assert_eq!(get("/api/conversations/unknown").await.0, 404);
+    app.shutdown().await;
+}
