@@ -6,11 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "mcp-platform",
-    version,
-    about = "WebSocket chat server driving an LLM tool loop against MCP servers"
-)]
+#[command(name = "mcp-platform", version, about = "WebSocket chat server driving an LLM tool loop against MCP servers")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -28,6 +24,8 @@ enum Command {
     Chat(crate::client::ChatArgs),
     /// A scripted, OpenAI- and Anthropic-compatible stand-in model for tests and the offline demo.
     MockLlm(crate::mock_llm::MockLlmArgs),
+    /// Load-test a release server over WebSockets (starts its own mock-llm and server).
+    Bench(crate::bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -46,6 +44,7 @@ pub fn main() -> ExitCode {
             Command::Replay(args) => crate::replay::run(args).await,
             Command::Chat(args) => crate::client::run(args).await,
             Command::MockLlm(args) => crate::mock_llm::run(args).await,
+            Command::Bench(args) => crate::bench::run(args).await,
         }
     });
     match result {

@@ -1,12 +1,19 @@
 //! Typed settings: `config.yaml` (SPEC §4) and `servers_config.json` (SPEC §5).
 //!
 //! Loading and validation live here so that every other module receives settings that are
-//! already known to be complete and in range.
+//! already known to be complete and in range: [`load_settings`] and [`load_servers_config`]
+//! check each file against a declarative description of its layout (`schema`) and report
+//! every problem at once in a [`ConfigError`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+mod load;
+mod schema;
+
+pub use load::{ConfigError, load_servers_config, load_settings};
 
 /// Everything `config.yaml` holds, after `MCP__SECTION__KEY` overrides and `env:` secrets.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,6 +26,16 @@ pub struct Settings {
     pub mcp: McpSettings,
     pub logging: LoggingSettings,
     pub shutdown: ShutdownSettings,
+}
+
+impl Settings {
+    /// The provider `llm.active` names, the only one the server talks to.
+    ///
+    /// # Panics
+    /// If `llm.active` is not a key of `llm.providers`, which [`load_settings`] rules out.
+    pub fn active_provider(&self) -> &ProviderSettings {
+        &self.llm.providers[&self.llm.active]
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,26 +168,56 @@ pub struct ShutdownSettings {
 }
 
 /// `servers_config.json`: the MCP servers to run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServersConfig {
     /// By server name, in name order so start-up and listings are deterministic.
+    #[serde(rename = "mcpServers")]
     pub servers: BTreeMap<String, ServerConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    #[serde(default = "enabled_unless_said_otherwise")]
     pub enabled: bool,
     pub command: String,
+    #[serde(default)]
     pub args: Vec<String>,
     /// Absolute: a relative `cwd` is resolved against the folder of `servers_config.json`.
+    #[serde(default)]
     pub cwd: Option<PathBuf>,
     /// Added over the inherited environment, `${VAR}` already substituted.
+    #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// `None`: every tool the server offers.
+    #[serde(default)]
     pub allowed_tools: Option<Vec<String>>,
+    #[serde(default)]
     pub excluded_tools: Vec<String>,
     /// Seconds; `None` falls back to `chat.service.tool_timeout`.
+    #[serde(default)]
     pub tool_timeout: Option<f64>,
+}
+
+fn enabled_unless_said_otherwise() -> bool {
+    true
+}
+
+/// Shows `env` names only: their values often carry tokens (`"TOKEN": "${DEMO_TOKEN}"`).
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("enabled", &self.enabled)
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("cwd", &self.cwd)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("allowed_tools", &self.allowed_tools)
+            .field("excluded_tools", &self.excluded_tools)
+            .field("tool_timeout", &self.tool_timeout)
+            .finish()
+    }
 }
 
 /// A secret (an API key): never printed by `Debug`, so never in logs.
@@ -194,100 +241,4 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
     }
-}
-
-/// `path`, else the environment variable, else the default file name.
-fn chosen_path(path: Option<&std::path::Path>, variable: &str, default: &str) -> PathBuf {
-    path.map(PathBuf::from)
-        .or_else(|| std::env::var_os(variable).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(default))
-}
-
-// lead: replace with the validating loader (same signature as main's load_servers_config)
-/// Reads `servers_config.json` (SPEC §5): relative `cwd` against the file's folder, `${VAR}`
-/// substituted in `env`.
-pub fn load_servers_config(path: Option<&std::path::Path>) -> anyhow::Result<ServersConfig> {
-    use anyhow::Context as _;
-    let path = &chosen_path(path, "MCP_SERVERS_CONFIG_PATH", "servers_config.json");
-
-    #[derive(Deserialize)]
-    struct File {
-        #[serde(rename = "mcpServers")]
-        servers: BTreeMap<String, Entry>,
-    }
-    #[derive(Deserialize)]
-    struct Entry {
-        #[serde(default = "enabled_by_default")]
-        enabled: bool,
-        command: String,
-        #[serde(default)]
-        args: Vec<String>,
-        cwd: Option<PathBuf>,
-        #[serde(default)]
-        env: BTreeMap<String, String>,
-        allowed_tools: Option<Vec<String>>,
-        #[serde(default)]
-        excluded_tools: Vec<String>,
-        tool_timeout: Option<f64>,
-    }
-    fn enabled_by_default() -> bool {
-        true
-    }
-    fn substitute(value: &str) -> anyhow::Result<String> {
-        let mut out = String::new();
-        let mut rest = value;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let end = rest[start..].find('}').with_context(|| format!("unclosed `${{` in `{value}`"))?;
-            let name = &rest[start + 2..start + end];
-            out.push_str(&std::env::var(name).with_context(|| format!("environment variable {name} is not set"))?);
-            rest = &rest[start + end + 1..];
-        }
-        out.push_str(rest);
-        Ok(out)
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file: File =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a valid servers config", path.display()))?;
-    let base = path
-        .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-        .map(PathBuf::from)
-        .unwrap_or(std::env::current_dir()?);
-    let base = std::path::absolute(base)?;
-    let mut servers = BTreeMap::new();
-    for (name, entry) in file.servers {
-        let env = entry
-            .env
-            .iter()
-            .map(|(key, value)| Ok((key.clone(), substitute(value)?)))
-            .collect::<anyhow::Result<_>>()
-            .with_context(|| format!("server `{name}`, field `env`"))?;
-        servers.insert(
-            name,
-            ServerConfig {
-                enabled: entry.enabled,
-                command: entry.command,
-                args: entry.args,
-                cwd: Some(base.join(entry.cwd.unwrap_or_else(|| PathBuf::from(".")))),
-                env,
-                allowed_tools: entry.allowed_tools,
-                excluded_tools: entry.excluded_tools,
-                tool_timeout: entry.tool_timeout,
-            },
-        );
-    }
-    Ok(ServersConfig { servers })
-}
-
-// lead: replace with the validating loader (same signature as main's load_settings)
-/// Reads `config.yaml` without `MCP__` overrides or `env:` resolution.
-pub fn load_settings(path: Option<&std::path::Path>) -> anyhow::Result<Settings> {
-    use anyhow::Context as _;
-    let path = &chosen_path(path, "MCP_CONFIG_PATH", "config.yaml");
-    ::config::Config::builder()
-        .add_source(::config::File::from(path.as_path()))
-        .build()
-        .and_then(|config| config.try_deserialize())
-        .with_context(|| format!("{} is not a valid config", path.display()))
 }

@@ -72,24 +72,13 @@ impl Message {
         Self::plain(Role::User, content)
     }
     pub fn assistant(content: impl Into<String>, tool_calls: Vec<ToolCall>) -> Self {
-        Self {
-            tool_calls,
-            ..Self::plain(Role::Assistant, content)
-        }
+        Self { tool_calls, ..Self::plain(Role::Assistant, content) }
     }
     pub fn tool(tool_call_id: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            tool_call_id: Some(tool_call_id.into()),
-            ..Self::plain(Role::Tool, content)
-        }
+        Self { tool_call_id: Some(tool_call_id.into()), ..Self::plain(Role::Tool, content) }
     }
     fn plain(role: Role, content: impl Into<String>) -> Self {
-        Self {
-            role,
-            content: content.into(),
-            tool_calls: Vec::new(),
-            tool_call_id: None,
-        }
+        Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
     }
 }
 

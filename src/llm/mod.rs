@@ -61,3 +61,69 @@ pub trait LlmProvider: Send + Sync {
     /// call.
     fn chat(&self, request: LlmRequest) -> LlmStream;
 }
+
+pub mod anthropic;
+pub mod openai;
+pub mod sse;
+mod transport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::config::{LlmSettings, ProviderKind};
+
+pub use transport::RetryPolicy;
+
+/// Builds the provider named by `llm.active`, so the server holds one ready client.
+///
+/// Fails when `llm.active` names no provider, `base_url` is not an http(s) URL, or a value is
+/// outside what the provider's API accepts; the message names the key and the fix.
+pub fn from_settings(settings: &LlmSettings) -> anyhow::Result<Arc<dyn LlmProvider>> {
+    let name = settings.active.as_str();
+    let provider = settings.providers.get(name).with_context(|| {
+        let known: Vec<&str> = settings.providers.keys().map(String::as_str).collect();
+        format!(
+            "llm.active is {name:?} but llm.providers has no such key; set llm.active to one of: {}",
+            known.join(", ")
+        )
+    })?;
+    let timeout =
+        Duration::try_from_secs_f64(settings.request_timeout).ok().filter(|timeout| !timeout.is_zero()).with_context(
+            || format!("llm.request_timeout is {} but must be a positive number of seconds", settings.request_timeout),
+        )?;
+    let policy = RetryPolicy { max_retries: settings.max_retries, request_timeout: timeout };
+    Ok(match provider.kind {
+        ProviderKind::Openai => Arc::new(openai::OpenAiProvider::new(name, provider, policy)?),
+        ProviderKind::Anthropic => Arc::new(anthropic::AnthropicProvider::new(name, provider, policy)?),
+    })
+}
+
+/// Turns the arguments text a model produced into the [`ToolCall::arguments`] value.
+///
+/// Empty text means a call without arguments (`{}`). Text that is not JSON is kept verbatim as
+/// a JSON string instead of failing the whole answer: a string is never a valid arguments
+/// object, so the tool layer rejects the call and the chat loop reports that to the model as
+/// the tool's error result, quoting what it sent, and the model can correct itself.
+pub fn parse_tool_arguments(raw: &str) -> serde_json::Value {
+    if raw.trim().is_empty() {
+        return serde_json::Value::Object(serde_json::Map::new());
+    }
+    serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()))
+}
+
+/// The arguments text to send back to a model for a call it made earlier: the verbatim text
+/// when it was not JSON (see [`parse_tool_arguments`]), so the model sees its own mistake.
+fn tool_arguments_text(arguments: &serde_json::Value) -> String {
+    match arguments {
+        serde_json::Value::String(raw) => raw.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A tool call id for providers that stream calls without one; unique so that tool results
+/// can still be matched to their call across the hops of a conversation.
+fn generated_call_id() -> String {
+    format!("call_{}", uuid::Uuid::now_v7().simple())
+}

@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use super::{McpManager, ServerSnapshot, ServerState, ToolDefaults};
 
@@ -22,13 +21,10 @@ pub struct CheckArgs {
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let settings = crate::config::load_settings(args.config.as_deref())?;
-    let servers = crate::config::load_servers_config(args.servers.as_deref())?;
-    let service = &settings.chat.service;
-    let defaults = ToolDefaults {
-        tool_timeout: Duration::try_from_secs_f64(service.tool_timeout)?,
-        max_tool_result_chars: service.max_tool_result_chars,
-    };
+    let invalid = crate::config::ConfigError::into_startup_error;
+    let settings = crate::config::load_settings(args.config.as_deref()).map_err(invalid)?;
+    let servers = crate::config::load_servers_config(args.servers.as_deref()).map_err(invalid)?;
+    let defaults = ToolDefaults::from_chat(&settings.chat.service);
     let manager = McpManager::start(&servers, &settings.mcp, defaults).await;
     let snapshots = manager.servers_view();
     manager.shutdown().await;

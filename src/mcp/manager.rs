@@ -42,6 +42,16 @@ pub struct ToolDefaults {
     pub max_tool_result_chars: usize,
 }
 
+impl ToolDefaults {
+    /// The defaults `chat.service` sets for every tool call.
+    pub fn from_chat(service: &crate::config::ChatServiceSettings) -> Self {
+        Self {
+            tool_timeout: Duration::from_secs_f64(service.tool_timeout),
+            max_tool_result_chars: service.max_tool_result_chars,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServerState {

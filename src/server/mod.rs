@@ -1,8 +1,212 @@
+//! The HTTP and WebSocket face of the server (SPEC §2, §3), its start-up and its shutdown.
+//!
+//! Shutdown order matters: first refuse new work (readiness 503, new chats 503), then let
+//! running turns finish within the grace period, then cancel what is left (those clients get
+//! a 503), then close the sockets with 1001, then stop the MCP servers. `axum::serve`'s own
+//! graceful shutdown does not wait for upgraded WebSocket tasks, so they are tracked here.
+
+mod http;
+mod ws;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::chat::{ChatDeps, ChatService};
+use crate::config::Settings;
+
+/// A frame this many times `websocket.max_message_bytes` is not even read: the socket is
+/// closed with 1009. Frames between the two limits get a 413 error and the socket stays.
+const HARD_LIMIT_FACTOR: usize = 16;
+/// How long closing sockets may take once their last messages are out.
+const SOCKET_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// config.yaml to use (default: $MCP_CONFIG_PATH, else ./config.yaml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// servers_config.json to use (default: $MCP_SERVERS_CONFIG_PATH, else ./servers_config.json).
+    #[arg(long)]
+    pub servers: Option<PathBuf>,
+    /// Listen on this port instead of websocket.port (0: any free port; the address is printed).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
 
-pub async fn run(_args: ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// What every handler shares.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub chat: Arc<ChatService>,
+    pub mcp: Arc<crate::mcp::McpManager>,
+    ready: AtomicBool,
+    /// Cancelled when the sockets must close (after the turns are drained).
+    shutdown: CancellationToken,
+    /// One task per upgraded socket.
+    connections: TaskTracker,
+    /// One task per request a socket follows.
+    forwarders: TaskTracker,
+}
+
+impl AppState {
+    fn hard_frame_limit(&self) -> usize {
+        self.settings.websocket.max_message_bytes.saturating_mul(HARD_LIMIT_FACTOR)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// A server running on a listener, as `serve` and the tests start it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    state: Arc<AppState>,
+    stopped: CancellationToken,
+    serve_task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    pub async fn start(
+        settings: Settings,
+        deps: ChatDeps,
+        mcp: Arc<crate::mcp::McpManager>,
+        listener: TcpListener,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let chat = ChatService::new(settings.chat.service.clone(), deps);
+        let state = Arc::new(AppState {
+            settings: Arc::new(settings),
+            chat,
+            mcp,
+            ready: AtomicBool::new(true),
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            forwarders: TaskTracker::new(),
+        });
+        let stopped = CancellationToken::new();
+        let app = router(state.clone());
+        let serve = axum::serve(listener, app).with_graceful_shutdown(stopped.clone().cancelled_owned());
+        let serve_task = tokio::spawn(async move { serve.await });
+        Ok(Self { addr, state, stopped, serve_task })
+    }
+
+    /// The whole graceful shutdown except the MCP servers, which the caller owns.
+    pub async fn shutdown(self) {
+        let grace = Duration::from_secs_f64(self.state.settings.shutdown.grace_seconds.max(0.0));
+        self.state.ready.store(false, Ordering::SeqCst);
+        tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down: draining running turns");
+        self.state.chat.drain(grace).await;
+        // Let followers deliver the last messages of the drained turns before the sockets close;
+        // a client that does not read is cut off by the writer's own slow-client timeout.
+        self.state.forwarders.close();
+        let _ = tokio::time::timeout(ws::SLOW_CLIENT_TIMEOUT, self.state.forwarders.wait()).await;
+        self.state.shutdown.cancel();
+        self.state.connections.close();
+        let _ = tokio::time::timeout(SOCKET_CLOSE_TIMEOUT, self.state.connections.wait()).await;
+        self.stopped.cancel();
+        match self.serve_task.await {
+            Ok(Err(error)) => tracing::error!(%error, "HTTP server failed"),
+            Err(error) => tracing::error!(%error, "HTTP server task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/ws/chat", get(upgrade))
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        .route("/api/servers", get(http::servers))
+        .route("/api/tools", get(http::tools))
+        .route("/api/prompts", get(http::prompts))
+        .route("/api/resources", get(http::resources))
+        .route("/api/conversations", get(http::conversations))
+        .route("/api/conversations/{id}", get(http::conversation))
+        // A 503 while draining is expected, not a failure worth an error line.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
+        .with_state(state)
+}
+
+async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+    if !state.is_ready() {
+        return http::unavailable("the server is shutting down; connect to another instance").into_response();
+    }
+    let limit = state.hard_frame_limit();
+    let tracked = state.clone();
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| tracked.connections.track_future(ws::serve_socket(socket, state.clone())))
+}
+
+/// `mcp-platform serve`.
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let invalid = crate::config::ConfigError::into_startup_error;
+    let settings = crate::config::load_settings(args.config.as_deref()).map_err(invalid)?;
+    let servers = crate::config::load_servers_config(args.servers.as_deref()).map_err(invalid)?;
+    crate::logging::init(&settings.logging)?;
+    let (store, opened) = crate::store::jsonl::JsonlStore::open(&settings.store.path, settings.store.fsync)?;
+    if let Some(torn) = &opened.torn_tail {
+        tracing::warn!(
+            line = torn.line,
+            bytes = torn.bytes,
+            moved_to = %torn.moved_to.display(),
+            reason = %torn.reason,
+            "events file ended in a torn line (a crash mid-append); it was moved aside"
+        );
+    }
+    tracing::info!(events = opened.events, conversations = opened.conversations, path = %settings.store.path.display(), "event store open");
+    let llm = crate::llm::from_settings(&settings.llm)?;
+    let mcp = crate::mcp::McpManager::start(
+        &servers,
+        &settings.mcp,
+        crate::mcp::ToolDefaults::from_chat(&settings.chat.service),
+    )
+    .await;
+    let deps = ChatDeps { llm, tools: mcp.clone(), store: Arc::new(store) };
+
+    let port = args.port.unwrap_or(settings.websocket.port);
+    let listener = TcpListener::bind((settings.websocket.host.as_str(), port)).await.map_err(|error| {
+        anyhow::anyhow!(
+            "cannot listen on {}:{port}: {error} (websocket.host / websocket.port)",
+            settings.websocket.host
+        )
+    })?;
+    let server = RunningServer::start(settings, deps, mcp.clone(), listener).await?;
+    // A plain line on stdout, for scripts and tests that start the server on port 0.
+    println!("mcp-platform listening on http://{}", server.addr);
+    tracing::info!(addr = %server.addr, "listening");
+
+    wait_for_signal().await?;
+    server.shutdown().await;
+    mcp.shutdown().await;
+    tracing::info!("shutdown complete");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
 }

@@ -73,25 +73,12 @@ pub struct ConversationSummary {
 pub enum StoreError {
     /// A `user_message` claimed a `request_id` that an earlier event (possibly written by
     /// another process) already holds.
-    #[error(
-        "request_id {request_id:?} is already taken by event {event_id} of conversation {conversation_id:?}"
-    )]
-    DuplicateRequest {
-        request_id: String,
-        conversation_id: String,
-        event_id: String,
-    },
+    #[error("request_id {request_id:?} is already taken by event {event_id} of conversation {conversation_id:?}")]
+    DuplicateRequest { request_id: String, conversation_id: String, event_id: String },
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path}: line {line}: {message}")]
-    Corrupt {
-        path: String,
-        line: u64,
-        message: String,
-    },
+    Corrupt { path: String, line: u64, message: String },
 }
 
 /// The conversation log. Every method sees what other processes sharing the store have
@@ -112,3 +99,8 @@ pub trait EventStore: Send + Sync {
     /// Every conversation in the store.
     async fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError>;
 }
+
+pub mod chain;
+pub mod jsonl;
+pub mod lines;
+pub mod memory;

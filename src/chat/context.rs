@@ -1,0 +1,196 @@
+//! The conversation context sent to the model, within a token budget.
+//!
+//! History is cut in units that the chat APIs accept on their own: a user message, a final
+//! assistant answer, or an assistant message with tool calls together with the results of
+//! those calls (a tool result without its call, or a call without its result, is refused by
+//! the providers). Units are dropped oldest first; the newest `preserve_recent` messages are
+//! kept whatever they cost.
+
+use std::collections::HashSet;
+
+use crate::config::ContextSettings;
+use crate::domain::{Message, Role, ToolSpec};
+use crate::store::{ChatEvent, EventType};
+use crate::tokens::TokenCounter;
+
+/// Chat formats spend a few tokens per message on roles and separators.
+const MESSAGE_OVERHEAD_TOKENS: usize = 4;
+
+/// Builds `system + kept history + new_turn`. `history` is the conversation's stored events
+/// before this request; each event's stored `token_count` is reused, never recounted.
+pub fn build(
+    system_prompt: &str,
+    history: &[ChatEvent],
+    new_turn: Vec<Message>,
+    tools: &[ToolSpec],
+    counter: &TokenCounter,
+    budget: &ContextSettings,
+) -> Vec<Message> {
+    let fixed = counter.count_message(&Message::system(system_prompt))
+        + counter.count_tools(tools)
+        + new_turn.iter().map(|message| counter.count_message(message)).sum::<usize>();
+    let available = budget.max_tokens.saturating_sub(budget.reserve_tokens).saturating_sub(fixed);
+
+    let units = history_units(history);
+    let mut kept_from = units.len();
+    let mut spent = 0;
+    let mut recent_messages = 0;
+    for (index, unit) in units.iter().enumerate().rev() {
+        let protected = recent_messages < budget.preserve_recent;
+        if !protected && spent + unit.tokens > available {
+            break;
+        }
+        spent += unit.tokens;
+        recent_messages += unit.messages.len();
+        kept_from = index;
+    }
+
+    let mut messages = Vec::with_capacity(1 + new_turn.len() + units.len() * 2);
+    messages.push(Message::system(system_prompt));
+    messages.extend(units.into_iter().skip(kept_from).flat_map(|unit| unit.messages));
+    messages.extend(new_turn);
+    messages
+}
+
+struct Unit {
+    messages: Vec<Message>,
+    tokens: usize,
+}
+
+/// Groups stored events into units, leaving out what the model must not see: bookkeeping
+/// events, and tool calls whose results never arrived (a turn cut off mid-hop).
+fn history_units(history: &[ChatEvent]) -> Vec<Unit> {
+    let mut units: Vec<Unit> = Vec::new();
+    let mut open_calls: HashSet<String> = HashSet::new();
+    let mut open_unit: Option<Unit> = None;
+    for event in history {
+        let tokens = event.token_count as usize + MESSAGE_OVERHEAD_TOKENS;
+        let content = event.content.clone().unwrap_or_default();
+        match event.kind {
+            EventType::ToolResult => {
+                let Some(call_id) = &event.tool_call_id else { continue };
+                if let Some(unit) = open_unit.as_mut().filter(|_| open_calls.remove(call_id)) {
+                    unit.messages.push(Message::tool(call_id.clone(), content));
+                    unit.tokens += tokens;
+                    if open_calls.is_empty() {
+                        units.extend(open_unit.take());
+                    }
+                }
+            }
+            EventType::UserMessage | EventType::AssistantMessage => {
+                open_unit = None;
+                open_calls.clear();
+                let tool_calls = event.tool_calls.clone().unwrap_or_default();
+                let message = match event.role {
+                    Some(Role::Assistant) | None if event.kind == EventType::AssistantMessage => {
+                        Message::assistant(content, tool_calls)
+                    }
+                    _ => Message::user(content),
+                };
+                let unit = Unit { tokens, messages: vec![message] };
+                if unit.messages[0].tool_calls.is_empty() {
+                    units.push(unit);
+                } else {
+                    open_calls = unit.messages[0].tool_calls.iter().map(|call| call.id.clone()).collect();
+                    open_unit = Some(unit);
+                }
+            }
+            EventType::SystemUpdate | EventType::Meta => {}
+        }
+    }
+    units
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, json};
+
+    use super::*;
+    use crate::domain::ToolCall;
+
+    fn event(kind: EventType, role: Role, content: &str, tokens: u64) -> ChatEvent {
+        ChatEvent {
+            v: 1,
+            id: String::new(),
+            conversation_id: "c".into(),
+            seq: 0,
+            request_id: None,
+            timestamp: String::new(),
+            kind,
+            role: Some(role),
+            content: Some(content.into()),
+            tool_calls: None,
+            tool_call_id: None,
+            model: None,
+            usage: None,
+            token_count: tokens,
+            extra: Map::new(),
+            prev: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    fn user(content: &str, tokens: u64) -> ChatEvent {
+        event(EventType::UserMessage, Role::User, content, tokens)
+    }
+
+    fn answer(content: &str, tokens: u64) -> ChatEvent {
+        event(EventType::AssistantMessage, Role::Assistant, content, tokens)
+    }
+
+    fn call(id: &str) -> ChatEvent {
+        let mut event = answer("", 10);
+        event.tool_calls = Some(vec![ToolCall { id: id.into(), name: "demo__sum".into(), arguments: json!({}) }]);
+        event
+    }
+
+    fn result(id: &str) -> ChatEvent {
+        let mut event = event(EventType::ToolResult, Role::Tool, "5", 10);
+        event.tool_call_id = Some(id.into());
+        event
+    }
+
+    fn budget(max_tokens: usize, preserve_recent: usize) -> ContextSettings {
+        ContextSettings { max_tokens, reserve_tokens: 0, preserve_recent }
+    }
+
+    fn contents(messages: &[Message]) -> Vec<&str> {
+        messages.iter().map(|message| message.content.as_str()).collect()
+    }
+
+    #[test]
+    fn everything_fits_and_the_new_message_appears_once() {
+        let counter = TokenCounter::for_model("gpt-4o");
+        let history = [user("one", 5), answer("two", 5)];
+        let built = build("sys", &history, vec![Message::user("three")], &[], &counter, &budget(4000, 2));
+        assert_eq!(contents(&built), ["sys", "one", "two", "three"]);
+    }
+
+    #[test]
+    fn oldest_units_go_first_and_recent_ones_stay_even_over_budget() {
+        let counter = TokenCounter::for_model("gpt-4o");
+        let history = [user("old", 500), answer("older answer", 500), user("recent", 500), answer("last", 500)];
+        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(800, 1));
+        assert_eq!(contents(&built), ["sys", "last", "new"], "only what fits, newest first");
+        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(10, 2));
+        assert_eq!(contents(&built), ["sys", "recent", "last", "new"], "preserve_recent wins over the budget");
+    }
+
+    #[test]
+    fn tool_calls_and_results_stay_together() {
+        let counter = TokenCounter::for_model("gpt-4o");
+        let history = [user("q", 5), call("a"), result("a"), answer("done", 5), call("lost")];
+        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(4000, 1));
+        let roles: Vec<Role> = built.iter().map(|message| message.role).collect();
+        assert_eq!(
+            roles,
+            [Role::System, Role::User, Role::Assistant, Role::Tool, Role::Assistant, Role::User],
+            "the call without a result is left out"
+        );
+        let fixed = counter.count_message(&Message::system("sys")) + counter.count_message(&Message::user("new"));
+        let answer_and_most_of_the_group = fixed + 9 + 27;
+        let tight =
+            build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(answer_and_most_of_the_group, 0));
+        assert_eq!(contents(&tight), ["sys", "done", "new"], "the call and its result leave together");
+    }
+}

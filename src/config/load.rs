@@ -1,0 +1,416 @@
+//! Reading `config.yaml` and `servers_config.json`: where they are, what they must hold, and
+//! how environment variables take part.
+
+use std::path::{Path, PathBuf};
+
+use config::{FileFormat, Source};
+use serde_json::Value;
+
+use super::schema::{
+    BOOL, Checker, HTTP_URL, KeyPath, NON_EMPTY_TEXT, NON_NEGATIVE_NUMBER, NameRule, Origins, POSITIVE_NUMBER, SECRET,
+    SecretReferences, Shape, TEXT, choice, closest, integer_at_least, integer_from, number_from, optional, quoted_list,
+    required,
+};
+use super::{ServersConfig, Settings};
+
+/// Every problem found in a config file. `Display` prints one problem per line, each naming
+/// the file, the key, the bad value and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn single(problem: String) -> Self {
+        ConfigError { problems: vec![problem] }
+    }
+
+    /// One finished message per problem, in the order of the file's expected layout.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    /// For commands that refuse to start: a heading, then every problem on its own line.
+    pub fn into_startup_error(self) -> anyhow::Error {
+        anyhow::anyhow!("the configuration is invalid:\n{self}")
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.problems.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+const PROVIDER: Shape = Shape::Section(&[
+    required("kind", choice(&["openai", "anthropic"])),
+    required("base_url", HTTP_URL),
+    required("api_key", SECRET),
+    required("model", NON_EMPTY_TEXT),
+    required("temperature", number_from(0.0, 2.0)),
+    required("max_tokens", integer_at_least(1)),
+    required("top_p", number_from(0.0, 1.0)),
+]);
+
+/// The layout of `config.yaml` (SPEC §4); it mirrors [`Settings`], which a test keeps honest
+/// by loading the shipped file.
+const SETTINGS: Shape = Shape::Section(&[
+    required(
+        "llm",
+        Shape::Section(&[
+            required("active", NON_EMPTY_TEXT),
+            required("providers", Shape::Map { names: NameRule::Any, values: &PROVIDER }),
+            required("request_timeout", POSITIVE_NUMBER),
+            required("max_retries", integer_at_least(0)),
+        ]),
+    ),
+    required(
+        "chat",
+        Shape::Section(&[required(
+            "service",
+            Shape::Section(&[
+                required("system_prompt", TEXT),
+                required("streaming", Shape::Section(&[required("enabled", BOOL)])),
+                required(
+                    "context",
+                    Shape::Section(&[
+                        required("max_tokens", integer_at_least(1)),
+                        required("reserve_tokens", integer_at_least(0)),
+                        required("preserve_recent", integer_at_least(0)),
+                    ]),
+                ),
+                required("max_tool_hops", integer_at_least(0)),
+                required("tool_timeout", POSITIVE_NUMBER),
+                required("max_tool_result_chars", integer_at_least(1)),
+            ]),
+        )]),
+    ),
+    required(
+        "websocket",
+        Shape::Section(&[
+            required("host", NON_EMPTY_TEXT),
+            required("port", integer_from(1, 65535)),
+            required("max_message_bytes", integer_at_least(1024)),
+            required("max_in_flight_per_connection", integer_at_least(1)),
+        ]),
+    ),
+    required("store", Shape::Section(&[required("path", NON_EMPTY_TEXT), required("fsync", BOOL)])),
+    required(
+        "mcp",
+        Shape::Section(&[
+            required(
+                "connection",
+                Shape::Section(&[
+                    required("max_reconnect_attempts", integer_at_least(0)),
+                    required("connection_timeout", POSITIVE_NUMBER),
+                    required("initial_reconnect_delay", POSITIVE_NUMBER),
+                    required("max_reconnect_delay", POSITIVE_NUMBER),
+                ]),
+            ),
+            required(
+                "circuit_breaker",
+                Shape::Section(&[
+                    required("failure_threshold", integer_at_least(1)),
+                    required("cooldown", POSITIVE_NUMBER),
+                ]),
+            ),
+        ]),
+    ),
+    required(
+        "logging",
+        Shape::Section(&[
+            required("level", choice(&["trace", "debug", "info", "warn", "error"])),
+            required("format", choice(&["json", "pretty"])),
+        ]),
+    ),
+    required("shutdown", Shape::Section(&[required("grace_seconds", NON_NEGATIVE_NUMBER)])),
+]);
+
+/// Two numeric settings whose order matters: `lower` must stay below `upper`.
+struct Ordering {
+    lower: &'static str,
+    upper: &'static str,
+    /// Whether `lower` may equal `upper`.
+    equal_allowed: bool,
+}
+
+const ORDERINGS: &[Ordering] = &[
+    Ordering {
+        lower: "chat.service.context.reserve_tokens",
+        upper: "chat.service.context.max_tokens",
+        equal_allowed: false,
+    },
+    Ordering {
+        lower: "mcp.connection.initial_reconnect_delay",
+        upper: "mcp.connection.max_reconnect_delay",
+        equal_allowed: true,
+    },
+];
+
+const ACTIVE_PROVIDER: &str = "llm.active";
+const PROVIDERS: &str = "llm.providers";
+
+/// The layout of `servers_config.json` (SPEC §5).
+const SERVERS: Shape = Shape::Section(&[required(
+    "mcpServers",
+    Shape::Map {
+        names: NameRule::ServerName,
+        values: &Shape::Section(&[
+            optional("enabled", BOOL),
+            required("command", NON_EMPTY_TEXT),
+            optional("args", Shape::Strings),
+            optional("cwd", NON_EMPTY_TEXT),
+            optional("env", Shape::Map { names: NameRule::EnvironmentVariable, values: &Shape::Template }),
+            optional("allowed_tools", Shape::Strings),
+            optional("excluded_tools", Shape::Strings),
+            optional("tool_timeout", POSITIVE_NUMBER),
+        ]),
+    },
+)]);
+
+/// Loads and validates `config.yaml`: from `path`, else `$MCP_CONFIG_PATH`, else
+/// `config.yaml` in the working directory.
+///
+/// - `MCP__SECTION__KEY` environment variables override single keys (`MCP__WEBSOCKET__PORT=9000`,
+///   `MCP__LLM__PROVIDERS__GROQ__API_KEY=...`); a key is matched ignoring case, because the
+///   `config` crate lowercases variable names while provider names in the file may not be.
+///   Their text is read as a number or boolean where the key expects one.
+/// - A secret (`api_key`) written `"env:NAME"` is read from the environment variable NAME.
+///   Only there: secrets then live only in [`super::Secret`] fields, which no message and no
+///   `Debug` output shows; other keys come from the environment through `MCP__` overrides.
+///   Only the active provider (`llm.active`) has to be usable, so in any other provider an
+///   unset variable is not an error and leaves the key empty: a user with only a Groq key need
+///   not set OpenAI's.
+/// - Every problem is reported at once: missing and unknown keys, wrong types, values out of
+///   range, unset variables.
+pub fn load_settings(path: Option<&Path>) -> Result<Settings, ConfigError> {
+    let path = choose_path(path, "MCP_CONFIG_PATH", "config.yaml");
+    let file = path.display().to_string();
+    let text = read_file(&path, &file, "MCP_CONFIG_PATH")?;
+    let mut tree = parse_yaml(&text)
+        .map_err(|error| ConfigError::single(format!("{file}: invalid YAML: {}", without_byte_offset(&error))))?;
+
+    let mut origins = Origins::default();
+    apply_overrides(&mut tree, &mut origins)?;
+    let secret_references = SecretReferences { optional_under: inactive_providers(&tree) };
+
+    let mut checker = Checker::new(&file, &origins, Some(secret_references));
+    checker.check(&KeyPath::default(), &SETTINGS, &mut tree);
+    check_orderings(&mut checker, &tree);
+    check_active_provider(&mut checker, &tree);
+    let problems = checker.into_problems();
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    serde_json::from_value(tree).map_err(|error| ConfigError::single(format!("{file}: {error}")))
+}
+
+/// Loads and validates `servers_config.json`: from `path`, else `$MCP_SERVERS_CONFIG_PATH`,
+/// else `servers_config.json` in the working directory.
+///
+/// `${VAR}` in `env` values is replaced by the environment variable VAR (an unset one is an
+/// error). A relative `cwd` is taken relative to the file's folder and, for an enabled server,
+/// must be an existing directory: caught here it is a clear message, while at spawn time it
+/// would look like a missing command. Disabled servers are validated but their `cwd` may be
+/// absent, so a server can be switched off without deleting its folder reference.
+pub fn load_servers_config(path: Option<&Path>) -> Result<ServersConfig, ConfigError> {
+    let path = choose_path(path, "MCP_SERVERS_CONFIG_PATH", "servers_config.json");
+    let file = path.display().to_string();
+    let text = read_file(&path, &file, "MCP_SERVERS_CONFIG_PATH")?;
+    let mut tree: Value =
+        serde_json::from_str(&text).map_err(|error| ConfigError::single(format!("{file}: invalid JSON: {error}")))?;
+    let folder = absolute_folder(&path, &file)?;
+
+    let origins = Origins::default();
+    let mut checker = Checker::new(&file, &origins, None);
+    checker.check(&KeyPath::default(), &SERVERS, &mut tree);
+    check_working_directories(&mut checker, &tree, &folder);
+    let problems = checker.into_problems();
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    let mut config: ServersConfig =
+        serde_json::from_value(tree).map_err(|error| ConfigError::single(format!("{file}: {error}")))?;
+    for server in config.servers.values_mut() {
+        if let Some(cwd) = &mut server.cwd {
+            // Collecting the components drops the `.` of `"cwd": "."`.
+            *cwd = folder.join(&*cwd).components().collect();
+        }
+    }
+    Ok(config)
+}
+
+fn choose_path(given: Option<&Path>, variable: &str, default: &str) -> PathBuf {
+    match (given, std::env::var_os(variable)) {
+        (Some(path), _) => path.to_owned(),
+        (None, Some(path)) if !path.is_empty() => PathBuf::from(path),
+        (None, _) => PathBuf::from(default),
+    }
+}
+
+fn read_file(path: &Path, file: &str, variable: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| {
+        ConfigError::single(format!("{file}: cannot read the file: {error}; pass its path or set {variable}"))
+    })
+}
+
+fn parse_yaml(text: &str) -> Result<Value, config::ConfigError> {
+    config::Config::builder().add_source(config::File::from_str(text, FileFormat::Yaml)).build()?.try_deserialize()
+}
+
+/// The YAML parser's message without its "at byte N" part: the line and column that follow
+/// are what a user looks for.
+fn without_byte_offset(error: &config::ConfigError) -> String {
+    let message = error.to_string();
+    let Some(start) = message.find(" at byte ") else {
+        return message;
+    };
+    match message[start..].find(" line ") {
+        Some(length) => format!("{} at{}", &message[..start], &message[start + length..]),
+        None => message,
+    }
+}
+
+/// Writes each `MCP__SECTION__KEY` variable into the tree, matching keys without regard to
+/// case, and notes which variable set which key so messages can name it.
+fn apply_overrides(tree: &mut Value, origins: &mut Origins) -> Result<(), ConfigError> {
+    let variables = config::Environment::with_prefix("MCP")
+        .prefix_separator("__")
+        .separator("__")
+        .collect()
+        .map_err(|error| ConfigError::single(format!("MCP__ override: {error}")))?;
+    let mut overrides: Vec<_> = variables.into_iter().collect();
+    overrides.sort_by(|a, b| a.0.cmp(&b.0));
+
+    for (dotted_key, value) in overrides {
+        let variable = format!("MCP__{}", dotted_key.replace('.', "__").to_uppercase());
+        let Ok(text) = value.into_string() else {
+            continue;
+        };
+        let mut path = KeyPath::default();
+        let mut node = &mut *tree;
+        for key in dotted_key.split('.') {
+            if !node.is_object() {
+                // The variable reaches inside a key that holds a value: it replaces the value.
+                if !path.is_empty() {
+                    origins.overrides.insert(path.clone(), variable.clone());
+                }
+                *node = Value::Object(serde_json::Map::new());
+            }
+            let Value::Object(entries) = node else { unreachable!("made an object just above") };
+            let existing = entries.keys().find(|name| name.eq_ignore_ascii_case(key)).cloned();
+            let name = existing.unwrap_or_else(|| {
+                origins.overrides.insert(path.key(key), variable.clone());
+                key.to_owned()
+            });
+            path = path.key(&name);
+            node = entries.entry(name).or_insert(Value::Null);
+        }
+        origins.overrides.insert(path, variable);
+        *node = Value::String(text);
+    }
+    Ok(())
+}
+
+/// The providers other than the active one: their secrets need not be set.
+fn inactive_providers(tree: &Value) -> Vec<KeyPath> {
+    let providers = KeyPath::parse_dotted(PROVIDERS);
+    let active = KeyPath::parse_dotted(ACTIVE_PROVIDER).lookup(tree).and_then(Value::as_str);
+    let Some(entries) = providers.lookup(tree).and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    entries.keys().filter(|name| Some(name.as_str()) != active).map(|name| providers.key(name)).collect()
+}
+
+fn check_orderings(checker: &mut Checker, tree: &Value) {
+    for ordering in ORDERINGS {
+        let lower = KeyPath::parse_dotted(ordering.lower);
+        let upper = KeyPath::parse_dotted(ordering.upper);
+        if checker.was_reported(&lower) || checker.was_reported(&upper) {
+            continue;
+        }
+        let number = |path: &KeyPath| path.lookup(tree).and_then(Value::as_f64);
+        let (Some(low), Some(high)) = (number(&lower), number(&upper)) else {
+            continue;
+        };
+        let in_order = low < high || (ordering.equal_allowed && low == high);
+        if !in_order {
+            let relation = if ordering.equal_allowed { "at most" } else { "less than" };
+            let (shown_low, shown_high) = (lower.lookup(tree), upper.lookup(tree));
+            checker.report(
+                &lower,
+                format!(
+                    "expected {relation} {upper} ({}), found {}",
+                    shown_high.map(Value::to_string).unwrap_or_default(),
+                    shown_low.map(Value::to_string).unwrap_or_default(),
+                ),
+            );
+        }
+    }
+}
+
+fn check_active_provider(checker: &mut Checker, tree: &Value) {
+    let active_path = KeyPath::parse_dotted(ACTIVE_PROVIDER);
+    if checker.was_reported(&active_path) {
+        return;
+    }
+    let active = active_path.lookup(tree).and_then(Value::as_str);
+    let providers = KeyPath::parse_dotted(PROVIDERS).lookup(tree).and_then(Value::as_object);
+    let (Some(active), Some(providers)) = (active, providers) else {
+        return;
+    };
+    if providers.contains_key(active) {
+        return;
+    }
+    let names: Vec<&str> = providers.keys().map(String::as_str).collect();
+    let suggestion =
+        closest(active, names.iter().copied()).map(|name| format!("; did you mean \"{name}\"?")).unwrap_or_default();
+    checker.report(
+        &active_path,
+        format!(
+            "expected the name of a provider under {PROVIDERS} ({}), found \"{active}\"{suggestion}",
+            quoted_list(&names)
+        ),
+    );
+}
+
+/// The folder a relative `cwd` is taken from: the one holding `servers_config.json`.
+fn absolute_folder(path: &Path, file: &str) -> Result<PathBuf, ConfigError> {
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::path::absolute(folder)
+        .map_err(|error| ConfigError::single(format!("{file}: cannot tell which folder holds it: {error}")))
+}
+
+fn check_working_directories(checker: &mut Checker, tree: &Value, folder: &Path) {
+    let servers_path = KeyPath::default().key("mcpServers");
+    let Some(servers) = servers_path.lookup(tree).and_then(Value::as_object) else {
+        return;
+    };
+    for (name, server) in servers {
+        let cwd_path = servers_path.key(name).key("cwd");
+        let enabled = server.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+        let Some(cwd) = server.get("cwd").and_then(Value::as_str) else {
+            continue;
+        };
+        if !enabled || checker.was_reported(&cwd_path) {
+            continue;
+        }
+        let directory = folder.join(cwd);
+        if !directory.is_dir() {
+            let problem = if directory.exists() { "is not a directory" } else { "does not exist" };
+            checker.report(
+                &cwd_path,
+                format!(
+                    "expected an existing directory, found \"{cwd}\" ({} {problem}; \
+                     a relative cwd starts at the folder of this file)",
+                    directory.display()
+                ),
+            );
+        }
+    }
+}

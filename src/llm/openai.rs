@@ -1,0 +1,396 @@
+//! Any OpenAI-compatible chat completions API (`kind: openai`): OpenAI, Groq, OpenRouter,
+//! Ollama, vLLM, llama.cpp's server.
+//!
+//! Requests carry only fields of the standard API, so every compatible server accepts them.
+//! Streamed answers are read leniently, because the compatible servers differ in detail: every
+//! field of a chunk may be missing or null, tool-call deltas may lack `index` or `id` or carry
+//! a whole call at once, and usage may be null, empty, or (Groq) under `x_groq`.
+//!
+//! `base_url` of the common servers (the provider appends `/chat/completions`):
+//!
+//! | server | `base_url` | `api_key` |
+//! |---|---|---|
+//! | OpenAI | `https://api.openai.com/v1` | required |
+//! | Groq | `https://api.groq.com/openai/v1` | required |
+//! | OpenRouter | `https://openrouter.ai/api/v1` | required |
+//! | Ollama | `http://localhost:11434/v1` | `""` (no `Authorization` is sent) |
+//! | vLLM | `http://localhost:8000/v1` | `""`, or its `--api-key` |
+//! | llama.cpp `llama-server` | `http://localhost:8080/v1` | `""`, or its `--api-key` |
+//! | `mcp-platform mock-llm` | `http://127.0.0.1:PORT/v1` | `""` |
+//!
+//! `max_tokens` is sent as such; OpenAI's reasoning models (o-series, gpt-5), which want
+//! `max_completion_tokens` and no `temperature`, are not supported by this request shape.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::sse::{Flow, StreamDecoder, WireError};
+use super::transport::{self, Endpoint, Wire};
+use super::{
+    LlmEvent, LlmProvider, LlmRequest, LlmStream, RetryPolicy, generated_call_id, parse_tool_arguments,
+    tool_arguments_text,
+};
+use crate::config::ProviderSettings;
+use crate::domain::{FinishReason, Message, Role, ToolCall, ToolSpec, Usage};
+
+/// A configured OpenAI-compatible endpoint.
+pub struct OpenAiProvider {
+    endpoint: Arc<Endpoint>,
+    settings: ProviderSettings,
+}
+
+impl OpenAiProvider {
+    /// `name` is the provider's key in `llm.providers`, used in error messages.
+    pub fn new(name: &str, settings: &ProviderSettings, policy: RetryPolicy) -> anyhow::Result<Self> {
+        let url = transport::endpoint_url(name, &settings.base_url, "/chat/completions")?;
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // Local servers (Ollama, llama.cpp) need no key; an empty bearer would be malformed.
+        if !settings.api_key.is_empty() {
+            let bearer = format!("Bearer {}", settings.api_key.expose());
+            headers.insert(AUTHORIZATION, transport::secret_header(name, &bearer)?);
+        }
+        Ok(Self { endpoint: Arc::new(Endpoint::new(name, url, headers, policy)?), settings: settings.clone() })
+    }
+}
+
+impl LlmProvider for OpenAiProvider {
+    fn default_model(&self) -> &str {
+        &self.settings.model
+    }
+
+    fn chat(&self, request: LlmRequest) -> LlmStream {
+        let body = Bytes::from(request_body(&request, &self.settings).to_string());
+        let wire = Wire { stream_decoder: OpenAiStreamDecoder::default, decode_complete };
+        transport::call(Arc::clone(&self.endpoint), body, request.streaming, wire)
+    }
+}
+
+/// The chat completions request for `request`, with the model parameters of `settings`.
+pub fn request_body(request: &LlmRequest, settings: &ProviderSettings) -> Value {
+    let mut body = json!({
+        "model": request.model.as_deref().unwrap_or(&settings.model),
+        "messages": request.messages.iter().map(message_json).collect::<Vec<_>>(),
+        "stream": request.streaming,
+        "temperature": settings.temperature,
+        "max_tokens": settings.max_tokens,
+        "top_p": settings.top_p,
+    });
+    if !request.tools.is_empty() {
+        body["tools"] = request.tools.iter().map(tool_json).collect();
+    }
+    if request.streaming {
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    body
+}
+
+fn message_json(message: &Message) -> Value {
+    match message.role {
+        Role::System => json!({"role": "system", "content": message.content}),
+        Role::User => json!({"role": "user", "content": message.content}),
+        Role::Assistant if message.tool_calls.is_empty() => {
+            json!({"role": "assistant", "content": message.content})
+        }
+        Role::Assistant => {
+            let calls: Vec<Value> = message
+                .tool_calls
+                .iter()
+                .map(|call| {
+                    json!({
+                        "id": call.id,
+                        "type": "function",
+                        "function": {
+                            "name": call.name,
+                            "arguments": tool_arguments_text(&call.arguments),
+                        },
+                    })
+                })
+                .collect();
+            // The API wants null, not "", for an assistant turn that only calls tools.
+            let content = if message.content.is_empty() { Value::Null } else { Value::String(message.content.clone()) };
+            json!({"role": "assistant", "content": content, "tool_calls": calls})
+        }
+        Role::Tool => json!({
+            "role": "tool",
+            "tool_call_id": message.tool_call_id.as_deref().unwrap_or_default(),
+            "content": message.content,
+        }),
+    }
+}
+
+fn tool_json(tool: &ToolSpec) -> Value {
+    json!({
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters,
+        },
+    })
+}
+
+fn finish_reason(reason: &str) -> FinishReason {
+    match reason {
+        "length" => FinishReason::Length,
+        "tool_calls" | "function_call" => FinishReason::ToolCalls,
+        _ => FinishReason::Stop,
+    }
+}
+
+/// Some servers report `stop` for an answer that calls tools; the calls decide.
+fn settle_finish(reason: Option<FinishReason>, has_calls: bool) -> FinishReason {
+    match reason {
+        Some(FinishReason::Stop) | None if has_calls => FinishReason::ToolCalls,
+        Some(reason) => reason,
+        None => FinishReason::Stop,
+    }
+}
+
+#[derive(Deserialize)]
+struct WireUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    total_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    /// `None` for an empty usage object, which some servers send instead of none.
+    fn figures(&self) -> Option<Usage> {
+        if self.prompt_tokens.is_none() && self.completion_tokens.is_none() && self.total_tokens.is_none() {
+            return None;
+        }
+        let prompt_tokens = self.prompt_tokens.unwrap_or(0);
+        let completion_tokens = self.completion_tokens.unwrap_or(0);
+        Some(Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: self.total_tokens.unwrap_or(prompt_tokens + completion_tokens),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    choices: Option<Vec<ChunkChoice>>,
+    usage: Option<WireUsage>,
+    x_groq: Option<GroqExtra>,
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct GroqExtra {
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    index: Option<u32>,
+    delta: Option<Delta>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    content: Option<String>,
+    tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallDelta {
+    index: Option<usize>,
+    id: Option<String>,
+    function: Option<FunctionDelta>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta {
+    name: Option<String>,
+    /// A string fragment per the API; some servers send the whole arguments object instead.
+    arguments: Option<Value>,
+}
+
+/// A tool call being assembled from deltas.
+#[derive(Default)]
+struct PartialCall {
+    index: Option<usize>,
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+impl PartialCall {
+    fn finish(self) -> ToolCall {
+        ToolCall {
+            id: if self.id.is_empty() { generated_call_id() } else { self.id },
+            name: self.name,
+            arguments: parse_tool_arguments(&self.arguments),
+        }
+    }
+}
+
+/// Accumulates a streamed chat completion: text deltas pass through, tool calls are emitted
+/// whole at the end, then usage and the finish reason.
+#[derive(Default)]
+pub struct OpenAiStreamDecoder {
+    calls: Vec<PartialCall>,
+    finish: Option<FinishReason>,
+    usage: Option<Usage>,
+    /// `[DONE]` arrived (or the answer came whole).
+    complete: bool,
+}
+
+impl OpenAiStreamDecoder {
+    /// The call a delta continues. With `index`, the call of that index, unless the delta
+    /// brings a different id (servers that number every parallel call 0); without `index`, the
+    /// call of the same id, else the latest call unless the delta brings a new id.
+    fn call_for(&mut self, delta: &ToolCallDelta) -> &mut PartialCall {
+        let new_id = delta.id.as_deref().filter(|id| !id.is_empty());
+        let position = match delta.index {
+            Some(index) => self.calls.iter().rposition(|call| {
+                call.index == Some(index) && new_id.is_none_or(|id| call.id.is_empty() || call.id == id)
+            }),
+            None => match new_id {
+                Some(id) => self.calls.iter().rposition(|call| call.id == id),
+                None => self.calls.len().checked_sub(1),
+            },
+        };
+        let position = position.unwrap_or_else(|| {
+            self.calls.push(PartialCall { index: delta.index, ..PartialCall::default() });
+            self.calls.len() - 1
+        });
+        &mut self.calls[position]
+    }
+
+    fn add_tool_delta(&mut self, delta: ToolCallDelta) {
+        let call = self.call_for(&delta);
+        if let Some(id) = delta.id.filter(|id| !id.is_empty()) {
+            call.id = id;
+        }
+        let Some(function) = delta.function else {
+            return;
+        };
+        // Servers that repeat the full name in every delta must not double it.
+        if let Some(name) = function.name.filter(|name| *name != call.name) {
+            call.name.push_str(&name);
+        }
+        match function.arguments {
+            Some(Value::String(fragment)) => call.arguments.push_str(&fragment),
+            Some(Value::Null) | None => {}
+            Some(whole) => call.arguments = whole.to_string(),
+        }
+    }
+}
+
+impl StreamDecoder for OpenAiStreamDecoder {
+    fn event(&mut self, _event: &str, data: &str, out: &mut Vec<LlmEvent>) -> Result<Flow, WireError> {
+        // Empty events carry nothing; some proxies send them to keep the connection open.
+        if data.trim().is_empty() {
+            return Ok(Flow::More);
+        }
+        if data.trim() == "[DONE]" {
+            self.complete = true;
+            return Ok(Flow::Done);
+        }
+        let chunk: Chunk = serde_json::from_str(data)
+            .map_err(|error| WireError::fatal(format!("unreadable chunk in the answer stream ({error}): {data}")))?;
+        if let Some(error) = chunk.error.filter(|error| !error.is_null()) {
+            return Err(WireError::fatal(transport::provider_message(
+                json!({ "error": error }).to_string().as_bytes(),
+            )));
+        }
+        let usage =
+            chunk.usage.as_ref().and_then(WireUsage::figures).or_else(|| chunk.x_groq?.usage.as_ref()?.figures());
+        if usage.is_some() {
+            self.usage = usage;
+        }
+        for choice in chunk.choices.into_iter().flatten() {
+            // Only one answer is asked for (no `n`); other choices would interleave with it.
+            if choice.index.unwrap_or(0) != 0 {
+                continue;
+            }
+            if let Some(delta) = choice.delta {
+                if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
+                    out.push(LlmEvent::Text(text));
+                }
+                for tool_delta in delta.tool_calls.into_iter().flatten() {
+                    self.add_tool_delta(tool_delta);
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finish = Some(finish_reason(&reason));
+            }
+        }
+        Ok(Flow::More)
+    }
+
+    fn end(&mut self, out: &mut Vec<LlmEvent>) -> Result<(), WireError> {
+        // Some servers close after the finish reason without `[DONE]`; with neither, the
+        // connection ended early and the answer is incomplete.
+        if !self.complete && self.finish.is_none() {
+            return Err(WireError {
+                message: "the answer stream ended without a finish reason or [DONE]: the answer \
+                          is incomplete"
+                    .to_owned(),
+                retryable: true,
+            });
+        }
+        let has_calls = !self.calls.is_empty();
+        out.extend(self.calls.drain(..).map(|call| LlmEvent::ToolCall(call.finish())));
+        out.extend(self.usage.take().map(LlmEvent::Usage));
+        out.push(LlmEvent::Finish(settle_finish(self.finish, has_calls)));
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Completion {
+    choices: Option<Vec<CompletionChoice>>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct CompletionChoice {
+    message: Option<CompletionMessage>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct CompletionMessage {
+    content: Option<String>,
+    tool_calls: Option<Vec<ToolCallDelta>>,
+}
+
+/// Reads a non-streamed chat completion into the events a stream of it would give.
+fn decode_complete(body: &[u8]) -> Result<Vec<LlmEvent>, WireError> {
+    let completion: Completion = serde_json::from_slice(body).map_err(|error| {
+        WireError::fatal(format!("unreadable answer ({error}): {}", transport::provider_message(body)))
+    })?;
+    let choice = completion
+        .choices
+        .and_then(|choices| choices.into_iter().next())
+        .ok_or_else(|| WireError::fatal("the answer has no choices"))?;
+    // Reuse the stream decoder's assembly so both paths treat odd tool calls alike.
+    let mut decoder = OpenAiStreamDecoder {
+        finish: choice.finish_reason.as_deref().map(finish_reason),
+        usage: completion.usage.as_ref().and_then(WireUsage::figures),
+        complete: true,
+        ..OpenAiStreamDecoder::default()
+    };
+    let mut events = Vec::new();
+    if let Some(message) = choice.message {
+        if let Some(text) = message.content.filter(|text| !text.is_empty()) {
+            events.push(LlmEvent::Text(text));
+        }
+        for (position, mut call) in message.tool_calls.into_iter().flatten().enumerate() {
+            call.index.get_or_insert(position);
+            decoder.add_tool_delta(call);
+        }
+    }
+    decoder.end(&mut events)?;
+    Ok(events)
+}

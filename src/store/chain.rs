@@ -1,0 +1,225 @@
+//! The line format and hash chain of SPEC §6, shared by both stores and by `replay --verify`.
+//!
+//! A line is the compact JSON of a [`ChatEvent`] (key order = field order, `prev` and `hash`
+//! last). Its `hash` is the SHA-256 of the line's bytes up to, not including, `,"hash":`,
+//! followed by `}` — which is exactly the serialisation of the event without its `hash`, so
+//! anyone can check a line with `sed` and `sha256sum` and no canonical JSON is involved.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use super::{ChatEvent, EventType, NewEvent, StoreError};
+
+/// `prev` of the first line of a file.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The `v` every line carries; bumped only if the line format changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What the line carries right before its hash value.
+const HASH_KEY: &[u8] = b",\"hash\":\"";
+/// How a line serialised with an empty `hash` ends.
+const EMPTY_HASH_SUFFIX: &[u8] = b",\"hash\":\"\"}";
+
+/// The current time as the store writes it: UTC, microseconds, `Z`.
+pub fn timestamp_now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Appends the event's line (with its `\n`) to `out` and sets `event.hash`.
+pub fn seal_into(event: &mut ChatEvent, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    event.hash.clear();
+    let start = out.len();
+    serde_json::to_writer(&mut *out, &event)?;
+    debug_assert!(out.ends_with(EMPTY_HASH_SUFFIX));
+    out.truncate(out.len() - EMPTY_HASH_SUFFIX.len());
+    let mut hasher = Sha256::new();
+    hasher.update(&out[start..]);
+    hasher.update(b"}");
+    event.hash = hex::encode(hasher.finalize());
+    out.extend_from_slice(HASH_KEY);
+    out.extend_from_slice(event.hash.as_bytes());
+    out.extend_from_slice(b"\"}\n");
+    Ok(())
+}
+
+/// The hash a line (without its `\n`) must carry, recomputed from its bytes; `None` when the
+/// line has no `,"hash":"` key at all.
+pub fn recompute_hash(line: &[u8]) -> Option<String> {
+    // The last occurrence is the real key: `hash` is the last key, and inside string values
+    // quotes are escaped, so an earlier match can only come from a key nested in `extra`.
+    let at = memchr::memmem::rfind(line, HASH_KEY)?;
+    let mut hasher = Sha256::new();
+    hasher.update(&line[..at]);
+    hasher.update(b"}");
+    Some(hex::encode(hasher.finalize()))
+}
+
+/// Who holds a `request_id`: the conversation and event of its `user_message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub conversation_id: String,
+    pub event_id: String,
+}
+
+/// What a store already holds, as far as assigning `seq` and checking claims needs.
+pub trait Ledger {
+    /// The highest `seq` of the conversation, 0 when unknown.
+    fn last_seq(&self, conversation_id: &str) -> u64;
+    /// The holder of a `request_id`, if any.
+    fn claim(&self, request_id: &str) -> Option<Claim>;
+}
+
+/// Batches accepted for one write but not yet in the store's index: group commit stages
+/// several batches before the single write, and each must see the ones staged before it.
+#[derive(Debug)]
+pub struct Staging {
+    pub prev: String,
+    pub lines: Vec<u8>,
+    seqs: HashMap<String, u64>,
+    claims: HashMap<String, Claim>,
+}
+
+impl Staging {
+    pub fn new(prev: String) -> Self {
+        Staging { prev, lines: Vec::new(), seqs: HashMap::new(), claims: HashMap::new() }
+    }
+
+    /// Stamps and seals `batch` after what is staged, or refuses it whole and leaves the
+    /// staging untouched.
+    pub fn stage(&mut self, ledger: &impl Ledger, batch: Vec<NewEvent>) -> Result<Vec<ChatEvent>, StoreError> {
+        let mut seqs: HashMap<String, u64> = HashMap::new();
+        let mut claims: HashMap<String, Claim> = HashMap::new();
+        let mut prev = self.prev.clone();
+        let lines_before = self.lines.len();
+        let mut stored = Vec::with_capacity(batch.len());
+        for new in batch {
+            let seq = 1 + seqs
+                .get(&new.conversation_id)
+                .or_else(|| self.seqs.get(&new.conversation_id))
+                .copied()
+                .unwrap_or_else(|| ledger.last_seq(&new.conversation_id));
+            let id = uuid::Uuid::now_v7().to_string();
+            if let (EventType::UserMessage, Some(request_id)) = (new.kind, &new.request_id) {
+                let holder = claims
+                    .get(request_id)
+                    .or_else(|| self.claims.get(request_id))
+                    .cloned()
+                    .or_else(|| ledger.claim(request_id));
+                if let Some(holder) = holder {
+                    self.lines.truncate(lines_before);
+                    return Err(StoreError::DuplicateRequest {
+                        request_id: request_id.clone(),
+                        conversation_id: holder.conversation_id,
+                        event_id: holder.event_id,
+                    });
+                }
+                claims.insert(
+                    request_id.clone(),
+                    Claim { conversation_id: new.conversation_id.clone(), event_id: id.clone() },
+                );
+            }
+            seqs.insert(new.conversation_id.clone(), seq);
+            let mut event = ChatEvent {
+                v: FORMAT_VERSION,
+                id,
+                conversation_id: new.conversation_id,
+                seq,
+                request_id: new.request_id,
+                timestamp: timestamp_now(),
+                kind: new.kind,
+                role: new.role,
+                content: new.content,
+                tool_calls: new.tool_calls,
+                tool_call_id: new.tool_call_id,
+                model: new.model,
+                usage: new.usage,
+                token_count: new.token_count,
+                extra: new.extra,
+                prev,
+                hash: String::new(),
+            };
+            if let Err(error) = seal_into(&mut event, &mut self.lines) {
+                self.lines.truncate(lines_before);
+                return Err(StoreError::Io {
+                    path: "event".into(),
+                    source: std::io::Error::other(format!("cannot serialise the event: {error}")),
+                });
+            }
+            prev = event.hash.clone();
+            stored.push(event);
+        }
+        self.prev = prev;
+        self.seqs.extend(seqs);
+        self.claims.extend(claims);
+        Ok(stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Map, json};
+
+    struct Empty;
+    impl Ledger for Empty {
+        fn last_seq(&self, _: &str) -> u64 {
+            0
+        }
+        fn claim(&self, _: &str) -> Option<Claim> {
+            None
+        }
+    }
+
+    fn user(conversation: &str, request: &str) -> NewEvent {
+        NewEvent {
+            conversation_id: conversation.into(),
+            request_id: Some(request.into()),
+            kind: EventType::UserMessage,
+            role: Some(crate::domain::Role::User),
+            content: Some("hi".into()),
+            tool_calls: None,
+            tool_call_id: None,
+            model: None,
+            usage: None,
+            token_count: 1,
+            extra: Map::new(),
+        }
+    }
+
+    #[test]
+    fn sealed_line_matches_its_recomputed_hash_and_key_order() {
+        let mut staging = Staging::new(GENESIS_PREV.into());
+        let mut event = user("c", "r");
+        event.extra.insert("hash".into(), json!("decoy"));
+        let stored = staging.stage(&Empty, vec![event]).unwrap();
+        let line = staging.lines.strip_suffix(b"\n").unwrap();
+        assert_eq!(recompute_hash(line).unwrap(), stored[0].hash);
+        let text = std::str::from_utf8(line).unwrap();
+        assert!(text.starts_with("{\"v\":1,\"id\":\""), "{text}");
+        assert!(text.ends_with(&format!(",\"prev\":\"{GENESIS_PREV}\",\"hash\":\"{}\"}}", stored[0].hash)), "{text}");
+        let parsed: ChatEvent = serde_json::from_slice(line).unwrap();
+        assert_eq!(parsed, stored[0]);
+    }
+
+    #[test]
+    fn refused_batch_leaves_staging_untouched() {
+        let mut staging = Staging::new(GENESIS_PREV.into());
+        let first = staging.stage(&Empty, vec![user("c", "r1")]).unwrap();
+        let lines = staging.lines.clone();
+        let error = staging.stage(&Empty, vec![user("c", "r2"), user("d", "r1")]).unwrap_err();
+        match error {
+            StoreError::DuplicateRequest { request_id, conversation_id, event_id } => {
+                assert_eq!(request_id, "r1");
+                assert_eq!(conversation_id, "c");
+                assert_eq!(event_id, first[0].id);
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert_eq!(staging.lines, lines);
+        assert_eq!(staging.prev, first[0].hash);
+        let next = staging.stage(&Empty, vec![user("c", "r2")]).unwrap();
+        assert_eq!(next[0].seq, 2);
+        assert_eq!(next[0].prev, first[0].hash);
+    }
+}

@@ -1,0 +1,582 @@
+//! Loading `config.yaml` and `servers_config.json` from real files: what a user sees when
+//! something is wrong, and that the shipped files load.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use mcp_platform::config::{ConfigError, load_servers_config, load_settings};
+use tempfile::TempDir;
+
+/// Every loader reads the process environment, so tests that change it run one at a time.
+static ENVIRONMENT: Mutex<()> = Mutex::new(());
+
+/// Holds the environment lock and undoes this test's variables when dropped.
+struct Environment {
+    saved: Vec<(String, Option<std::ffi::OsString>)>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Environment {
+    /// Starts from a known state: the shipped provider keys and any `MCP__` overrides unset.
+    fn new() -> Self {
+        let lock = ENVIRONMENT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut environment = Environment { saved: Vec::new(), _lock: lock };
+        let inherited: Vec<String> = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter(|name| name.to_uppercase().starts_with("MCP_"))
+            .collect();
+        for name in inherited.iter().map(String::as_str).chain(["GROQ_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"])
+        {
+            environment.unset(name);
+        }
+        environment
+    }
+
+    fn set(&mut self, name: &str, value: &str) -> &mut Self {
+        self.saved.push((name.to_owned(), std::env::var_os(name)));
+        // SAFETY: the ENVIRONMENT lock is held, and no other thread of this test binary reads
+        // the environment without holding it.
+        unsafe { std::env::set_var(name, value) };
+        self
+    }
+
+    fn unset(&mut self, name: &str) -> &mut Self {
+        self.saved.push((name.to_owned(), std::env::var_os(name)));
+        // SAFETY: as in `set`.
+        unsafe { std::env::remove_var(name) };
+        self
+    }
+}
+
+impl Drop for Environment {
+    fn drop(&mut self) {
+        for (name, value) in self.saved.drain(..).rev() {
+            // SAFETY: as in `set`; the lock is released only after this.
+            unsafe {
+                match value {
+                    Some(value) => std::env::set_var(&name, value),
+                    None => std::env::remove_var(&name),
+                }
+            }
+        }
+    }
+}
+
+fn repository_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
+}
+
+fn shipped_settings() -> String {
+    std::fs::read_to_string(repository_file("config.yaml")).expect("read the shipped config.yaml")
+}
+
+/// Writes `text` as `name` into `dir` and returns the path.
+fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("write a config file");
+    path
+}
+
+/// The shipped `config.yaml` with `edit(from, to)` applied; each `from` must occur exactly once.
+fn edited_settings(edits: &[(&str, &str)]) -> String {
+    let mut text = shipped_settings();
+    for (from, to) in edits {
+        assert_eq!(text.matches(from).count(), 1, "{from:?} should occur once");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+fn settings_problems(dir: &TempDir, text: &str) -> Vec<String> {
+    let path = write(dir, "config.yaml", text);
+    let error = load_settings(Some(&path)).expect_err("the config should be refused");
+    problems_with_placeholder(&error, dir)
+}
+
+fn servers_problems(dir: &TempDir, text: &str) -> Vec<String> {
+    let path = write(dir, "servers_config.json", text);
+    let error = load_servers_config(Some(&path)).expect_err("the servers config should be refused");
+    problems_with_placeholder(&error, dir)
+}
+
+/// The problems with the temporary folder written as `DIR`, so expected messages can be spelled out.
+fn problems_with_placeholder(error: &ConfigError, dir: &TempDir) -> Vec<String> {
+    assert_eq!(error.to_string(), error.problems().join("\n"));
+    let folder = dir.path().display().to_string();
+    error.problems().iter().map(|problem| problem.replace(&folder, "DIR")).collect()
+}
+
+#[test]
+fn shipped_config_yaml_loads_with_only_the_active_providers_key_set() {
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "gsk-test-key");
+
+    let settings = load_settings(Some(&repository_file("config.yaml"))).expect("shipped config");
+
+    let active = settings.active_provider();
+    assert_eq!(settings.llm.active, "groq");
+    assert_eq!(active.model, "llama-3.3-70b-versatile");
+    assert_eq!(active.api_key.expose(), "gsk-test-key");
+    assert!(settings.llm.providers["openai"].api_key.is_empty(), "an inactive provider's unset key is left empty");
+    assert_eq!(settings.websocket.port, 8000);
+    assert_eq!(settings.shutdown.grace_seconds, 5.0);
+}
+
+#[test]
+fn shipped_servers_config_loads() {
+    let _environment = Environment::new();
+
+    let config = load_servers_config(Some(&repository_file("servers_config.json"))).expect("shipped servers config");
+
+    let demo = &config.servers["demo"];
+    assert!(demo.enabled);
+    assert_eq!(demo.command, "target/release/demo-server");
+    assert_eq!(
+        demo.cwd.as_deref().map(std::fs::canonicalize).transpose().unwrap(),
+        Some(std::fs::canonicalize(env!("CARGO_MANIFEST_DIR")).unwrap()),
+        "cwd \".\" is the folder of servers_config.json"
+    );
+    assert_eq!(demo.env["DEMO_MODE"], "1");
+    assert_eq!(demo.allowed_tools, None);
+}
+
+#[test]
+fn default_paths_come_from_the_environment() {
+    let dir = TempDir::new().unwrap();
+    let settings_path = write(&dir, "elsewhere.yaml", &shipped_settings());
+    let servers_path = write(&dir, "servers.json", r#"{"mcpServers": {"echo": {"command": "echo"}}}"#);
+    let mut environment = Environment::new();
+    environment
+        .set("GROQ_API_KEY", "k")
+        .set("MCP_CONFIG_PATH", settings_path.to_str().unwrap())
+        .set("MCP_SERVERS_CONFIG_PATH", servers_path.to_str().unwrap());
+
+    assert_eq!(load_settings(None).unwrap().websocket.port, 8000);
+    let servers = load_servers_config(None).unwrap();
+    let echo = &servers.servers["echo"];
+    assert!(echo.enabled, "enabled defaults to true");
+    assert!(echo.args.is_empty() && echo.env.is_empty() && echo.cwd.is_none());
+}
+
+#[test]
+fn environment_variables_override_single_keys() {
+    let dir = TempDir::new().unwrap();
+    let path = write(&dir, "config.yaml", &shipped_settings());
+    let mut environment = Environment::new();
+    environment
+        .set("MCP__WEBSOCKET__PORT", "9000")
+        .set("MCP__LLM__ACTIVE", "mock")
+        .set("MCP__CHAT__SERVICE__MAX_TOOL_HOPS", "2")
+        .set("MCP__CHAT__SERVICE__STREAMING__ENABLED", "false")
+        .set("MCP__LLM__REQUEST_TIMEOUT", "12.5")
+        .set("MCP__LLM__PROVIDERS__GROQ__API_KEY", "gsk-from-override")
+        .set("MCP__LLM__PROVIDERS__MOCK__MODEL", "1.5");
+
+    let settings = load_settings(Some(&path)).expect("overridden config");
+
+    assert_eq!(settings.websocket.port, 9000);
+    assert_eq!(settings.active_provider().base_url, "http://127.0.0.1:8089/v1");
+    assert_eq!(settings.chat.service.max_tool_hops, 2);
+    assert!(!settings.chat.service.streaming.enabled);
+    assert_eq!(settings.llm.request_timeout, 12.5);
+    assert_eq!(settings.llm.providers["groq"].api_key.expose(), "gsk-from-override");
+    assert_eq!(settings.active_provider().model, "1.5", "a string key keeps the variable's text as it is");
+}
+
+#[test]
+fn overrides_find_keys_whatever_their_case_in_the_file() {
+    let dir = TempDir::new().unwrap();
+    let text = edited_settings(&[("active: \"groq\"", "active: \"Groq\""), ("    groq:\n", "    Groq:\n")]);
+    let path = write(&dir, "config.yaml", &text);
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k").set("MCP__LLM__PROVIDERS__GROQ__MODEL", "llama-3.1-8b-instant");
+
+    let settings = load_settings(Some(&path)).expect("overridden config");
+
+    assert_eq!(settings.active_provider().model, "llama-3.1-8b-instant");
+    assert!(!settings.llm.providers.contains_key("groq"));
+}
+
+#[test]
+fn bad_overrides_name_the_variable() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment
+        .set("GROQ_API_KEY", "k")
+        .set("MCP__WEBSOCKET__PORT", "abc")
+        .set("MCP__WEBSOCKET__PROT", "9000")
+        .set("MCP__STORE__FSYNC", "yes")
+        .set("MCP__LLM__PROVIDERS__GROQ__API_KEY", "env:CONFIG_TEST_UNSET_KEY")
+        .unset("CONFIG_TEST_UNSET_KEY");
+
+    assert_eq!(
+        settings_problems(&dir, &shipped_settings()),
+        [
+            "DIR/config.yaml: llm.providers.groq.api_key (set by MCP__LLM__PROVIDERS__GROQ__API_KEY): \
+             environment variable CONFIG_TEST_UNSET_KEY is not set; set it, or change the value \
+             \"env:CONFIG_TEST_UNSET_KEY\"",
+            "DIR/config.yaml: websocket.port (set by MCP__WEBSOCKET__PORT): \
+             expected an integer from 1 to 65535, found \"abc\"",
+            "DIR/config.yaml: websocket.prot (set by MCP__WEBSOCKET__PROT): \
+             unknown key; did you mean \"port\"?",
+            "DIR/config.yaml: store.fsync (set by MCP__STORE__FSYNC): \
+             expected true or false, found \"yes\"",
+        ]
+    );
+}
+
+#[test]
+fn an_override_that_adds_a_provider_lists_what_the_provider_still_needs() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k").set("MCP__LLM__PROVIDERS__AZURE__MODEL", "gpt-4o");
+
+    let problems = settings_problems(&dir, &shipped_settings());
+
+    let origin = "DIR/config.yaml: llm.providers.azure.";
+    let via = " (set by MCP__LLM__PROVIDERS__AZURE__MODEL): missing key, expected";
+    assert_eq!(
+        problems,
+        [
+            format!("{origin}kind{via} one of \"openai\", \"anthropic\""),
+            format!("{origin}base_url{via} an http:// or https:// URL"),
+            format!("{origin}api_key{via} a string (\"env:NAME\" reads the environment variable NAME)"),
+            format!("{origin}temperature{via} a number from 0 to 2"),
+            format!("{origin}max_tokens{via} an integer of at least 1"),
+            format!("{origin}top_p{via} a number from 0 to 1"),
+        ]
+    );
+}
+
+#[test]
+fn missing_keys_and_sections_are_named_with_what_belongs_there() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k");
+    let text = edited_settings(&[("  port: 8000\n", ""), ("shutdown:\n  grace_seconds: 5\n", "")]);
+
+    assert_eq!(
+        settings_problems(&dir, &text),
+        [
+            "DIR/config.yaml: websocket.port: missing key, expected an integer from 1 to 65535",
+            "DIR/config.yaml: shutdown: missing key, expected an object with keys grace_seconds",
+        ]
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_with_a_suggestion_when_one_is_close() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k");
+    let text = edited_settings(&[
+        ("  max_tool_hops: 8", "  max_tool_hop: 8"),
+        ("  fsync: true", "  fsync: true\n  compress: true"),
+    ]);
+
+    assert_eq!(
+        settings_problems(&dir, &text),
+        [
+            "DIR/config.yaml: chat.service.max_tool_hops: missing key, expected an integer of at least 0",
+            "DIR/config.yaml: chat.service.max_tool_hop: unknown key; did you mean \"max_tool_hops\"?",
+            "DIR/config.yaml: store.compress: unknown key; allowed keys are path, fsync",
+        ]
+    );
+}
+
+#[test]
+fn wrong_types_show_the_value_found() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k");
+    let text = edited_settings(&[
+        ("port: 8000", "port: \"abc\""),
+        ("  enabled: true", "  enabled: \"yes\""),
+        ("websocket:\n", "websocket:\n  host: [a, b]\n"),
+        ("  host: \"localhost\"\n", ""),
+        ("store:\n  path: \"events.jsonl\"", "store:\n  path:"),
+        ("mcp:\n  connection:\n", "mcp:\n  connection: 5\n  old_connection:\n"),
+    ]);
+
+    assert_eq!(
+        settings_problems(&dir, &text),
+        [
+            "DIR/config.yaml: chat.service.streaming.enabled: expected true or false, found \"yes\"",
+            "DIR/config.yaml: websocket.host: expected a non-empty string, found a list",
+            "DIR/config.yaml: websocket.port: expected an integer from 1 to 65535, found \"abc\"",
+            "DIR/config.yaml: store.path: expected a non-empty string, found an empty value",
+            "DIR/config.yaml: mcp.connection: expected an object with keys max_reconnect_attempts, \
+             connection_timeout, initial_reconnect_delay, max_reconnect_delay, found 5",
+            "DIR/config.yaml: mcp.old_connection: unknown key; did you mean \"connection\"?",
+        ]
+    );
+}
+
+#[test]
+fn every_value_out_of_range_is_reported_at_once() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k");
+    let text = edited_settings(&[
+        ("active: \"groq\"", "active: \"grok\""),
+        (
+            "kind: \"anthropic\"\n      base_url: \"https://api.anthropic.com\"",
+            "kind: \"claude\"\n      base_url: \"api.anthropic.com\"",
+        ),
+        ("base_url: \"http://localhost:11434/v1\"", "base_url: \"ftp://localhost/v1\""),
+        (
+            "model: \"llama3.2\"\n      temperature: 0.7\n      max_tokens: 4000\n      top_p: 0.9",
+            "model: \"\"\n      temperature: 2.5\n      max_tokens: 0\n      top_p: 1.5",
+        ),
+        ("request_timeout: 60.0", "request_timeout: 0"),
+        ("max_retries: 3", "max_retries: -1"),
+        ("max_tool_hops: 8", "max_tool_hops: 5000000000"),
+        ("reserve_tokens: 500", "reserve_tokens: 4000"),
+        ("port: 8000", "port: 70000"),
+        ("max_message_bytes: 65536", "max_message_bytes: 100"),
+        ("max_in_flight_per_connection: 8", "max_in_flight_per_connection: 0"),
+        ("initial_reconnect_delay: 1.0", "initial_reconnect_delay: 60"),
+        ("failure_threshold: 5", "failure_threshold: 0"),
+        ("level: \"info\"", "level: \"verbose\""),
+        ("format: \"json\"", "format: \"xml\""),
+        ("grace_seconds: 5", "grace_seconds: -1"),
+    ]);
+
+    assert_eq!(
+        settings_problems(&dir, &text),
+        [
+            "DIR/config.yaml: llm.providers.anthropic.kind: expected one of \"openai\", \"anthropic\", found \"claude\"",
+            "DIR/config.yaml: llm.providers.anthropic.base_url: expected an http:// or https:// URL, found \"api.anthropic.com\"",
+            "DIR/config.yaml: llm.providers.ollama.base_url: expected an http:// or https:// URL, found \"ftp://localhost/v1\"",
+            "DIR/config.yaml: llm.providers.ollama.model: expected a non-empty string, found \"\"",
+            "DIR/config.yaml: llm.providers.ollama.temperature: expected a number from 0 to 2, found 2.5",
+            "DIR/config.yaml: llm.providers.ollama.max_tokens: expected an integer of at least 1, found 0",
+            "DIR/config.yaml: llm.providers.ollama.top_p: expected a number from 0 to 1, found 1.5",
+            "DIR/config.yaml: llm.request_timeout: expected a number greater than 0, found 0",
+            "DIR/config.yaml: llm.max_retries: expected an integer of at least 0, found -1",
+            "DIR/config.yaml: chat.service.max_tool_hops: expected an integer from 0 to 4294967295, found 5000000000",
+            "DIR/config.yaml: websocket.port: expected an integer from 1 to 65535, found 70000",
+            "DIR/config.yaml: websocket.max_message_bytes: expected an integer of at least 1024, found 100",
+            "DIR/config.yaml: websocket.max_in_flight_per_connection: expected an integer of at least 1, found 0",
+            "DIR/config.yaml: mcp.circuit_breaker.failure_threshold: expected an integer of at least 1, found 0",
+            "DIR/config.yaml: logging.level: expected one of \"trace\", \"debug\", \"info\", \"warn\", \"error\", found \"verbose\"",
+            "DIR/config.yaml: logging.format: expected one of \"json\", \"pretty\", found \"xml\"",
+            "DIR/config.yaml: shutdown.grace_seconds: expected a number of at least 0, found -1",
+            "DIR/config.yaml: chat.service.context.reserve_tokens: expected less than chat.service.context.max_tokens (4000), found 4000",
+            "DIR/config.yaml: mcp.connection.initial_reconnect_delay: expected at most mcp.connection.max_reconnect_delay (30.0), found 60",
+            "DIR/config.yaml: llm.active: expected the name of a provider under llm.providers \
+             (\"anthropic\", \"groq\", \"mock\", \"ollama\", \"openai\"), found \"grok\"; did you mean \"groq\"?",
+        ]
+    );
+}
+
+#[test]
+fn a_missing_variable_of_the_active_provider_is_named_with_its_key() {
+    let dir = TempDir::new().unwrap();
+    let _environment = Environment::new();
+
+    assert_eq!(
+        settings_problems(&dir, &shipped_settings()),
+        ["DIR/config.yaml: llm.providers.groq.api_key: environment variable GROQ_API_KEY \
+          is not set; set it, or change the value \"env:GROQ_API_KEY\""]
+    );
+}
+
+#[test]
+fn switching_providers_needs_only_the_new_providers_key() {
+    let dir = TempDir::new().unwrap();
+    let path = write(&dir, "config.yaml", &shipped_settings());
+    let mut environment = Environment::new();
+    environment.set("MCP__LLM__ACTIVE", "anthropic");
+
+    let error = load_settings(Some(&path)).expect_err("ANTHROPIC_API_KEY is unset");
+    assert_eq!(
+        problems_with_placeholder(&error, &dir),
+        ["DIR/config.yaml: llm.providers.anthropic.api_key: environment variable ANTHROPIC_API_KEY \
+          is not set; set it, or change the value \"env:ANTHROPIC_API_KEY\""]
+    );
+
+    environment.set("ANTHROPIC_API_KEY", "sk-ant-test");
+    let settings = load_settings(Some(&path)).expect("the active provider's key is set");
+    assert_eq!(settings.active_provider().api_key.expose(), "sk-ant-test");
+    assert!(settings.llm.providers["groq"].api_key.is_empty());
+}
+
+#[test]
+fn a_variable_set_but_empty_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "");
+
+    assert_eq!(
+        settings_problems(&dir, &shipped_settings()),
+        ["DIR/config.yaml: llm.providers.groq.api_key: environment variable GROQ_API_KEY is set but empty"]
+    );
+}
+
+#[test]
+fn invalid_yaml_gives_the_line_and_column() {
+    let dir = TempDir::new().unwrap();
+    let _environment = Environment::new();
+    let text = "websocket:\n  host: \"localhost\"\n  port: [8000\n  max_message_bytes: 65536\n";
+
+    assert_eq!(
+        settings_problems(&dir, text),
+        ["DIR/config.yaml: invalid YAML: illegal placement of ':' indicator at line 4 column 20"]
+    );
+}
+
+#[test]
+fn a_missing_file_says_how_to_point_at_one() {
+    let dir = TempDir::new().unwrap();
+    let _environment = Environment::new();
+
+    let error = load_settings(Some(&dir.path().join("config.yaml"))).unwrap_err();
+    assert_eq!(
+        problems_with_placeholder(&error, &dir),
+        ["DIR/config.yaml: cannot read the file: No such file or directory (os error 2); \
+          pass its path or set MCP_CONFIG_PATH"]
+    );
+    let error = load_servers_config(Some(&dir.path().join("servers_config.json"))).unwrap_err();
+    assert_eq!(
+        problems_with_placeholder(&error, &dir),
+        ["DIR/servers_config.json: cannot read the file: No such file or directory (os error 2); \
+          pass its path or set MCP_SERVERS_CONFIG_PATH"]
+    );
+}
+
+#[test]
+fn secrets_never_show_in_messages_or_debug_output() {
+    let secret = "gsk-very-secret-value-4711";
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", secret);
+
+    // A key typed into the file by mistake, beside other problems.
+    let text =
+        edited_settings(&[("api_key: \"env:OPENAI_API_KEY\"", "api_key: 4711000111"), ("port: 8000", "port: 0")]);
+    let problems = settings_problems(&dir, &text);
+    assert_eq!(
+        problems,
+        [
+            "DIR/config.yaml: llm.providers.openai.api_key: expected a string (\"env:NAME\" reads \
+             the environment variable NAME), found a number",
+            "DIR/config.yaml: websocket.port: expected an integer from 1 to 65535, found 0",
+        ]
+    );
+    let path = write(&dir, "config.yaml", &text);
+    let error = load_settings(Some(&path)).unwrap_err();
+    for shown in [error.to_string(), format!("{error:?}")] {
+        assert!(!shown.contains(secret) && !shown.contains("4711000111"), "{shown}");
+    }
+
+    let path = write(&dir, "config.yaml", &shipped_settings());
+    environment.set("MCP__LLM__PROVIDERS__OPENAI__API_KEY", "sk-override-secret");
+    let settings = load_settings(Some(&path)).expect("valid config");
+    assert_eq!(settings.active_provider().api_key.expose(), secret);
+    let debug = format!("{settings:?} {settings:#?}");
+    assert!(!debug.contains(secret) && !debug.contains("sk-override-secret"), "{debug}");
+
+    environment.set("DEMO_TOKEN", secret);
+    let servers = write(
+        &dir,
+        "servers_config.json",
+        r#"{"mcpServers": {"demo": {"command": "demo", "env": {"TOKEN": "Bearer ${DEMO_TOKEN}"}}}}"#,
+    );
+    let servers = load_servers_config(Some(&servers)).expect("valid servers config");
+    assert_eq!(servers.servers["demo"].env["TOKEN"], format!("Bearer {secret}"));
+    let debug = format!("{servers:?}");
+    assert!(debug.contains("TOKEN") && !debug.contains(secret), "{debug}");
+}
+
+#[test]
+fn env_references_are_read_only_in_secret_keys() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k").set("CONFIG_TEST_BASE_URL", "https://example.com/v1");
+    let text =
+        edited_settings(&[("base_url: \"https://api.groq.com/openai/v1\"", "base_url: \"env:CONFIG_TEST_BASE_URL\"")]);
+
+    assert_eq!(
+        settings_problems(&dir, &text),
+        ["DIR/config.yaml: llm.providers.groq.base_url: expected an http:// or https:// URL, \
+             found \"env:CONFIG_TEST_BASE_URL\" (\"env:\" is read only in secret keys such as \
+             api_key; to take this key from the environment, set MCP__LLM__PROVIDERS__GROQ__BASE_URL)"]
+    );
+}
+
+#[test]
+fn every_bad_server_entry_is_reported_at_once() {
+    let dir = TempDir::new().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    let mut environment = Environment::new();
+    environment.set("SERVERS_TEST_TOKEN", "t").unset("SERVERS_TEST_MISSING");
+    let text = r#"{"mcpServers": {
+        "good": {"command": "good-server", "cwd": "tools", "env": {"TOKEN": "${SERVERS_TEST_TOKEN}"}},
+        "empty": {"command": ""},
+        "demo": {"command": "demo", "args": ["--mode", 3], "env": {"MODE": 1, "KEY": "${SERVERS_TEST_MISSING}", "OPEN": "x${HOME"}},
+        "typo": {"command": "x", "alowed_tools": ["sum"], "timeout": 5},
+        "bad name": {"command": "x"},
+        "lost": {"command": "x", "cwd": "nowhere"},
+        "off": {"command": "x", "cwd": "nowhere", "enabled": false},
+        "odd": {"command": ["x"], "enabled": "yes", "tool_timeout": 0, "excluded_tools": "sum"},
+        "noop": {"args": []}
+    }}"#;
+
+    let problems = servers_problems(&dir, text);
+
+    let file = "DIR/servers_config.json: mcpServers";
+    assert_eq!(
+        problems,
+        [
+            format!(
+                "{file}.\"bad name\": invalid server name; use only letters, digits, \"_\" and \"-\" \
+                 (it becomes the prefix of the server's tool names)"
+            ),
+            format!("{file}.demo.args[1]: expected a string, found 3"),
+            format!(
+                "{file}.demo.env.KEY: environment variable SERVERS_TEST_MISSING is not set \
+                 (used as ${{SERVERS_TEST_MISSING}}); set it or remove the reference"
+            ),
+            format!("{file}.demo.env.MODE: expected a string, found 1"),
+            format!(
+                "{file}.demo.env.OPEN: \"${{\" without a closing \"}}\"; write ${{NAME}} to insert \
+                 the environment variable NAME, found \"x${{HOME\""
+            ),
+            format!("{file}.empty.command: expected a non-empty string, found \"\""),
+            format!("{file}.noop.command: missing key, expected a non-empty string"),
+            format!("{file}.odd.enabled: expected true or false, found \"yes\""),
+            format!("{file}.odd.command: expected a non-empty string, found a list"),
+            format!("{file}.odd.excluded_tools: expected a list of strings, found \"sum\""),
+            format!("{file}.odd.tool_timeout: expected a number greater than 0, found 0"),
+            format!("{file}.typo.alowed_tools: unknown key; did you mean \"allowed_tools\"?"),
+            format!("{file}.typo.timeout: unknown key; did you mean \"tool_timeout\"?"),
+            format!(
+                "{file}.lost.cwd: expected an existing directory, found \"nowhere\" \
+                 (DIR/nowhere does not exist; a relative cwd starts at the folder of this file)"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn invalid_json_gives_the_line_and_column() {
+    let dir = TempDir::new().unwrap();
+    let _environment = Environment::new();
+
+    assert_eq!(
+        servers_problems(&dir, "{\"mcpServers\": {\n  \"demo\": {\"command\": \"x\",}\n}}"),
+        ["DIR/servers_config.json: invalid JSON: trailing comma at line 2 column 27"]
+    );
+    assert_eq!(
+        servers_problems(&dir, "[]"),
+        ["DIR/servers_config.json: expected an object with keys mcpServers, found a list"]
+    );
+    assert_eq!(
+        servers_problems(&dir, "{\"servers\": {}}"),
+        [
+            "DIR/servers_config.json: mcpServers: missing key, expected an object",
+            "DIR/servers_config.json: servers: unknown key; did you mean \"mcpServers\"?",
+        ]
+    );
+}

@@ -1,0 +1,173 @@
+//! What each provider kind sends to the model: only standard fields of its API, the model
+//! parameters of the settings, tool names as given (`<server>__<tool>`), and its auth headers.
+
+mod llm_common;
+
+use std::collections::BTreeSet;
+
+use llm_common::*;
+use mcp_platform::config::ProviderKind;
+use mcp_platform::domain::Message;
+use mcp_platform::llm::{self, LlmRequest};
+use serde_json::{Value, json};
+
+fn keys(value: &Value) -> BTreeSet<&str> {
+    value.as_object().unwrap_or_else(|| panic!("not an object: {value}")).keys().map(String::as_str).collect()
+}
+
+fn set<'a>(names: &[&'a str]) -> BTreeSet<&'a str> {
+    names.iter().copied().collect()
+}
+
+/// A conversation with every kind of message: system, user, an assistant turn with two
+/// parallel tool calls, their two results, an assistant answer and a new user message.
+fn full_conversation(streaming: bool) -> LlmRequest {
+    LlmRequest {
+        model: None,
+        messages: vec![
+            Message::system("Be brief."),
+            Message::user("what is 2+3 and 6*7"),
+            Message::assistant(
+                "",
+                vec![
+                    call("call_1", "demo__sum", json!({"a": 2, "b": 3})),
+                    call("call_2", "demo__multiply", json!({"a": 6, "b": 7})),
+                ],
+            ),
+            Message::tool("call_1", "5"),
+            Message::tool("call_2", "42"),
+            Message::assistant("5 and 42.", vec![]),
+            Message::user("thanks"),
+        ],
+        tools: vec![tool("demo__sum"), tool("demo__multiply")],
+        streaming,
+    }
+}
+
+/// Sends `request` to a mock through a provider of `kind` and returns what the mock received.
+async fn sent(kind: ProviderKind, api_key: &str, request: LlmRequest) -> mcp_platform::mock_llm::RecordedRequest {
+    let mock = mock(json!([])).await;
+    let provider =
+        llm::from_settings(&settings(kind, &base_url(&mock, kind), api_key, 10.0, 0)).expect("provider builds");
+    let outcome = chat(&provider, request).await;
+    assert_eq!(outcome.error, None);
+    let mut requests = mock.requests();
+    assert_eq!(requests.len(), 1);
+    requests.remove(0)
+}
+
+#[tokio::test]
+async fn openai_requests_hold_only_standard_chat_completions_fields() {
+    let request = sent(ProviderKind::Openai, "sk-test", full_conversation(true)).await;
+    assert_eq!(request.path, "/v1/chat/completions");
+    assert_eq!(request.headers.get("authorization").map(String::as_str), Some("Bearer sk-test"));
+    let body = &request.body;
+    assert_eq!(
+        keys(body),
+        set(&["model", "messages", "stream", "temperature", "max_tokens", "top_p", "tools", "stream_options"])
+    );
+    assert_eq!(body["model"], "test-model");
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["stream_options"], json!({"include_usage": true}));
+    assert_eq!(
+        (body["temperature"].clone(), body["max_tokens"].clone(), body["top_p"].clone()),
+        (json!(0.5), json!(321), json!(0.9))
+    );
+
+    let messages = body["messages"].as_array().expect("messages");
+    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap_or("?")).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "tool", "tool", "assistant", "user"]);
+    for (position, message) in messages.iter().enumerate() {
+        let expected = match (message["role"].as_str(), position) {
+            (Some("tool"), _) => set(&["role", "tool_call_id", "content"]),
+            (Some("assistant"), 2) => set(&["role", "content", "tool_calls"]),
+            _ => set(&["role", "content"]),
+        };
+        assert_eq!(keys(message), expected, "message {position}");
+    }
+    assert_eq!(messages[2]["content"], Value::Null, "a tools-only turn has null content");
+    let calls = messages[2]["tool_calls"].as_array().expect("tool_calls");
+    assert_eq!(calls.len(), 2);
+    for call in calls {
+        assert_eq!(keys(call), set(&["id", "type", "function"]));
+        assert_eq!(call["type"], "function");
+        assert_eq!(keys(&call["function"]), set(&["name", "arguments"]));
+        assert!(call["function"]["arguments"].is_string(), "arguments travel as a JSON string");
+    }
+    assert_eq!(calls[1]["id"], "call_2");
+    assert_eq!(calls[1]["function"]["name"], "demo__multiply");
+    let arguments: Value =
+        serde_json::from_str(calls[1]["function"]["arguments"].as_str().unwrap_or("")).expect("JSON");
+    assert_eq!(arguments, json!({"a": 6, "b": 7}));
+    assert_eq!((messages[4]["tool_call_id"].clone(), messages[4]["content"].clone()), (json!("call_2"), json!("42")));
+
+    let tools = body["tools"].as_array().expect("tools");
+    let names: Vec<&str> = tools.iter().map(|t| t["function"]["name"].as_str().unwrap_or("?")).collect();
+    assert_eq!(names, ["demo__sum", "demo__multiply"]);
+    for tool in tools {
+        assert_eq!(keys(tool), set(&["type", "function"]));
+        assert_eq!(keys(&tool["function"]), set(&["name", "description", "parameters"]));
+        assert_eq!(tool["function"]["parameters"]["required"], json!(["a", "b"]));
+    }
+}
+
+#[tokio::test]
+async fn openai_requests_without_tools_or_streaming_or_key_leave_those_fields_out() {
+    let mut request = ask("hello", vec![], false);
+    request.model = Some("llama-3.3-70b-versatile".to_owned());
+    let sent = sent(ProviderKind::Openai, "", request).await;
+    assert_eq!(keys(&sent.body), set(&["model", "messages", "stream", "temperature", "max_tokens", "top_p"]));
+    assert_eq!(sent.body["model"], "llama-3.3-70b-versatile", "the request's model wins");
+    assert_eq!(sent.body["stream"], false);
+    assert!(!sent.headers.contains_key("authorization"), "no key, no bearer (Ollama)");
+}
+
+#[tokio::test]
+async fn anthropic_requests_hold_only_standard_messages_api_fields() {
+    let request = sent(ProviderKind::Anthropic, "ak-test", full_conversation(true)).await;
+    assert_eq!(request.path, "/v1/messages");
+    assert_eq!(request.headers.get("x-api-key").map(String::as_str), Some("ak-test"));
+    assert_eq!(request.headers.get("anthropic-version").map(String::as_str), Some("2023-06-01"));
+    assert!(!request.headers.contains_key("authorization"));
+    let body = &request.body;
+    assert_eq!(keys(body), set(&["model", "max_tokens", "system", "messages", "stream", "temperature", "tools"]));
+    assert_eq!(body["system"], "Be brief.");
+    assert_eq!((body["max_tokens"].clone(), body["temperature"].clone()), (json!(321), json!(0.5)));
+
+    let messages = body["messages"].as_array().expect("messages");
+    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap_or("?")).collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant", "user"], "strictly alternating");
+    for message in messages {
+        assert_eq!(keys(message), set(&["role", "content"]));
+    }
+    assert_eq!(messages[0]["content"], "what is 2+3 and 6*7");
+    let uses = messages[1]["content"].as_array().expect("tool_use blocks");
+    assert_eq!(uses.len(), 2);
+    for block in uses {
+        assert_eq!(keys(block), set(&["type", "id", "name", "input"]));
+        assert_eq!(block["type"], "tool_use");
+    }
+    assert_eq!((uses[0]["name"].clone(), uses[0]["input"].clone()), (json!("demo__sum"), json!({"a": 2, "b": 3})));
+    let results = messages[2]["content"].as_array().expect("tool_result blocks");
+    assert_eq!(results.len(), 2, "consecutive tool results share one user message");
+    for block in results {
+        assert_eq!(keys(block), set(&["type", "tool_use_id", "content"]));
+        assert_eq!(block["type"], "tool_result");
+    }
+    assert_eq!((results[1]["tool_use_id"].clone(), results[1]["content"].clone()), (json!("call_2"), json!("42")));
+    assert_eq!(messages[3]["content"], "5 and 42.");
+
+    let tools = body["tools"].as_array().expect("tools");
+    for tool in tools {
+        assert_eq!(keys(tool), set(&["name", "description", "input_schema"]));
+    }
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap_or("?")).collect();
+    assert_eq!(names, ["demo__sum", "demo__multiply"]);
+}
+
+#[tokio::test]
+async fn anthropic_requests_without_tools_leave_the_field_out() {
+    let sent = sent(ProviderKind::Anthropic, "ak-test", ask("hello", vec![], false)).await;
+    assert_eq!(keys(&sent.body), set(&["model", "max_tokens", "system", "messages", "stream", "temperature"]));
+    assert_eq!(sent.body["stream"], false);
+}

@@ -1,0 +1,208 @@
+//! The real `mcp-platform serve` binary as an OS process: signals, exit codes, and several
+//! processes sharing one events file.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A child process that is killed if the test fails before it is waited for.
+struct Process {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Process {
+    /// Starts `mcp-platform ARGS` and reads the address it prints.
+    fn start(args: &[&str], env: &[(&str, String)]) -> Self {
+        let mut command = Command::new(binary("mcp-platform"));
+        command.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn mcp-platform");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let address = loop {
+            let line = lines.next().expect("the process prints its address").expect("utf-8");
+            if let Some(address) = line.split_whitespace().find_map(|word| word.strip_prefix("http://")) {
+                break address.parse().expect("socket address");
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { child, addr: address }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a pid this test spawned and still owns.
+        let result = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(result, 0, "signal delivered");
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the process did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mock_llm(dir: &Path, script: Option<Value>) -> Process {
+    let mut args = vec!["mock-llm".to_owned(), "--port".into(), "0".into(), "--word-delay-ms".into(), "0".into()];
+    if let Some(script) = script {
+        let path = dir.join("script.json");
+        std::fs::write(&path, script.to_string()).expect("write script");
+        args.extend(["--script".into(), path.display().to_string()]);
+    }
+    Process::start(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+}
+
+fn serve(dir: &Path, mock: &Process, store: &Path, grace_seconds: f64) -> Process {
+    let servers = write_servers_config(dir);
+    let env = [
+        ("MCP__LLM__ACTIVE", "mock".to_owned()),
+        ("MCP__LLM__PROVIDERS__MOCK__BASE_URL", format!("http://{}/v1", mock.addr)),
+        ("MCP__STORE__PATH", store.display().to_string()),
+        ("MCP__SHUTDOWN__GRACE_SECONDS", grace_seconds.to_string()),
+        ("MCP__LOGGING__LEVEL", "warn".to_owned()),
+        ("MCP_SERVERS_CONFIG_PATH", servers.display().to_string()),
+    ];
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml").display().to_string();
+    Process::start(&["serve", "--port", "0", "--config", &config], &env)
+}
+
+async fn readyz_status(addr: std::net::SocketAddr) -> u16 {
+    reqwest::get(format!("http://{addr}/readyz")).await.map(|response| response.status().as_u16()).unwrap_or(0)
+}
+
+fn verify(store: &Path) {
+    let output = Command::new(binary("mcp-platform"))
+        .args(["replay", &store.display().to_string(), "--verify"])
+        .output()
+        .expect("run replay --verify");
+    assert!(
+        output.status.success(),
+        "replay --verify: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_running_turn_finish_then_exits_zero() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let words: Vec<String> = (0..30).map(|n| format!("w{n}")).collect();
+    let mock = mock_llm(dir.path(), Some(json!([{"text": words.join(" "), "delay_ms": 50}])));
+    let store = dir.path().join("events.jsonl");
+    let mut server = serve(dir.path(), &mock, &store, 10.0);
+    assert_eq!(readyz_status(server.addr).await, 200);
+
+    let mut client = WsClient::connect(server.addr).await;
+    client.send(json!({"action": "chat", "request_id": "long", "payload": {"text": "talk"}})).await;
+    let mut messages = vec![client.recv().await, client.recv().await];
+    server.signal(libc::SIGTERM);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while readyz_status(server.addr).await != 503 {
+        assert!(Instant::now() < deadline, "/readyz turns 503 while draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.send(json!({"action": "chat", "request_id": "late", "payload": {"text": "too late"}})).await;
+    let mut others = Vec::new();
+    messages.extend(client.collect("long", &mut others).await);
+    assert_well_formed(&messages);
+    assert_eq!(messages.last().expect("terminal")["status"], "complete", "the turn finished within the grace");
+    assert_eq!(text_of(&messages).trim(), words.join(" "));
+    let late = match others.pop() {
+        Some(late) => late,
+        None => client.recv().await,
+    };
+    assert_eq!((late["request_id"].clone(), late["error"]["code"].clone()), (json!("late"), json!(503)));
+    assert_eq!(client.recv_close().await.map(|(code, _)| code), Some(1001));
+
+    let status = server.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0));
+    let events = read_events(&store);
+    let long: Vec<&Value> = events.iter().filter(|event| event["request_id"] == "long").collect();
+    assert_eq!(long.first().expect("user message")["type"], "user_message");
+    assert_eq!(long.last().expect("answer")["extra"]["status"], "complete");
+    assert!(events.iter().all(|event| event["request_id"] != "late"), "a refused request leaves no trace");
+    verify(&store);
+}
+
+#[tokio::test]
+async fn two_server_processes_share_one_log_while_conversations_hop_between_them() {
+    const CLIENTS: usize = 6;
+    const TURNS: usize = 4;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mock = mock_llm(dir.path(), None);
+    let store = dir.path().join("events.jsonl");
+    let servers = [serve(dir.path(), &mock, &store, 5.0), serve(dir.path(), &mock, &store, 5.0)];
+    let addrs = [servers[0].addr, servers[1].addr];
+
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        clients.push(tokio::spawn(async move {
+            let conversation_id = format!("shared-{client}");
+            let mut request_ids = Vec::new();
+            for turn in 0..TURNS {
+                // Each turn of a conversation goes to the other process.
+                let mut socket = WsClient::connect(addrs[(client + turn) % 2]).await;
+                let request_id = format!("c{client}-t{turn}");
+                let text = format!("what is {client}+{turn}");
+                let messages =
+                    socket.chat(&request_id, json!({"text": text, "conversation_id": conversation_id})).await;
+                assert_well_formed(&messages);
+                assert_eq!(messages.last().expect("terminal")["status"], "complete", "{messages:#?}");
+                assert_eq!(chunks(&messages, "tool_result")[0]["content"], (client + turn).to_string());
+                request_ids.push(request_id);
+            }
+            request_ids
+        }));
+    }
+    let mut expected = HashSet::new();
+    for client in clients {
+        expected.extend(client.await.expect("client task"));
+    }
+
+    let events = read_events(&store);
+    let user_messages: Vec<&str> = events
+        .iter()
+        .filter(|event| event["type"] == "user_message")
+        .map(|event| event["request_id"].as_str().expect("request_id"))
+        .collect();
+    assert_eq!(user_messages.len(), CLIENTS * TURNS, "every turn logged exactly once");
+    assert_eq!(user_messages.iter().copied().map(str::to_owned).collect::<HashSet<_>>(), expected);
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for event in &events {
+        seqs.entry(event["conversation_id"].as_str().expect("conversation").to_owned())
+            .or_default()
+            .push(event["seq"].as_u64().expect("seq"));
+    }
+    for (conversation, seqs) in &seqs {
+        assert_eq!(*seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "seq of {conversation}");
+        assert_eq!(seqs.len(), TURNS * 4, "user, tool call, tool result, answer per turn in {conversation}");
+    }
+    verify(&store);
+    for mut server in servers {
+        server.signal(libc::SIGTERM);
+        assert_eq!(server.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    }
+}
