@@ -96,7 +96,7 @@ struct Measurement {
 async fn measure_turns(url: &str, connections: usize, turns: usize) -> anyhow::Result<Measurement> {
     let mut sockets = Vec::with_capacity(connections);
     for _ in 0..connections {
-        sockets.push(tokio_tungstenite::connect_async(url).await.context("connect")?.0);
+        sockets.push(connect(url).await?);
     }
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -136,20 +136,23 @@ async fn measure_turns(url: &str, connections: usize, turns: usize) -> anyhow::R
 }
 
 /// Opens `count` sockets and proves each is served (a ping answered) before returning them.
-async fn open_idle(
-    url: &str,
-    count: usize,
-) -> anyhow::Result<Vec<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>> {
+async fn open_idle(url: &str, count: usize) -> anyhow::Result<Vec<Socket>> {
     let mut sockets = Vec::with_capacity(count);
     for index in 0..count {
-        let (mut socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .with_context(|| format!("idle socket {index}: connect (raise `ulimit -n`?)"))?;
+        let mut socket = connect(url).await.with_context(|| format!("idle socket {index} (raise `ulimit -n`?)"))?;
         socket.send(Message::text(json!({"action": "ping", "request_id": "p"}).to_string())).await?;
         socket.next().await.context("pong")??;
         sockets.push(socket);
     }
     Ok(sockets)
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A client socket with Nagle's algorithm off, as latency-minded clients use.
+async fn connect(url: &str) -> anyhow::Result<Socket> {
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await.context("connect")?;
+    Ok(socket)
 }
 
 async fn spawn_and_read_address(command: &mut Command, name: &str) -> anyhow::Result<(Child, String)> {

@@ -74,6 +74,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
@@ -164,6 +165,9 @@ impl MockLlm {
         });
         let app = router(Arc::clone(&state));
         let server = tokio::spawn(async move {
+            let listener = listener.tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            });
             if let Err(error) = axum::serve(listener, app).await {
                 tracing::error!(%error, "mock-llm stopped serving");
             }

@@ -19,6 +19,7 @@ use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,6 +30,8 @@ use crate::config::Settings;
 /// A frame this many times `websocket.max_message_bytes` is not even read: the socket is
 /// closed with 1009. Frames between the two limits get a 413 error and the socket stays.
 const HARD_LIMIT_FACTOR: usize = 16;
+/// Read and write buffer of each WebSocket; larger frames still arrive, in several reads.
+const SOCKET_BUFFER_BYTES: usize = 4096;
 /// How long closing sockets may take once their last messages are out.
 const SOCKET_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -97,6 +100,13 @@ impl RunningServer {
         });
         let stopped = CancellationToken::new();
         let app = router(state.clone());
+        // Small frames go out at once: with Nagle's algorithm a streamed chunk can wait for the
+        // client's delayed ACK (~40 ms).
+        let listener = listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(listener, app).with_graceful_shutdown(stopped.clone().cancelled_owned());
         let serve_task = tokio::spawn(async move { serve.await });
         Ok(Self { addr, state, stopped, serve_task })
@@ -150,6 +160,9 @@ async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) 
     let limit = state.hard_frame_limit();
     let tracked = state.clone();
     upgrade
+        // tungstenite's default buffers are 128 KiB each; an idle socket should cost a few KiB.
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| tracked.connections.track_future(ws::serve_socket(socket, state.clone())))
