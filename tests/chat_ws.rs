@@ -361,3 +361,31 @@ async fn http_endpoints_show_health_servers_tools_and_conversations() {
     assert_eq!(get("/api/conversations/unknown").await.0, 404);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_turn_still_running_when_the_grace_ends_gets_a_503_then_the_socket_closes_1001() {
+    let words: Vec<String> = (0..400).map(|n| format!("w{n}")).collect();
+    let script = json!([{"text": words.join(" "), "delay_ms": 25}]);
+    let log_dir = tempfile::tempdir().expect("temp dir");
+    let store_path = log_dir.path().join("events.jsonl");
+    let options = Options {
+        script: Some(script),
+        grace_seconds: 0.3,
+        store_path: Some(store_path.clone()),
+        ..Options::default()
+    };
+    let app = TestApp::start(options).await;
+    let mut client = app.client().await;
+    client.send(json!({"action": "chat", "request_id": "endless", "payload": {"text": "talk"}})).await;
+    let mut messages = vec![client.recv().await, client.recv().await];
+    let shutdown = tokio::spawn(app.shutdown());
+    messages.extend(client.collect("endless", &mut Vec::new()).await);
+    assert_well_formed(&messages);
+    let last = messages.last().expect("terminal");
+    assert_eq!(last["error"]["code"], 503, "{last}");
+    assert_eq!(client.recv_close().await.map(|(code, _)| code), Some(1001));
+    shutdown.await.expect("shutdown completes");
+    let logged = read_events(&store_path).pop().expect("the interruption is logged");
+    assert_eq!(logged["extra"]["status"], "error");
+    assert_eq!(logged["extra"]["error"]["code"], 503);
+}

@@ -126,15 +126,23 @@ async fn write_frames(
     mut outgoing: mpsc::Receiver<Frame>,
     connection: Arc<Connection>,
 ) {
+    // Queued frames go out before the close: a drained turn's last messages reach the client.
+    // Only a client that does not read loses them, after the close timeout.
     loop {
         let frame = tokio::select! {
-            _ = connection.closing.cancelled() => break,
+            biased;
             frame = outgoing.recv() => frame,
+            _ = connection.closing.cancelled() => break,
         };
         let Some(frame) = frame else { break };
+        let send = sink.send(Message::Text(Utf8Bytes::from(&*frame)));
+        tokio::pin!(send);
         let sent = tokio::select! {
-            _ = connection.closing.cancelled() => break,
-            sent = sink.send(Message::Text(Utf8Bytes::from(&*frame))) => sent,
+            sent = &mut send => sent,
+            _ = connection.closing.cancelled() => match tokio::time::timeout(CLOSE_TIMEOUT, &mut send).await {
+                Ok(sent) => sent,
+                Err(_) => break,
+            },
         };
         if sent.is_err() {
             connection.closing.cancel();
