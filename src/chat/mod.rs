@@ -185,7 +185,7 @@ fn running_elsewhere(request_id: &str) -> ErrorBody {
 }
 
 /// A bug or an infrastructure failure: logged with a correlation id that the client sees.
-fn internal_error(error: &dyn std::fmt::Display) -> ErrorBody {
+pub fn internal_error(error: &dyn std::fmt::Display) -> ErrorBody {
     let correlation_id = uuid::Uuid::now_v7().to_string();
     tracing::error!(%correlation_id, %error, "internal error");
     ErrorBody::new(500, format!("internal error (correlation id {correlation_id}); the server log has the details"))

@@ -65,8 +65,6 @@ pub fn unavailable(message: &str) -> Response {
 }
 
 fn internal(error: &dyn std::fmt::Display) -> Response {
-    let correlation_id = uuid::Uuid::now_v7().to_string();
-    tracing::error!(%correlation_id, %error, "store read failed");
-    let message = format!("internal error (correlation id {correlation_id}); the server log has the details");
-    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": message}))).into_response()
+    let error = crate::chat::internal_error(error);
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": error.message}))).into_response()
 }
