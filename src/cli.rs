@@ -15,9 +15,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(crate::server::ServeArgs),
+    Serve(crate::app::ServeArgs),
     /// Validate both config files, start every enabled MCP server and list what each offers.
-    Check(crate::mcp::check::CheckArgs),
+    Check(crate::check::CheckArgs),
     /// Print transcripts and token totals of an events file, or verify its hash chain.
     Replay(crate::replay::ReplayArgs),
     /// A terminal client of the WebSocket protocol.
@@ -39,8 +39,8 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => crate::server::run(args).await,
-            Command::Check(args) => crate::mcp::check::run(args).await,
+            Command::Serve(args) => crate::app::serve(args).await,
+            Command::Check(args) => crate::check::run(args).await,
             Command::Replay(args) => crate::replay::run(args).await,
             Command::Chat(args) => crate::client::run(args).await,
             Command::MockLlm(args) => crate::mock_llm::run(args).await,

@@ -3,8 +3,10 @@
 //!
 //! See `ARCHITECTURE.md` for how the modules fit together.
 
+pub mod app;
 pub mod bench;
 pub mod chat;
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -1,10 +1,10 @@
 //! `/ws/chat` end to end: the axum app on a loopback port, mock-llm over HTTP, the demo MCP
 //! server as a child process, the JSONL store in a temp dir.
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{Value, json};
+use support::*;
 
 fn ping(request_id: &str) -> Value {
     json!({"action": "ping", "request_id": request_id})
@@ -48,11 +48,7 @@ async fn what_is_two_plus_three_runs_the_demo_tool_and_logs_the_turn() {
     assert_eq!(events[3]["model"], "mock-demo");
     let seqs: Vec<u64> = events.iter().map(|event| event["seq"].as_u64().expect("seq")).collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
-    let verify = std::process::Command::new(binary("mcp-platform"))
-        .args(["replay", &app.store_path.display().to_string(), "--verify"])
-        .output()
-        .expect("run replay");
-    assert!(verify.status.success(), "chain intact: {}", String::from_utf8_lossy(&verify.stdout));
+    assert_verifies(&app.store_path);
 
     let requests = app.model_requests();
     assert_eq!(requests.len(), 2, "one model call per hop");
@@ -66,7 +62,12 @@ async fn what_is_two_plus_three_runs_the_demo_tool_and_logs_the_turn() {
 async fn a_model_that_always_calls_tools_stops_at_max_tool_hops() {
     let always_sum = json!({"tool_calls": [{"name": "demo__sum", "arguments": {"a": 1, "b": 1}}]});
     let script = json!([always_sum, always_sum, {"text": "Giving up on tools: the answer is 2."}]);
-    let app = TestApp::start(Options { script: Some(script), max_tool_hops: 2, ..Options::default() }).await;
+    let app = TestApp::start(Options {
+        script: Some(script),
+        configure: |s| s.chat.service.max_tool_hops = 2,
+        ..Options::default()
+    })
+    .await;
     let mut client = app.client().await;
     let messages = client.chat("loop", json!({"text": "keep adding"})).await;
     assert_well_formed(&messages);
@@ -86,8 +87,10 @@ async fn every_protocol_error_is_structured_and_the_socket_survives() {
     let script = json!([{"text": "slow answer", "first_byte_delay_ms": 1500}]);
     let app = TestApp::start(Options {
         script: Some(script),
-        max_message_bytes: 2048,
-        max_in_flight: 1,
+        configure: |settings| {
+            settings.websocket.max_message_bytes = 2048;
+            settings.websocket.max_in_flight_per_connection = 1;
+        },
         ..Options::default()
     })
     .await;
@@ -253,7 +256,7 @@ async fn cancel_during_a_tool_call_cancels_it_at_the_mcp_server() {
     let slow = json!({"tool_calls": [{"name": "demo__slow_count", "arguments": {"n": 100, "delay_ms": 50}}]});
     let app = TestApp::start(Options {
         script: Some(json!([slow])),
-        demo_env: json!({"DEMO_CANCEL_MARKER": marker.display().to_string()}),
+        servers: vec![("demo", demo_server(&[("DEMO_CANCEL_MARKER", &marker.display().to_string())]))],
         ..Options::default()
     })
     .await;
@@ -285,8 +288,10 @@ async fn cancel_during_a_tool_call_cancels_it_at_the_mcp_server() {
 
 #[tokio::test]
 async fn a_server_that_is_down_gives_a_notice_and_the_answer_goes_on() {
-    let ghost = json!({"ghost": {"command": "/nonexistent/mcp-server", "args": []}});
-    let app = TestApp::start(Options { extra_servers: ghost, ..Options::default() }).await;
+    let ghost = support::mcp::server("/nonexistent/mcp-server", &[]);
+    let app =
+        TestApp::start(Options { servers: vec![("demo", demo_server(&[])), ("ghost", ghost)], ..Options::default() })
+            .await;
     let messages = app.client().await.chat("n-1", json!({"text": "what is 2+3"})).await;
     assert_well_formed(&messages);
     let notices = chunks(&messages, "notice");
@@ -370,7 +375,7 @@ async fn a_turn_still_running_when_the_grace_ends_gets_a_503_then_the_socket_clo
     let store_path = log_dir.path().join("events.jsonl");
     let options = Options {
         script: Some(script),
-        grace_seconds: 0.3,
+        configure: |settings| settings.shutdown.grace_seconds = 0.3,
         store_path: Some(store_path.clone()),
         ..Options::default()
     };

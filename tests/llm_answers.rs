@@ -1,11 +1,11 @@
 //! Answers of both provider kinds over real HTTP against mock-llm: text, tool calls, usage,
 //! finish reasons, streamed and not, with the same outcome either way.
 
-mod llm_common;
+mod support;
 
-use llm_common::*;
 use mcp_platform::domain::FinishReason;
 use serde_json::json;
+use support::llm::*;
 
 /// Runs `turn` streamed and not against each provider kind and returns both outcomes per kind.
 async fn both_ways(turn: serde_json::Value, request_text: &str) -> Vec<(Outcome, Outcome)> {

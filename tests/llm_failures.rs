@@ -1,13 +1,13 @@
 //! Provider failures over real HTTP against mock-llm, for both provider kinds: what is retried,
 //! what is not, and how a call ends (502 with the provider's message, 504 at the timeout).
 
-mod llm_common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use llm_common::*;
 use mcp_platform::domain::FinishReason;
 use serde_json::json;
+use support::llm::*;
 
 #[tokio::test]
 async fn a_429_with_retry_after_is_waited_out_and_answered_once() {

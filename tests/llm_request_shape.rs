@@ -1,15 +1,15 @@
 //! What each provider kind sends to the model: only standard fields of its API, the model
 //! parameters of the settings, tool names as given (`<server>__<tool>`), and its auth headers.
 
-mod llm_common;
+mod support;
 
 use std::collections::BTreeSet;
 
-use llm_common::*;
 use mcp_platform::config::ProviderKind;
 use mcp_platform::domain::Message;
 use mcp_platform::llm::{self, LlmRequest};
 use serde_json::{Value, json};
+use support::llm::*;
 
 fn keys(value: &Value) -> BTreeSet<&str> {
     value.as_object().unwrap_or_else(|| panic!("not an object: {value}")).keys().map(String::as_str).collect()

@@ -1,7 +1,7 @@
 //! Servers differ in how they stream: hand-written SSE bodies, served over HTTP by an axum
 //! route in this test, in the shapes real OpenAI-compatible servers and Anthropic send.
 
-mod llm_common;
+mod support;
 
 use std::collections::HashSet;
 
@@ -9,11 +9,11 @@ use axum::extract::Path;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::post;
-use llm_common::*;
 use mcp_platform::config::ProviderKind;
 use mcp_platform::domain::FinishReason;
 use mcp_platform::llm;
 use serde_json::json;
+use support::llm::*;
 
 /// SSE bodies by name: `data:` lines, as the server would send them.
 fn body(case: &str) -> String {

@@ -1,25 +1,22 @@
 //! `mcp-platform check` as a user runs it: a table or JSON, and the exit code.
 
-mod mcp_support;
+mod support;
 
-use std::process::Command;
-
-use mcp_support::*;
 use serde_json::{Value, json};
 
 fn check(servers: &Value, extra: &[&str]) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let servers_file = dir.path().join("servers_config.json");
     std::fs::write(&servers_file, servers.to_string()).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_mcp-platform"))
-        .arg("check")
-        .arg("--config")
+    let output = support::mcp_platform(&["check", "--config"])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml"))
         .arg("--servers")
         .arg(&servers_file)
         .args(extra)
         // A provider without a key, so the settings check needs no secret.
         .env("MCP__LLM__ACTIVE", "ollama")
+        // `check` opens the store as `serve` would; keep it out of the working directory.
+        .env("MCP__STORE__PATH", dir.path().join("events.jsonl"))
         .output()
         .unwrap();
     (
@@ -31,7 +28,7 @@ fn check(servers: &Value, extra: &[&str]) -> (Option<i32>, String, String) {
 
 #[test]
 fn check_lists_what_each_server_offers_and_fails_on_a_broken_one() {
-    let demo = bin("demo-server").display().to_string();
+    let demo = support::binary("demo-server").display().to_string();
     let (code, stdout, stderr) = check(&json!({"mcpServers": {"demo": {"command": demo}}}), &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("demo    connected"), "{stdout}");

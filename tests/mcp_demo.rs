@@ -1,14 +1,14 @@
 //! The demo server through the MCP layer: every tool, progress, cancellation, prompts,
 //! resources, argument validation and output cutting.
 
-mod mcp_support;
+mod support;
 
 use std::time::Duration;
 
 use mcp_platform::domain::Role;
 use mcp_platform::mcp::{ServerState, ToolProvider};
-use mcp_support::*;
 use serde_json::{Map, json};
+use support::mcp::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -1,22 +1,18 @@
 //! A third-party server: `@modelcontextprotocol/server-everything` from the npm registry,
-//! run with `npx -y` (which installs it on first use). Skipped, visibly, without Node.
+//! run with `npx -y` (which installs it on first use). Skipped, visibly, without Node outside CI;
+//! in CI (which installs Node) a missing `npx` fails the test.
 
-mod mcp_support;
+mod support;
 
 use std::time::Duration;
 
 use mcp_platform::mcp::{McpManager, ServerState};
-use mcp_support::*;
 use serde_json::json;
-
-fn has(command: &str) -> bool {
-    std::process::Command::new(command).arg("--version").output().is_ok_and(|output| output.status.success())
-}
+use support::mcp::*;
 
 #[tokio::test]
 async fn server_everything_lists_and_answers() {
-    if !has("node") || !has("npx") {
-        eprintln!("SKIPPED server_everything_lists_and_answers: node/npx not found on PATH");
+    if support::skip_without("npx", "server_everything_lists_and_answers") {
         return;
     }
     let mut settings = settings();

@@ -1,12 +1,12 @@
 //! A server that writes garbage to stdout and floods stderr: calls still complete and our
 //! memory stays bounded. Alone in its binary so other tests do not move the RSS figure.
 
-mod mcp_support;
+mod support;
 
 use std::time::Duration;
 
-use mcp_support::*;
 use serde_json::json;
+use support::mcp::*;
 
 fn resident_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

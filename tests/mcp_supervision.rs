@@ -1,13 +1,13 @@
 //! Supervision with real, misbehaving child processes: crashes, bad commands, the circuit
 //! breaker, hanging tools, name clashes, list changes and clean shutdown.
 
-mod mcp_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use mcp_platform::mcp::{CircuitState, MAX_NAME_LEN, McpManager, ServerState, ToolProvider};
-use mcp_support::*;
 use serde_json::json;
+use support::mcp::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -1,13 +1,13 @@
 //! mock-llm without a script (the offline demo) and its inspection endpoints, over real HTTP
 //! through both provider kinds.
 
-mod llm_common;
+mod support;
 
-use llm_common::*;
 use mcp_platform::domain::{FinishReason, Message};
 use mcp_platform::llm::LlmRequest;
 use mcp_platform::mock_llm::MockLlm;
 use serde_json::{Value, json};
+use support::llm::*;
 
 async fn demo() -> MockLlm {
     MockLlm::start(local(), None).await.expect("mock starts")

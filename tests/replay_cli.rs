@@ -1,14 +1,15 @@
 //! `mcp-platform replay`: transcripts, filters, token totals and `--verify`, run as the real
 //! binary on files written by the real store.
 
-mod store_common;
+mod support;
 
 use std::path::{Path, PathBuf};
 
 use mcp_platform::store::jsonl::JsonlStore;
 use mcp_platform::store::{ChatEvent, EventStore};
 use serde_json::Value;
-use store_common::*;
+use support::store::*;
+use support::{replay, text};
 
 /// Two conversations: `c-1` with a tool-calling turn on gpt-4o and a second turn on
 /// llama, `c-2` with one plain turn on llama.

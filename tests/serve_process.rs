@@ -1,80 +1,26 @@
 //! The real `mcp-platform serve` binary as an OS process: signals, exit codes, and several
 //! processes sharing one events file.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{Value, json};
+use support::*;
 
-/// A child process that is killed if the test fails before it is waited for.
-struct Process {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Process {
-    /// Starts `mcp-platform ARGS` and reads the address it prints.
-    fn start(args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(binary("mcp-platform"));
-        command.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("spawn mcp-platform");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let address = loop {
-            let line = lines.next().expect("the process prints its address").expect("utf-8");
-            if let Some(address) = line.split_whitespace().find_map(|word| word.strip_prefix("http://")) {
-                break address.parse().expect("socket address");
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, addr: address }
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) with a pid this test spawned and still owns.
-        let result = unsafe { libc::kill(self.child.id() as i32, signal) };
-        assert_eq!(result, 0, "signal delivered");
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the process did not exit within {limit:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn mock_llm(dir: &Path, script: Option<Value>) -> Process {
+fn mock_llm(dir: &Path, script: Option<Value>) -> ChildProcess {
     let mut args = vec!["mock-llm".to_owned(), "--port".into(), "0".into(), "--word-delay-ms".into(), "0".into()];
     if let Some(script) = script {
         let path = dir.join("script.json");
         std::fs::write(&path, script.to_string()).expect("write script");
         args.extend(["--script".into(), path.display().to_string()]);
     }
-    Process::start(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+    ChildProcess::start(mcp_platform(&args.iter().map(String::as_str).collect::<Vec<_>>()))
 }
 
-fn serve(dir: &Path, mock: &Process, store: &Path, grace_seconds: f64) -> Process {
+fn serve(dir: &Path, mock: &ChildProcess, store: &Path, grace_seconds: f64) -> ChildProcess {
     let servers = write_servers_config(dir);
     let env = [
         ("MCP__LLM__ACTIVE", "mock".to_owned()),
@@ -85,24 +31,13 @@ fn serve(dir: &Path, mock: &Process, store: &Path, grace_seconds: f64) -> Proces
         ("MCP_SERVERS_CONFIG_PATH", servers.display().to_string()),
     ];
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml").display().to_string();
-    Process::start(&["serve", "--port", "0", "--config", &config], &env)
+    let mut command = mcp_platform(&["serve", "--port", "0", "--config", &config]);
+    command.envs(env);
+    ChildProcess::start(command)
 }
 
 async fn readyz_status(addr: std::net::SocketAddr) -> u16 {
     reqwest::get(format!("http://{addr}/readyz")).await.map(|response| response.status().as_u16()).unwrap_or(0)
-}
-
-fn verify(store: &Path) {
-    let output = Command::new(binary("mcp-platform"))
-        .args(["replay", &store.display().to_string(), "--verify"])
-        .output()
-        .expect("run replay --verify");
-    assert!(
-        output.status.success(),
-        "replay --verify: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 #[tokio::test]
@@ -144,7 +79,7 @@ async fn sigterm_lets_the_running_turn_finish_then_exits_zero() {
     assert_eq!(long.first().expect("user message")["type"], "user_message");
     assert_eq!(long.last().expect("answer")["extra"]["status"], "complete");
     assert!(events.iter().all(|event| event["request_id"] != "late"), "a refused request leaves no trace");
-    verify(&store);
+    assert_verifies(&store);
 }
 
 #[tokio::test]
@@ -200,7 +135,7 @@ async fn two_server_processes_share_one_log_while_conversations_hop_between_them
         assert_eq!(*seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "seq of {conversation}");
         assert_eq!(seqs.len(), TURNS * 4, "user, tool call, tool result, answer per turn in {conversation}");
     }
-    verify(&store);
+    assert_verifies(&store);
     for mut server in servers {
         server.signal(libc::SIGTERM);
         assert_eq!(server.wait_exit(Duration::from_secs(15)).code(), Some(0));

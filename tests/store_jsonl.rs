@@ -1,7 +1,7 @@
 //! The JSONL store in one process: line format, reads, reopen, duplicate requests, group
 //! commit and recovery from a torn tail.
 
-mod store_common;
+mod support;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use mcp_platform::store::jsonl::JsonlStore;
 use mcp_platform::store::{EventStore, EventType, StoreError};
-use store_common::*;
+use support::store::*;
+use support::{assert_verifies, text};
 
 const ZEROS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

@@ -2,7 +2,7 @@
 //! again with `--exact <child test> --ignored`; the child tests do nothing unless
 //! `STORE_CHILD_FILE` tells them which file to use.
 
-mod store_common;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use mcp_platform::store::jsonl::JsonlStore;
 use mcp_platform::store::{EventStore, StoreError};
-use store_common::*;
+use support::assert_verifies;
+use support::store::*;
 
 const CHILD_FILE: &str = "STORE_CHILD_FILE";
 const CHILD_TAG: &str = "STORE_CHILD_TAG";

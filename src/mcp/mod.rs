@@ -66,8 +66,6 @@ pub trait ToolProvider: Send + Sync {
     /// Reads a resource by URI from whichever server offers it, as text.
     async fn read_resource(&self, uri: &str) -> Result<String, ToolError>;
 }
-pub mod check;
-
 mod breaker;
 mod connection;
 mod convert;

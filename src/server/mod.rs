@@ -9,8 +9,6 @@ mod http;
 mod ws;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -24,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::chat::{ChatDeps, ChatService};
+use crate::chat::ChatService;
 use crate::config::Settings;
 
 /// A frame this many times `websocket.max_message_bytes` is not even read: the socket is
@@ -34,19 +32,6 @@ const HARD_LIMIT_FACTOR: usize = 16;
 const SOCKET_BUFFER_BYTES: usize = 4096;
 /// How long closing sockets may take once their last messages are out.
 const SOCKET_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    /// config.yaml to use (default: $MCP_CONFIG_PATH, else ./config.yaml).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// servers_config.json to use (default: $MCP_SERVERS_CONFIG_PATH, else ./servers_config.json).
-    #[arg(long)]
-    pub servers: Option<PathBuf>,
-    /// Listen on this port instead of websocket.port (0: any free port; the address is printed).
-    #[arg(long)]
-    pub port: Option<u16>,
-}
 
 /// What every handler shares.
 pub struct AppState {
@@ -81,16 +66,16 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Serves `chat` (and `mcp` for `/api`) on `listener`; see [`crate::app::App::serve`].
     pub async fn start(
-        settings: Settings,
-        deps: ChatDeps,
+        settings: Arc<Settings>,
+        chat: Arc<ChatService>,
         mcp: Arc<crate::mcp::McpManager>,
         listener: TcpListener,
     ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        let chat = ChatService::new(settings.chat.service.clone(), deps);
         let state = Arc::new(AppState {
-            settings: Arc::new(settings),
+            settings,
             chat,
             mcp,
             ready: AtomicBool::new(true),
@@ -112,7 +97,8 @@ impl RunningServer {
         Ok(Self { addr, state, stopped, serve_task })
     }
 
-    /// The whole graceful shutdown except the MCP servers, which the caller owns.
+    /// The one shutdown path of a serving process: refuse new work, drain turns, close the
+    /// sockets, stop the HTTP server, then the MCP servers.
     pub async fn shutdown(self) {
         let grace = Duration::from_secs_f64(self.state.settings.shutdown.grace_seconds.max(0.0));
         self.state.ready.store(false, Ordering::SeqCst);
@@ -131,6 +117,7 @@ impl RunningServer {
             Err(error) => tracing::error!(%error, "HTTP server task failed"),
             Ok(Ok(())) => {}
         }
+        self.state.mcp.shutdown().await;
     }
 }
 
@@ -166,60 +153,4 @@ async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) 
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| tracked.connections.track_future(ws::serve_socket(socket, state.clone())))
-}
-
-/// `mcp-platform serve`.
-pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let invalid = crate::config::ConfigError::into_startup_error;
-    let settings = crate::config::load_settings(args.config.as_deref()).map_err(invalid)?;
-    let servers = crate::config::load_servers_config(args.servers.as_deref()).map_err(invalid)?;
-    crate::logging::init(&settings.logging)?;
-    let (store, opened) = crate::store::jsonl::JsonlStore::open(&settings.store.path, settings.store.fsync)?;
-    if let Some(torn) = &opened.torn_tail {
-        tracing::warn!(
-            line = torn.line,
-            bytes = torn.bytes,
-            moved_to = %torn.moved_to.display(),
-            reason = %torn.reason,
-            "events file ended in a torn line (a crash mid-append); it was moved aside"
-        );
-    }
-    tracing::info!(events = opened.events, conversations = opened.conversations, path = %settings.store.path.display(), "event store open");
-    let llm = crate::llm::from_settings(&settings.llm)?;
-    let mcp = crate::mcp::McpManager::start(
-        &servers,
-        &settings.mcp,
-        crate::mcp::ToolDefaults::from_chat(&settings.chat.service),
-    )
-    .await;
-    let deps = ChatDeps { llm, tools: mcp.clone(), store: Arc::new(store) };
-
-    let port = args.port.unwrap_or(settings.websocket.port);
-    let listener = TcpListener::bind((settings.websocket.host.as_str(), port)).await.map_err(|error| {
-        anyhow::anyhow!(
-            "cannot listen on {}:{port}: {error} (websocket.host / websocket.port)",
-            settings.websocket.host
-        )
-    })?;
-    let server = RunningServer::start(settings, deps, mcp.clone(), listener).await?;
-    // A plain line on stdout, for scripts and tests that start the server on port 0.
-    println!("mcp-platform listening on http://{}", server.addr);
-    tracing::info!(addr = %server.addr, "listening");
-
-    wait_for_signal().await?;
-    server.shutdown().await;
-    mcp.shutdown().await;
-    tracing::info!("shutdown complete");
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
-    }
-    Ok(())
 }

@@ -1,14 +1,6 @@
-//! Shared by the `mcp_*` tests: the server binaries, settings built in code, polling.
-//!
-//! The test servers are workspace binaries. `cargo test --test mcp_x` does not build other
-//! packages, so the first use builds them with `cargo build -p demo-server -p faulty-server`
-//! (a no-op when they are fresh) and takes them from the same target folder as the test.
-
-#![allow(dead_code)]
+//! MCP layer tests: server entries and settings built in code, a started manager, calls.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use mcp_platform::config::{CircuitBreakerSettings, McpConnectionSettings, McpSettings, ServerConfig, ServersConfig};
@@ -18,22 +10,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub fn bin(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-q", "-p", "demo-server", "-p", "faulty-server"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the test servers failed");
-    });
-    let exe = std::env::current_exe().expect("test exe path");
-    // target/debug/deps/<test> -> target/debug/<name>
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
-    dir.join(name)
-}
+use super::process::binary;
 
 pub fn server(command: impl Into<String>, args: &[&str]) -> ServerConfig {
     ServerConfig {
@@ -49,11 +26,11 @@ pub fn server(command: impl Into<String>, args: &[&str]) -> ServerConfig {
 }
 
 pub fn demo() -> ServerConfig {
-    server(bin("demo-server").display().to_string(), &[])
+    server(binary("demo-server").display().to_string(), &[])
 }
 
 pub fn faulty(args: &[&str]) -> ServerConfig {
-    server(bin("faulty-server").display().to_string(), args)
+    server(binary("faulty-server").display().to_string(), args)
 }
 
 pub fn servers(entries: Vec<(&str, ServerConfig)>) -> ServersConfig {

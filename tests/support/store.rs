@@ -1,8 +1,6 @@
-//! Helpers shared by the store and replay tests.
-#![allow(dead_code)] // each test binary uses its own subset
+//! Store and replay tests: events built in code, and the lines of an events file.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use mcp_platform::domain::{Role, ToolCall, Usage};
 use mcp_platform::store::{ChatEvent, EventType, NewEvent};
@@ -65,19 +63,4 @@ pub fn file_lines(path: &Path) -> Vec<String> {
 
 pub fn parsed_lines(path: &Path) -> Vec<ChatEvent> {
     file_lines(path).iter().map(|line| serde_json::from_str(line).unwrap()).collect()
-}
-
-/// Runs `mcp-platform replay` with `args`.
-pub fn replay(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mcp-platform")).arg("replay").args(args).output().unwrap()
-}
-
-pub fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// `replay --verify` on `path`, asserting it passes.
-pub fn assert_verifies(path: &Path) {
-    let output = replay(&[path.to_str().unwrap(), "--verify"]);
-    assert!(output.status.success(), "replay --verify failed:\n{}{}", text(&output.stdout), text(&output.stderr));
 }

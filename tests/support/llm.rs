@@ -1,5 +1,4 @@
-//! Helpers shared by the LLM provider tests: providers pointed at a mock, and answers collected.
-#![allow(dead_code)]
+//! LLM provider tests: providers pointed at a mock, and answers collected.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,33 +1,27 @@
-//! `mcp-platform check`: validates both config files, starts every enabled MCP server once and
-//! reports what each offers, so a broken setup shows up before `serve`.
+//! `mcp-platform check`: builds the application exactly as `serve` would (both config files,
+//! the store, the LLM provider, every enabled MCP server), reports what each MCP server
+//! offers, and stops, so a broken setup shows up before `serve`.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::{McpManager, ServerSnapshot, ServerState, ToolDefaults};
+use crate::app::{App, ConfigArgs};
+use crate::mcp::{ServerSnapshot, ServerState};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// The settings file [default: $MCP_CONFIG_PATH, else config.yaml]
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The MCP servers file [default: $MCP_SERVERS_CONFIG_PATH, else servers_config.json]
-    #[arg(long)]
-    servers: Option<PathBuf>,
+    #[command(flatten)]
+    files: ConfigArgs,
     /// Print the servers as JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let invalid = crate::config::ConfigError::into_startup_error;
-    let settings = crate::config::load_settings(args.config.as_deref()).map_err(invalid)?;
-    let servers = crate::config::load_servers_config(args.servers.as_deref()).map_err(invalid)?;
-    let defaults = ToolDefaults::from_chat(&settings.chat.service);
-    let manager = McpManager::start(&servers, &settings.mcp, defaults).await;
-    let snapshots = manager.servers_view();
-    manager.shutdown().await;
+    let (settings, servers) = args.files.load()?;
+    let app = App::build(settings, &servers).await?;
+    let snapshots = app.mcp().servers_view();
+    app.shutdown().await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&snapshots)?);
     } else {

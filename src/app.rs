@@ -1,0 +1,156 @@
+//! The application wired in one place: settings in, a ready-to-serve [`App`] out.
+//!
+//! `serve`, `check` and the integration tests all build the application through
+//! [`App::build`], so what the tests exercise is what users run, and a new collaborator
+//! (a store backend, an authenticator) is wired once. Only the sources of the settings
+//! differ: the command line reads the two config files, the tests build typed settings.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::chat::{ChatDeps, ChatService};
+use crate::config::{ConfigError, ServersConfig, Settings};
+use crate::mcp::{McpManager, ToolDefaults};
+use crate::server::RunningServer;
+use crate::store::EventStore;
+use crate::store::jsonl::{JsonlStore, OpenReport};
+
+/// Where the two config files are, as every command that reads them takes it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// config.yaml to use [default: $MCP_CONFIG_PATH, else ./config.yaml]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// servers_config.json to use [default: $MCP_SERVERS_CONFIG_PATH, else ./servers_config.json]
+    #[arg(long)]
+    pub servers: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// Loads and validates both files, reporting every problem of each.
+    pub fn load(&self) -> anyhow::Result<(Settings, ServersConfig)> {
+        let settings = crate::config::load_settings(self.config.as_deref()).map_err(ConfigError::into_startup_error)?;
+        let servers =
+            crate::config::load_servers_config(self.servers.as_deref()).map_err(ConfigError::into_startup_error)?;
+        Ok((settings, servers))
+    }
+}
+
+/// The store, the model, the MCP servers and the chat service over them, not yet listening.
+pub struct App {
+    settings: Settings,
+    chat: Arc<ChatService>,
+    mcp: Arc<McpManager>,
+    store_report: OpenReport,
+}
+
+impl App {
+    /// Opens the store, configures the LLM provider and starts the MCP servers.
+    ///
+    /// Fails on a store that cannot be opened or a provider that cannot be configured; an MCP
+    /// server that does not start is not a failure (the chat service answers without it and
+    /// `/readyz` reports it).
+    pub async fn build(settings: Settings, servers: &ServersConfig) -> anyhow::Result<Self> {
+        let (store, store_report) = open_store(&settings).await?;
+        let llm = crate::llm::from_settings(&settings.llm)?;
+        let mcp = McpManager::start(servers, &settings.mcp, ToolDefaults::from_chat(&settings.chat.service)).await;
+        let chat = ChatService::new(settings.chat.service.clone(), ChatDeps { llm, tools: mcp.clone(), store });
+        Ok(Self { settings, chat, mcp, store_report })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn mcp(&self) -> &Arc<McpManager> {
+        &self.mcp
+    }
+
+    /// What opening the store found (events indexed, a torn tail moved aside).
+    pub fn store_report(&self) -> &OpenReport {
+        &self.store_report
+    }
+
+    /// Starts serving HTTP and WebSockets on `listener`; the returned server owns the app and
+    /// shuts all of it down.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<RunningServer> {
+        RunningServer::start(Arc::new(self.settings), self.chat, self.mcp, listener).await
+    }
+
+    /// Stops an app that never served (its MCP servers are the only thing running).
+    pub async fn shutdown(self) {
+        self.mcp.shutdown().await;
+    }
+}
+
+/// Opening indexes the whole file, which can take seconds on a large log: it runs on a
+/// blocking thread so the runtime keeps serving meanwhile.
+async fn open_store(settings: &Settings) -> anyhow::Result<(Arc<dyn EventStore>, OpenReport)> {
+    let path = settings.store.path.clone();
+    let fsync = settings.store.fsync;
+    let (store, report) = tokio::task::spawn_blocking(move || JsonlStore::open(path, fsync)).await??;
+    if let Some(torn) = &report.torn_tail {
+        tracing::warn!(
+            line = torn.line,
+            bytes = torn.bytes,
+            moved_to = %torn.moved_to.display(),
+            reason = %torn.reason,
+            "events file ended in a torn line (a crash mid-append); it was moved aside"
+        );
+    }
+    tracing::info!(
+        events = report.events,
+        conversations = report.conversations,
+        path = %settings.store.path.display(),
+        "event store open"
+    );
+    Ok((Arc::new(store), report))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub files: ConfigArgs,
+    /// Listen on this port instead of websocket.port (0: any free port; the address is printed).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+/// `mcp-platform serve`: runs until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (settings, servers) = args.files.load()?;
+    crate::logging::init(&settings.logging)?;
+    let port = args.port.unwrap_or(settings.websocket.port);
+    let host = settings.websocket.host.clone();
+    let app = App::build(settings, &servers).await?;
+    let listener = match TcpListener::bind((host.as_str(), port)).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            app.shutdown().await;
+            anyhow::bail!("cannot listen on {host}:{port}: {error} (websocket.host / websocket.port)");
+        }
+    };
+    let server = app.serve(listener).await?;
+    // A plain line on stdout, for scripts and tests that start the server on port 0.
+    println!("mcp-platform listening on http://{}", server.addr);
+    tracing::info!(addr = %server.addr, "listening");
+
+    wait_for_signal().await?;
+    server.shutdown().await;
+    tracing::info!("shutdown complete");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
