@@ -19,7 +19,7 @@ use super::session::{ClientEvents, Lists, McpService, McpSession, list_all};
 use super::transport::{McpLink, McpTransport, Opening};
 use crate::config::{McpConnectionSettings, McpSettings, ServerConfig};
 
-/// How long a session gets to close its transport (for a child process: its stdin).
+/// How long a session gets to close its transport before the link is stopped.
 const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,6 +44,7 @@ pub struct Status {
     /// Consecutive failed start attempts.
     pub failed_attempts: u32,
     pub next_attempt_at: Option<SystemTime>,
+    /// The local process of the live link, as the transport reports it.
     pub pid: Option<u32>,
     pub server_info: Option<String>,
     pub lists: Lists,
@@ -69,7 +70,7 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-pub fn seconds(value: f64) -> Duration {
+fn seconds(value: f64) -> Duration {
     Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
 }
 
