@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use crate::app::{App, ConfigArgs};
-use crate::mcp::{ServerSnapshot, ServerState};
+use crate::mcp::{McpServerSnapshot, McpServerState};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -27,23 +27,23 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", render(&snapshots));
     }
-    let healthy = snapshots.iter().all(|server| server.state == ServerState::Connected);
+    let healthy = snapshots.iter().all(|server| server.state == McpServerState::Connected);
     Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn state_label(state: ServerState) -> &'static str {
+fn state_label(state: McpServerState) -> &'static str {
     match state {
-        ServerState::Connecting => "connecting",
-        ServerState::Connected => "connected",
-        ServerState::Restarting => "restarting",
-        ServerState::Failed => "failed",
-        ServerState::CircuitOpen => "circuit open",
-        ServerState::Stopped => "stopped",
+        McpServerState::Connecting => "connecting",
+        McpServerState::Connected => "connected",
+        McpServerState::Restarting => "restarting",
+        McpServerState::Failed => "failed",
+        McpServerState::CircuitOpen => "circuit open",
+        McpServerState::Stopped => "stopped",
     }
 }
 
 /// A summary table, then each server's offer in detail.
-fn render(servers: &[ServerSnapshot]) -> String {
+fn render(servers: &[McpServerSnapshot]) -> String {
     let mut out = String::new();
     if servers.is_empty() {
         out.push_str("no enabled MCP servers\n");

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use mcp_platform::domain::Role;
-use mcp_platform::mcp::{ServerState, ToolProvider};
+use mcp_platform::mcp::{McpServerState, ToolProvider};
 use serde_json::{Map, json};
 use support::mcp::*;
 use tokio::sync::mpsc;
@@ -145,7 +145,7 @@ async fn long_output_is_cut_and_says_how_much() {
 async fn prompts_and_resources_are_listed_and_served() {
     let manager = start(servers(vec![("demo", demo())])).await;
     let server = manager.server("demo").unwrap();
-    assert_eq!(server.state, ServerState::Connected);
+    assert_eq!(server.state, McpServerState::Connected);
     assert_eq!(server.prompts.len(), 1);
     assert_eq!(server.prompts[0].name, "demo__explain");
     assert_eq!(server.prompts[0].arguments[0].name, "topic");

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use mcp_platform::mcp::{McpManager, ServerState};
+use mcp_platform::mcp::{McpManager, McpServerState};
 use serde_json::json;
 use support::mcp::*;
 
@@ -23,7 +23,7 @@ async fn server_everything_lists_and_answers() {
         .await
         .expect("start-up finishes within the connection timeout");
     let server = manager.server("everything").unwrap();
-    assert_eq!(server.state, ServerState::Connected, "{:?}", server.last_error);
+    assert_eq!(server.state, McpServerState::Connected, "{:?}", server.last_error);
     let names: Vec<_> = server.tools.iter().map(|tool| tool.name.as_str()).collect();
     assert!(names.contains(&"everything__echo"), "{names:?}");
     assert!(names.contains(&"everything__get-sum"), "{names:?}");

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use mcp_platform::mcp::{CircuitState, MAX_NAME_LEN, McpManager, ServerState, ToolProvider};
+use mcp_platform::mcp::{CircuitState, MAX_NAME_LEN, McpManager, McpServerState, ToolProvider};
 use serde_json::json;
 use support::mcp::*;
 use tokio::sync::mpsc;
@@ -43,7 +43,7 @@ async fn a_killed_server_fails_its_call_at_once_and_comes_back() {
 
     // initial_reconnect_delay 0.2 s plus jitter, plus the start itself.
     wait_for(Duration::from_secs(3), "the restart", || {
-        manager.server("demo").is_some_and(|s| s.state == ServerState::Connected && s.restarts == 1)
+        manager.server("demo").is_some_and(|s| s.state == McpServerState::Connected && s.restarts == 1)
     })
     .await;
     let server = manager.server("demo").unwrap();
@@ -70,12 +70,12 @@ async fn a_bad_command_hides_nothing_and_retries_on_the_backoff_schedule() {
     assert_eq!(issues[0].server, "bad");
     assert!(issues[0].reason.contains("cannot start"), "{}", issues[0].reason);
     let bad = manager.server("bad").unwrap();
-    assert_eq!(bad.state, ServerState::Restarting);
+    assert_eq!(bad.state, McpServerState::Restarting);
     assert_eq!(bad.failed_attempts, 1);
     assert!(bad.next_attempt_at.is_some());
 
     wait_for(Duration::from_secs(5), "the bad server to be given up", || {
-        manager.server("bad").is_some_and(|s| s.state == ServerState::Failed)
+        manager.server("bad").is_some_and(|s| s.state == McpServerState::Failed)
     })
     .await;
     // One first attempt and three retries, separated by at least 0.1 + 0.2 + 0.4 s.
@@ -90,7 +90,7 @@ async fn a_bad_command_hides_nothing_and_retries_on_the_backoff_schedule() {
 async fn a_server_that_exits_at_start_is_reported_with_its_reason() {
     let manager = start(servers(vec![("faulty", faulty(&["--exit-at-start"]))])).await;
     let server = manager.server("faulty").unwrap();
-    assert_ne!(server.state, ServerState::Connected);
+    assert_ne!(server.state, McpServerState::Connected);
     let error = server.last_error.unwrap();
     assert!(error.contains("exit status: 2"), "{error}");
     assert!(error.contains("exiting at start as asked"), "{error}");
@@ -109,7 +109,7 @@ async fn the_circuit_opens_after_n_failures_and_closes_after_the_cooldown() {
         assert!(outcome.content.contains("failing on purpose"), "{}", outcome.content);
     }
     let server = manager.server("faulty").unwrap();
-    assert_eq!(server.state, ServerState::CircuitOpen);
+    assert_eq!(server.state, McpServerState::CircuitOpen);
     assert_eq!(server.circuit, CircuitState::Open);
     assert!(tool_names(&manager).is_empty(), "an open circuit offers no tools");
     let refused_at = Instant::now();
@@ -126,7 +126,7 @@ async fn the_circuit_opens_after_n_failures_and_closes_after_the_cooldown() {
     assert_eq!((trial.ok, trial.content.as_str()), (true, "ok"));
     let server = manager.server("faulty").unwrap();
     assert_eq!(server.circuit, CircuitState::Closed);
-    assert_eq!(server.state, ServerState::Connected);
+    assert_eq!(server.state, McpServerState::Connected);
     manager.shutdown().await;
 }
 
@@ -230,7 +230,7 @@ async fn shutdown_leaves_no_process_behind() {
     assert!(stopped_at.elapsed() < Duration::from_secs(8));
     let left: Vec<_> = pids.iter().filter(|pid| process_alive(**pid)).collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");
-    assert_eq!(manager.server("demo").unwrap().state, ServerState::Stopped);
+    assert_eq!(manager.server("demo").unwrap().state, McpServerState::Stopped);
     let after = call(&manager, "demo__sum", json!({"a": 1, "b": 1})).await;
     assert!(!after.ok);
 }

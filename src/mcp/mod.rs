@@ -1,7 +1,9 @@
 //! Everything between the chat service and the MCP servers.
 //!
-//! The chat service sees only [`ToolProvider`]; supervision, the registry and result
-//! conversion live in the submodules.
+//! The chat service sees only [`ToolProvider`]. Below it, [`McpManager`] wires one concern
+//! per submodule: `supervisor` keeps each server running, reaching it through a `transport`
+//! (stdio child processes today); `session` is one MCP session over it; `registry` names
+//! what the servers offer; `calls` runs one request; `views` shows it all under `/api`.
 
 use std::time::Duration;
 
@@ -32,7 +34,7 @@ pub struct ToolOutcome {
 
 /// An enabled MCP server that cannot serve right now.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ServerIssue {
+pub struct McpServerIssue {
     pub server: String,
     pub reason: String,
 }
@@ -48,7 +50,7 @@ pub trait ToolProvider: Send + Sync {
     fn tools(&self) -> Vec<ToolSpec>;
 
     /// Enabled servers whose tools are missing from [`ToolProvider::tools`], and why.
-    fn unavailable(&self) -> Vec<ServerIssue>;
+    fn unavailable(&self) -> Vec<McpServerIssue>;
 
     /// Runs one tool call. Never fails as a whole: every failure is an outcome with
     /// `ok: false` that the model can read. Progress notifications go to `progress`;
@@ -67,15 +69,22 @@ pub trait ToolProvider: Send + Sync {
     async fn read_resource(&self, uri: &str) -> Result<String, ToolError>;
 }
 mod breaker;
-mod connection;
+mod calls;
 mod convert;
 mod manager;
 mod names;
-mod process;
+mod progress;
+mod registry;
+mod session;
+mod supervisor;
+mod transport;
+mod views;
 
 pub use breaker::CircuitState;
-pub use manager::{
-    McpManager, Offered, PromptArgumentView, PromptView, ResourceListing, ResourceTemplateView, ResourceView,
-    ServerSnapshot, ServerState, ToolDefaults, ToolView,
-};
+pub use manager::{McpManager, ToolDefaults};
 pub use names::MAX_NAME_LEN;
+pub use supervisor::McpServerState;
+pub use views::{
+    McpServerSnapshot, Offered, PromptArgumentView, PromptView, ResourceListing, ResourceTemplateView, ResourceView,
+    ToolView,
+};

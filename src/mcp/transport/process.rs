@@ -16,13 +16,14 @@ const MAX_LOG_LINE: usize = 2048;
 /// Stderr lines logged per second per server; a flood beyond it is counted, not logged.
 const LOG_LINES_PER_SECOND: u32 = 200;
 
-pub struct ServerProcess {
-    pub child: Child,
+pub struct McpServerProcess {
+    child: Child,
     /// The process group, which is the child's pid (`process_group(0)`).
-    pub pgid: i32,
+    pgid: i32,
     /// The last line the server wrote to stderr: usually why it could not start.
-    pub last_stderr: Arc<Mutex<Option<String>>>,
-    stderr_drained: tokio::task::JoinHandle<()>,
+    last_stderr: Arc<Mutex<Option<String>>>,
+    /// Taken by the first stop: a finished task cannot be awaited twice.
+    stderr_drained: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Where the command is: a relative path with a slash is relative to the server's `cwd`,
@@ -35,7 +36,7 @@ fn resolve_command(command: &str, cwd: Option<&Path>) -> PathBuf {
     }
 }
 
-pub fn spawn(server: &str, config: &ServerConfig) -> Result<(ServerProcess, ChildStdout, ChildStdin), String> {
+pub fn spawn(server: &str, config: &ServerConfig) -> Result<(McpServerProcess, ChildStdout, ChildStdin), String> {
     let program = resolve_command(&config.command, config.cwd.as_deref());
     let mut command = Command::new(&program);
     command
@@ -69,13 +70,13 @@ pub fn spawn(server: &str, config: &ServerConfig) -> Result<(ServerProcess, Chil
         return Err(format!("server `{server}`: its stdio pipes were not created"));
     };
     let last_stderr = Arc::new(Mutex::new(None));
-    let stderr_drained = tokio::spawn(drain_stderr(server.to_owned(), stderr, last_stderr.clone()));
-    Ok((ServerProcess { child, pgid, last_stderr, stderr_drained }, stdout, stdin))
+    let stderr_drained = Some(tokio::spawn(drain_stderr(server.to_owned(), stderr, last_stderr.clone())));
+    Ok((McpServerProcess { child, pgid, last_stderr, stderr_drained }, stdout, stdin))
 }
 
 /// Logs the server's stderr line by line. Memory stays bounded whatever the server writes:
 /// long lines are cut at [`MAX_LOG_LINE`] and a flood is rate-limited.
-pub async fn drain_stderr(server: String, stderr: impl AsyncRead + Unpin, last_line: Arc<Mutex<Option<String>>>) {
+async fn drain_stderr(server: String, stderr: impl AsyncRead + Unpin, last_line: Arc<Mutex<Option<String>>>) {
     let mut reader = BufReader::with_capacity(16 * 1024, stderr);
     let mut line = Vec::with_capacity(MAX_LOG_LINE);
     let mut cut = false;
@@ -136,7 +137,7 @@ fn signal_group(pgid: i32, signal: i32) -> bool {
 
 /// True while any process of the group is alive. Zombies do not count: one whose parent
 /// died waits for an init that may never reap it, and it holds nothing.
-pub fn group_alive(pgid: i32) -> bool {
+fn group_alive(pgid: i32) -> bool {
     if !signal_group(pgid, 0) {
         return false;
     }
@@ -155,7 +156,20 @@ pub fn group_alive(pgid: i32) -> bool {
     })
 }
 
-impl ServerProcess {
+impl McpServerProcess {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Resolves when the server process exits. Cancel-safe; once exited, answers at once.
+    pub async fn exited(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    pub fn last_stderr(&self) -> Option<String> {
+        self.last_stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     async fn wait_group_gone(&mut self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         loop {
@@ -174,7 +188,7 @@ impl ServerProcess {
     /// Stops the server the way the MCP stdio transport asks: its stdin is already closed by
     /// the caller; wait, then SIGTERM the whole process group, then SIGKILL it. Grandchildren
     /// share the group, so none survive.
-    pub async fn stop(mut self, grace: Duration) -> Option<ExitStatus> {
+    pub async fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
         let _ = tokio::time::timeout(grace, self.child.wait()).await;
         if group_alive(self.pgid) {
             signal_group(self.pgid, libc::SIGTERM);
@@ -183,15 +197,22 @@ impl ServerProcess {
                 self.wait_group_gone(grace).await;
             }
         }
-        // The pipe closed with the group; let the last lines reach the log and `last_stderr`.
-        let _ = tokio::time::timeout(Duration::from_millis(500), &mut self.stderr_drained).await;
+        self.finish_stderr().await;
         self.child.try_wait().ok().flatten()
     }
 
     /// After the server died on its own: whatever it left in its group goes too.
-    pub async fn reap_group(mut self) {
+    pub async fn reap_group(&mut self) {
         signal_group(self.pgid, libc::SIGKILL);
         let _ = self.child.wait().await;
         self.wait_group_gone(Duration::from_secs(2)).await;
+        self.finish_stderr().await;
+    }
+
+    /// The pipe closed with the group; lets the last lines reach the log and `last_stderr`.
+    async fn finish_stderr(&mut self) {
+        if let Some(drained) = self.stderr_drained.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), drained).await;
+        }
     }
 }

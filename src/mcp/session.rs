@@ -1,6 +1,11 @@
-//! One live MCP session with a server process: the rmcp client, its notifications, listing.
+//! One MCP session with a server, whatever transport carries it: the rmcp client handler
+//! that receives the server's notifications, the session as calls see it, and listing what
+//! the server offers.
+//!
+//! Separate from the supervisor and the transports because both build on it: a transport
+//! runs the handshake with [`ClientEvents`], the supervisor lists and publishes the session.
 
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex};
 
 use rmcp::{
     ClientHandler, Peer, RoleClient,
@@ -10,23 +15,26 @@ use rmcp::{
         ProgressNotificationParam, Prompt, ProtocolVersion, Resource, ResourceTemplate, ServerCapabilities,
         ServerResult, Tool,
     },
-    service::{NotificationContext, RxJsonRpcMessage, TxJsonRpcMessage},
-    transport::Transport,
+    service::{NotificationContext, RunningService},
 };
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::manager::Server;
+use super::progress::ProgressRouter;
 
-/// The session as calls see it. `dead` fires the moment the process exits or the
-/// transport closes, so calls in flight fail at once instead of at their timeout.
-pub struct Connection {
+/// A running rmcp client session, owned by the server's supervisor.
+pub type McpService = RunningService<RoleClient, ClientEvents>;
+
+/// The session as calls see it. `dead` fires the moment the server is gone (its process
+/// exited, its transport closed), so calls in flight fail at once instead of at their timeout.
+pub struct McpSession {
     pub peer: Peer<RoleClient>,
     pub generation: u64,
     pub dead: CancellationToken,
     death: Mutex<Option<String>>,
 }
 
-impl Connection {
+impl McpSession {
     pub fn new(peer: Peer<RoleClient>, generation: u64) -> Self {
         Self { peer, generation, dead: CancellationToken::new(), death: Mutex::new(None) }
     }
@@ -56,25 +64,23 @@ pub struct Lists {
     pub resource_templates: Vec<ResourceTemplate>,
 }
 
-/// Receives the server's notifications for one session.
+/// Receives the server's notifications for one session: progress goes to the calls,
+/// list_changed wakes the supervisor to list again.
 pub struct ClientEvents {
-    pub server: Weak<Server>,
     pub generation: u64,
+    pub progress: Arc<ProgressRouter>,
+    pub relist: Arc<Notify>,
 }
 
 impl ClientEvents {
     fn refresh(&self) {
-        if let Some(server) = self.server.upgrade() {
-            server.refresh.notify_one();
-        }
+        self.relist.notify_one();
     }
 }
 
 impl ClientHandler for ClientEvents {
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
-        if let Some(server) = self.server.upgrade() {
-            server.route_progress(self.generation, params);
-        }
+        self.progress.route(self.generation, params);
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
@@ -94,35 +100,6 @@ impl ClientHandler for ClientEvents {
         // and list_changed notifications arrive without a subscription.
         ClientConfig::new(ClientCapabilities::default(), Implementation::new("mcp-platform", env!("CARGO_PKG_VERSION")))
             .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
-    }
-}
-
-/// The stdio transport, reporting when the server's stdout ends.
-pub struct WatchedTransport<T> {
-    pub inner: T,
-    pub closed: CancellationToken,
-}
-
-impl<T: Transport<RoleClient>> Transport<RoleClient> for WatchedTransport<T> {
-    type Error = T::Error;
-
-    fn send(
-        &mut self,
-        item: TxJsonRpcMessage<RoleClient>,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        self.inner.send(item)
-    }
-
-    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
-        let message = self.inner.receive().await;
-        if message.is_none() {
-            self.closed.cancel();
-        }
-        message
-    }
-
-    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.inner.close()
     }
 }
 
