@@ -1055,7 +1055,7 @@ impl ToolProvider for McpManager {
         let (ok, content) = self.inner.call_tool(call, progress, cancel).await;
         ToolOutcome {
             ok,
-            content: convert::truncate(content, self.inner.defaults.max_tool_result_chars),
+            content: crate::text::truncate(content, self.inner.defaults.max_tool_result_chars),
             duration: started.elapsed(),
         }
     }
