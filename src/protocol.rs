@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::domain::PromptRef;
 
@@ -48,6 +49,15 @@ pub struct ChatPayload {
     /// Resource URIs whose contents join the turn.
     #[serde(default)]
     pub resources: Vec<String>,
+}
+
+impl ChatPayload {
+    /// Identifies the payload across processes: the SHA-256 of its canonical JSON. A
+    /// `request_id` sent again with another fingerprint is a different request (409).
+    pub fn fingerprint(&self) -> String {
+        let canonical = serde_json::to_vec(self).expect("a chat payload is plain JSON data");
+        hex::encode(Sha256::digest(canonical))
+    }
 }
 
 /// One problem with a client frame, in the shape of `error.data.validation_errors`.

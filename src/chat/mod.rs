@@ -8,13 +8,14 @@ mod cached;
 mod context;
 mod dedup;
 mod run;
+#[cfg(test)]
+mod tests;
 mod turn;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -92,7 +93,7 @@ impl ChatService {
         if !self.is_accepting() {
             return Err(shutting_down());
         }
-        let fingerprint = fingerprint(&payload);
+        let fingerprint = payload.fingerprint();
         let mut payload = payload;
         loop {
             let run = match self.standing(&request_id, Some(&fingerprint)).await? {
@@ -189,12 +190,6 @@ impl ChatService {
     fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
         self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// Identifies a chat payload: the hash of its canonical JSON.
-fn fingerprint(payload: &ChatPayload) -> String {
-    let canonical = serde_json::to_vec(payload).expect("a chat payload is plain JSON data");
-    hex::encode(Sha256::digest(canonical))
 }
 
 fn shutting_down() -> ErrorBody {

@@ -269,3 +269,115 @@ fn to_extra(fields: impl Serialize) -> Map<String, Value> {
 fn from_extra<T: DeserializeOwned>(extra: &Map<String, Value>, what: &str) -> Result<T, String> {
     T::deserialize(Value::Object(extra.clone())).map_err(|error| format!("extra is not that of {what}: {error}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::EventStore;
+    use crate::store::memory::MemoryStore;
+
+    fn figures() -> AnswerFigures {
+        AnswerFigures {
+            tokens: 42,
+            usage: Usage { prompt_tokens: 30, completion_tokens: 12, total_tokens: 42 },
+            model: "m".into(),
+            tool_hops: 1,
+            finish_reason: FinishReason::Stop,
+            duration_ms: 812,
+        }
+    }
+
+    /// Every record, with the `extra` the previous version of the chat service wrote for it
+    /// (built there from the protocol's `Metadata` and `ErrorBody` and a JSON map).
+    fn records_and_their_extra() -> Vec<(Record, Value)> {
+        let call = ToolCall { id: "call_1".into(), name: "demo__sum".into(), arguments: json!({"a": 2, "b": 3}) };
+        let prompt = PromptRef { name: "demo__explain".into(), arguments: [("topic".into(), "tides".into())].into() };
+        vec![
+            (
+                Record::UserTurn(UserTurn {
+                    text: "what is 2+3".into(),
+                    fingerprint: "f00d".into(),
+                    prompt: Some(prompt),
+                    resources: vec!["demo://readme".into()],
+                }),
+                json!({"fingerprint": "f00d", "prompt": {"name": "demo__explain", "arguments": {"topic": "tides"}},
+                       "resources": ["demo://readme"]}),
+            ),
+            (
+                Record::UserTurn(UserTurn {
+                    text: "hi".into(),
+                    fingerprint: "f00d".into(),
+                    prompt: None,
+                    resources: Vec::new(),
+                }),
+                json!({"fingerprint": "f00d"}),
+            ),
+            (Record::ToolCalls { model: "m".into(), text: "Let me".into(), calls: vec![call] }, json!({})),
+            (
+                Record::ToolResult(ToolResult {
+                    call_id: "call_1".into(),
+                    name: "demo__sum".into(),
+                    ok: true,
+                    content: "5".into(),
+                    duration_ms: 0.7,
+                }),
+                json!({"name": "demo__sum", "ok": true, "duration_ms": 0.7}),
+            ),
+            (
+                Record::Answer { text: "5".into(), figures: figures() },
+                json!({"status": "complete", "metadata": {"tokens": 42,
+                    "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42},
+                    "model": "m", "tool_hops": 1, "finish_reason": "stop", "duration_ms": 812, "cached": false}}),
+            ),
+            (
+                Record::Ended { model: "m".into(), partial_text: "Let".into(), ending: Ending::Cancelled },
+                json!({"status": "cancelled"}),
+            ),
+            (
+                Record::Ended {
+                    model: "m".into(),
+                    partial_text: String::new(),
+                    ending: Ending::Failed(Failure { code: 503, message: "shutting down".into(), data: None }),
+                },
+                json!({"status": "error", "error": {"code": 503, "message": "shutting down"}}),
+            ),
+        ]
+    }
+
+    async fn stored(record: Record) -> ChatEvent {
+        let store = MemoryStore::new();
+        let mut events = store.append(vec![record.into_event("c".into(), "r".into(), 1)]).await.expect("append");
+        events.pop().expect("one event")
+    }
+
+    #[tokio::test]
+    async fn records_keep_the_extra_of_earlier_versions_and_read_back_whole() {
+        for (record, extra) in records_and_their_extra() {
+            let event = stored(record.clone()).await;
+            assert_eq!(Value::Object(event.extra.clone()), extra, "{record:?}");
+            assert_eq!(Record::from_event(&event).expect("reads back"), record);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_extra_does_not_parse_is_an_error_naming_the_event() {
+        let mut event = stored(Record::Answer { text: "5".into(), figures: figures() }).await;
+        event.extra.insert("metadata".into(), json!({"tokens": "many"}));
+        let error = Record::from_event(&event).expect_err("unreadable");
+        assert_eq!((error.event_id.as_str(), error.seq), (event.id.as_str(), 1));
+        assert!(error.reason.contains("the end of a request"), "{error}");
+
+        let mut event = stored(Record::ToolResult(ToolResult {
+            call_id: "call_1".into(),
+            name: "demo__sum".into(),
+            ok: true,
+            content: "5".into(),
+            duration_ms: 1.0,
+        }))
+        .await;
+        event.tool_call_id = None;
+        assert!(Record::from_event(&event).expect_err("no call id").reason.contains("tool_call_id"));
+    }
+}
