@@ -58,7 +58,7 @@ fn replay_record(record: Record) -> Vec<RequestMessage> {
             .collect(),
         Record::ToolResult(result) => vec![RequestMessage::Chunk(tool_result_chunk(&result))],
         Record::Answer { text, figures } => {
-            let answer = (!text.is_empty()).then(|| RequestMessage::Chunk(Chunk::Text(text)));
+            let answer = (!text.is_empty()).then_some(RequestMessage::Chunk(Chunk::Text(text)));
             answer.into_iter().chain([RequestMessage::Complete(metadata(figures, true))]).collect()
         }
         Record::Ended { ending: Ending::Cancelled, .. } => vec![RequestMessage::Cancelled],

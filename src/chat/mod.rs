@@ -94,50 +94,42 @@ impl ChatService {
             return Err(shutting_down());
         }
         let fingerprint = payload.fingerprint();
-        let mut payload = payload;
-        loop {
-            let run = match self.standing(&request_id, Some(&fingerprint)).await? {
-                Standing::RunningHere(run) => run,
-                Standing::Finished(replay) => Run::replay(request_id, replay),
-                Standing::New => match self.start(&request_id, payload, &fingerprint, default_conversation) {
-                    Ok(run) => run,
-                    // The same request_id started here meanwhile: look again.
-                    Err(returned) => {
-                        payload = returned;
-                        continue;
+        let (run, cancel) = loop {
+            match self.standing(&request_id, Some(&fingerprint)).await? {
+                Standing::RunningHere(run) => return Ok(Subscription { run, from: 0 }),
+                Standing::Finished(replay) => {
+                    return Ok(Subscription { run: Run::replay(request_id, replay), from: 0 });
+                }
+                Standing::New => {
+                    if let Some(reserved) = self.reserve(&request_id, &fingerprint) {
+                        break reserved;
                     }
-                },
-            };
-            return Ok(Subscription { run, from: 0 });
-        }
-    }
-
-    /// Spawns the turn of a new request, unless a run for its `request_id` appeared since it
-    /// was looked up; then the payload comes back.
-    fn start(
-        self: &Arc<Self>,
-        request_id: &str,
-        payload: ChatPayload,
-        fingerprint: &str,
-        default_conversation: &str,
-    ) -> Result<Arc<Run>, ChatPayload> {
-        let mut runs = self.lock_runs();
-        if runs.contains_key(request_id) {
-            return Err(payload);
-        }
-        let run = Run::new(request_id.to_owned());
-        let cancel = self.abort.child_token();
-        let active = Active { run: run.clone(), fingerprint: fingerprint.to_owned(), cancel: cancel.clone() };
-        runs.insert(request_id.to_owned(), active);
-        drop(runs);
+                    // The same request_id started here since it was looked up: look again.
+                }
+            }
+        };
         let conversation_id = payload.conversation_id.clone().unwrap_or_else(|| default_conversation.to_owned());
-        let turn = turn::TurnRequest { run: run.clone(), conversation_id, fingerprint: fingerprint.to_owned(), cancel };
+        let turn = turn::TurnRequest { run: run.clone(), conversation_id, fingerprint, cancel };
         let service = self.clone();
         self.turns.spawn(async move {
             turn::run_turn(&service, &turn, payload).await;
             service.lock_runs().remove(&turn.run.request_id);
         });
-        Ok(run)
+        Ok(Subscription { run, from: 0 })
+    }
+
+    /// Lists a new run for `request_id` among the running requests, unless one appeared since
+    /// it was looked up.
+    fn reserve(&self, request_id: &str, fingerprint: &str) -> Option<(Arc<Run>, CancellationToken)> {
+        let mut runs = self.lock_runs();
+        if runs.contains_key(request_id) {
+            return None;
+        }
+        let run = Run::new(request_id.to_owned());
+        let cancel = self.abort.child_token();
+        let active = Active { run: run.clone(), fingerprint: fingerprint.to_owned(), cancel: cancel.clone() };
+        runs.insert(request_id.to_owned(), active);
+        Some((run, cancel))
     }
 
     /// `resume`: the messages of a request after `after_seq`, then live; a finished request is
