@@ -57,7 +57,6 @@ impl From<LlmError> for Interruption {
 struct Turn<'a> {
     service: &'a ChatService,
     request: &'a TurnRequest,
-    run: &'a Run,
     model: String,
     counter: TokenCounter,
     streaming: bool,
@@ -76,7 +75,6 @@ pub async fn run_turn(service: &ChatService, request: &TurnRequest, payload: Cha
         let mut turn = Turn {
             service,
             request,
-            run: &request.run,
             counter: TokenCounter::for_model(&model),
             model,
             streaming: payload.streaming.unwrap_or(service.settings.streaming.enabled),
@@ -97,7 +95,7 @@ impl Turn<'_> {
         let user_text = match self.user_turn(&payload).await {
             Ok(text) => text,
             Err(error) => {
-                self.run.reject(error);
+                self.request.run.reject(error);
                 return Err(Interruption::Answered);
             }
         };
@@ -105,7 +103,7 @@ impl Turn<'_> {
         if !self.claim(payload, user_text.clone()).await? {
             return Err(Interruption::Answered);
         }
-        self.run.push(RequestMessage::Processing {
+        self.request.run.push(RequestMessage::Processing {
             conversation_id: self.request.conversation_id.clone(),
             replayed: false,
         });
@@ -188,14 +186,16 @@ impl Turn<'_> {
             Ok(_) => Ok(true),
             Err(StoreError::DuplicateRequest { .. }) => {
                 let standing =
-                    self.service.stored_standing(&self.run.request_id, Some(&self.request.fingerprint)).await;
+                    self.service.stored_standing(&self.request.run.request_id, Some(&self.request.fingerprint)).await;
                 match standing {
-                    Ok(Standing::Finished(replay)) => replay.into_iter().for_each(|message| self.run.push(message)),
-                    Ok(Standing::New | Standing::RunningHere(_)) => self.run.reject(internal_error(&format!(
+                    Ok(Standing::Finished(replay)) => {
+                        replay.into_iter().for_each(|message| self.request.run.push(message))
+                    }
+                    Ok(Standing::New | Standing::RunningHere(_)) => self.request.run.reject(internal_error(&format!(
                         "the store refused the claim of request_id {:?} but holds no user turn for it",
-                        self.run.request_id
+                        self.request.run.request_id
                     ))),
-                    Err(error) => self.run.reject(error),
+                    Err(error) => self.request.run.reject(error),
                 }
                 Ok(false)
             }
@@ -339,8 +339,8 @@ impl Turn<'_> {
                 (Record::Answer { text, figures }, message)
             }
             Err(Interruption::Answered) => return,
-            Err(Interruption::Failed(error)) if !self.run.is_started() => {
-                self.run.reject(error);
+            Err(Interruption::Failed(error)) if !self.request.run.is_started() => {
+                self.request.run.reject(error);
                 return;
             }
             Err(Interruption::Cancelled) => (self.ended(Ending::Cancelled), RequestMessage::Cancelled),
@@ -349,10 +349,10 @@ impl Turn<'_> {
             }
         };
         if let Err(error) = self.service.deps.store.append(vec![self.event(record)]).await {
-            self.run.push(RequestMessage::Failed(internal_error(&error)));
+            self.request.run.push(RequestMessage::Failed(internal_error(&error)));
             return;
         }
-        self.run.push(message);
+        self.request.run.push(message);
     }
 
     /// The record of a turn cut off before its answer, with the text streamed so far.
@@ -365,13 +365,13 @@ impl Turn<'_> {
     }
 
     fn chunk(&self, chunk: Chunk) {
-        self.run.push(RequestMessage::Chunk(chunk));
+        self.request.run.push(RequestMessage::Chunk(chunk));
     }
 
     /// The store event of `record`, its `token_count` counted by the one rule of `tokens`.
     fn event(&self, record: Record) -> NewEvent {
         let token_count = self.counter.count_content(&record.message()) as u64;
-        record.into_event(self.request.conversation_id.clone(), self.run.request_id.clone(), token_count)
+        record.into_event(self.request.conversation_id.clone(), self.request.run.request_id.clone(), token_count)
     }
 }
 
