@@ -19,4 +19,5 @@ pub mod protocol;
 pub mod replay;
 pub mod server;
 pub mod store;
+pub mod text;
 pub mod tokens;

@@ -10,7 +10,6 @@ mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -38,7 +37,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub chat: Arc<ChatService>,
     pub mcp: Arc<crate::mcp::McpManager>,
-    ready: AtomicBool,
     /// Cancelled when the sockets must close (after the turns are drained).
     shutdown: CancellationToken,
     /// One task per upgraded socket.
@@ -53,7 +51,7 @@ impl AppState {
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.chat.is_accepting()
     }
 }
 
@@ -78,7 +76,6 @@ impl RunningServer {
             settings,
             chat,
             mcp,
-            ready: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             forwarders: TaskTracker::new(),
@@ -101,7 +98,6 @@ impl RunningServer {
     /// sockets, stop the HTTP server, then the MCP servers.
     pub async fn shutdown(self) {
         let grace = Duration::from_secs_f64(self.state.settings.shutdown.grace_seconds.max(0.0));
-        self.state.ready.store(false, Ordering::SeqCst);
         tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down: draining running turns");
         self.state.chat.drain(grace).await;
         // Let followers deliver the last messages of the drained turns before the sockets close;
