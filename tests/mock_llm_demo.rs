@@ -6,7 +6,7 @@ mod llm_common;
 use llm_common::*;
 use mcp_platform::domain::{FinishReason, Message};
 use mcp_platform::llm::LlmRequest;
-use mcp_platform::mock_llm::MockLlm;
+use mock_llm::MockLlm;
 use serde_json::{Value, json};
 
 async fn demo() -> MockLlm {

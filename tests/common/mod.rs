@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use mcp_platform::chat::ChatDeps;
 use mcp_platform::mcp::McpManager;
-use mcp_platform::mock_llm::{MockLlm, Script};
 use mcp_platform::server::RunningServer;
 use mcp_platform::store::EventStore;
 use mcp_platform::store::jsonl::JsonlStore;
+use mock_llm::{MockLlm, Script};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
