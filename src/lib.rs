@@ -4,17 +4,14 @@
 //! See `ARCHITECTURE.md` for how the modules fit together.
 
 pub mod app;
-pub mod bench;
 pub mod chat;
 pub mod check;
-pub mod cli;
 pub mod client;
 pub mod config;
 pub mod domain;
 pub mod llm;
 pub mod logging;
 pub mod mcp;
-pub mod mock_llm;
 pub mod protocol;
 pub mod replay;
 pub mod server;

@@ -12,8 +12,8 @@ use mcp_platform::config::{
     LoggingSettings, McpConnectionSettings, McpSettings, ProviderKind, ProviderSettings, Secret, ServerConfig,
     ServersConfig, Settings, ShutdownSettings, StoreSettings, StreamingSettings, WebSocketSettings,
 };
-use mcp_platform::mock_llm::{MockLlm, Script};
 use mcp_platform::server::RunningServer;
+use mock_llm::{MockLlm, Script};
 use serde_json::Value;
 use tempfile::TempDir;
 
