@@ -207,7 +207,8 @@ function describeMetadata(metadata) {
   if (!metadata) return "complete";
   const parts = [metadata.model, `${metadata.tokens} tokens`];
   if (metadata.tool_hops) parts.push(`${metadata.tool_hops} tool ${metadata.tool_hops === 1 ? "hop" : "hops"}`);
-  if (metadata.duration_ms !== undefined) parts.push(`${(metadata.duration_ms / 1000).toFixed(1)} s`);
+  const ms = metadata.duration_ms;
+  if (ms !== undefined) parts.push(ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`);
   if (metadata.finish_reason && metadata.finish_reason !== "stop") parts.push(`ended: ${metadata.finish_reason}`);
   if (metadata.cached) parts.push("from the store");
   return parts.filter(Boolean).join(" · ");

@@ -28,6 +28,7 @@ const ASSET_BASE_PLACEHOLDER: &str = "{{assets}}";
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
+const SVG: &str = "image/svg+xml";
 
 struct Asset {
     name: &'static str,
@@ -44,6 +45,7 @@ macro_rules! asset {
 /// Every file the page may load; `web/vendor/README.md` records where the vendored ones come from.
 const ASSETS: &[Asset] = &[
     asset!("app.css", CSS),
+    asset!("favicon.svg", SVG),
     asset!("app.js", JAVASCRIPT),
     asset!("api.js", JAVASCRIPT),
     asset!("connection.js", JAVASCRIPT),
