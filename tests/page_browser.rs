@@ -211,8 +211,8 @@ async fn switching_conversations_shows_each_ones_history_from_the_store() {
 
     // A fresh load knows only what the store has.
     browser.open_page(app.addr).await;
-    let listed = format!("document.querySelectorAll('#conversations button[data-conversation-id]').length === 2");
-    browser.wait_js("both conversations are listed", &listed).await;
+    let listed = "document.querySelectorAll('#conversations button[data-conversation-id]').length === 2";
+    browser.wait_js("both conversations are listed", listed).await;
     let shown = "document.querySelector('#transcripts .transcript').innerText";
     for (conversation, question, other) in
         [(&sum, "what is 2+3", "hello there"), (&hello, "hello there", "what is 2+3")]
