@@ -67,6 +67,44 @@ async fn what_is_two_plus_three_shows_the_tool_card_then_the_streamed_answer() {
     assert!(overflow.as_u64().expect("width") <= 375, "page is {overflow} px wide at 375 px");
     let send = browser.js("document.getElementById('send').getBoundingClientRect().right").await;
     assert!(send.as_f64().expect("position") <= 375.0, "Send button at {send}");
+    // On a phone the conversation list opens over the transcript.
+    browser.click("#toggle-sidebar").await;
+    browser.screenshot("page-375x700-conversations", 375, 700).await;
+    let new_button = browser.js("document.getElementById('new-conversation').getBoundingClientRect().left").await;
+    assert!(new_button.as_f64().expect("position") >= 0.0, "the list is on screen: {new_button}");
+    browser.close().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tools_progress_shows_on_its_card_and_a_failure_in_words() {
+    let Some(browser) = Browser::start("a_tools_progress_shows_on_its_card_and_a_failure_in_words").await else {
+        return;
+    };
+    let script = json!([
+        {"tool_calls": [{"name": "demo__slow_count", "arguments": {"n": 5, "delay_ms": 300}}]},
+        {"text": "Counted."},
+        {"error": {"status": 500, "message": "the model is out of order"}, "repeat": true},
+    ]);
+    let app = TestApp::start(Options { script: Some(script), ..Options::default() }).await;
+    browser.open_page(app.addr).await;
+    browser.type_message(&format!("count for me{ENTER}")).await;
+    let bar = "document.querySelector('.tool[data-tool=\"demo__slow_count\"] progress')";
+    let progress = browser.wait_js("the progress bar moves", &format!("{bar} && !{bar}.hidden && {bar}.value")).await;
+    assert!((1.0..5.0).contains(&progress.as_f64().expect("value")), "progress {progress} of 5 while it runs");
+    assert_eq!(browser.js(&format!("{bar}.max")).await, 5);
+    let said = browser.js("document.querySelector('.progress-text').textContent").await;
+    assert!(said.as_str().expect("text").starts_with("counted to "), "the tool's message: {said}");
+    browser.wait_js("the request completes", &format!("{LAST_STATUS} === 'complete'")).await;
+    assert_eq!(browser.js(&format!("{bar}.hidden")).await, true, "no bar once the result is in");
+    assert_eq!(browser.js("document.querySelector('.tool-output').textContent").await, "counted to 5");
+
+    browser.type_message(&format!("and again{ENTER}")).await;
+    browser.wait_js("the request fails", &format!("{LAST_STATUS} === 'error'")).await;
+    let footer =
+        browser.js("[...document.querySelectorAll('.request')].at(-1).querySelector('.footer').textContent").await;
+    let footer = footer.as_str().expect("footer");
+    assert!(footer.contains("the model is out of order") && footer.contains("502"), "in words: {footer}");
     browser.close().await;
     app.shutdown().await;
 }

@@ -13,6 +13,8 @@ export class Requests {
     this.connection = connection;
     this.onChange = onChange;
     this.unfinished = new Map();
+    /** Stops asked for while disconnected, sent on the next open. */
+    this.pendingCancels = [];
     this.counter = 0;
   }
 
@@ -34,7 +36,7 @@ export class Requests {
   cancel(requestId) {
     if (!this.connection.send({ action: "cancel", request_id: requestId })) {
       this.unfinished.get(requestId)?.view.notice("not connected: the stop is sent once the connection is back");
-      this.pendingCancels = [...(this.pendingCancels ?? []), requestId];
+      this.pendingCancels.push(requestId);
     }
   }
 
@@ -48,8 +50,9 @@ export class Requests {
         this.connection.send({ action: "resume", request_id: requestId, after_seq: request.lastSeq });
       }
     }
-    for (const requestId of this.pendingCancels ?? []) this.cancel(requestId);
+    const cancels = this.pendingCancels;
     this.pendingCancels = [];
+    for (const requestId of cancels) this.cancel(requestId);
   }
 
   isRunning(requestId) {
