@@ -226,6 +226,43 @@ async fn a_lost_connection_is_resumed_without_a_missing_or_repeated_word() {
 }
 
 #[tokio::test]
+async fn a_restarted_server_is_reconnected_to_and_the_answer_stays_whole() {
+    let Some(browser) = Browser::start("a_restarted_server_is_reconnected_to_and_the_answer_stays_whole").await else {
+        return;
+    };
+    let store = tempfile::tempdir().expect("store dir");
+    let store_path = Some(store.path().join("events.jsonl"));
+    let answer = numbered_words("r", 20);
+    let script = json!([{"text": answer, "delay_ms": 100}]);
+    let first =
+        TestApp::start(Options { script: Some(script), store_path: store_path.clone(), ..Options::default() }).await;
+    let proxy = CuttingProxy::start(first.addr).await;
+    browser.open_page(proxy.addr).await;
+    browser.type_message(&format!("before the restart{ENTER}")).await;
+    browser.wait_js("the answer has begun", &format!("{LAST_ANSWER}.includes('r04')")).await;
+
+    // A graceful shutdown lets the running answer finish, then closes the socket (1001).
+    let before_restart = proxy.relayed();
+    first.shutdown().await;
+    let second = TestApp::start(Options { store_path, ..Options::default() }).await;
+    proxy.set_upstream(second.addr);
+    browser.wait_js("the page is connected again", "document.getElementById('status').dataset.state === 'open'").await;
+    assert_eq!(browser.js(LAST_STATUS).await, "complete");
+    assert_eq!(browser.js(LAST_ANSWER).await, answer.as_str(), "every word exactly once");
+
+    // The same conversation goes on in the new process.
+    browser.type_message(&format!("what is 2+3{ENTER}")).await;
+    browser.wait_js("the new request completes", &format!("{LAST_STATUS} === 'complete'")).await;
+    assert!(browser.js(LAST_ANSWER).await.as_str().expect("text").contains("2 + 3 = 5"));
+    assert!(proxy.relayed() > before_restart, "the page connected to the new process");
+    let conversations: std::collections::BTreeSet<String> =
+        second.events().iter().map(|event| event["conversation_id"].as_str().expect("id").to_owned()).collect();
+    assert_eq!(conversations.len(), 1, "one conversation across both processes");
+    browser.close().await;
+    second.shutdown().await;
+}
+
+#[tokio::test]
 async fn switching_conversations_shows_each_ones_history_from_the_store() {
     let Some(browser) = Browser::start("switching_conversations_shows_each_ones_history_from_the_store").await else {
         return;

@@ -1,6 +1,7 @@
 //! A TCP relay between the browser and the server that can lose the connection on purpose:
 //! `cut` drops every relayed connection (the page sees its socket die, as on a network
-//! failure), and a closed gate refuses new ones until it is opened again.
+//! failure), a closed gate refuses new ones until it is opened again, and the server behind it
+//! can be swapped for another (a restarted server on a new port).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,7 +17,7 @@ pub struct CuttingProxy {
 }
 
 struct Shared {
-    upstream: SocketAddr,
+    upstream: Mutex<SocketAddr>,
     gate_open: AtomicBool,
     relayed: AtomicUsize,
     /// Cancelled by `cut`; connections accepted afterwards get a fresh one.
@@ -28,7 +29,7 @@ impl CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
         let shared = Arc::new(Shared {
-            upstream,
+            upstream: Mutex::new(upstream),
             gate_open: AtomicBool::new(true),
             relayed: AtomicUsize::new(0),
             generation: Mutex::new(CancellationToken::new()),
@@ -49,6 +50,11 @@ impl CuttingProxy {
         self.shared.gate_open.store(open, Ordering::SeqCst);
     }
 
+    /// New connections go to `upstream` from now on.
+    pub fn set_upstream(&self, upstream: SocketAddr) {
+        *self.shared.upstream.lock().expect("lock") = upstream;
+    }
+
     /// Connections relayed to the server so far.
     pub fn relayed(&self) -> usize {
         self.shared.relayed.load(Ordering::SeqCst)
@@ -67,7 +73,8 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
         if !shared.gate_open.load(Ordering::SeqCst) {
             continue;
         }
-        let Ok(mut server) = TcpStream::connect(shared.upstream).await else { continue };
+        let upstream = *shared.upstream.lock().expect("lock");
+        let Ok(mut server) = TcpStream::connect(upstream).await else { continue };
         shared.relayed.fetch_add(1, Ordering::SeqCst);
         let cut = shared.generation.lock().expect("lock").clone();
         tokio::spawn(async move {
