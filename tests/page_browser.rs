@@ -392,3 +392,19 @@ async fn a_first_load_is_small_and_quickly_usable() {
     browser.close().await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_socket_selects_the_pages_subprotocol_beside_a_bearer_credential() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = TestApp::start(Options::default()).await;
+    for offered in ["mcp-platform.v1, bearer.some-api-key", "mcp-platform.v1"] {
+        let mut request = format!("ws://{}/ws/chat", app.addr).into_client_request().expect("request");
+        request.headers_mut().insert("sec-websocket-protocol", offered.parse().expect("header value"));
+        let (_, response) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
+        assert_eq!(response.headers()["sec-websocket-protocol"], "mcp-platform.v1", "offered {offered:?}");
+    }
+    // Clients that offer no subprotocol (non-browsers) are served as before.
+    let (_, response) = tokio_tungstenite::connect_async(format!("ws://{}/ws/chat", app.addr)).await.expect("upgrade");
+    assert!(response.headers().get("sec-websocket-protocol").is_none());
+    app.shutdown().await;
+}
