@@ -5,20 +5,30 @@
 mod browser;
 mod common;
 
-use browser::Browser;
 use browser::proxy::CuttingProxy;
+use browser::{Browser, ENTER, ESCAPE, RELEASE_MODIFIERS, SHIFT, poll};
 use common::*;
 use serde_json::{Value, json};
 
-const ENTER: &str = "\u{e007}";
-const SHIFT: &str = "\u{e008}";
-const ESCAPE: &str = "\u{e00c}";
-/// WebDriver's "release all modifier keys".
-const RELEASE_MODIFIERS: &str = "\u{e000}";
-
+const LAST_REQUEST: &str = "[...document.querySelectorAll('.request')].at(-1)";
 /// The text of the last request's answer, as shown.
 const LAST_ANSWER: &str = "[...document.querySelectorAll('.request')].at(-1).querySelector('.answer').innerText";
+const LAST_FOOTER: &str = "[...document.querySelectorAll('.request')].at(-1).querySelector('.footer').textContent";
 const LAST_STATUS: &str = "[...document.querySelectorAll('.request')].at(-1)?.dataset.status";
+
+/// A browser with the page open on a new app; `None` when Chromium is missing (outside CI).
+async fn page_on_new_app(test: &str, options: Options) -> Option<(Browser, TestApp)> {
+    let browser = Browser::start(test).await?;
+    let app = TestApp::start(options).await;
+    browser.open_page(app.addr).await;
+    Some((browser, app))
+}
+
+/// Sends a message and waits until its request has ended with `status`.
+async fn ask(browser: &Browser, text: &str, status: &str) {
+    browser.send_message(text).await;
+    browser.wait_js(&format!("{text:?} ends {status}"), &format!("{LAST_STATUS} === '{status}'")).await;
+}
 
 /// `n` distinct words, so that a missing or repeated one shows.
 fn numbered_words(prefix: &str, n: usize) -> String {
@@ -27,12 +37,12 @@ fn numbered_words(prefix: &str, n: usize) -> String {
 
 #[tokio::test]
 async fn what_is_two_plus_three_shows_the_tool_card_then_the_streamed_answer() {
-    let Some(browser) = Browser::start("what_is_two_plus_three_shows_the_tool_card_then_the_streamed_answer").await
+    let Some((browser, app)) =
+        page_on_new_app("what_is_two_plus_three_shows_the_tool_card_then_the_streamed_answer", Options::default())
+            .await
     else {
         return;
     };
-    let app = TestApp::start(Options::default()).await;
-    browser.open_page(app.addr).await;
 
     // Shift+Enter is a new line, not a send.
     browser.type_message(&format!("first line{SHIFT}{ENTER}{RELEASE_MODIFIERS}second line")).await;
@@ -40,8 +50,7 @@ async fn what_is_two_plus_three_shows_the_tool_card_then_the_streamed_answer() {
     assert_eq!(browser.js("document.querySelectorAll('.request').length").await, 0, "nothing was sent");
     browser.js("document.getElementById('input').value = ''").await;
 
-    browser.type_message(&format!("what is 2+3{ENTER}")).await;
-    browser.wait_js("the request completes", &format!("{LAST_STATUS} === 'complete'")).await;
+    ask(&browser, "what is 2+3", "complete").await;
     let card = "document.querySelector('.tool[data-tool=\"demo__sum\"]')";
     let arguments: Value = serde_json::from_str(
         browser.js(&format!("{card}.querySelector('.tool-arguments').textContent")).await.as_str().expect("text"),
@@ -78,17 +87,20 @@ async fn what_is_two_plus_three_shows_the_tool_card_then_the_streamed_answer() {
 
 #[tokio::test]
 async fn a_tools_progress_shows_on_its_card_and_a_failure_in_words() {
-    let Some(browser) = Browser::start("a_tools_progress_shows_on_its_card_and_a_failure_in_words").await else {
-        return;
-    };
     let script = json!([
         {"tool_calls": [{"name": "demo__slow_count", "arguments": {"n": 5, "delay_ms": 300}}]},
         {"text": "Counted."},
         {"error": {"status": 500, "message": "the model is out of order"}, "repeat": true},
     ]);
-    let app = TestApp::start(Options { script: Some(script), ..Options::default() }).await;
-    browser.open_page(app.addr).await;
-    browser.type_message(&format!("count for me{ENTER}")).await;
+    let Some((browser, app)) = page_on_new_app(
+        "a_tools_progress_shows_on_its_card_and_a_failure_in_words",
+        Options { script: Some(script), ..Options::default() },
+    )
+    .await
+    else {
+        return;
+    };
+    browser.send_message("count for me").await;
     let bar = "document.querySelector('.tool[data-tool=\"demo__slow_count\"] progress')";
     let progress = browser.wait_js("the progress bar moves", &format!("{bar} && !{bar}.hidden && {bar}.value")).await;
     assert!((1.0..5.0).contains(&progress.as_f64().expect("value")), "progress {progress} of 5 while it runs");
@@ -99,10 +111,8 @@ async fn a_tools_progress_shows_on_its_card_and_a_failure_in_words() {
     assert_eq!(browser.js(&format!("{bar}.hidden")).await, true, "no bar once the result is in");
     assert_eq!(browser.js("document.querySelector('.tool-output').textContent").await, "counted to 5");
 
-    browser.type_message(&format!("and again{ENTER}")).await;
-    browser.wait_js("the request fails", &format!("{LAST_STATUS} === 'error'")).await;
-    let footer =
-        browser.js("[...document.querySelectorAll('.request')].at(-1).querySelector('.footer').textContent").await;
+    ask(&browser, "and again", "error").await;
+    let footer = browser.js(LAST_FOOTER).await;
     let footer = footer.as_str().expect("footer");
     assert!(footer.contains("the model is out of order") && footer.contains("502"), "in words: {footer}");
     browser.close().await;
@@ -111,19 +121,21 @@ async fn a_tools_progress_shows_on_its_card_and_a_failure_in_words() {
 
 #[tokio::test]
 async fn html_in_model_and_tool_output_is_shown_as_text_and_never_runs() {
-    let Some(browser) = Browser::start("html_in_model_and_tool_output_is_shown_as_text_and_never_runs").await else {
-        return;
-    };
     let hostile = r#"<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script>"#;
     let answer = format!("{hostile} [click me](javascript:window.__pwned=3) and [the docs](https://example.com/docs)");
     let script = json!([
         {"tool_calls": [{"name": "demo__echo", "arguments": {"text": answer}}]},
         {"text": answer},
     ]);
-    let app = TestApp::start(Options { script: Some(script), ..Options::default() }).await;
-    browser.open_page(app.addr).await;
-    browser.type_message(&format!("show me something nasty{ENTER}")).await;
-    browser.wait_js("the request completes", &format!("{LAST_STATUS} === 'complete'")).await;
+    let Some((browser, app)) = page_on_new_app(
+        "html_in_model_and_tool_output_is_shown_as_text_and_never_runs",
+        Options { script: Some(script), ..Options::default() },
+    )
+    .await
+    else {
+        return;
+    };
+    ask(&browser, "show me something nasty", "complete").await;
 
     let tool_output = browser.js("document.querySelector('.tool-output').textContent").await;
     assert_eq!(tool_output, answer.as_str(), "the tool's output is shown verbatim, as text");
@@ -149,14 +161,17 @@ async fn html_in_model_and_tool_output_is_shown_as_text_and_never_runs() {
 
 #[tokio::test]
 async fn stop_cancels_a_slow_answer_and_nothing_more_of_it_arrives() {
-    let Some(browser) = Browser::start("stop_cancels_a_slow_answer_and_nothing_more_of_it_arrives").await else {
-        return;
-    };
     let slow = numbered_words("s", 40);
     let script = json!([{"text": slow, "delay_ms": 150}, {"text": "Second answer."}]);
-    let app = TestApp::start(Options { script: Some(script), ..Options::default() }).await;
-    browser.open_page(app.addr).await;
-    browser.type_message(&format!("tell me slowly{ENTER}")).await;
+    let Some((browser, app)) = page_on_new_app(
+        "stop_cancels_a_slow_answer_and_nothing_more_of_it_arrives",
+        Options { script: Some(script), ..Options::default() },
+    )
+    .await
+    else {
+        return;
+    };
+    browser.send_message("tell me slowly").await;
     browser.wait_js("the answer has begun", &format!("{LAST_ANSWER}.includes('s03')")).await;
     assert_eq!(browser.js("document.getElementById('stop').hidden").await, false, "Stop is offered while it runs");
 
@@ -168,8 +183,7 @@ async fn stop_cancels_a_slow_answer_and_nothing_more_of_it_arrives() {
     let at_cancel = browser.js("document.querySelector('.request .answer').innerText").await;
 
     // A later request on the same socket completes; by then anything late of the first would be here.
-    browser.type_message(&format!("and now?{ENTER}")).await;
-    browser.wait_js("the second request completes", &format!("{LAST_STATUS} === 'complete'")).await;
+    ask(&browser, "and now?", "complete").await;
     let first = browser.js("document.querySelector('.request .answer').innerText").await;
     assert_eq!(first, at_cancel, "nothing of the cancelled answer arrived after it ended");
     assert!(!first.as_str().expect("text").contains("s40"), "the answer was cut short: {first}");
@@ -182,18 +196,18 @@ async fn stop_cancels_a_slow_answer_and_nothing_more_of_it_arrives() {
 
 #[tokio::test]
 async fn a_lost_connection_is_resumed_without_a_missing_or_repeated_word() {
-    let Some(browser) = Browser::start("a_lost_connection_is_resumed_without_a_missing_or_repeated_word").await else {
-        return;
-    };
     let live = numbered_words("w", 30);
     let finished_while_away = numbered_words("v", 30);
     let script = json!([{"text": live, "delay_ms": 100}, {"text": finished_while_away, "delay_ms": 100}]);
+    let Some(browser) = Browser::start("a_lost_connection_is_resumed_without_a_missing_or_repeated_word").await else {
+        return;
+    };
     let app = TestApp::start(Options { script: Some(script), ..Options::default() }).await;
     let proxy = CuttingProxy::start(app.addr).await;
     browser.open_page(proxy.addr).await;
 
     // The connection drops mid-answer; the page reconnects and resumes after the last seq it saw.
-    browser.type_message(&format!("first{ENTER}")).await;
+    browser.send_message("first").await;
     browser.wait_js("the answer has begun", &format!("{LAST_ANSWER}.includes('w04')")).await;
     let before_cut = proxy.relayed();
     proxy.cut();
@@ -203,23 +217,18 @@ async fn a_lost_connection_is_resumed_without_a_missing_or_repeated_word() {
     assert!(proxy.relayed() > before_cut, "the page opened a new connection");
 
     // The connection stays down until the request has finished: the server replays it whole.
-    browser.type_message(&format!("second{ENTER}")).await;
+    browser.send_message("second").await;
     browser.wait_js("the answer has begun", &format!("{LAST_ANSWER}.includes('v04')")).await;
-    let request_id = browser.js("[...document.querySelectorAll('.request')].at(-1).dataset.requestId").await;
+    let request_id = browser.js(&format!("{LAST_REQUEST}.dataset.requestId")).await;
     proxy.set_gate(false);
     proxy.cut();
     browser.wait_js("the page notices", "document.getElementById('status').dataset.state === 'waiting'").await;
-    let deadline = tokio::time::Instant::now() + browser::PAGE_TIMEOUT;
-    while !app.events().iter().any(|event| event["request_id"] == request_id && event["extra"]["status"] == "complete")
-    {
-        assert!(tokio::time::Instant::now() < deadline, "the request finished on the server");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let finished = |event: &Value| event["request_id"] == request_id && event["extra"]["status"] == "complete";
+    poll("the request finished on the server", async || app.events().iter().any(finished).then_some(())).await;
     proxy.set_gate(true);
     browser.wait_js("the replayed request completes", &format!("{LAST_STATUS} === 'complete'")).await;
     assert_eq!(browser.js(LAST_ANSWER).await, finished_while_away.as_str(), "every word exactly once");
-    let footer =
-        browser.js("[...document.querySelectorAll('.request')].at(-1).querySelector('.footer').textContent").await;
+    let footer = browser.js(LAST_FOOTER).await;
     assert!(footer.as_str().expect("footer").contains("from the store"), "it came as a replay: {footer}");
     browser.close().await;
     app.shutdown().await;
@@ -238,7 +247,7 @@ async fn a_restarted_server_is_reconnected_to_and_the_answer_stays_whole() {
         TestApp::start(Options { script: Some(script), store_path: store_path.clone(), ..Options::default() }).await;
     let proxy = CuttingProxy::start(first.addr).await;
     browser.open_page(proxy.addr).await;
-    browser.type_message(&format!("before the restart{ENTER}")).await;
+    browser.send_message("before the restart").await;
     browser.wait_js("the answer has begun", &format!("{LAST_ANSWER}.includes('r04')")).await;
 
     // A graceful shutdown lets the running answer finish, then closes the socket (1001).
@@ -251,8 +260,7 @@ async fn a_restarted_server_is_reconnected_to_and_the_answer_stays_whole() {
     assert_eq!(browser.js(LAST_ANSWER).await, answer.as_str(), "every word exactly once");
 
     // The same conversation goes on in the new process.
-    browser.type_message(&format!("what is 2+3{ENTER}")).await;
-    browser.wait_js("the new request completes", &format!("{LAST_STATUS} === 'complete'")).await;
+    ask(&browser, "what is 2+3", "complete").await;
     assert!(browser.js(LAST_ANSWER).await.as_str().expect("text").contains("2 + 3 = 5"));
     assert!(proxy.relayed() > before_restart, "the page connected to the new process");
     let conversations: std::collections::BTreeSet<String> =
@@ -264,17 +272,15 @@ async fn a_restarted_server_is_reconnected_to_and_the_answer_stays_whole() {
 
 #[tokio::test]
 async fn switching_conversations_shows_each_ones_history_from_the_store() {
-    let Some(browser) = Browser::start("switching_conversations_shows_each_ones_history_from_the_store").await else {
+    let Some((browser, app)) =
+        page_on_new_app("switching_conversations_shows_each_ones_history_from_the_store", Options::default()).await
+    else {
         return;
     };
-    let app = TestApp::start(Options::default()).await;
-    browser.open_page(app.addr).await;
-    browser.type_message(&format!("what is 2+3{ENTER}")).await;
-    browser.wait_js("the first request completes", &format!("{LAST_STATUS} === 'complete'")).await;
+    ask(&browser, "what is 2+3", "complete").await;
     browser.click("#new-conversation").await;
     assert_eq!(browser.js("document.querySelectorAll('#transcripts .request').length").await, 0);
-    browser.type_message(&format!("hello there{ENTER}")).await;
-    browser.wait_js("the second request completes", &format!("{LAST_STATUS} === 'complete'")).await;
+    ask(&browser, "hello there", "complete").await;
 
     let events = app.events();
     let conversation_of = |text: &str| {
@@ -308,10 +314,11 @@ async fn switching_conversations_shows_each_ones_history_from_the_store() {
 
 #[tokio::test]
 async fn the_page_has_a_strict_csp_and_runs_under_it_without_violations() {
-    let Some(browser) = Browser::start("the_page_has_a_strict_csp_and_runs_under_it_without_violations").await else {
+    let Some((browser, app)) =
+        page_on_new_app("the_page_has_a_strict_csp_and_runs_under_it_without_violations", Options::default()).await
+    else {
         return;
     };
-    let app = TestApp::start(Options::default()).await;
     let http = reqwest::Client::new();
     let page = http.get(format!("http://{}/", app.addr)).send().await.expect("GET /");
     assert_eq!(page.status(), 200);
@@ -342,9 +349,7 @@ async fn the_page_has_a_strict_csp_and_runs_under_it_without_violations() {
     assert_eq!(http.get(format!("http://{}{stale}", app.addr)).send().await.expect("GET").status(), 404);
 
     // The whole page at work: markdown, a tool card, the socket.
-    browser.open_page(app.addr).await;
-    browser.type_message(&format!("what is 2+3{ENTER}")).await;
-    browser.wait_js("the request completes", &format!("{LAST_STATUS} === 'complete'")).await;
+    ask(&browser, "what is 2+3", "complete").await;
     let console = browser.console().await;
     let problems: Vec<&Value> =
         console.iter().filter(|entry| entry["level"] == "SEVERE" || entry["level"] == "WARNING").collect();
@@ -354,27 +359,21 @@ async fn the_page_has_a_strict_csp_and_runs_under_it_without_violations() {
     browser
         .js("document.body.append(Object.assign(document.createElement('img'), {src: 'http://192.0.2.1/x.png'}))")
         .await;
-    let deadline = tokio::time::Instant::now() + browser::PAGE_TIMEOUT;
-    loop {
-        let console = browser.console().await;
-        if console.iter().any(|entry| entry["message"].as_str().unwrap_or_default().contains("Content Security Policy"))
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "a CSP violation reaches the console log");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let reported = |entry: &Value| entry["message"].as_str().unwrap_or_default().contains("Content Security Policy");
+    poll("a CSP violation reaches the console log", async || {
+        browser.console().await.iter().any(reported).then_some(())
+    })
+    .await;
     browser.close().await;
     app.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_first_load_is_small_and_quickly_usable() {
-    let Some(browser) = Browser::start("a_first_load_is_small_and_quickly_usable").await else {
+    let Some((browser, app)) = page_on_new_app("a_first_load_is_small_and_quickly_usable", Options::default()).await
+    else {
         return;
     };
-    let app = TestApp::start(Options::default()).await;
-    browser.open_page(app.addr).await;
     let bytes = browser
         .js("performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource')).reduce((sum, entry) => sum + entry.transferSize, 0)")
         .await

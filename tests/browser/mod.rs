@@ -16,6 +16,12 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// How long the page may take to reach any state a test waits for.
 pub const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// WebDriver's key codes, typed as characters.
+pub const ENTER: &str = "\u{e007}";
+pub const SHIFT: &str = "\u{e008}";
+pub const ESCAPE: &str = "\u{e00c}";
+/// "Release all modifier keys".
+pub const RELEASE_MODIFIERS: &str = "\u{e000}";
 
 /// Without the networking flags Chromium's background connections fail on these machines and
 /// stall it; without a fresh profile one test's cache would serve the next.
@@ -95,19 +101,23 @@ impl Browser {
 
     /// Polls a JavaScript expression until it is truthy and returns its value.
     pub async fn wait_js(&self, what: &str, expression: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + PAGE_TIMEOUT;
-        loop {
+        let waited = poll(what, async || {
             let value = self.js(expression).await;
-            let truthy = !matches!(&value, Value::Null | Value::Bool(false)) && value != json!(0) && value != json!("");
-            if truthy {
-                return value;
-            }
-            if tokio::time::Instant::now() > deadline {
+            let falsy = matches!(&value, Value::Null | Value::Bool(false)) || value == json!(0) || value == json!("");
+            (!falsy).then_some(value)
+        });
+        match tokio::time::timeout(PAGE_TIMEOUT, waited).await {
+            Ok(value) => value,
+            Err(_) => {
                 let transcript = self.js("document.getElementById('transcripts').innerText").await;
                 panic!("timed out waiting until {what} ({expression}); the page shows:\n{transcript}");
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Types a message and presses Enter.
+    pub async fn send_message(&self, text: &str) {
+        self.type_message(&format!("{text}{ENTER}")).await;
     }
 
     /// Types into the message field (WebDriver key codes included: `\u{e007}` is Enter).
@@ -182,14 +192,22 @@ impl WebDriverCompatibleCommand for BrowserLog {
     }
 }
 
+/// Checks `condition` every 50 ms until it yields a value; panics after [`PAGE_TIMEOUT`].
+pub async fn poll<T>(what: &str, mut condition: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + PAGE_TIMEOUT;
+    loop {
+        if let Some(value) = condition().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 async fn wait_for_port(port: u16) {
-    let deadline = tokio::time::Instant::now() + PAGE_TIMEOUT;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "chromedriver did not listen on port {port}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll("chromedriver listens", async || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()).await;
 }
