@@ -160,6 +160,63 @@ async fn html_in_model_and_tool_output_is_shown_as_text_and_never_runs() {
 }
 
 #[tokio::test]
+async fn approval_and_elicitation_dialogs_send_the_answers() {
+    let Some((browser, app)) =
+        page_on_new_app("approval_and_elicitation_dialogs_send_the_answers", Options::default()).await
+    else {
+        return;
+    };
+    // The server does not send these questions yet (SPEC §2.6 comes later): the page's own
+    // request view is given the chunks, and what its dialogs would send is recorded.
+    let shown = browser
+        .client
+        .execute_async(
+            r#"const done = arguments[0];
+            const url = document.querySelector('script[type=module]').src.replace(/app\.js$/, 'transcript.js');
+            import(url).then(({ RequestView }) => {
+              window.__sent = [];
+              const view = new RequestView('r-q', 'delete my note', (frame) => window.__sent.push(frame));
+              window.__view = view;
+              document.querySelector('#transcripts .transcript').append(view.root);
+              view.apply({ status: 'processing', seq: 0 });
+              view.applyChunk({ type: 'approval_request', data: { id: 'call_1', name: 'demo__delete_note', server: 'demo',
+                arguments: { note: 'n-1' }, timeout_seconds: 300 } });
+              view.applyChunk({ type: 'elicitation', data: { id: 'e-1', server: 'demo', mode: 'form', message: 'Who are you?',
+                requested_schema: { type: 'object', required: ['name'], properties: {
+                  name: { type: 'string', title: 'Name' }, age: { type: 'integer' }, admin: { type: 'boolean' } } } } });
+              done(true);
+            }, (error) => done(String(error)));"#,
+            vec![],
+        )
+        .await
+        .expect("script runs");
+    assert_eq!(shown, true, "the dialogs rendered: {shown}");
+    browser.click(".question[data-question-id='call_1'] button").await;
+    browser.click(".question[data-question-id='e-1'] input[type='text']").await;
+    browser.client.active_element().await.expect("focus").send_keys("Ada").await.expect("type");
+    browser.click(".question[data-question-id='e-1'] .buttons button").await;
+    assert_eq!(
+        browser.js("window.__sent").await,
+        json!([
+            {"action": "approve", "request_id": "r-q", "payload": {"call_id": "call_1", "decision": "allow"}},
+            {"action": "elicit", "request_id": "r-q",
+             "payload": {"elicitation_id": "e-1", "action": "accept", "content": {"name": "Ada", "admin": false}}},
+        ])
+    );
+    let open_buttons = browser.js("document.querySelectorAll('.question button:not(:disabled)').length").await;
+    assert_eq!(open_buttons, 0, "answered dialogs take no second answer");
+    browser
+        .js("window.__view.applyChunk({type: 'approval', data: {id: 'call_1', decision: 'allow', by: 'anonymous'}})")
+        .await;
+    let state = browser
+        .js("document.querySelector(\".question[data-question-id='call_1'] .question-state\").textContent")
+        .await;
+    assert_eq!(state, "allow by anonymous");
+    browser.close().await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn stop_cancels_a_slow_answer_and_nothing_more_of_it_arrives() {
     let slow = numbered_words("s", 40);
     let script = json!([{"text": slow, "delay_ms": 150}, {"text": "Second answer."}]);

@@ -34,6 +34,5 @@ export function setMarkdown(element, text) {
   element.innerHTML = purify.sanitize(html, {
     RETURN_TRUSTED_TYPE: true,
     FORBID_TAGS: ["style", "form", "input", "button", "textarea", "select"],
-    ADD_ATTR: ["target"],
   });
 }
