@@ -18,7 +18,7 @@ use super::AppState;
 use crate::chat::{Frame, Run, Subscription};
 use crate::protocol::{self, ClientMessage, ErrorBody, ServerMessage};
 
-/// The WebSocket subprotocol of SPEC §2, selected when the client offers it.
+/// The WebSocket subprotocol of this protocol (SPEC §8), selected whenever a client offers it.
 pub const SUBPROTOCOL: &str = "mcp-platform.v1";
 /// Frames queued for one socket before its client counts as not reading.
 const SEND_QUEUE_FRAMES: usize = 256;
