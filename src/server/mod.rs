@@ -6,6 +6,7 @@
 //! graceful shutdown does not wait for upgraded WebSocket tasks, so they are tracked here.
 
 mod http;
+mod page;
 mod ws;
 
 use std::net::SocketAddr;
@@ -119,6 +120,8 @@ impl RunningServer {
 
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", get(page::index))
+        .route("/assets/{version}/{*file}", get(page::asset))
         .route("/ws/chat", get(upgrade))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
@@ -143,6 +146,8 @@ async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) 
     let limit = state.hard_frame_limit();
     let tracked = state.clone();
     upgrade
+        // Browsers offer it beside `bearer.<credential>` (SPEC §8) and fail the socket unless one is selected.
+        .protocols([ws::SUBPROTOCOL])
         // tungstenite's default buffers are 128 KiB each; an idle socket should cost a few KiB.
         .read_buffer_size(SOCKET_BUFFER_BYTES)
         .write_buffer_size(SOCKET_BUFFER_BYTES)

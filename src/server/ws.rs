@@ -18,6 +18,8 @@ use super::AppState;
 use crate::chat::{Run, SerializedMessage, Subscription};
 use crate::protocol::{self, ClientMessage, ErrorBody, ServerMessage};
 
+/// The WebSocket subprotocol of this protocol (SPEC §8), selected whenever a client offers it.
+pub const SUBPROTOCOL: &str = "mcp-platform.v1";
 /// Frames queued for one socket before its client counts as not reading.
 const SEND_QUEUE_FRAMES: usize = 256;
 /// How long a full queue may stay full before the client is disconnected.
