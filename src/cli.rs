@@ -26,6 +26,8 @@ enum Command {
     MockLlm(crate::mock_llm::MockLlmArgs),
     /// Load-test a release server over WebSockets (starts its own mock-llm and server).
     Bench(crate::bench::BenchArgs),
+    /// Print a new random API key and the key_sha256 line that configures it.
+    Key,
 }
 
 pub fn main() -> ExitCode {
@@ -45,6 +47,7 @@ pub fn main() -> ExitCode {
             Command::Chat(args) => crate::client::run(args).await,
             Command::MockLlm(args) => crate::mock_llm::run(args).await,
             Command::Bench(args) => crate::bench::run(args).await,
+            Command::Key => crate::auth::print_new_key(),
         }
     });
     match result {

@@ -7,9 +7,9 @@ use config::{FileFormat, Source};
 use serde_json::Value;
 
 use super::schema::{
-    BOOL, Checker, HTTP_URL, KeyPath, NON_EMPTY_TEXT, NON_NEGATIVE_NUMBER, NameRule, Origins, POSITIVE_NUMBER, SECRET,
-    SecretReferences, Shape, TEXT, choice, closest, integer_at_least, integer_from, number_from, optional, quoted_list,
-    required,
+    BOOL, Checker, HTTP_URL, KeyPath, NON_EMPTY_TEXT, NON_NEGATIVE_NUMBER, NameRule, ORIGIN, Origins, POSITIVE_NUMBER,
+    SECRET, STRINGS, SecretReferences, Shape, TEXT, choice, closest, integer_at_least, integer_from, number_from,
+    optional, quoted_list, required,
 };
 use super::{ServersConfig, Settings};
 
@@ -119,6 +119,43 @@ const SETTINGS: Shape = Shape::Section(&[
         ]),
     ),
     required(
+        "auth",
+        Shape::Section(&[
+            required("mode", choice(&["none", "api_keys", "jwt"])),
+            required("allow_anonymous_remote", BOOL),
+            required("allowed_origins", Shape::List(&ORIGIN)),
+            required(
+                "api_keys",
+                Shape::List(&Shape::Section(&[
+                    required("user", NON_EMPTY_TEXT),
+                    required("role", choice(&["user", "admin"])),
+                    required("key_sha256", SECRET),
+                ])),
+            ),
+            required(
+                "jwt",
+                Shape::Section(&[
+                    required("issuer", TEXT),
+                    required("audience", TEXT),
+                    required("jwks_path", TEXT),
+                    required("hs256_secret", SECRET),
+                    required("user_claim", NON_EMPTY_TEXT),
+                    required("admin_claim", TEXT),
+                ]),
+            ),
+        ]),
+    ),
+    required(
+        "limits",
+        Shape::Section(&[
+            required("chats_per_minute", integer_at_least(0)),
+            required("tokens_per_day", integer_at_least(0)),
+            required("connections_per_user", integer_at_least(0)),
+            required("connections_per_ip", integer_at_least(0)),
+            required("max_connections", integer_at_least(0)),
+        ]),
+    ),
+    required(
         "logging",
         Shape::Section(&[
             required("level", choice(&["trace", "debug", "info", "warn", "error"])),
@@ -151,6 +188,28 @@ const ORDERINGS: &[Ordering] = &[
 
 const ACTIVE_PROVIDER: &str = "llm.active";
 const PROVIDERS: &str = "llm.providers";
+const AUTH_MODE: &str = "auth.mode";
+const API_KEYS: &str = "auth.api_keys";
+const JWT: &str = "auth.jwt";
+const WEBSOCKET_HOST: &str = "websocket.host";
+
+/// A part of `config.yaml` whose secrets the server reads only with some settings (SPEC §4:
+/// "for the settings in use"), so that its `env:` variables need not be set otherwise.
+enum SecretsInUse {
+    /// Of the map at `entries`, only the entry that the key `selector` names.
+    EntryNamedBy { entries: &'static str, selector: &'static str },
+    /// The subtree `scope`, only while the key `selector` holds `value`.
+    When { scope: &'static str, selector: &'static str, value: &'static str },
+}
+
+const SECRETS_IN_USE: &[SecretsInUse] = &[
+    SecretsInUse::EntryNamedBy { entries: PROVIDERS, selector: ACTIVE_PROVIDER },
+    SecretsInUse::When { scope: API_KEYS, selector: AUTH_MODE, value: "api_keys" },
+    SecretsInUse::When { scope: JWT, selector: AUTH_MODE, value: "jwt" },
+];
+
+/// HS256 keys shorter than the hash (RFC 7518 §3.2) can be guessed offline from one token.
+const HS256_MINIMUM_BYTES: usize = 32;
 
 /// The layout of `servers_config.json` (SPEC §5).
 const SERVERS: Shape = Shape::Section(&[required(
@@ -160,11 +219,11 @@ const SERVERS: Shape = Shape::Section(&[required(
         values: &Shape::Section(&[
             optional("enabled", BOOL),
             required("command", NON_EMPTY_TEXT),
-            optional("args", Shape::Strings),
+            optional("args", STRINGS),
             optional("cwd", NON_EMPTY_TEXT),
             optional("env", Shape::Map { names: NameRule::EnvironmentVariable, values: &Shape::Template }),
-            optional("allowed_tools", Shape::Strings),
-            optional("excluded_tools", Shape::Strings),
+            optional("allowed_tools", STRINGS),
+            optional("excluded_tools", STRINGS),
             optional("tool_timeout", POSITIVE_NUMBER),
         ]),
     },
@@ -180,11 +239,13 @@ const SERVERS: Shape = Shape::Section(&[required(
 /// - A secret (`api_key`) written `"env:NAME"` is read from the environment variable NAME.
 ///   Only there: secrets then live only in [`super::Secret`] fields, which no message and no
 ///   `Debug` output shows; other keys come from the environment through `MCP__` overrides.
-///   Only the active provider (`llm.active`) has to be usable, so in any other provider an
-///   unset variable is not an error and leaves the key empty: a user with only a Groq key need
-///   not set OpenAI's.
+///   Only the secrets the settings use have to be set: the active provider's (`llm.active`),
+///   `auth.api_keys` in mode `api_keys`, `auth.jwt.hs256_secret` in mode `jwt`. Elsewhere an
+///   unset variable is not an error and leaves the secret empty: a user with only a Groq key
+///   need not set OpenAI's.
 /// - Every problem is reported at once: missing and unknown keys, wrong types, values out of
-///   range, unset variables.
+///   range, unset variables, and settings that contradict each other (an authentication
+///   mode without its keys, anonymous access on a non-loopback host).
 pub fn load_settings(path: Option<&Path>) -> Result<Settings, ConfigError> {
     let path = choose_path(path, "MCP_CONFIG_PATH", "config.yaml");
     let file = path.display().to_string();
@@ -194,12 +255,13 @@ pub fn load_settings(path: Option<&Path>) -> Result<Settings, ConfigError> {
 
     let mut origins = Origins::default();
     apply_overrides(&mut tree, &mut origins)?;
-    let secret_references = SecretReferences { optional_under: inactive_providers(&tree) };
+    let secret_references = SecretReferences { unused: unused_secret_scopes(&tree) };
 
     let mut checker = Checker::new(&file, &origins, Some(secret_references));
     checker.check(&KeyPath::default(), &SETTINGS, &mut tree);
     check_orderings(&mut checker, &tree);
     check_active_provider(&mut checker, &tree);
+    check_auth(&mut checker, &tree);
     let problems = checker.into_problems();
     if !problems.is_empty() {
         return Err(ConfigError { problems });
@@ -314,14 +376,28 @@ fn apply_overrides(tree: &mut Value, origins: &mut Origins) -> Result<(), Config
     Ok(())
 }
 
-/// The providers other than the active one: their secrets need not be set.
-fn inactive_providers(tree: &Value) -> Vec<KeyPath> {
-    let providers = KeyPath::parse_dotted(PROVIDERS);
-    let active = KeyPath::parse_dotted(ACTIVE_PROVIDER).lookup(tree).and_then(Value::as_str);
-    let Some(entries) = providers.lookup(tree).and_then(Value::as_object) else {
-        return Vec::new();
-    };
-    entries.keys().filter(|name| Some(name.as_str()) != active).map(|name| providers.key(name)).collect()
+/// The subtrees of [`SECRETS_IN_USE`] that these settings leave unused.
+fn unused_secret_scopes(tree: &Value) -> Vec<KeyPath> {
+    let text_at = |dotted: &str| KeyPath::parse_dotted(dotted).lookup(tree).and_then(Value::as_str);
+    let mut unused = Vec::new();
+    for rule in SECRETS_IN_USE {
+        match rule {
+            SecretsInUse::EntryNamedBy { entries, selector } => {
+                let entries_path = KeyPath::parse_dotted(entries);
+                let chosen = text_at(selector);
+                if let Some(names) = entries_path.lookup(tree).and_then(Value::as_object) {
+                    let others = names.keys().filter(|name| Some(name.as_str()) != chosen);
+                    unused.extend(others.map(|name| entries_path.key(name)));
+                }
+            }
+            SecretsInUse::When { scope, selector, value } => {
+                if text_at(selector) != Some(value) {
+                    unused.push(KeyPath::parse_dotted(scope));
+                }
+            }
+        }
+    }
+    unused
 }
 
 fn check_orderings(checker: &mut Checker, tree: &Value) {
@@ -374,6 +450,147 @@ fn check_active_provider(checker: &mut Checker, tree: &Value) {
             quoted_list(&names)
         ),
     );
+}
+
+/// The rules of SPEC §8 that tie `auth` keys to each other and to `websocket.host`. Secrets
+/// are described by their length at most, never shown.
+fn check_auth(checker: &mut Checker, tree: &Value) {
+    let mode_path = KeyPath::parse_dotted(AUTH_MODE);
+    if checker.was_reported(&mode_path) {
+        return;
+    }
+    let mode = mode_path.lookup(tree).and_then(Value::as_str);
+    check_api_keys(checker, tree, mode == Some("api_keys"));
+    match mode {
+        Some("jwt") => check_jwt_key(checker, tree),
+        Some("none") => check_anonymous_host(checker, tree, &mode_path),
+        _ => {}
+    }
+}
+
+/// In mode `api_keys`: at least one key, and each a distinct SHA-256. In other modes only the
+/// hashes that are there (not left empty by an unset variable) are checked, so that a typo is
+/// found before the mode is switched on.
+fn check_api_keys(checker: &mut Checker, tree: &Value, in_use: bool) {
+    let keys_path = KeyPath::parse_dotted(API_KEYS);
+    if checker.was_reported(&keys_path) {
+        return;
+    }
+    let Some(entries) = keys_path.lookup(tree).and_then(Value::as_array) else {
+        return;
+    };
+    if in_use && entries.is_empty() {
+        checker.report(
+            &keys_path,
+            "auth.mode \"api_keys\" needs at least one key; add entries \
+             {user: \"alice\", role: \"user\", key_sha256: \"env:ALICE_KEY_SHA256\"} \
+             (`mcp-platform key` makes a key and its hash)",
+        );
+    }
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for index in 0..entries.len() {
+        let hash_path = keys_path.index(index).key("key_sha256");
+        let Some(hash) = text_at_unreported(checker, tree, &hash_path) else {
+            continue;
+        };
+        if hash.is_empty() && !in_use {
+            continue;
+        }
+        let found = match hash.chars().count() {
+            64 if hash.bytes().all(|byte| byte.is_ascii_hexdigit()) => None,
+            64 => Some("64 characters, not all hexadecimal digits".to_owned()),
+            length => Some(format!("{length} characters")),
+        };
+        if let Some(found) = found {
+            checker.report(
+                &hash_path,
+                format!(
+                    "expected the key's SHA-256 as 64 hexadecimal digits (as `mcp-platform key` \
+                     prints it), found {found}"
+                ),
+            );
+            continue;
+        }
+        let hash = hash.to_ascii_lowercase();
+        match seen.iter().find(|(earlier, _)| *earlier == hash) {
+            Some((_, earlier)) => checker.report(
+                &hash_path,
+                format!("the same key as {keys_path}[{earlier}]; each key must be distinct so that it names one user"),
+            ),
+            None => seen.push((hash, index)),
+        }
+    }
+}
+
+/// In mode `jwt`: exactly one way to check signatures, and an HMAC secret long enough.
+fn check_jwt_key(checker: &mut Checker, tree: &Value) {
+    let jwt_path = KeyPath::parse_dotted(JWT);
+    let jwks_path = jwt_path.key("jwks_path");
+    let secret_path = jwt_path.key("hs256_secret");
+    let (Some(jwks), Some(secret)) =
+        (text_at_unreported(checker, tree, &jwks_path), text_at_unreported(checker, tree, &secret_path))
+    else {
+        return;
+    };
+    match (jwks.is_empty(), secret.is_empty()) {
+        (true, true) => checker.report(
+            &jwt_path,
+            "auth.mode \"jwt\" needs a key to check token signatures: set jwks_path (a JWKS file \
+             of RS256, ES256 or EdDSA public keys) or hs256_secret (\"env:NAME\")",
+        ),
+        (false, false) => checker.report(
+            &jwt_path,
+            "set one of jwks_path and hs256_secret, not both: the key, not the token, decides \
+             which algorithm is accepted",
+        ),
+        (true, false) if secret.len() < HS256_MINIMUM_BYTES => checker.report(
+            &secret_path,
+            format!(
+                "expected a secret of at least {HS256_MINIMUM_BYTES} bytes (HS256 needs a key as long \
+                 as its hash), found {} bytes",
+                secret.len()
+            ),
+        ),
+        _ => {}
+    }
+}
+
+/// In mode `none` every caller is an admin named `anonymous`: fine on loopback, an open door
+/// anywhere else unless a proxy in front authenticates, which the operator must say.
+fn check_anonymous_host(checker: &mut Checker, tree: &Value, mode_path: &KeyPath) {
+    let remote_allowed = KeyPath::parse_dotted("auth.allow_anonymous_remote");
+    let host_path = KeyPath::parse_dotted(WEBSOCKET_HOST);
+    if remote_allowed.lookup(tree).and_then(Value::as_bool) != Some(false) {
+        return;
+    }
+    let Some(host) = text_at_unreported(checker, tree, &host_path) else {
+        return;
+    };
+    if is_loopback_host(host) {
+        return;
+    }
+    checker.report(
+        mode_path,
+        format!(
+            "\"none\" lets anyone who reaches {WEBSOCKET_HOST} \"{host}\" chat on your LLM budget \
+             and use the admin endpoints; turn authentication on (auth.mode \"api_keys\" or \"jwt\"), \
+             bind to a loopback host such as \"127.0.0.1\", or, if a proxy in front authenticates \
+             every caller, set auth.allow_anonymous_remote: true"
+        ),
+    );
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let unbracketed = host.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')).unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost") || unbracketed.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The string at `path`, unless it is missing, not a string, or already reported.
+fn text_at_unreported<'t>(checker: &Checker, tree: &'t Value, path: &KeyPath) -> Option<&'t str> {
+    if checker.was_reported(path) {
+        return None;
+    }
+    path.lookup(tree).and_then(Value::as_str)
 }
 
 /// The folder a relative `cwd` is taken from: the one holding `servers_config.json`.
