@@ -270,6 +270,10 @@ impl KeyPath {
         (0..=self.0.len()).rev().map(|len| KeyPath(self.0[..len].to_vec()))
     }
 
+    fn is_in_list(&self) -> bool {
+        self.0.iter().any(|segment| matches!(segment, Segment::Index(_)))
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -433,16 +437,22 @@ impl<'a> Checker<'a> {
                     let variable = variable.to_owned();
                     return match scalar {
                         Scalar::Secret => self.read_secret(path, &variable, text),
-                        _ => self.report(
-                            path,
-                            format!(
-                                "expected {}, found \"env:{variable}\" (\"env:\" is read only in \
-                                 secret keys such as api_key; to take this key from the \
-                                 environment, set {})",
-                                shape.describe(),
-                                path.override_variable()
-                            ),
-                        ),
+                        _ => {
+                            // An override replaces a whole key, so it cannot set one item of a list.
+                            let hint = if path.is_in_list() {
+                                String::new()
+                            } else {
+                                format!("; to take this key from the environment, set {}", path.override_variable())
+                            };
+                            self.report(
+                                path,
+                                format!(
+                                    "expected {}, found \"env:{variable}\" (\"env:\" is read only in \
+                                     secret keys such as api_key{hint})",
+                                    shape.describe(),
+                                ),
+                            )
+                        }
                     };
                 }
                 if self.origins.overrides.contains_key(path)
