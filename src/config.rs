@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 mod load;
+mod rules;
 mod schema;
 
 pub use load::{ConfigError, load_servers_config, load_settings};

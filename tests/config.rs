@@ -1,5 +1,8 @@
 //! Loading `config.yaml` and `servers_config.json` from real files: what a user sees when
 //! something is wrong, and that the shipped files load.
+//!
+//! Longer than most files: each test spells out every message a user would read in full, and
+//! they all change the process environment under the one lock below.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
