@@ -658,7 +658,7 @@ fn every_bad_api_key_entry_is_reported_without_showing_a_hash() {
          \x20   - {{user: \"\", role: \"admin\", key_sha256: \"{not_hex}\"}}\n\
          \x20   - {{user: \"bob\", role: \"user\", key_sha256: \"{}\"}}\n\
          \x20   - {{user: \"carol\", role: \"user\", key: \"x\"}}\n\
-         \x20   - \"alice\"",
+         \x20   - \"alice:{ALICE_SHA256}\"",
         ALICE_SHA256.to_uppercase()
     );
     let text = edited_settings(&[("  api_keys: []", &entries)]);
@@ -676,7 +676,7 @@ fn every_bad_api_key_entry_is_reported_without_showing_a_hash() {
                 "{keys}[4].key_sha256: missing key, expected a string (\"env:NAME\" reads the environment variable NAME)"
             ),
             format!("{keys}[4].key: unknown key; did you mean \"key_sha256\"?"),
-            format!("{keys}[5]: expected an object with keys user, role, key_sha256, found \"alice\""),
+            format!("{keys}[5]: expected an object with keys user, role, key_sha256, found a string"),
             format!("{keys}[1].key_sha256: {hex} 10 characters"),
             format!("{keys}[2].key_sha256: {hex} 64 characters, not all hexadecimal digits"),
             format!(
@@ -822,6 +822,7 @@ fn auth_and_limits_values_are_checked() {
             "allowed_origins: [\"https://chat.example.com\", \"https://chat.example.com/\", 5, \"env:ORIGIN\"]",
         ),
         ("allow_anonymous_remote: false", "allow_anonymous_remote: \"no\""),
+        ("  api_keys: []", "  api_keys: \"alice-key-4711\""),
         ("user_claim: \"sub\"", "user_claim: \"\""),
         ("chats_per_minute: 30", "chats_per_minute: -1"),
         ("max_connections: 10000", "max_connections: 1.5"),
@@ -842,6 +843,9 @@ fn auth_and_limits_values_are_checked() {
                 "DIR/config.yaml: auth.allowed_origins[3]: expected {origin}, found \"env:ORIGIN\" (\"env:\" is read \
                  only in secret keys such as api_key)"
             ),
+            "DIR/config.yaml: auth.api_keys: expected a list of objects with keys user, role, key_sha256, found a \
+             string"
+                .to_owned(),
             "DIR/config.yaml: auth.jwt.user_claim: expected a non-empty string, found \"\"".to_owned(),
             "DIR/config.yaml: limits.chats_per_minute: expected an integer of at least 0, found -1".to_owned(),
             "DIR/config.yaml: limits.max_connections: expected an integer of at least 0, found 1.5".to_owned(),

@@ -190,7 +190,8 @@ const SERVERS: Shape = Shape::Section(&[required(
 ///   `MCP__LLM__PROVIDERS__GROQ__API_KEY=...`); a key is matched ignoring case, because the
 ///   `config` crate lowercases variable names while provider names in the file may not be.
 ///   Their text is read as a number or boolean where the key expects one.
-/// - A secret (`api_key`) written `"env:NAME"` is read from the environment variable NAME.
+/// - A secret (`api_key`, `key_sha256`, `hs256_secret`) written `"env:NAME"` is read from the
+///   environment variable NAME.
 ///   Only there: secrets then live only in [`super::Secret`] fields, which no message and no
 ///   `Debug` output shows; other keys come from the environment through `MCP__` overrides.
 ///   Only the secrets the settings use have to be set: the active provider's (`llm.active`),

@@ -123,6 +123,16 @@ fn is_plain_name_char(c: char) -> bool {
 }
 
 impl Shape {
+    fn holds_secrets(&self) -> bool {
+        match self {
+            Shape::Section(fields) => fields.iter().any(|field| field.shape.holds_secrets()),
+            Shape::Map { values, .. } => values.holds_secrets(),
+            Shape::List(items) => items.holds_secrets(),
+            Shape::Template => false,
+            Shape::Scalar(scalar) => matches!(scalar, Scalar::Secret),
+        }
+    }
+
     /// What is allowed, as the end of "expected ...".
     fn describe(&self) -> String {
         match self {
@@ -385,8 +395,8 @@ impl<'a> Checker<'a> {
     }
 
     fn mismatch(&mut self, path: &KeyPath, shape: &Shape, value: &Value) {
-        let shown =
-            if matches!(shape, Shape::Scalar(Scalar::Secret)) { found_kind(value).to_owned() } else { found(value) };
+        // A value where an object or list holding secrets belongs may be a misplaced secret.
+        let shown = if shape.holds_secrets() { found_kind(value).to_owned() } else { found(value) };
         let expected = match shape {
             // "at least 1, found 5000000000" would read as a contradiction.
             Shape::Scalar(Scalar::Integer { min, max }) if value.as_f64().is_some_and(|n| n > *max as f64) => {
