@@ -96,6 +96,13 @@ pub struct Authenticator {
     method: Method,
 }
 
+/// Shows the mode only: the keys are not for logs.
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").field("mode", &self.mode()).finish_non_exhaustive()
+    }
+}
+
 enum Method {
     Anonymous,
     ApiKeys(api_keys::ApiKeys),
@@ -178,6 +185,7 @@ mod tests {
         let authenticator = Authenticator::new(&api_keys).unwrap();
         assert_eq!(authenticator.mode(), AuthMode::ApiKeys);
 
+        assert_eq!(format!("{authenticator:?}"), "Authenticator { mode: ApiKeys, .. }");
         let error = authenticator.authenticate(None, SystemTime::now()).unwrap_err();
         assert_eq!(error, AuthError::MissingCredential);
         assert_eq!(
