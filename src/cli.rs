@@ -28,6 +28,8 @@ enum Command {
     MockLlm(mock_llm::MockLlmArgs),
     /// Load-test a release server over WebSockets (starts its own mock-llm and server).
     Bench(mcp_bench::BenchArgs),
+    /// Print a new random API key and the key_sha256 line that configures it.
+    Key,
 }
 
 pub fn main() -> ExitCode {
@@ -47,6 +49,7 @@ pub fn main() -> ExitCode {
             Command::Chat(args) => mcp_platform::client::run(args).await,
             Command::MockLlm(args) => mock_llm::run(args).await,
             Command::Bench(args) => mcp_bench::run(args).await,
+            Command::Key => mcp_platform::auth::print_new_key(),
         }
     });
     match result {

@@ -4,6 +4,7 @@
 //! See `ARCHITECTURE.md` for how the modules fit together.
 
 pub mod app;
+pub mod auth;
 pub mod chat;
 pub mod check;
 pub mod client;
