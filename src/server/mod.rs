@@ -104,7 +104,11 @@ impl RunningServer {
         // Let followers deliver the last messages of the drained turns before the sockets close;
         // a client that does not read is cut off by the writer's own slow-client timeout.
         self.state.forwarders.close();
-        let _ = tokio::time::timeout(ws::SLOW_CLIENT_TIMEOUT, self.state.forwarders.wait()).await;
+        let _ = tokio::time::timeout(
+            Duration::try_from_secs_f64(self.state.settings.websocket.slow_client_timeout).unwrap_or_default(),
+            self.state.forwarders.wait(),
+        )
+        .await;
         self.state.shutdown.cancel();
         self.state.connections.close();
         let _ = tokio::time::timeout(SOCKET_CLOSE_TIMEOUT, self.state.connections.wait()).await;

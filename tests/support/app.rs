@@ -56,6 +56,10 @@ pub fn settings(base_url: &str, store_path: PathBuf) -> Settings {
             port: 0,
             max_message_bytes: 65536,
             max_in_flight_per_connection: 8,
+            send_buffer_bytes: 1 << 20,
+            slow_client_timeout: 10.0,
+            header_timeout: 10.0,
+            first_frame_timeout: 60.0,
         },
         store: StoreSettings { path: store_path, fsync: true },
         mcp: McpSettings {
