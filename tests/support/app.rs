@@ -149,6 +149,8 @@ impl TestApp {
             servers: options.servers.into_iter().map(|(name, config)| (name.to_owned(), config)).collect(),
         };
         let app = App::build(settings, &servers).await.expect("the app builds");
+        // Tests call tools right away: wait until every MCP server has connected or failed.
+        app.mcp().settled().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = app.serve(listener).await.expect("server starts");
         Self { addr: server.addr, mock, store_path, dir, server }
