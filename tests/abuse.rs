@@ -15,8 +15,8 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 type RawSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
@@ -40,28 +40,32 @@ async fn close_of(socket: &mut RawSocket, within: Duration) -> Option<(u16, Stri
 }
 
 fn slow_client(settings: &mut mcp_platform::config::Settings) {
-    settings.websocket.slow_client_timeout = 0.5;
+    settings.websocket.slow_client_timeout = 1.0;
     settings.websocket.send_buffer_bytes = 65536;
+}
+
+/// Sends `frame` until a send has been blocked for `blocked_for`: the server stopped reading
+/// this socket (backpressure) that long ago at least.
+async fn flood_until_blocked(socket: &mut RawSocket, frame: &str, blocked_for: Duration) {
+    for _ in 0..2_000_000 {
+        match tokio::time::timeout(blocked_for, socket.send(Message::text(frame.to_owned()))).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(error)) => panic!("the socket failed before it was closed: {error}"),
+            Err(_) => return,
+        }
+    }
+    panic!("the server kept reading a client that never reads");
 }
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_with_1008() {
     let app = TestApp::start(Options { configure: slow_client, servers: Vec::new(), ..Options::default() }).await;
     let mut socket = raw_socket(app.addr).await;
-    // Pongs until the budget is spent and the reader stops taking frames; the sender then waits
-    // on the socket's own backpressure.
-    let flood = {
-        let frame = json!({"action": "ping", "request_id": "x".repeat(100)}).to_string();
-        async move {
-            for _ in 0..20_000 {
-                if socket.send(Message::text(frame.clone())).await.is_err() {
-                    break;
-                }
-            }
-            socket
-        }
-    };
-    let mut socket = flood.await;
+    // Pongs until the budget is spent and the reader stops taking frames; the client's sends
+    // then block on the socket's backpressure. Blocked past the slow-client timeout, the
+    // client reads again, within the time the server gives the close frame.
+    let frame = json!({"action": "ping", "request_id": "x".repeat(100)}).to_string();
+    flood_until_blocked(&mut socket, &frame, Duration::from_millis(1500)).await;
     let close = close_of(&mut socket, Duration::from_secs(20)).await;
     assert_eq!(close.as_ref().map(|(code, _)| *code), Some(1008), "{close:?}");
     assert!(close.expect("close").1.contains("too slow"));
@@ -150,12 +154,17 @@ async fn after_seq_out_of_range_is_a_400_and_past_the_end_ends_with_the_terminal
         assert_eq!(answer["error"]["data"]["validation_errors"][0]["field"], "after_seq", "{bad}: {answer}");
     }
     client.send(json!({"action": "chat", "request_id": "r", "payload": {"text": "count"}})).await;
+    let processing = client.recv().await;
+    assert_eq!(processing["status"], "processing");
     let mut resumer = app.client().await;
     resumer.send(json!({"action": "resume", "request_id": "r", "after_seq": 9_007_199_254_740_991u64})).await;
     let resumed = resumer.collect("r", &mut Vec::new()).await;
     assert_eq!(resumed.len(), 1, "only the terminal message: {resumed:?}");
     assert_eq!(resumed[0]["status"], "complete");
-    assert_well_formed(&client.collect("r", &mut Vec::new()).await);
+    let mut owner = vec![processing];
+    owner.extend(client.collect("r", &mut Vec::new()).await);
+    assert_well_formed(&owner);
+    assert_eq!(owner.last(), resumed.last());
     app.shutdown().await;
 }
 
@@ -165,8 +174,8 @@ async fn the_in_flight_limit_says_when_to_retry_and_counts_resumes() {
     let configure = |settings: &mut mcp_platform::config::Settings| {
         settings.websocket.max_in_flight_per_connection = 1;
     };
-    let app = TestApp::start(Options { script: Some(script), configure, servers: Vec::new(), ..Options::default() })
-        .await;
+    let app =
+        TestApp::start(Options { script: Some(script), configure, servers: Vec::new(), ..Options::default() }).await;
     let mut client = app.client().await;
     client.send(json!({"action": "chat", "request_id": "one", "payload": {"text": "hi"}})).await;
     assert_eq!(client.recv().await["status"], "processing");
@@ -185,7 +194,9 @@ async fn control_characters_in_identifiers_are_a_400_naming_the_field() {
         client.send(json!({"action": "chat", "request_id": bad, "payload": {"text": "hi"}})).await;
         let answer = client.recv().await;
         assert_eq!(answer["error"]["data"]["validation_errors"][0]["field"], "request_id", "{answer}");
-        client.send(json!({"action": "chat", "request_id": "ok", "payload": {"text": "hi", "conversation_id": bad}})).await;
+        client
+            .send(json!({"action": "chat", "request_id": "ok", "payload": {"text": "hi", "conversation_id": bad}}))
+            .await;
         let answer = client.recv().await;
         assert_eq!(answer["error"]["data"]["validation_errors"][0]["field"], "payload.conversation_id", "{answer}");
     }
@@ -313,8 +324,11 @@ async fn resumes_from_a_client_that_never_reads_cost_no_more_than_the_socket_bud
     let flood = tokio::spawn(async move {
         let frame = json!({"action": "resume", "request_id": "big", "after_seq": 0}).to_string();
         for _ in 0..40_000 {
-            if flooder.send(Message::text(frame.clone())).await.is_err() {
-                break;
+            // Once the server stops reading, the rest waits in the kernel's socket buffers.
+            match tokio::time::timeout(Duration::from_secs(1), flooder.send(Message::text(frame.clone()))).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(error)) => panic!("the socket failed before it was closed: {error}"),
+                Err(_) => break,
             }
         }
         flooder
@@ -335,10 +349,16 @@ async fn resumes_from_a_client_that_never_reads_cost_no_more_than_the_socket_bud
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    // Not a byte read yet: wait until the server says it gave up on this client, then read,
+    // within the time it gives the close frame.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&served.stderr).expect("stderr").contains("client stopped reading") {
+        peak = peak.max(rss_bytes(pid));
+        assert!(Instant::now() < deadline, "the never-reading client is disconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     peak = peak.max(rss_bytes(pid));
     let close = close_of(&mut flooder, Duration::from_secs(20)).await;
-    let log = std::fs::read_to_string(&served.stderr).expect("stderr");
-    assert!(log.contains("client stopped reading"), "the log says why the socket was closed:\n{log}");
     if let Some((code, reason)) = close {
         assert_eq!(code, 1008, "{reason}");
     }
@@ -380,7 +400,8 @@ async fn sigterm_during_start_up_runs_the_shutdown_path_and_leaves_no_mcp_server
     let addr = served.server.addr;
     let healthz = reqwest::get(format!("http://{addr}/healthz")).await.expect("/healthz");
     assert_eq!(healthz.status(), 200);
-    let readyz: Value = reqwest::get(format!("http://{addr}/readyz")).await.expect("/readyz").json().await.expect("json");
+    let readyz: Value =
+        reqwest::get(format!("http://{addr}/readyz")).await.expect("/readyz").json().await.expect("json");
     assert_eq!(readyz["mcp_servers_starting"], 1, "{readyz}");
     assert!(!processes_with_argument(&marker).is_empty(), "the hanging server runs");
 
@@ -413,9 +434,8 @@ async fn assert_logs_are_safe(format: &str) {
         client.send(json!({"action": "chat", "request_id": forged, "payload": {"text": "hi"}})).await;
         assert_eq!(client.recv().await["error"]["data"]["validation_errors"][0]["field"], "request_id");
     }
-    let messages = client
-        .chat("req-visible", json!({"text": "MESSAGE-TEXT-SECRET", "conversation_id": "conv-visible"}))
-        .await;
+    let messages =
+        client.chat("req-visible", json!({"text": "MESSAGE-TEXT-SECRET", "conversation_id": "conv-visible"})).await;
     assert_eq!(messages.last().expect("terminal")["status"], "complete");
     drop(client);
     served.server.signal(libc::SIGTERM);

@@ -77,6 +77,16 @@ impl Connection {
         self.closing.cancel();
     }
 
+    /// How long the frame being written, and then the close frame, may take once closing. A
+    /// client closed for not reading gets as long as it had to start reading, so one that
+    /// reads again can still learn why.
+    fn close_window(&self) -> Duration {
+        match *lock(&self.close_frame) {
+            Some((CLOSE_POLICY, _)) => self.slow_client_timeout.max(CLOSE_TIMEOUT),
+            _ => CLOSE_TIMEOUT,
+        }
+    }
+
     /// Queues a frame once the budget has room for it; false once the connection is gone. A
     /// budget that stays spent closes it.
     async fn send(&self, frame: SerializedMessage) -> bool {
@@ -221,7 +231,7 @@ async fn write_frames(
         tokio::pin!(send);
         let sent = tokio::select! {
             sent = &mut send => sent,
-            _ = connection.closing.cancelled() => match tokio::time::timeout(CLOSE_TIMEOUT, &mut send).await {
+            _ = connection.closing.cancelled() => match tokio::time::timeout(connection.close_window(), &mut send).await {
                 Ok(sent) => sent,
                 Err(_) => break,
             },
@@ -234,7 +244,7 @@ async fn write_frames(
     let (code, reason) =
         lock(&connection.close_frame).clone().unwrap_or((CLOSE_GOING_AWAY, "server shutting down".to_owned()));
     let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close)).await;
+    let _ = tokio::time::timeout(connection.close_window(), sink.send(close)).await;
 }
 
 async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppState>) {
