@@ -403,7 +403,11 @@ async fn sigterm_during_start_up_runs_the_shutdown_path_and_leaves_no_mcp_server
     let readyz: Value =
         reqwest::get(format!("http://{addr}/readyz")).await.expect("/readyz").json().await.expect("json");
     assert_eq!(readyz["mcp_servers_starting"], 1, "{readyz}");
-    assert!(!processes_with_argument(&marker).is_empty(), "the hanging server runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with_argument(&marker).is_empty() {
+        assert!(Instant::now() < deadline, "the hanging server runs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     served.server.signal(libc::SIGTERM);
@@ -498,4 +502,28 @@ async fn a_broken_chain_is_said_loudly_at_start_up() {
     let verify = replay(&[store.to_str().expect("path"), "--verify"]);
     assert!(!verify.status.success());
     assert!(text(&verify.stdout).contains("line 3") || text(&verify.stderr).contains("line 3"));
+}
+
+/// Before the store is open, the port already answers: alive, not ready, nothing else.
+#[tokio::test]
+async fn start_up_answers_healthz_at_once_and_readyz_503_until_the_app_serves() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mock = mock_llm::MockLlm::start("127.0.0.1:0".parse().expect("addr"), None).await.expect("mock-llm");
+    let settings = support::settings(&mock.openai_base_url(), dir.path().join("events.jsonl"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let starting = mcp_platform::server::Starting::listen(listener, &settings).expect("listen");
+    let base = format!("http://{}", starting.addr());
+    assert_eq!(reqwest::get(format!("{base}/healthz")).await.expect("/healthz").status(), 200);
+    let readyz = reqwest::get(format!("{base}/readyz")).await.expect("/readyz");
+    assert_eq!(readyz.status(), 503);
+    assert_eq!(readyz.json::<Value>().await.expect("json")["status"], "starting");
+    assert_eq!(reqwest::get(format!("{base}/api/tools")).await.expect("/api/tools").status(), 503);
+
+    let servers = mcp_platform::config::ServersConfig { servers: Default::default() };
+    let app = mcp_platform::app::App::build(settings, &servers).await.expect("the app builds");
+    let server = app.serve_on(starting);
+    let readyz = reqwest::get(format!("{base}/readyz")).await.expect("/readyz");
+    assert_eq!(readyz.status(), 200);
+    assert_eq!(readyz.json::<Value>().await.expect("json")["store"]["status"], "ok");
+    server.shutdown().await;
 }
