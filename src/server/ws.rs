@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 
-use super::AppState;
+use super::{AppState, seconds};
 use crate::chat::{Run, SerializedMessage, Subscription};
 use crate::protocol::{self, ClientMessage, ErrorBody, ServerMessage};
 
@@ -207,10 +207,6 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
     // Requests keep running without their socket; only this socket's forwarders stop.
     connection.closing.cancel();
     let _ = writer.await;
-}
-
-fn seconds(value: f64) -> Duration {
-    Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
 }
 
 async fn write_frames(
