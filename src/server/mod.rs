@@ -2,8 +2,13 @@
 //!
 //! Shutdown order matters: first refuse new work (readiness 503, new chats 503), then let
 //! running turns finish within the grace period, then cancel what is left (those clients get
-//! a 503), then close the sockets with 1001, then stop the MCP servers. `axum::serve`'s own
-//! graceful shutdown does not wait for upgraded WebSocket tasks, so they are tracked here.
+//! a 503), then close the sockets with 1001, then stop the MCP servers. An upgraded socket
+//! outlives its HTTP connection, so sockets are tracked here, apart from the listener's
+//! connections.
+//!
+//! Start-up is visible: [`Starting`] binds the port and answers `/healthz` (200) and
+//! `/readyz` (503) before the store is open; the application's routes replace those once it
+//! is built ([`Starting::serve`]).
 
 mod http;
 mod listener;
