@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::chat::{ChatDeps, ChatService};
 use crate::config::{ConfigError, ServersConfig, Settings};
 use crate::mcp::{McpManager, ToolDefaults};
-use crate::server::RunningServer;
+use crate::server::{RunningServer, Starting};
 use crate::store::EventStore;
 use crate::store::jsonl::{JsonlStore, OpenReport};
 
@@ -48,15 +48,17 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the store, configures the LLM provider and starts the MCP servers.
+    /// Opens the store, configures the LLM provider and launches the MCP servers, without
+    /// waiting for them ([`McpManager::settled`] does).
     ///
     /// Fails on a store that cannot be opened or a provider that cannot be configured; an MCP
     /// server that does not start is not a failure (the chat service answers without it and
-    /// `/readyz` reports it).
+    /// `/readyz` reports it). Nothing is started before the store is open, so dropping this
+    /// future (a signal during start-up) leaves no MCP server behind.
     pub async fn build(settings: Settings, servers: &ServersConfig) -> anyhow::Result<Self> {
         let (store, store_report) = open_store(&settings).await?;
         let llm = crate::llm::from_settings(&settings.llm)?;
-        let mcp = McpManager::start(servers, &settings.mcp, ToolDefaults::from_chat(&settings.chat.service)).await;
+        let mcp = McpManager::launch(servers, &settings.mcp, ToolDefaults::from_chat(&settings.chat.service));
         let chat = ChatService::new(settings.chat.service.clone(), ChatDeps { llm, tools: mcp.clone(), store });
         Ok(Self { settings, chat, mcp, store_report })
     }
@@ -77,7 +79,14 @@ impl App {
     /// Starts serving HTTP and WebSockets on `listener`; the returned server owns the app and
     /// shuts all of it down.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<RunningServer> {
-        RunningServer::start(Arc::new(self.settings), self.chat, self.mcp, listener).await
+        let starting = Starting::listen(listener, &self.settings)?;
+        Ok(self.serve_on(starting))
+    }
+
+    /// Takes over a listener that has served start-up's `/healthz` and `/readyz` so far.
+    pub fn serve_on(self, starting: Starting) -> RunningServer {
+        let store_problem = self.store_report.chain_break.as_ref().map(ToString::to_string);
+        starting.serve(Arc::new(self.settings), self.chat, self.mcp, store_problem)
     }
 
     /// Stops an app that never served (its MCP servers are the only thing running).
@@ -101,6 +110,15 @@ async fn open_store(settings: &Settings) -> anyhow::Result<(Arc<dyn EventStore>,
             "events file ended in a torn line (a crash mid-append); it was moved aside"
         );
     }
+    if let Some(chain_break) = &report.chain_break {
+        tracing::error!(
+            line = chain_break.line,
+            reason = %chain_break.reason,
+            path = %settings.store.path.display(),
+            "the events file's hash chain is broken; serving anyway, new events chain onto the last line. \
+             Run `mcp-platform replay <file> --verify` and restore the file from a backup"
+        );
+    }
     tracing::info!(
         events = report.events,
         conversations = report.conversations,
@@ -120,37 +138,64 @@ pub struct ServeArgs {
 }
 
 /// `mcp-platform serve`: runs until SIGTERM or SIGINT, then shuts down gracefully.
+///
+/// The port is bound first: `/healthz` answers and `/readyz` says 503 while the store opens.
+/// A signal during start-up stops it through the same path as later (nothing of the MCP
+/// servers outlives the process). The address line on stdout comes once the server is ready.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = ShutdownSignals::install()?;
     let (settings, servers) = args.files.load()?;
     crate::logging::init(&settings.logging)?;
     let port = args.port.unwrap_or(settings.websocket.port);
     let host = settings.websocket.host.clone();
-    let app = App::build(settings, &servers).await?;
-    let listener = match TcpListener::bind((host.as_str(), port)).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            app.shutdown().await;
-            anyhow::bail!("cannot listen on {host}:{port}: {error} (websocket.host / websocket.port)");
+    let listener = TcpListener::bind((host.as_str(), port)).await.map_err(|error| {
+        anyhow::anyhow!("cannot listen on {host}:{port}: {error} (websocket.host / websocket.port)")
+    })?;
+    let starting = Starting::listen(listener, &settings)?;
+    tracing::info!(addr = %starting.addr(), "listening; starting up");
+    let built = tokio::select! {
+        built = App::build(settings, &servers) => built,
+        () = signals.received() => {
+            starting.stop().await;
+            tracing::info!("shutdown complete (during start-up)");
+            return Ok(ExitCode::SUCCESS);
         }
     };
-    let server = app.serve(listener).await?;
+    let app = match built {
+        Ok(app) => app,
+        Err(error) => {
+            starting.stop().await;
+            return Err(error);
+        }
+    };
+    let server = app.serve_on(starting);
     // A plain line on stdout, for scripts and tests that start the server on port 0.
     println!("mcp-platform listening on http://{}", server.addr);
-    tracing::info!(addr = %server.addr, "listening");
+    tracing::info!(addr = %server.addr, "ready");
 
-    wait_for_signal().await?;
+    signals.received().await;
     server.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from the first moment of `serve` so that a signal during
+/// start-up also takes the shutdown path instead of killing the process outright.
+struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { terminate: signal(SignalKind::terminate())?, interrupt: signal(SignalKind::interrupt())? })
     }
-    Ok(())
+
+    async fn received(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }

@@ -20,6 +20,7 @@ pub struct CheckArgs {
 pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let (settings, servers) = args.files.load()?;
     let app = App::build(settings, &servers).await?;
+    app.mcp().settled().await;
     let snapshots = app.mcp().servers_view();
     app.shutdown().await;
     if args.json {

@@ -112,6 +112,15 @@ pub struct WebSocketSettings {
     pub port: u16,
     pub max_message_bytes: usize,
     pub max_in_flight_per_connection: usize,
+    /// Bytes of messages queued for one socket's client, at most: what a client that does not
+    /// read can make the server hold. Producers (and the socket's reader) wait while it is full.
+    pub send_buffer_bytes: usize,
+    /// Seconds the send buffer may stay full before the client is disconnected (1008).
+    pub slow_client_timeout: f64,
+    /// Seconds a new connection gets to send its request headers.
+    pub header_timeout: f64,
+    /// Seconds an upgraded socket gets to send its first frame.
+    pub first_frame_timeout: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -14,6 +14,9 @@ use crate::domain::PromptRef;
 
 /// Longest `request_id` (and `conversation_id`) a client may choose.
 pub const MAX_ID_CHARS: usize = 128;
+/// `after_seq` must be below 2^53: the largest integer every JSON client (a browser's
+/// `Number`) represents exactly, and far beyond any real `seq`.
+pub const AFTER_SEQ_LIMIT: u64 = 1 << 53;
 
 /// A validated client frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,9 +163,17 @@ fn validate_after_seq(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Op
     match value {
         None | Some(Value::Null) => None,
         Some(value) => match value.as_u64() {
-            Some(seq) => Some(seq),
+            Some(seq) if seq < AFTER_SEQ_LIMIT => Some(seq),
+            Some(seq) => {
+                errors.push(FieldError::new(
+                    "after_seq",
+                    format!("must be below 2^53 ({AFTER_SEQ_LIMIT}), found {seq}"),
+                    "value_error",
+                ));
+                None
+            }
             None => {
-                errors.push(type_error("after_seq", "a non-negative integer", value));
+                errors.push(type_error("after_seq", "an integer from 0 to 2^53 - 1", value));
                 None
             }
         },
@@ -268,7 +279,8 @@ fn validate_resources(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Ve
 }
 
 /// Validates an identifier field (`request_id`, `conversation_id`): a non-empty string of at
-/// most [`MAX_ID_CHARS`] characters.
+/// most [`MAX_ID_CHARS`] characters without control characters. Identifiers go into log lines
+/// and file names of operators' tools; a newline or an escape code in one could forge a line.
 fn validate_id(object: &Map<String, Value>, key: &str, required: bool, errors: &mut Vec<FieldError>) -> Option<String> {
     let field = if key == "request_id" { key.to_owned() } else { format!("payload.{key}") };
     match object.get(key) {
@@ -285,6 +297,14 @@ fn validate_id(object: &Map<String, Value>, key: &str, required: bool, errors: &
             errors.push(FieldError::new(
                 field,
                 format!("must be at most {MAX_ID_CHARS} characters, found {}", id.chars().count()),
+                "value_error",
+            ));
+            None
+        }
+        Some(Value::String(id)) if id.chars().any(char::is_control) => {
+            errors.push(FieldError::new(
+                field,
+                "must not contain control characters (newline, carriage return, escape, U+0000-U+001F, U+007F-U+009F)",
                 "value_error",
             ));
             None
@@ -571,6 +591,31 @@ mod tests {
         let long = "x".repeat(MAX_ID_CHARS + 1);
         assert_eq!(fields(&rejection(&format!(r#"{{"action":"ping","request_id":"{long}"}}"#))), ["request_id"]);
         assert!(parse_client_message(&format!(r#"{{"action":"ping","request_id":"{}"}}"#, &long[1..])).is_ok());
+    }
+
+    #[test]
+    fn identifiers_with_control_characters_are_refused_by_name() {
+        for bad in [r"a\nFORGED", r"a\rb", r"a\u001b[31mred", r"a\u0000b", r"a\u0085b"] {
+            let frame = format!(r#"{{"action":"ping","request_id":"{bad}"}}"#);
+            assert_eq!(fields(&rejection(&frame)), ["request_id"], "{frame}");
+            let frame =
+                format!(r#"{{"action":"chat","request_id":"r","payload":{{"text":"t","conversation_id":"{bad}"}}}}"#);
+            assert_eq!(fields(&rejection(&frame)), ["payload.conversation_id"], "{frame}");
+        }
+        assert!(parse_client_message(r#"{"action":"ping","request_id":"r-1 ünïcode ✓"}"#).is_ok());
+    }
+
+    #[test]
+    fn after_seq_is_an_integer_below_two_to_the_53() {
+        for bad in ["-1", "18446744073709551615", "1000000000000000000", "\"3\"", "1.5", "9007199254740992"] {
+            let frame = format!(r#"{{"action":"resume","request_id":"r","after_seq":{bad}}}"#);
+            assert_eq!(fields(&rejection(&frame)), ["after_seq"], "{frame}");
+        }
+        let frame = r#"{"action":"resume","request_id":"r","after_seq":9007199254740991}"#;
+        assert_eq!(
+            parse_client_message(frame),
+            Ok(ClientMessage::Resume { request_id: "r".into(), after_seq: Some(9007199254740991) })
+        );
     }
 
     #[test]

@@ -33,7 +33,9 @@ fn serve(dir: &Path, mock: &ChildProcess, store: &Path, grace_seconds: f64) -> C
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml").display().to_string();
     let mut command = mcp_platform(&["serve", "--port", "0", "--config", &config]);
     command.envs(env);
-    ChildProcess::start(command)
+    let server = ChildProcess::start(command);
+    wait_for_mcp_servers(server.addr);
+    server
 }
 
 async fn readyz_status(addr: std::net::SocketAddr) -> u16 {

@@ -69,16 +69,21 @@ impl Run {
         self.progress.borrow().1
     }
 
-    /// Waits for messages from `cursor` on. `None` once the run has ended and the follower has
-    /// seen everything.
-    pub async fn next(&self, cursor: usize) -> Option<Vec<SerializedMessage>> {
+    /// Waits for messages from `cursor` on, and returns them with the cursor after them.
+    /// `None` once the run has ended and the follower has seen everything. A cursor past the
+    /// end (a `resume` with an `after_seq` beyond the last message) waits like any other and
+    /// still gets the terminal message, so every follower sees how the request ended.
+    pub async fn next(&self, cursor: usize) -> Option<(Vec<SerializedMessage>, usize)> {
         let mut watcher = self.progress.subscribe();
         let (length, finished) = *watcher.wait_for(|(length, finished)| *length > cursor || *finished).await.ok()?;
-        if length <= cursor && finished {
+        if length == cursor && finished {
             return None;
         }
         let messages = self.messages.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Some(messages[cursor.min(messages.len())..].to_vec())
+        if cursor > length {
+            return Some((messages.last().cloned().into_iter().collect(), length));
+        }
+        Some((messages[cursor..].to_vec(), messages.len()))
     }
 }
 
@@ -92,16 +97,16 @@ mod tests {
         let run = Run::new("r".into());
         run.push(RequestMessage::Processing { conversation_id: "c".into(), replayed: false });
         run.push(RequestMessage::Chunk(Chunk::Text("hi".into())));
-        let late = run.next(1).await.expect("one message after seq 0");
-        assert_eq!(late.len(), 1);
+        let (late, cursor) = run.next(1).await.expect("one message after seq 0");
+        assert_eq!((late.len(), cursor), (1, 2));
         assert!(late[0].contains(r#""seq":1"#));
 
         let follower = {
             let run = run.clone();
             tokio::spawn(async move {
                 let mut cursor = 0;
-                while let Some(messages) = run.next(cursor).await {
-                    cursor += messages.len();
+                while let Some((_, next)) = run.next(cursor).await {
+                    cursor = next;
                 }
                 cursor
             })
@@ -110,6 +115,9 @@ mod tests {
         assert_eq!(follower.await.expect("follower"), 3);
         assert!(run.is_finished());
         assert_eq!(run.next(3).await, None);
+        let (past_the_end, cursor) = run.next(100).await.expect("the terminal message");
+        assert!(past_the_end[0].contains("cancelled"), "{}", past_the_end[0]);
+        assert_eq!(run.next(cursor).await, None);
     }
 
     #[tokio::test]
@@ -117,7 +125,7 @@ mod tests {
         let run = Run::new("r".into());
         run.reject(ErrorBody::new(409, "taken"));
         assert!(run.is_finished());
-        let messages = run.next(0).await.expect("the rejection");
+        let (messages, _) = run.next(0).await.expect("the rejection");
         assert!(!messages[0].contains("seq"), "{}", messages[0]);
     }
 }

@@ -110,8 +110,8 @@ fn payload(text: &str) -> ChatPayload {
 async fn messages(subscription: Subscription) -> Vec<Value> {
     let mut cursor = subscription.from;
     let mut out = Vec::new();
-    while let Some(batch) = subscription.run.next(cursor).await {
-        cursor += batch.len();
+    while let Some((batch, next)) = subscription.run.next(cursor).await {
+        cursor = next;
         out.extend(batch.iter().map(|message| serde_json::from_str::<Value>(message).expect("JSON")));
     }
     out

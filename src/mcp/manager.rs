@@ -13,7 +13,7 @@ use rmcp::model::{
     ServerResult,
 };
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +47,8 @@ pub struct McpManager {
     defaults: ToolDefaults,
     shutdown: CancellationToken,
     supervisors: Mutex<Vec<JoinHandle<()>>>,
+    /// Servers whose first start attempt has not yet connected or failed.
+    starting: watch::Sender<usize>,
 }
 
 impl McpManager {
@@ -54,6 +56,14 @@ impl McpManager {
     /// first attempt (each bounded by `connection_timeout`). Failed servers keep retrying in
     /// the background on the backoff schedule.
     pub async fn start(servers: &ServersConfig, settings: &McpSettings, defaults: ToolDefaults) -> Arc<Self> {
+        let manager = Self::launch(servers, settings, defaults);
+        manager.settled().await;
+        manager
+    }
+
+    /// Starts every enabled server at once without waiting for any: a server that hangs in
+    /// `initialize` must not hold up the process that serves (and is asked to stop meanwhile).
+    pub fn launch(servers: &ServersConfig, settings: &McpSettings, defaults: ToolDefaults) -> Arc<Self> {
         let enabled: Vec<_> = servers.servers.iter().filter(|(_, config)| config.enabled).collect();
         let registry = Arc::new(Registry::new(
             enabled
@@ -64,8 +74,8 @@ impl McpManager {
                 .collect(),
         ));
         let shutdown = CancellationToken::new();
+        let starting = watch::Sender::new(enabled.len());
         let mut supervisors = Vec::new();
-        let mut first_attempts = Vec::new();
         for (server, (name, config)) in registry.servers().iter().zip(enabled) {
             let lists_changed = {
                 let registry = registry.clone();
@@ -75,12 +85,24 @@ impl McpManager {
                 Supervisor::new(server.clone(), transport::for_server(name, config), shutdown.clone(), lists_changed);
             let (started, first_attempt) = oneshot::channel();
             supervisors.push(tokio::spawn(supervisor.run(started)));
-            first_attempts.push(first_attempt);
+            let starting = starting.clone();
+            tokio::spawn(async move {
+                // Fires on the first attempt's outcome, or is dropped when the supervisor ends.
+                let _ = first_attempt.await;
+                starting.send_modify(|count| *count -= 1);
+            });
         }
-        for first_attempt in first_attempts {
-            let _ = first_attempt.await;
-        }
-        Arc::new(Self { registry, defaults, shutdown, supervisors: Mutex::new(supervisors) })
+        Arc::new(Self { registry, defaults, shutdown, supervisors: Mutex::new(supervisors), starting })
+    }
+
+    /// Waits until every server's first start attempt has connected or failed.
+    pub async fn settled(&self) {
+        let _ = self.starting.subscribe().wait_for(|count| *count == 0).await;
+    }
+
+    /// Servers whose first start attempt is still under way (for `/readyz`).
+    pub fn still_starting(&self) -> usize {
+        *self.starting.borrow()
     }
 
     /// Stops every server: closes its session, then stops what carried it (a child process:

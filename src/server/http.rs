@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -15,15 +16,33 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// 200 once serving and not draining; the body lists each MCP server's state either way.
+/// 200 once serving and not draining; the body lists each MCP server's state either way
+/// (servers still making their first attempt do not hold readiness up), and a problem the
+/// store was opened with.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let status = if state.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if state.is_ready() { "ready" } else { "draining" },
         "llm_provider": state.settings.llm.active,
         "mcp_servers": state.mcp.server_states(),
+        "mcp_servers_starting": state.mcp.still_starting(),
+        "store": match &state.store_problem {
+            None => json!({"status": "ok"}),
+            Some(problem) => json!({"status": "chain_broken", "problem": problem}),
+        },
     });
     (status, Json(body)).into_response()
+}
+
+/// The routes of start-up, before the store is open: alive, not ready, nothing else.
+pub fn starting_routes() -> Router {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(starting)).fallback(starting)
+}
+
+async fn starting() -> Response {
+    let body =
+        json!({"status": "starting", "error": "the server is starting (opening the store); try again in a moment"});
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 pub async fn servers(State(state): State<Arc<AppState>>) -> Json<Value> {

@@ -2,10 +2,16 @@
 //!
 //! Shutdown order matters: first refuse new work (readiness 503, new chats 503), then let
 //! running turns finish within the grace period, then cancel what is left (those clients get
-//! a 503), then close the sockets with 1001, then stop the MCP servers. `axum::serve`'s own
-//! graceful shutdown does not wait for upgraded WebSocket tasks, so they are tracked here.
+//! a 503), then close the sockets with 1001, then stop the MCP servers. An upgraded socket
+//! outlives its HTTP connection, so sockets are tracked here, apart from the listener's
+//! connections.
+//!
+//! Start-up is visible: [`Starting`] binds the port and answers `/healthz` (200) and
+//! `/readyz` (503) before the store is open; the application's routes replace those once it
+//! is built ([`Starting::serve`]).
 
 mod http;
+mod listener;
 mod page;
 mod ws;
 
@@ -14,16 +20,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{Extension, State, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::chat::ChatService;
 use crate::config::Settings;
+use listener::{ConnectionLimits, ConnectionSlot, HttpServer};
 
 /// A frame this many times `websocket.max_message_bytes` is not even read: the socket is
 /// closed with 1009. Frames between the two limits get a 413 error and the socket stays.
@@ -33,11 +39,17 @@ const SOCKET_BUFFER_BYTES: usize = 4096;
 /// How long closing sockets may take once their last messages are out.
 const SOCKET_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+fn seconds(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
+}
+
 /// What every handler shares.
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub chat: Arc<ChatService>,
     pub mcp: Arc<crate::mcp::McpManager>,
+    /// What opening the store found wrong but served anyway (a broken hash chain), for `/readyz`.
+    store_problem: Option<String>,
     /// Cancelled when the sockets must close (after the turns are drained).
     shutdown: CancellationToken,
     /// One task per upgraded socket.
@@ -56,12 +68,57 @@ impl AppState {
     }
 }
 
+/// The listener during start-up: `/healthz` answers and `/readyz` says 503 from the moment
+/// the port is bound, while the store opens and the provider is configured.
+pub struct Starting {
+    http: HttpServer,
+}
+
+impl Starting {
+    pub fn listen(listener: TcpListener, settings: &Settings) -> std::io::Result<Self> {
+        let limits = ConnectionLimits {
+            max_connections: settings.limits.max_connections as usize,
+            header_timeout: seconds(settings.websocket.header_timeout),
+        };
+        Ok(Self { http: HttpServer::start(listener, http::starting_routes(), limits)? })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.http.addr
+    }
+
+    /// Serves the application on this listener from now on.
+    pub fn serve(
+        self,
+        settings: Arc<Settings>,
+        chat: Arc<ChatService>,
+        mcp: Arc<crate::mcp::McpManager>,
+        store_problem: Option<String>,
+    ) -> RunningServer {
+        let state = Arc::new(AppState {
+            settings,
+            chat,
+            mcp,
+            store_problem,
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            forwarders: TaskTracker::new(),
+        });
+        self.http.set_routes(router(state.clone()));
+        RunningServer { addr: self.http.addr, state, http: self.http }
+    }
+
+    /// Stops a start-up that never served.
+    pub async fn stop(self) {
+        self.http.stop().await;
+    }
+}
+
 /// A server running on a listener, as `serve` and the tests start it.
 pub struct RunningServer {
     pub addr: SocketAddr,
     state: Arc<AppState>,
-    stopped: CancellationToken,
-    serve_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    http: HttpServer,
 }
 
 impl RunningServer {
@@ -72,48 +129,24 @@ impl RunningServer {
         mcp: Arc<crate::mcp::McpManager>,
         listener: TcpListener,
     ) -> std::io::Result<Self> {
-        let addr = listener.local_addr()?;
-        let state = Arc::new(AppState {
-            settings,
-            chat,
-            mcp,
-            shutdown: CancellationToken::new(),
-            connections: TaskTracker::new(),
-            forwarders: TaskTracker::new(),
-        });
-        let stopped = CancellationToken::new();
-        let app = router(state.clone());
-        // Small frames go out at once: with Nagle's algorithm a streamed chunk can wait for the
-        // client's delayed ACK (~40 ms).
-        let listener = listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        let serve = axum::serve(listener, app).with_graceful_shutdown(stopped.clone().cancelled_owned());
-        let serve_task = tokio::spawn(async move { serve.await });
-        Ok(Self { addr, state, stopped, serve_task })
+        Ok(Starting::listen(listener, &settings)?.serve(settings, chat, mcp, None))
     }
 
     /// The one shutdown path of a serving process: refuse new work, drain turns, close the
     /// sockets, stop the HTTP server, then the MCP servers.
     pub async fn shutdown(self) {
-        let grace = Duration::from_secs_f64(self.state.settings.shutdown.grace_seconds.max(0.0));
+        let grace = seconds(self.state.settings.shutdown.grace_seconds.max(0.0));
         tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down: draining running turns");
         self.state.chat.drain(grace).await;
         // Let followers deliver the last messages of the drained turns before the sockets close;
         // a client that does not read is cut off by the writer's own slow-client timeout.
         self.state.forwarders.close();
-        let _ = tokio::time::timeout(ws::SLOW_CLIENT_TIMEOUT, self.state.forwarders.wait()).await;
+        let slow_client = seconds(self.state.settings.websocket.slow_client_timeout);
+        let _ = tokio::time::timeout(slow_client, self.state.forwarders.wait()).await;
         self.state.shutdown.cancel();
         self.state.connections.close();
         let _ = tokio::time::timeout(SOCKET_CLOSE_TIMEOUT, self.state.connections.wait()).await;
-        self.stopped.cancel();
-        match self.serve_task.await {
-            Ok(Err(error)) => tracing::error!(%error, "HTTP server failed"),
-            Err(error) => tracing::error!(%error, "HTTP server task failed"),
-            Ok(Ok(())) => {}
-        }
+        self.http.stop().await;
         self.state.mcp.shutdown().await;
     }
 }
@@ -139,7 +172,11 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    Extension(slot): Extension<ConnectionSlot>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     if !state.is_ready() {
         return http::unavailable("the server is shutting down; connect to another instance").into_response();
     }
@@ -153,5 +190,11 @@ async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) 
         .write_buffer_size(SOCKET_BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| tracked.connections.track_future(ws::serve_socket(socket, state.clone())))
+        .on_upgrade(move |socket| {
+            tracked.connections.track_future(async move {
+                ws::serve_socket(socket, state).await;
+                // The socket counts toward limits.max_connections until here.
+                drop(slot);
+            })
+        })
 }

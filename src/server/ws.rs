@@ -1,64 +1,110 @@
-//! `/ws/chat`: one reader loop, one writer task with a bounded queue, and one forwarder per
-//! request the socket follows.
+//! `/ws/chat`: one reader loop, one writer task with a byte-bounded queue, and one forwarder
+//! per running request the socket follows.
 //!
 //! The reader never waits for a turn, and a turn never waits for a socket: forwarders copy a
-//! run's messages into the writer's queue at the client's pace. A client that stops reading
-//! fills its queue; it is then disconnected with a close reason instead of being buffered
-//! without bound.
+//! run's messages into the writer's queue at the client's pace.
+//!
+//! # What one socket can make the server hold
+//! Everything queued for the client (answers, replays, pongs, errors) takes its size from one
+//! budget of `websocket.send_buffer_bytes`. Whoever queues waits while the budget is spent,
+//! the reader included, so a client that does not read stops being read (backpressure) and
+//! its frames stay in the kernel's socket buffer instead of becoming work here. A budget that
+//! stays spent for `websocket.slow_client_timeout` closes the socket with 1008. A finished
+//! request's replay is sent by the reader itself, so a socket has at most one replay in
+//! memory at a time; live requests it follows (chats, resumes, duplicate chats of running
+//! requests) count toward `max_in_flight_per_connection`.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 
-use super::AppState;
+use super::{AppState, seconds};
 use crate::chat::{Run, SerializedMessage, Subscription};
 use crate::protocol::{self, ClientMessage, ErrorBody, ServerMessage};
 
 /// The WebSocket subprotocol of this protocol (SPEC §8), selected whenever a client offers it.
 pub const SUBPROTOCOL: &str = "mcp-platform.v1";
-/// Frames queued for one socket before its client counts as not reading.
-const SEND_QUEUE_FRAMES: usize = 256;
-/// How long a full queue may stay full before the client is disconnected.
-pub const SLOW_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a close frame may take to go out.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// `cancel`s remembered per socket, so a repeated one is answered once (SPEC §2.2: nothing
+/// follows a request's terminal message).
+const REMEMBERED_CANCELS: usize = 256;
 
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_PROTOCOL: u16 = 1002;
+const CLOSE_INVALID_DATA: u16 = 1007;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 
+/// A frame in the writer's queue, holding its share of the socket's byte budget until sent.
+struct Queued {
+    frame: SerializedMessage,
+    _budget: OwnedSemaphorePermit,
+}
+
 /// One socket's shared state.
 struct Connection {
-    queue: mpsc::Sender<SerializedMessage>,
+    queue: mpsc::UnboundedSender<Queued>,
+    /// One permit per byte of `websocket.send_buffer_bytes`: what bounds `queue`.
+    budget: Arc<Semaphore>,
+    budget_bytes: u32,
+    slow_client_timeout: Duration,
     /// Cancelled to end the connection; the writer then sends `close_frame`.
     closing: CancellationToken,
     close_frame: Mutex<Option<(u16, String)>>,
     /// Created at the first chat that names no conversation.
     conversation_id: String,
-    /// Runs this socket follows, for the in-flight limit.
+    /// Live runs this socket follows, for the in-flight limit.
     following: Mutex<Vec<Arc<Run>>>,
+    /// `request_id`s this socket already cancelled (or was told it cannot cancel).
+    cancels: Mutex<VecDeque<String>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Connection {
     fn close(&self, code: u16, reason: impl Into<String>) {
-        let mut frame = self.close_frame.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        frame.get_or_insert((code, reason.into()));
+        lock(&self.close_frame).get_or_insert((code, reason.into()));
         self.closing.cancel();
     }
 
-    /// Queues a frame; false once the connection is gone. A queue that stays full closes it.
+    /// How long the frame being written, and then the close frame, may take once closing. A
+    /// client closed for not reading gets as long as it had to start reading, so one that
+    /// reads again can still learn why.
+    fn close_window(&self) -> Duration {
+        match *lock(&self.close_frame) {
+            Some((CLOSE_POLICY, _)) => self.slow_client_timeout.max(CLOSE_TIMEOUT),
+            _ => CLOSE_TIMEOUT,
+        }
+    }
+
+    /// Queues a frame once the budget has room for it; false once the connection is gone. A
+    /// budget that stays spent closes it.
     async fn send(&self, frame: SerializedMessage) -> bool {
-        match tokio::time::timeout(SLOW_CLIENT_TIMEOUT, self.queue.send(frame)).await {
-            Ok(sent) => sent.is_ok(),
+        // A frame larger than the whole budget waits for all of it, so it still goes out alone.
+        let cost = u32::try_from(frame.len()).unwrap_or(u32::MAX).clamp(1, self.budget_bytes);
+        let permit = tokio::select! {
+            permit = tokio::time::timeout(self.slow_client_timeout, self.budget.clone().acquire_many_owned(cost)) => permit,
+            _ = self.closing.cancelled() => return false,
+        };
+        match permit {
+            Ok(Ok(permit)) => self.queue.send(Queued { frame, _budget: permit }).is_ok(),
+            Ok(Err(_closed)) => false,
             Err(_) => {
-                tracing::warn!("client stopped reading; disconnecting it");
-                self.close(CLOSE_POLICY, "client too slow: its send queue stayed full");
+                tracing::warn!(
+                    buffered_bytes = self.budget_bytes,
+                    "client stopped reading; disconnecting it (websocket.slow_client_timeout)"
+                );
+                self.close(CLOSE_POLICY, "client too slow: its send buffer stayed full");
                 false
             }
         }
@@ -69,27 +115,66 @@ impl Connection {
     }
 
     fn in_flight(&self) -> usize {
-        let mut following = self.following.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut following = lock(&self.following);
         following.retain(|run| !run.is_finished());
         following.len()
+    }
+
+    /// Whether this is the first `cancel` of `request_id` on this socket.
+    fn first_cancel(&self, request_id: &str) -> bool {
+        let mut cancels = lock(&self.cancels);
+        if cancels.iter().any(|known| known == request_id) {
+            return false;
+        }
+        if cancels.len() == REMEMBERED_CANCELS {
+            cancels.pop_front();
+        }
+        cancels.push_back(request_id.to_owned());
+        true
     }
 }
 
 pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
     let (sink, mut stream) = socket.split();
-    let (queue, outgoing) = mpsc::channel(SEND_QUEUE_FRAMES);
+    let (queue, outgoing) = mpsc::unbounded_channel();
+    let websocket = &state.settings.websocket;
+    let budget_bytes =
+        u32::try_from(websocket.send_buffer_bytes).unwrap_or(u32::MAX).min(Semaphore::MAX_PERMITS as u32);
     let connection = Arc::new(Connection {
         queue,
+        budget: Arc::new(Semaphore::new(budget_bytes as usize)),
+        budget_bytes,
+        slow_client_timeout: seconds(websocket.slow_client_timeout),
         closing: state.shutdown.child_token(),
         close_frame: Mutex::new(None),
         conversation_id: uuid::Uuid::now_v7().to_string(),
         following: Mutex::new(Vec::new()),
+        cancels: Mutex::new(VecDeque::new()),
     });
     let writer = tokio::spawn(write_frames(sink, outgoing, connection.clone()));
+    let first_frame_timeout = seconds(websocket.first_frame_timeout);
+    let mut first = true;
     loop {
+        let next = async {
+            if first {
+                tokio::time::timeout(first_frame_timeout, stream.next()).await.map_err(|_| ())
+            } else {
+                Ok(stream.next().await)
+            }
+        };
         let message = tokio::select! {
             _ = connection.closing.cancelled() => break,
-            message = stream.next() => message,
+            message = next => message,
+        };
+        first = false;
+        let message = match message {
+            Ok(message) => message,
+            Err(()) => {
+                let reason =
+                    format!("no frame within {}s (websocket.first_frame_timeout)", first_frame_timeout.as_secs_f64());
+                connection.close(CLOSE_POLICY, reason);
+                break;
+            }
         };
         match message {
             Some(Ok(Message::Text(text))) => handle_frame(text.as_str(), &connection, &state).await,
@@ -105,15 +190,16 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Err(error)) => {
                 tracing::debug!(%error, "websocket read failed");
-                if matches!(error.into_inner().downcast_ref(), Some(tokio_tungstenite::tungstenite::Error::Capacity(_)))
-                {
-                    connection.close(
-                        CLOSE_TOO_BIG,
-                        format!("frame over the hard limit of {} bytes", state.hard_frame_limit()),
-                    );
-                } else {
-                    connection.close(CLOSE_PROTOCOL, "websocket protocol error");
-                }
+                let (code, reason) = match error.into_inner().downcast_ref::<tungstenite::Error>() {
+                    Some(tungstenite::Error::Capacity(_)) => {
+                        (CLOSE_TOO_BIG, format!("frame over the hard limit of {} bytes", state.hard_frame_limit()))
+                    }
+                    Some(tungstenite::Error::Utf8(_)) => {
+                        (CLOSE_INVALID_DATA, "text frame is not valid UTF-8".to_owned())
+                    }
+                    _ => (CLOSE_PROTOCOL, "websocket protocol error".to_owned()),
+                };
+                connection.close(code, reason);
                 break;
             }
         }
@@ -125,23 +211,23 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
 
 async fn write_frames(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut outgoing: mpsc::Receiver<SerializedMessage>,
+    mut outgoing: mpsc::UnboundedReceiver<Queued>,
     connection: Arc<Connection>,
 ) {
     // Queued frames go out before the close: a drained turn's last messages reach the client.
     // Only a client that does not read loses them, after the close timeout.
     loop {
-        let frame = tokio::select! {
+        let queued = tokio::select! {
             biased;
-            frame = outgoing.recv() => frame,
+            queued = outgoing.recv() => queued,
             _ = connection.closing.cancelled() => break,
         };
-        let Some(frame) = frame else { break };
-        let send = sink.send(Message::Text(Utf8Bytes::from(&*frame)));
+        let Some(queued) = queued else { break };
+        let send = sink.send(Message::Text(Utf8Bytes::from(&*queued.frame)));
         tokio::pin!(send);
         let sent = tokio::select! {
             sent = &mut send => sent,
-            _ = connection.closing.cancelled() => match tokio::time::timeout(CLOSE_TIMEOUT, &mut send).await {
+            _ = connection.closing.cancelled() => match tokio::time::timeout(connection.close_window(), &mut send).await {
                 Ok(sent) => sent,
                 Err(_) => break,
             },
@@ -151,14 +237,10 @@ async fn write_frames(
             return;
         }
     }
-    let (code, reason) = connection
-        .close_frame
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone()
-        .unwrap_or((CLOSE_GOING_AWAY, "server shutting down".to_owned()));
+    let (code, reason) =
+        lock(&connection.close_frame).clone().unwrap_or((CLOSE_GOING_AWAY, "server shutting down".to_owned()));
     let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close)).await;
+    let _ = tokio::time::timeout(connection.close_window(), sink.send(close)).await;
 }
 
 async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppState>) {
@@ -185,29 +267,29 @@ async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppS
             return;
         }
         ClientMessage::Cancel { request_id } => {
-            if let Err(error) = state.chat.cancel(&request_id) {
+            // The first cancel stops the request (its terminal message comes through its run) or
+            // learns it is not running; a repeated one must not add frames after the terminal one.
+            if connection.first_cancel(&request_id)
+                && let Err(error) = state.chat.cancel(&request_id)
+            {
                 connection.reply(ServerMessage::rejection(Some(request_id), error)).await;
             }
             return;
         }
+        _ if connection.in_flight() >= state.settings.websocket.max_in_flight_per_connection => {
+            Err(in_flight_limit(state.settings.websocket.max_in_flight_per_connection))
+        }
         ClientMessage::Chat { request_id, payload } => {
-            let limit = state.settings.websocket.max_in_flight_per_connection;
-            if connection.in_flight() >= limit {
-                Err(ErrorBody::new(
-                    429,
-                    format!(
-                        "{limit} requests already in flight on this connection (websocket.max_in_flight_per_connection); wait for one to finish"
-                    ),
-                ))
-            } else {
-                state.chat.submit(request_id, payload, &connection.conversation_id).await
-            }
+            state.chat.submit(request_id, payload, &connection.conversation_id).await
         }
         ClientMessage::Resume { request_id, after_seq } => state.chat.resume(&request_id, after_seq).await,
     };
     match subscription {
+        // A finished request (a stored replay): sent from here, so the reader takes no other
+        // frame meanwhile and the socket holds one replay at a time.
+        Ok(subscription) if subscription.run.is_finished() => forward(subscription, connection.clone()).await,
         Ok(subscription) => {
-            connection.following.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(subscription.run.clone());
+            lock(&connection.following).push(subscription.run.clone());
             state.forwarders.spawn(forward(subscription, connection.clone()));
         }
         Err(error) => {
@@ -216,16 +298,29 @@ async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppS
     }
 }
 
+fn in_flight_limit(limit: usize) -> ErrorBody {
+    ErrorBody {
+        data: Some(serde_json::json!({ "retry_after_seconds": 1 })),
+        ..ErrorBody::new(
+            429,
+            format!(
+                "{limit} requests already in flight on this connection (websocket.max_in_flight_per_connection); \
+                 send it again once one of them has finished"
+            ),
+        )
+    }
+}
+
 /// Copies a request's messages to the socket until the request ends or the socket goes.
 async fn forward(Subscription { run, from }: Subscription, connection: Arc<Connection>) {
     let mut cursor = from;
     loop {
-        let messages = tokio::select! {
+        let next = tokio::select! {
             _ = connection.closing.cancelled() => return,
-            messages = run.next(cursor) => messages,
+            next = run.next(cursor) => next,
         };
-        let Some(messages) = messages else { return };
-        cursor += messages.len();
+        let Some((messages, next_cursor)) = next else { return };
+        cursor = next_cursor;
         for message in messages {
             if !connection.send(message).await {
                 return;

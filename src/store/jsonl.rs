@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::chain::{Claim, GENESIS_PREV, Ledger, Staging};
+use super::chain::{Claim, GENESIS_PREV, Ledger, Staging, recompute_hash};
 use super::lines::{ScanError, scan_lines};
 use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, StoreError};
 
@@ -53,6 +53,24 @@ pub struct OpenReport {
     pub bytes: u64,
     /// Set when a torn last line was moved aside.
     pub torn_tail: Option<TornTail>,
+    /// The first line whose hash chain does not hold (an edited, removed, inserted or moved
+    /// line). The store serves anyway and new events chain onto the last line, so
+    /// `replay --verify` keeps finding the break.
+    pub chain_break: Option<ChainBreak>,
+}
+
+/// Where the hash chain of the events file first fails (SPEC §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    /// 1-based line number.
+    pub line: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ChainBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
 }
 
 /// A torn last line that was moved out of the events file.
@@ -146,6 +164,7 @@ struct Index {
     last_hash: String,
     conversations: HashMap<String, ConversationIndex>,
     requests: HashMap<String, RequestIndex>,
+    chain_break: Option<ChainBreak>,
 }
 
 /// The fields of a line the index needs; the rest is skipped without being built.
@@ -163,6 +182,8 @@ struct LineHead<'a> {
     #[serde(rename = "type")]
     kind: EventType,
     #[serde(borrow)]
+    prev: Cow<'a, str>,
+    #[serde(borrow)]
     hash: Cow<'a, str>,
 }
 
@@ -175,6 +196,7 @@ impl<'a> LineHead<'a> {
             request_id: event.request_id.as_deref().map(Cow::Borrowed),
             timestamp: Cow::Borrowed(&event.timestamp),
             kind: event.kind,
+            prev: Cow::Borrowed(&event.prev),
             hash: Cow::Borrowed(&event.hash),
         }
     }
@@ -188,7 +210,25 @@ impl Index {
             last_hash: GENESIS_PREV.to_string(),
             conversations: HashMap::new(),
             requests: HashMap::new(),
+            chain_break: None,
         }
+    }
+
+    /// Checks that `line` is chained to the last indexed line and that its bytes hash to its
+    /// `hash`, remembering the first line where that fails. Call before [`Index::add`].
+    fn check_chain(&mut self, head: &LineHead<'_>, line: &[u8]) {
+        if self.chain_break.is_some() {
+            return;
+        }
+        let number = self.lines + 1;
+        let reason = if recompute_hash(line).as_deref() != Some(head.hash.as_ref()) {
+            "its bytes do not hash to its \"hash\" (the line was edited)".to_owned()
+        } else if head.prev != self.last_hash {
+            format!("its \"prev\" is not the hash of line {} (a line was removed, inserted or moved)", number - 1)
+        } else {
+            return;
+        };
+        self.chain_break = Some(ChainBreak { line: number, reason });
     }
 
     fn add(&mut self, head: &LineHead<'_>, at: LineRef) {
@@ -266,7 +306,10 @@ fn catch_up(path: &Path, file: &File, index: &mut Index) -> Result<Tail, StoreEr
             return Err(corrupt(*line_number, reason));
         }
         match serde_json::from_slice::<LineHead>(line) {
-            Ok(head) => index.add(&head, LineRef { offset, len: line.len() as u32, number: (index.lines + 1) as u32 }),
+            Ok(head) => {
+                index.check_chain(&head, line);
+                index.add(&head, LineRef { offset, len: line.len() as u32, number: (index.lines + 1) as u32 });
+            }
             Err(error) => unparseable = Some((index.lines + 1, format!("not a valid event line: {error}"))),
         }
         Ok(())
@@ -463,7 +506,13 @@ impl JsonlStore {
         };
         let report = {
             let index = shared.index();
-            OpenReport { events: index.lines, conversations: index.conversations.len(), bytes: index.end, torn_tail }
+            OpenReport {
+                events: index.lines,
+                conversations: index.conversations.len(),
+                bytes: index.end,
+                torn_tail,
+                chain_break: index.chain_break.clone(),
+            }
         };
         let (jobs, queue) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);

@@ -56,6 +56,10 @@ pub fn settings(base_url: &str, store_path: PathBuf) -> Settings {
             port: 0,
             max_message_bytes: 65536,
             max_in_flight_per_connection: 8,
+            send_buffer_bytes: 1 << 20,
+            slow_client_timeout: 10.0,
+            header_timeout: 10.0,
+            first_frame_timeout: 60.0,
         },
         store: StoreSettings { path: store_path, fsync: true },
         mcp: McpSettings {
@@ -145,6 +149,8 @@ impl TestApp {
             servers: options.servers.into_iter().map(|(name, config)| (name.to_owned(), config)).collect(),
         };
         let app = App::build(settings, &servers).await.expect("the app builds");
+        // Tests call tools right away: wait until every MCP server has connected or failed.
+        app.mcp().settled().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = app.serve(listener).await.expect("server starts");
         Self { addr: server.addr, mock, store_path, dir, server }

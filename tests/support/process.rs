@@ -75,6 +75,29 @@ impl Drop for ChildProcess {
     }
 }
 
+/// Waits until a `serve` process at `addr` has every MCP server's first start attempt behind
+/// it (`/readyz`'s `mcp_servers_starting` is 0): `serve` is ready before its MCP servers are.
+pub fn wait_for_mcp_servers(addr: SocketAddr) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut body = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
+            let _ = stream.write_all(b"GET /readyz HTTP/1.0\r\n\r\n");
+            let _ = stream.read_to_string(&mut body);
+        }
+        let starting = body
+            .split_once("\r\n\r\n")
+            .and_then(|(_, json)| serde_json::from_str::<serde_json::Value>(json).ok())
+            .and_then(|readyz| readyz["mcp_servers_starting"].as_u64());
+        if starting == Some(0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the MCP servers did not settle: {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn parse_address(word: &str) -> Option<SocketAddr> {
     word.strip_prefix("http://").unwrap_or(word).trim_end_matches('/').parse().ok()
 }
