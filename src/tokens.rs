@@ -62,6 +62,19 @@ impl TokenCounter {
         TokenCounter { bpe, encoding, estimate }
     }
 
+    /// Builds the table `model` is counted with on a background thread, so that the first turn
+    /// of a fresh process does not wait for it (it takes about 140 ms). `None` when no thread
+    /// could be started: the first turn then builds the table itself.
+    pub fn warm_up(model: &str) -> Option<std::thread::JoinHandle<()>> {
+        let model = model.to_owned();
+        std::thread::Builder::new()
+            .name("token-tables".into())
+            .spawn(move || {
+                TokenCounter::for_model(&model).count("warm");
+            })
+            .ok()
+    }
+
     /// The encoding this counter uses.
     pub fn encoding(&self) -> Encoding {
         self.encoding

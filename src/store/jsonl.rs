@@ -38,7 +38,12 @@ use tokio::sync::oneshot;
 
 use super::chain::{Claim, GENESIS_PREV, Ledger, Staging};
 use super::lines::{ScanError, scan_lines};
-use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, StoreError};
+use super::recent::RecentCut;
+use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, RecentLimit, StoreError};
+
+/// Line references of a conversation copied out of the index at a time by a newest-first
+/// read, so the index lock is held briefly and a read's cost follows what it returns.
+const RECENT_PAGE: usize = 64;
 
 /// Upper bound of batches merged into one write, so one group cannot hold the lock for long.
 const MAX_GROUP_BATCHES: usize = 1024;
@@ -78,6 +83,9 @@ pub struct StoreStats {
     pub fsyncs: u64,
     /// Torn tails moved aside by this store (at open or later).
     pub torn_tails: u64,
+    /// Events read back from the file and parsed whole (reads, not indexing): what a history
+    /// read costs.
+    pub events_parsed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +95,7 @@ struct Counters {
     writes: AtomicU64,
     fsyncs: AtomicU64,
     torn_tails: AtomicU64,
+    events_parsed: AtomicU64,
 }
 
 /// The JSONL event store. Dropping it finishes the queued appends and stops the writer.
@@ -373,22 +382,54 @@ impl Shared {
 
     fn read_lines(&self, lines: &[LineRef]) -> Result<Vec<ChatEvent>, StoreError> {
         let mut buffer = Vec::new();
-        lines
-            .iter()
-            .map(|line| {
-                buffer.resize(line.len as usize, 0);
-                self.reader.read_exact_at(&mut buffer, line.offset).map_err(|error| io_error(&self.path, error))?;
-                serde_json::from_slice(&buffer).map_err(|error| StoreError::Corrupt {
-                    path: self.path.display().to_string(),
-                    line: u64::from(line.number),
-                    message: format!(
-                        "not a valid event: {error}. Run `mcp-platform replay {} --verify` to \
-                         inspect the file",
-                        self.path.display()
-                    ),
-                })
-            })
-            .collect()
+        lines.iter().map(|line| self.read_line(line, &mut buffer)).collect()
+    }
+
+    fn read_line(&self, line: &LineRef, buffer: &mut Vec<u8>) -> Result<ChatEvent, StoreError> {
+        buffer.resize(line.len as usize, 0);
+        self.reader.read_exact_at(buffer, line.offset).map_err(|error| io_error(&self.path, error))?;
+        self.counters.events_parsed.fetch_add(1, Ordering::Relaxed);
+        serde_json::from_slice(buffer).map_err(|error| StoreError::Corrupt {
+            path: self.path.display().to_string(),
+            line: u64::from(line.number),
+            message: format!(
+                "not a valid event: {error}. Run `mcp-platform replay {} --verify` to inspect the file",
+                self.path.display()
+            ),
+        })
+    }
+
+    /// Reads the conversation's lines backwards, a page of index entries at a time, until the
+    /// rule of [`RecentCut`] stops it.
+    fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<ChatEvent>, StoreError> {
+        self.refresh()?;
+        let mut cut = RecentCut::new(limit);
+        let mut events = Vec::new();
+        let mut buffer = Vec::new();
+        // Lines appended after the first page are newer than this read: it ends where it began.
+        let mut end = None;
+        'pages: loop {
+            let page = {
+                let index = self.index();
+                let Some(conversation) = index.conversations.get(conversation_id) else { break };
+                let page_end = *end.get_or_insert(conversation.lines.len());
+                conversation.lines[page_end.saturating_sub(RECENT_PAGE)..page_end].to_vec()
+            };
+            if page.is_empty() {
+                break;
+            }
+            end = end.map(|page_end| page_end - page.len());
+            for line in page.iter().rev() {
+                let event = self.read_line(line, &mut buffer)?;
+                if !cut.take(&event) {
+                    break 'pages;
+                }
+                events.push(event);
+            }
+        }
+        events.reverse();
+        events.sort_by_key(|event| event.seq);
+        Ok(events)
     }
 
     fn conversation(&self, conversation_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
@@ -487,6 +528,7 @@ impl JsonlStore {
             writes: counters.writes.load(Ordering::Relaxed),
             fsyncs: counters.fsyncs.load(Ordering::Relaxed),
             torn_tails: counters.torn_tails.load(Ordering::Relaxed),
+            events_parsed: counters.events_parsed.load(Ordering::Relaxed),
         }
     }
 
@@ -631,6 +673,11 @@ impl EventStore for JsonlStore {
     async fn conversation(&self, conversation_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
         let conversation_id = conversation_id.to_string();
         self.blocking(move |shared| shared.conversation(&conversation_id)).await
+    }
+
+    async fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<ChatEvent>, StoreError> {
+        let conversation_id = conversation_id.to_string();
+        self.blocking(move |shared| shared.recent(&conversation_id, limit)).await
     }
 
     async fn request(&self, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
