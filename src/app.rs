@@ -17,6 +17,7 @@ use crate::mcp::{McpManager, ToolDefaults};
 use crate::server::RunningServer;
 use crate::store::EventStore;
 use crate::store::jsonl::{JsonlStore, OpenReport};
+use crate::tokens::TokenCounter;
 
 /// Where the two config files are, as every command that reads them takes it.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -48,15 +49,22 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the store, configures the LLM provider and starts the MCP servers.
+    /// Opens the store, configures the LLM provider and starts the MCP servers, while the
+    /// default model's token table is built: the server listens (and `/readyz` answers 200)
+    /// only once it is, so no first turn stalls on it.
     ///
     /// Fails on a store that cannot be opened or a provider that cannot be configured; an MCP
     /// server that does not start is not a failure (the chat service answers without it and
     /// `/readyz` reports it).
     pub async fn build(settings: Settings, servers: &ServersConfig) -> anyhow::Result<Self> {
-        let (store, store_report) = open_store(&settings).await?;
         let llm = crate::llm::from_settings(&settings.llm)?;
+        let token_tables = TokenCounter::warm_up(llm.default_model());
+        let (store, store_report) = open_store(&settings).await?;
         let mcp = McpManager::start(servers, &settings.mcp, ToolDefaults::from_chat(&settings.chat.service)).await;
+        if let Some(token_tables) = token_tables {
+            // A panic there was reported on its thread; the first turn then builds the table.
+            let _ = tokio::task::spawn_blocking(move || token_tables.join()).await;
+        }
         let chat = ChatService::new(settings.chat.service.clone(), ChatDeps { llm, tools: mcp.clone(), store });
         Ok(Self { settings, chat, mcp, store_report })
     }

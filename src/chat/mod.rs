@@ -26,7 +26,6 @@ use crate::llm::LlmProvider;
 use crate::mcp::ToolProvider;
 use crate::protocol::{ChatPayload, ErrorBody};
 use crate::store::EventStore;
-use crate::tokens::TokenCounter;
 use dedup::Standing;
 
 /// The collaborators of the chat service.
@@ -65,13 +64,10 @@ pub struct ChatService {
     /// Cancelled when the shutdown grace is over: running turns end with a 503.
     abort: CancellationToken,
     turns: TaskTracker,
-    /// Builds the default model's token table at start.
-    token_tables: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ChatService {
     pub fn new(settings: ChatServiceSettings, deps: ChatDeps) -> Arc<Self> {
-        let token_tables = TokenCounter::warm_up(deps.llm.default_model());
         Arc::new(Self {
             settings,
             deps,
@@ -79,14 +75,7 @@ impl ChatService {
             draining: CancellationToken::new(),
             abort: CancellationToken::new(),
             turns: TaskTracker::new(),
-            token_tables,
         })
-    }
-
-    /// Whether the token table of the default model is built, so that a first turn does not
-    /// stall on it; readiness waits for it.
-    pub fn is_warm(&self) -> bool {
-        self.token_tables.as_ref().is_none_or(std::thread::JoinHandle::is_finished)
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {

@@ -15,13 +15,11 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// 200 once serving, warm (the token table built) and not draining; the body lists each MCP
-/// server's state either way.
+/// 200 once serving and not draining; the body lists each MCP server's state either way.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let ready = state.is_ready() && state.chat.is_warm();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if state.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
-        "status": if ready { "ready" } else if state.is_ready() { "starting" } else { "draining" },
+        "status": if state.is_ready() { "ready" } else { "draining" },
         "llm_provider": state.settings.llm.active,
         "mcp_servers": state.mcp.server_states(),
     });
