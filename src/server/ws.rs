@@ -137,7 +137,16 @@ async fn write_frames(
             _ = connection.closing.cancelled() => break,
         };
         let Some(frame) = frame else { break };
-        let send = sink.send(Message::Text(Utf8Bytes::from(&*frame)));
+        // A streamed answer's chunks arrive in bursts: what is already queued goes out in one
+        // write instead of one system call per frame.
+        let send = async {
+            sink.feed(Message::Text(Utf8Bytes::from(&*frame))).await?;
+            for _ in 1..SEND_QUEUE_FRAMES {
+                let Ok(frame) = outgoing.try_recv() else { break };
+                sink.feed(Message::Text(Utf8Bytes::from(&*frame))).await?;
+            }
+            sink.flush().await
+        };
         tokio::pin!(send);
         let sent = tokio::select! {
             sent = &mut send => sent,
