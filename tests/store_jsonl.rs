@@ -358,10 +358,21 @@ async fn a_history_read_costs_what_it_returns_whatever_the_conversation_length()
     assert_eq!(whole[0].seq, 1);
     assert!(store.recent("nobody", limit).await.unwrap().is_empty());
 
-    // Another handle on the file (as another process would) appends: the next read has it.
+    // The store's own appends extend what it read: the next read parses nothing.
+    store.append(vec![user("long", "here", "written by this handle")]).await.unwrap();
+    let before = store.stats().events_parsed;
+    let recent = store.recent("long", limit).await.unwrap();
+    assert_eq!(store.stats().events_parsed - before, 0);
+    assert_eq!(recent.last().unwrap().content.as_deref(), Some("written by this handle"));
+
+    // Another handle on the file (as another process would) appends: the next read has it,
+    // parsing just that line.
     let (other, _) = JsonlStore::open(&path, false).unwrap();
     other.append(vec![user("long", "elsewhere", "written by the other handle")]).await.unwrap();
+    let before = store.stats().events_parsed;
     let recent = store.recent("long", limit).await.unwrap();
+    assert_eq!(store.stats().events_parsed - before, 1);
     let newest = recent.last().unwrap();
-    assert_eq!((newest.seq, newest.content.as_deref()), (4001, Some("written by the other handle")));
+    assert_eq!((newest.seq, newest.content.as_deref()), (4002, Some("written by the other handle")));
+    assert_eq!(recent, other.recent("long", limit).await.unwrap(), "a cold read returns the same");
 }

@@ -39,11 +39,8 @@ use tokio::sync::oneshot;
 use super::chain::{Claim, GENESIS_PREV, Ledger, Staging};
 use super::lines::{ScanError, scan_lines};
 use super::recent::RecentCut;
+use super::tails::Tails;
 use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, RecentLimit, StoreError};
-
-/// Line references of a conversation copied out of the index at a time by a newest-first
-/// read, so the index lock is held briefly and a read's cost follows what it returns.
-const RECENT_PAGE: usize = 64;
 
 /// Upper bound of batches merged into one write, so one group cannot hold the lock for long.
 const MAX_GROUP_BATCHES: usize = 1024;
@@ -116,6 +113,7 @@ struct Shared {
     /// each other's lock, so reader catch-ups take turns.
     catch_up_turn: Mutex<()>,
     index: Mutex<Index>,
+    tails: Tails,
     counters: Counters,
 }
 
@@ -399,37 +397,21 @@ impl Shared {
         })
     }
 
-    /// Reads the conversation's lines backwards, a page of index entries at a time, until the
-    /// rule of [`RecentCut`] stops it.
+    /// The conversation's newest events: from its cached tail, lines read backwards a page of
+    /// index entries at a time where the tail does not reach, until [`RecentCut`] stops.
     fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<ChatEvent>, StoreError> {
         self.refresh()?;
-        let mut cut = RecentCut::new(limit);
-        let mut events = Vec::new();
-        let mut buffer = Vec::new();
-        // Lines appended after the first page are newer than this read: it ends where it began.
-        let mut end = None;
-        'pages: loop {
-            let page = {
-                let index = self.index();
-                let Some(conversation) = index.conversations.get(conversation_id) else { break };
-                let page_end = *end.get_or_insert(conversation.lines.len());
-                conversation.lines[page_end.saturating_sub(RECENT_PAGE)..page_end].to_vec()
-            };
-            if page.is_empty() {
-                break;
-            }
-            end = end.map(|page_end| page_end - page.len());
-            for line in page.iter().rev() {
-                let event = self.read_line(line, &mut buffer)?;
-                if !cut.take(&event) {
-                    break 'pages;
-                }
-                events.push(event);
-            }
+        let indexed = self.index().conversations.get(conversation_id).map_or(0, |conversation| conversation.lines.len());
+        if indexed == 0 {
+            return Ok(Vec::new());
         }
-        events.reverse();
-        events.sort_by_key(|event| event.seq);
-        Ok(events)
+        let mut buffer = Vec::new();
+        let read = |position: usize| {
+            // Copied out so that the index is not locked over the file read.
+            let line = self.index().conversations[conversation_id].lines[position];
+            self.read_line(&line, &mut buffer)
+        };
+        self.tails.recent(conversation_id, indexed, RecentCut::new(limit), read)
     }
 
     fn conversation(&self, conversation_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
@@ -492,6 +474,7 @@ impl JsonlStore {
             reader,
             catch_up_turn: Mutex::new(()),
             index: Mutex::new(Index::new()),
+            tails: Tails::default(),
             counters: Counters::default(),
         });
         let torn_tail = {
@@ -598,6 +581,8 @@ fn commit_group(shared: &Shared, writer: &File, fsync: bool, group: Vec<Job>) {
                 let len = line_len(&lines, offset - start);
                 let at = LineRef { offset, len: len as u32, number: (index.lines + 1) as u32 };
                 index.add(&LineHead::of(event), at);
+                let position = index.conversations[event.conversation_id.as_str()].lines.len() - 1;
+                shared.tails.appended(event, position);
                 offset += len as u64 + 1;
             }
         }

@@ -138,3 +138,4 @@ pub mod lines;
 pub mod memory;
 pub mod record;
 pub mod recent;
+mod tails;

@@ -104,9 +104,15 @@ impl Server {
         parse_vm_rss(&PathBuf::from(format!("/proc/{}/status", self.pid)))
     }
 
+    /// SIGTERM, as an operator stops it (a profiler running it then writes its output), and
+    /// SIGKILL if it is not gone within a minute.
     pub async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+        // SAFETY: kill only sends a signal to the child's pid, which this struct still owns.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+        if tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.is_err() {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
     }
 }
 

@@ -20,11 +20,12 @@ use children::{MockLlm, Server};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Connection counts to measure plain turns at, each connection sending turns back to back.
+    /// Connection counts to measure plain turns at, each connection sending turns back to back
+    /// (0 skips).
     #[arg(long, value_delimiter = ',', default_value = "1,64,512")]
     pub connections: Vec<usize>,
     /// Connection counts to measure tool turns ("what is 2+3": one call to the demo MCP
-    /// server, two model calls) at; needs `demo-server` beside the binary.
+    /// server, two model calls) at; needs `demo-server` beside the binary (0 skips).
     #[arg(long, value_delimiter = ',', default_value = "16")]
     pub tool_connections: Vec<usize>,
     /// Turns per measurement (spread over its connections).
@@ -76,15 +77,15 @@ async fn measure(args: &BenchArgs, exe: &Path, dir: &Path, mock: &MockLlm) -> an
     }
     println!("| turns | connections | count | turns/s | p50 ms | p99 ms | server CPU ms/turn |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for &connections in &args.connections {
+    for &connections in args.connections.iter().filter(|&&count| count > 0) {
         report("plain", connections, &load::measure_turns(&server, connections, args.turns, load::PLAIN).await?);
     }
     let demo = exe.with_file_name("demo-server");
     if !demo.exists() {
         println!("(no tool turns: {} is missing; `cargo build --release --workspace --bins` builds it)", demo.display());
-    } else if !args.tool_connections.is_empty() {
+    } else if args.tool_connections.iter().any(|&count| count > 0) {
         let tools = Server::start(exe, &dir.join("tools"), mock, Some(&demo)).await?;
-        for &connections in &args.tool_connections {
+        for &connections in args.tool_connections.iter().filter(|&&count| count > 0) {
             report("tool", connections, &load::measure_turns(&tools, connections, args.turns, load::TOOL).await?);
         }
         tools.stop().await;
