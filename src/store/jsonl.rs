@@ -401,7 +401,8 @@ impl Shared {
     /// index entries at a time where the tail does not reach, until [`RecentCut`] stops.
     fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<ChatEvent>, StoreError> {
         self.refresh()?;
-        let indexed = self.index().conversations.get(conversation_id).map_or(0, |conversation| conversation.lines.len());
+        let indexed =
+            self.index().conversations.get(conversation_id).map_or(0, |conversation| conversation.lines.len());
         if indexed == 0 {
             return Ok(Vec::new());
         }

@@ -83,13 +83,8 @@ impl EventStore for MemoryStore {
         let state = self.state();
         let Some(positions) = state.conversations.get(conversation_id) else { return Ok(Vec::new()) };
         let mut cut = RecentCut::new(limit);
-        let mut events: Vec<ChatEvent> = positions
-            .iter()
-            .rev()
-            .map(|&at| &state.events[at])
-            .take_while(|event| cut.take(event))
-            .cloned()
-            .collect();
+        let mut events: Vec<ChatEvent> =
+            positions.iter().rev().map(|&at| &state.events[at]).take_while(|event| cut.take(event)).cloned().collect();
         events.reverse();
         Ok(events)
     }

@@ -136,6 +136,6 @@ pub mod chain;
 pub mod jsonl;
 pub mod lines;
 pub mod memory;
-pub mod record;
 pub mod recent;
+pub mod record;
 mod tails;

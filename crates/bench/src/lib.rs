@@ -82,7 +82,10 @@ async fn measure(args: &BenchArgs, exe: &Path, dir: &Path, mock: &MockLlm) -> an
     }
     let demo = exe.with_file_name("demo-server");
     if !demo.exists() {
-        println!("(no tool turns: {} is missing; `cargo build --release --workspace --bins` builds it)", demo.display());
+        println!(
+            "(no tool turns: {} is missing; `cargo build --release --workspace --bins` builds it)",
+            demo.display()
+        );
     } else if args.tool_connections.iter().any(|&count| count > 0) {
         let tools = Server::start(exe, &dir.join("tools"), mock, Some(&demo)).await?;
         for &connections in args.tool_connections.iter().filter(|&&count| count > 0) {
