@@ -320,7 +320,9 @@ async fn the_next_turn_sees_what_another_process_added_to_its_conversation() {
     assert_eq!(first.last().unwrap()["status"], "complete", "{first:#?}");
 
     let mut child = spawn_child("child_adds_an_exchange", &app.store_path, "c-shared");
-    ChildLines::new(&mut child).expect("added");
+    // Held until the child exits: its harness still writes after the protocol line.
+    let mut output = ChildLines::new(&mut child);
+    output.expect("added");
     assert!(child.wait().unwrap().success());
 
     let second = client.chat("r-2", json!({"text": "and now?", "conversation_id": "c-shared"})).await;
