@@ -17,6 +17,7 @@ use crate::mcp::{McpManager, ToolDefaults};
 use crate::server::{RunningServer, Starting};
 use crate::store::EventStore;
 use crate::store::jsonl::{JsonlStore, OpenReport};
+use crate::tokens::TokenCounter;
 
 /// Where the two config files are, as every command that reads them takes it.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -49,16 +50,22 @@ pub struct App {
 
 impl App {
     /// Opens the store, configures the LLM provider and launches the MCP servers, without
-    /// waiting for them ([`McpManager::settled`] does).
+    /// waiting for them ([`McpManager::settled`] does), while the default model's token table
+    /// is built: the app is returned only once it is, so no first turn stalls on it.
     ///
     /// Fails on a store that cannot be opened or a provider that cannot be configured; an MCP
     /// server that does not start is not a failure (the chat service answers without it and
     /// `/readyz` reports it). Nothing is started before the store is open, so dropping this
     /// future (a signal during start-up) leaves no MCP server behind.
     pub async fn build(settings: Settings, servers: &ServersConfig) -> anyhow::Result<Self> {
-        let (store, store_report) = open_store(&settings).await?;
         let llm = crate::llm::from_settings(&settings.llm)?;
+        let token_tables = TokenCounter::warm_up(llm.default_model());
+        let (store, store_report) = open_store(&settings).await?;
         let mcp = McpManager::launch(servers, &settings.mcp, ToolDefaults::from_chat(&settings.chat.service));
+        if let Some(token_tables) = token_tables {
+            // A panic there was reported on its thread; the first turn then builds the table.
+            let _ = tokio::task::spawn_blocking(move || token_tables.join()).await;
+        }
         let chat = ChatService::new(settings.chat.service.clone(), ChatDeps { llm, tools: mcp.clone(), store });
         Ok(Self { settings, chat, mcp, store_report })
     }

@@ -11,6 +11,8 @@
 //! tiktoken-rs singletons are lazily initialised statics) and a [`TokenCounter`] is only a
 //! reference to one of them: cheap to create per request and to copy.
 
+use std::sync::OnceLock;
+
 use serde::Serialize;
 use tiktoken_rs::CoreBPE;
 
@@ -62,6 +64,19 @@ impl TokenCounter {
         TokenCounter { bpe, encoding, estimate }
     }
 
+    /// Builds the table `model` is counted with on a background thread, so that the first turn
+    /// of a fresh process does not wait for it (it takes about 140 ms). `None` when no thread
+    /// could be started: the first turn then builds the table itself.
+    pub fn warm_up(model: &str) -> Option<std::thread::JoinHandle<()>> {
+        let model = model.to_owned();
+        std::thread::Builder::new()
+            .name("token-tables".into())
+            .spawn(move || {
+                TokenCounter::for_model(&model).count("warm");
+            })
+            .ok()
+    }
+
     /// The encoding this counter uses.
     pub fn encoding(&self) -> Encoding {
         self.encoding
@@ -102,7 +117,20 @@ impl TokenCounter {
     /// What a message costs in a prompt when what it carries is already counted (a logged
     /// event's `token_count`).
     pub fn framed(&self, role: Role, content_tokens: usize) -> usize {
-        TOKENS_PER_MESSAGE + self.count(role_name(role)) + content_tokens
+        TOKENS_PER_MESSAGE + self.role_tokens(role) + content_tokens
+    }
+
+    /// Tokens of a role's name, counted once per encoding: the context budgets every message of
+    /// the history with it, each turn.
+    fn role_tokens(&self, role: Role) -> usize {
+        static O200K: OnceLock<[usize; 4]> = OnceLock::new();
+        static CL100K: OnceLock<[usize; 4]> = OnceLock::new();
+        let table = match self.encoding {
+            Encoding::O200kBase => &O200K,
+            Encoding::Cl100kBase => &CL100K,
+        };
+        let counts = table.get_or_init(|| ROLES.map(|role| self.count(role_name(role))));
+        counts[role as usize]
     }
 
     /// Tokens a whole prompt of `messages` costs, including the priming of the reply.
@@ -128,6 +156,9 @@ fn uses_o200k(name: &str) -> bool {
 fn is_older_openai_model(name: &str) -> bool {
     ["gpt-4", "gpt-3.5", "text-embedding-", "chatgpt-"].iter().any(|prefix| name.starts_with(prefix))
 }
+
+/// Every role, in the order of its discriminant.
+const ROLES: [Role; 4] = [Role::System, Role::User, Role::Assistant, Role::Tool];
 
 fn role_name(role: Role) -> &'static str {
     match role {
@@ -212,6 +243,11 @@ mod tests {
         );
         assert_eq!(counter.count_content(&tool), counter.count("5") + counter.count("call_1"));
         assert_eq!(counter.framed(Role::Tool, counter.count_content(&tool)), counter.count_message(&tool));
+        for counter in [counter, TokenCounter::for_model("gpt-4o")] {
+            for role in ROLES {
+                assert_eq!(counter.framed(role, 0), 3 + counter.count(role_name(role)), "{role:?}");
+            }
+        }
     }
 
     #[test]

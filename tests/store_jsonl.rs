@@ -9,7 +9,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use mcp_platform::store::jsonl::JsonlStore;
-use mcp_platform::store::{EventStore, EventType, StoreError};
+use mcp_platform::store::memory::MemoryStore;
+use mcp_platform::store::{ChatEvent, EventStore, EventType, RecentLimit, StoreError};
 use support::store::*;
 use support::{assert_verifies, text};
 
@@ -310,4 +311,68 @@ async fn a_tampered_line_fails_its_read_naming_the_line() {
     assert_eq!(store.conversation("a").await.unwrap().len(), 1);
     let message = store.conversation("b").await.unwrap_err().to_string();
     assert!(message.contains("events.jsonl: line 2: not a valid event"), "{message}");
+}
+
+/// `count` whole requests in `conversation`: a question, a tool call with its result, an answer.
+fn tool_requests(conversation: &str, count: usize) -> Vec<mcp_platform::store::NewEvent> {
+    (0..count)
+        .flat_map(|turn| {
+            let request = format!("{conversation}-{turn}");
+            let mut events = vec![user(conversation, &request, "q")];
+            events.extend(tool_turn(conversation, &request, "m"));
+            events.push(assistant(conversation, &request, "a", "m"));
+            events
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_history_read_costs_what_it_returns_whatever_the_conversation_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let (store, _) = JsonlStore::open(&path, false).unwrap();
+    let memory = MemoryStore::new();
+    for (conversation, requests) in [("short", 10), ("long", 1000)] {
+        store.append(tool_requests(conversation, requests)).await.unwrap();
+        memory.append(tool_requests(conversation, requests)).await.unwrap();
+    }
+    // A request holds 3 + 20 + 1 + 12 = 36 tokens in 4 messages: 100 tokens are passed in the
+    // third request from the end, at its tool call, and its question comes along.
+    let limit = RecentLimit { tokens: 100, messages: 5 };
+    let mut parsed = Vec::new();
+    for (conversation, requests) in [("short", 10u64), ("long", 1000)] {
+        let before = store.stats().events_parsed;
+        let recent = store.recent(conversation, limit).await.unwrap();
+        parsed.push(store.stats().events_parsed - before);
+        let seqs: Vec<u64> = recent.iter().map(|event| event.seq).collect();
+        assert_eq!(seqs, ((4 * requests - 11)..=4 * requests).collect::<Vec<_>>(), "{conversation}");
+        assert_eq!(recent[0].kind, EventType::UserMessage, "whole requests only");
+        let in_memory = memory.recent(conversation, limit).await.unwrap();
+        let shape = |events: &[ChatEvent]| events.iter().map(|event| (event.seq, event.kind)).collect::<Vec<_>>();
+        assert_eq!(shape(&in_memory), shape(&recent), "every backend keeps the same rule");
+    }
+    assert_eq!(parsed, [13, 13], "the returned events and the one before them, for both lengths");
+
+    let whole = store.recent("short", RecentLimit { tokens: 10_000, messages: 5 }).await.unwrap();
+    assert_eq!(whole, store.conversation("short").await.unwrap(), "a short conversation comes whole");
+    assert_eq!(whole[0].seq, 1);
+    assert!(store.recent("nobody", limit).await.unwrap().is_empty());
+
+    // The store's own appends extend what it read: the next read parses nothing.
+    store.append(vec![user("long", "here", "written by this handle")]).await.unwrap();
+    let before = store.stats().events_parsed;
+    let recent = store.recent("long", limit).await.unwrap();
+    assert_eq!(store.stats().events_parsed - before, 0);
+    assert_eq!(recent.last().unwrap().content.as_deref(), Some("written by this handle"));
+
+    // Another handle on the file (as another process would) appends: the next read has it,
+    // parsing just that line.
+    let (other, _) = JsonlStore::open(&path, false).unwrap();
+    other.append(vec![user("long", "elsewhere", "written by the other handle")]).await.unwrap();
+    let before = store.stats().events_parsed;
+    let recent = store.recent("long", limit).await.unwrap();
+    assert_eq!(store.stats().events_parsed - before, 1);
+    let newest = recent.last().unwrap();
+    assert_eq!((newest.seq, newest.content.as_deref()), (4002, Some("written by the other handle")));
+    assert_eq!(recent, other.recent("long", limit).await.unwrap(), "a cold read returns the same");
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use mcp_platform::store::jsonl::JsonlStore;
 use mcp_platform::store::{EventStore, StoreError};
-use support::assert_verifies;
+use serde_json::json;
 use support::store::*;
+use support::{Options, TestApp, assert_verifies, text_of};
 
 const CHILD_FILE: &str = "STORE_CHILD_FILE";
 const CHILD_TAG: &str = "STORE_CHILD_TAG";
@@ -292,4 +293,48 @@ async fn a_request_id_claimed_by_another_process_is_refused() {
     assert_eq!(next[0].prev, theirs[0].hash);
     assert_eq!(next[0].seq, 2);
     assert_verifies(&path);
+}
+
+#[tokio::test]
+#[ignore = "run by the_next_turn_sees_what_another_process_added_to_its_conversation"]
+async fn child_adds_an_exchange() {
+    let Some((file, conversation)) = child_setup() else {
+        return;
+    };
+    let (store, _) = JsonlStore::open(&file, true).unwrap();
+    store
+        .append(vec![
+            user(&conversation, "from-the-child", "a zebra crossed"),
+            assistant(&conversation, "from-the-child", "noted the zebra", "m"),
+        ])
+        .await
+        .unwrap();
+    say("added");
+}
+
+#[tokio::test]
+async fn the_next_turn_sees_what_another_process_added_to_its_conversation() {
+    let app = TestApp::start(Options { servers: Vec::new(), ..Options::default() }).await;
+    let mut client = app.client().await;
+    let first = client.chat("r-1", json!({"text": "hello", "conversation_id": "c-shared"})).await;
+    assert_eq!(first.last().unwrap()["status"], "complete", "{first:#?}");
+
+    let mut child = spawn_child("child_adds_an_exchange", &app.store_path, "c-shared");
+    // Held until the child exits: its harness still writes after the protocol line.
+    let mut output = ChildLines::new(&mut child);
+    output.expect("added");
+    assert!(child.wait().unwrap().success());
+
+    let second = client.chat("r-2", json!({"text": "and now?", "conversation_id": "c-shared"})).await;
+    assert_eq!(second.last().unwrap()["status"], "complete", "{second:#?}");
+    let requests = app.model_requests();
+    let contents: Vec<&str> = requests[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|message| message["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["hello", text_of(&first).as_str(), "a zebra crossed", "noted the zebra", "and now?"]);
+    app.shutdown().await;
 }

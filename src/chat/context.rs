@@ -5,16 +5,40 @@
 //! those calls (a tool result without its call, or a call without its result, is refused by
 //! the providers). Units are dropped oldest first; the newest `preserve_recent` messages are
 //! kept whatever they cost.
+//!
+//! The history comes from [`EventStore::recent`](crate::store::EventStore::recent) with
+//! [`history_limit`]: every message the budget can keep has a stored `token_count` of its own,
+//! so the newest messages holding more than the budget (and `preserve_recent` of them, in
+//! whole requests) contain everything kept, and a turn reads what its context costs whatever
+//! the conversation's length.
 
 use std::collections::HashSet;
 
 use crate::config::ContextSettings;
 use crate::domain::{Message, Role, ToolSpec};
-use crate::store::{ChatEvent, EventType};
+use crate::store::{ChatEvent, EventType, RecentLimit};
 use crate::tokens::TokenCounter;
 
-/// Builds `system + kept history + new_turn`. `history` is the conversation's stored events
-/// before this request; each event's stored `token_count` is reused, never recounted.
+/// The context sent to the model.
+pub struct Context {
+    pub messages: Vec<Message>,
+    /// The oldest unit of the history given was kept: a history the store cut short may then
+    /// leave out units that would still fit (tool calls cut off mid-turn count in the store's
+    /// sum but are never sent), so the caller reads further back.
+    pub kept_oldest: bool,
+}
+
+/// What to ask the store for: enough history to fill the whole budget.
+pub fn history_limit(budget: &ContextSettings) -> RecentLimit {
+    RecentLimit {
+        tokens: budget.max_tokens.saturating_sub(budget.reserve_tokens) as u64,
+        messages: budget.preserve_recent,
+    }
+}
+
+/// Builds `system + kept history + new_turn`. `history` is the end of the conversation's stored
+/// events before this request, in `seq` order; each event's stored `token_count` is reused,
+/// never recounted.
 pub fn build(
     system_prompt: &str,
     history: &[ChatEvent],
@@ -22,7 +46,7 @@ pub fn build(
     tools: &[ToolSpec],
     counter: &TokenCounter,
     budget: &ContextSettings,
-) -> Vec<Message> {
+) -> Context {
     let fixed = counter.count_message(&Message::system(system_prompt))
         + counter.count_tools(tools)
         + new_turn.iter().map(|message| counter.count_message(message)).sum::<usize>();
@@ -46,7 +70,7 @@ pub fn build(
     messages.push(Message::system(system_prompt));
     messages.extend(units.into_iter().skip(kept_from).flat_map(|unit| unit.messages));
     messages.extend(new_turn);
-    messages
+    Context { messages, kept_oldest: kept_from == 0 }
 }
 
 struct Unit {
@@ -159,7 +183,7 @@ mod tests {
     fn everything_fits_and_the_new_message_appears_once() {
         let counter = TokenCounter::for_model("gpt-4o");
         let history = [user("one", 5), answer("two", 5)];
-        let built = build("sys", &history, vec![Message::user("three")], &[], &counter, &budget(4000, 2));
+        let built = build("sys", &history, vec![Message::user("three")], &[], &counter, &budget(4000, 2)).messages;
         assert_eq!(contents(&built), ["sys", "one", "two", "three"]);
     }
 
@@ -167,9 +191,9 @@ mod tests {
     fn oldest_units_go_first_and_recent_ones_stay_even_over_budget() {
         let counter = TokenCounter::for_model("gpt-4o");
         let history = [user("old", 500), answer("older answer", 500), user("recent", 500), answer("last", 500)];
-        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(800, 1));
+        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(800, 1)).messages;
         assert_eq!(contents(&built), ["sys", "last", "new"], "only what fits, newest first");
-        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(10, 2));
+        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(10, 2)).messages;
         assert_eq!(contents(&built), ["sys", "recent", "last", "new"], "preserve_recent wins over the budget");
     }
 
@@ -177,7 +201,7 @@ mod tests {
     fn tool_calls_and_results_stay_together() {
         let counter = TokenCounter::for_model("gpt-4o");
         let history = [user("q", 5), call("a"), result("a"), answer("done", 5), call("lost")];
-        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(4000, 1));
+        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(4000, 1)).messages;
         let roles: Vec<Role> = built.iter().map(|message| message.role).collect();
         assert_eq!(
             roles,
@@ -187,7 +211,8 @@ mod tests {
         let fixed = counter.count_message(&Message::system("sys")) + counter.count_message(&Message::user("new"));
         let answer_and_most_of_the_group = fixed + 9 + 27;
         let tight =
-            build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(answer_and_most_of_the_group, 0));
+            build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(answer_and_most_of_the_group, 0))
+                .messages;
         assert_eq!(contents(&tight), ["sys", "done", "new"], "the call and its result leave together");
     }
 }

@@ -21,7 +21,7 @@ use crate::llm::{LlmError, LlmEvent, LlmRequest};
 use crate::mcp::{ToolOutcome, ToolProgress};
 use crate::protocol::{ChatPayload, Chunk, ErrorBody, FieldError, ProgressChunk, RequestMessage, ToolCallChunk};
 use crate::store::record::{AnswerFigures, Ending, Record, ToolResult, UserTurn};
-use crate::store::{NewEvent, StoreError};
+use crate::store::{ChatEvent, NewEvent, RecentLimit, StoreError};
 use crate::tokens::TokenCounter;
 
 /// A new request, as the service hands it to its turn.
@@ -99,7 +99,7 @@ impl Turn<'_> {
                 return Err(Interruption::Answered);
             }
         };
-        let history = self.service.deps.store.conversation(&self.request.conversation_id).await?;
+        let history = self.history().await?;
         if !self.claim(payload, user_text.clone()).await? {
             return Err(Interruption::Answered);
         }
@@ -115,15 +115,7 @@ impl Turn<'_> {
         }
 
         let settings = &self.service.settings;
-        let tools = self.service.deps.tools.tools();
-        let mut messages = context::build(
-            &settings.system_prompt,
-            &history,
-            vec![Message::user(user_text)],
-            &tools,
-            &self.counter,
-            &settings.context,
-        );
+        let mut messages = self.context(history, user_text).await?;
         loop {
             let tool_limit_reached = self.tool_hops >= settings.max_tool_hops;
             let offered = if tool_limit_reached { Vec::new() } else { self.service.deps.tools.tools() };
@@ -136,6 +128,41 @@ impl Turn<'_> {
             messages.push(reply);
             messages.extend(results.into_iter().map(|result| Message::tool(result.call_id, result.content)));
             self.tool_hops += 1;
+        }
+    }
+
+    /// The end of the conversation a context within the budget can hold, read before the claim
+    /// so that it ends before this request.
+    async fn history(&self) -> Result<Vec<ChatEvent>, StoreError> {
+        let limit = context::history_limit(&self.service.settings.context);
+        self.service.deps.store.recent(&self.request.conversation_id, limit).await
+    }
+
+    /// The context of the first model call. When the history read was too short for the
+    /// budget after all (see [`context::Context::kept_oldest`]), it is read again further back,
+    /// ending at the same event.
+    async fn context(&self, mut history: Vec<ChatEvent>, user_text: String) -> Result<Vec<Message>, StoreError> {
+        let settings = &self.service.settings;
+        let tools = self.service.deps.tools.tools();
+        let mut limit = context::history_limit(&settings.context);
+        loop {
+            let built = context::build(
+                &settings.system_prompt,
+                &history,
+                vec![Message::user(user_text.clone())],
+                &tools,
+                &self.counter,
+                &settings.context,
+            );
+            let whole = history.first().is_none_or(|event| event.seq <= 1);
+            if whole || !built.kept_oldest {
+                return Ok(built.messages);
+            }
+            let last_seq = history.last().map_or(0, |event| event.seq);
+            limit = RecentLimit { tokens: limit.tokens.saturating_mul(2).max(1), messages: limit.messages * 2 + 1 };
+            history = self.service.deps.store.recent(&self.request.conversation_id, limit).await?;
+            // This request's own events (already claimed) are not history.
+            history.retain(|event| event.seq <= last_seq);
         }
     }
 
@@ -210,11 +237,10 @@ impl Turn<'_> {
         messages: &[Message],
         tools: Vec<ToolSpec>,
     ) -> Result<(Message, FinishReason), Interruption> {
-        let estimated_prompt = self.counter.count_messages(messages) + self.counter.count_tools(&tools);
         let request = LlmRequest {
             model: Some(self.model.clone()),
             messages: messages.to_vec(),
-            tools,
+            tools: tools.clone(),
             streaming: self.streaming,
         };
         let started = Instant::now();
@@ -246,7 +272,10 @@ impl Turn<'_> {
             }
         }
         let reply = Message::assistant(text, calls);
+        // Counting the whole prompt is the costliest step of a turn's own work: only done when
+        // the provider reports no usage.
         let usage = usage.unwrap_or_else(|| {
+            let estimated_prompt = self.counter.count_messages(messages) + self.counter.count_tools(&tools);
             let completion = self.counter.count_content(&reply);
             Usage {
                 prompt_tokens: estimated_prompt as u64,

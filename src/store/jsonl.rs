@@ -38,7 +38,9 @@ use tokio::sync::oneshot;
 
 use super::chain::{Claim, GENESIS_PREV, Ledger, Staging, recompute_hash};
 use super::lines::{ScanError, scan_lines};
-use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, StoreError};
+use super::recent::RecentCut;
+use super::tails::Tails;
+use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, RecentLimit, StoreError};
 
 /// Upper bound of batches merged into one write, so one group cannot hold the lock for long.
 const MAX_GROUP_BATCHES: usize = 1024;
@@ -96,6 +98,9 @@ pub struct StoreStats {
     pub fsyncs: u64,
     /// Torn tails moved aside by this store (at open or later).
     pub torn_tails: u64,
+    /// Events read back from the file and parsed whole (reads, not indexing): what a history
+    /// read costs.
+    pub events_parsed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +110,7 @@ struct Counters {
     writes: AtomicU64,
     fsyncs: AtomicU64,
     torn_tails: AtomicU64,
+    events_parsed: AtomicU64,
 }
 
 /// The JSONL event store. Dropping it finishes the queued appends and stops the writer.
@@ -125,6 +131,7 @@ struct Shared {
     /// each other's lock, so reader catch-ups take turns.
     catch_up_turn: Mutex<()>,
     index: Mutex<Index>,
+    tails: Tails,
     counters: Counters,
 }
 
@@ -416,22 +423,39 @@ impl Shared {
 
     fn read_lines(&self, lines: &[LineRef]) -> Result<Vec<ChatEvent>, StoreError> {
         let mut buffer = Vec::new();
-        lines
-            .iter()
-            .map(|line| {
-                buffer.resize(line.len as usize, 0);
-                self.reader.read_exact_at(&mut buffer, line.offset).map_err(|error| io_error(&self.path, error))?;
-                serde_json::from_slice(&buffer).map_err(|error| StoreError::Corrupt {
-                    path: self.path.display().to_string(),
-                    line: u64::from(line.number),
-                    message: format!(
-                        "not a valid event: {error}. Run `mcp-platform replay {} --verify` to \
-                         inspect the file",
-                        self.path.display()
-                    ),
-                })
-            })
-            .collect()
+        lines.iter().map(|line| self.read_line(line, &mut buffer)).collect()
+    }
+
+    fn read_line(&self, line: &LineRef, buffer: &mut Vec<u8>) -> Result<ChatEvent, StoreError> {
+        buffer.resize(line.len as usize, 0);
+        self.reader.read_exact_at(buffer, line.offset).map_err(|error| io_error(&self.path, error))?;
+        self.counters.events_parsed.fetch_add(1, Ordering::Relaxed);
+        serde_json::from_slice(buffer).map_err(|error| StoreError::Corrupt {
+            path: self.path.display().to_string(),
+            line: u64::from(line.number),
+            message: format!(
+                "not a valid event: {error}. Run `mcp-platform replay {} --verify` to inspect the file",
+                self.path.display()
+            ),
+        })
+    }
+
+    /// The conversation's newest events: from its cached tail, lines read backwards a page of
+    /// index entries at a time where the tail does not reach, until [`RecentCut`] stops.
+    fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<ChatEvent>, StoreError> {
+        self.refresh()?;
+        let indexed =
+            self.index().conversations.get(conversation_id).map_or(0, |conversation| conversation.lines.len());
+        if indexed == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buffer = Vec::new();
+        let read = |position: usize| {
+            // Copied out so that the index is not locked over the file read.
+            let line = self.index().conversations[conversation_id].lines[position];
+            self.read_line(&line, &mut buffer)
+        };
+        self.tails.recent(conversation_id, indexed, RecentCut::new(limit), read)
     }
 
     fn conversation(&self, conversation_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
@@ -494,6 +518,7 @@ impl JsonlStore {
             reader,
             catch_up_turn: Mutex::new(()),
             index: Mutex::new(Index::new()),
+            tails: Tails::default(),
             counters: Counters::default(),
         });
         let torn_tail = {
@@ -536,6 +561,7 @@ impl JsonlStore {
             writes: counters.writes.load(Ordering::Relaxed),
             fsyncs: counters.fsyncs.load(Ordering::Relaxed),
             torn_tails: counters.torn_tails.load(Ordering::Relaxed),
+            events_parsed: counters.events_parsed.load(Ordering::Relaxed),
         }
     }
 
@@ -605,6 +631,8 @@ fn commit_group(shared: &Shared, writer: &File, fsync: bool, group: Vec<Job>) {
                 let len = line_len(&lines, offset - start);
                 let at = LineRef { offset, len: len as u32, number: (index.lines + 1) as u32 };
                 index.add(&LineHead::of(event), at);
+                let position = index.conversations[event.conversation_id.as_str()].lines.len() - 1;
+                shared.tails.appended(event, position);
                 offset += len as u64 + 1;
             }
         }
@@ -680,6 +708,11 @@ impl EventStore for JsonlStore {
     async fn conversation(&self, conversation_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
         let conversation_id = conversation_id.to_string();
         self.blocking(move |shared| shared.conversation(&conversation_id)).await
+    }
+
+    async fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<ChatEvent>, StoreError> {
+        let conversation_id = conversation_id.to_string();
+        self.blocking(move |shared| shared.recent(&conversation_id, limit)).await
     }
 
     async fn request(&self, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {

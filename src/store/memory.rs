@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::chain::{Claim, GENESIS_PREV, Ledger, Staging};
-use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, StoreError};
+use super::recent::RecentCut;
+use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, RecentLimit, StoreError};
 
 /// Keeps every event in memory; lost when dropped.
 #[derive(Debug, Default)]
@@ -76,6 +77,16 @@ impl EventStore for MemoryStore {
             .get(conversation_id)
             .map(|positions| positions.iter().map(|&at| state.events[at].clone()).collect())
             .unwrap_or_default())
+    }
+
+    async fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<ChatEvent>, StoreError> {
+        let state = self.state();
+        let Some(positions) = state.conversations.get(conversation_id) else { return Ok(Vec::new()) };
+        let mut cut = RecentCut::new(limit);
+        let mut events: Vec<ChatEvent> =
+            positions.iter().rev().map(|&at| &state.events[at]).take_while(|event| cut.take(event)).cloned().collect();
+        events.reverse();
+        Ok(events)
     }
 
     async fn request(&self, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {

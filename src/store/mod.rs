@@ -61,6 +61,22 @@ pub struct ChatEvent {
     pub hash: String,
 }
 
+/// How much of a conversation's end [`EventStore::recent`] must return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentLimit {
+    /// The messages returned hold more than this many tokens (sum of their `token_count`)...
+    pub tokens: u64,
+    /// ...and there are at least this many of them.
+    pub messages: usize,
+}
+
+impl EventType {
+    /// Whether events of this kind are messages a model sees (bookkeeping events are not).
+    pub fn is_message(self) -> bool {
+        matches!(self, EventType::UserMessage | EventType::AssistantMessage | EventType::ToolResult)
+    }
+}
+
 /// A conversation as listed by [`EventStore::conversations`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConversationSummary {
@@ -94,6 +110,21 @@ pub trait EventStore: Send + Sync {
     /// The events of one conversation, in `seq` order; empty when unknown.
     async fn conversation(&self, conversation_id: &str) -> Result<Vec<ChatEvent>, StoreError>;
 
+    /// The newest events of a conversation, as much as a context within `limit` needs, in `seq`
+    /// order; what the chat service reads each turn, so its cost follows `limit`, never the
+    /// conversation's length.
+    ///
+    /// The contract every backend keeps: take events newest first until the messages among
+    /// them ([`EventType::is_message`]) hold more than `limit.tokens` tokens and number at
+    /// least `limit.messages`; then keep taking the older events of the request the oldest
+    /// taken event belongs to, so that a request (a tool call with its results, above all)
+    /// is never cut; stop there. A conversation that runs out first is returned whole, which
+    /// the caller sees from its first event's `seq` being 1. Events without a `request_id`
+    /// are a request of their own. Like every method it sees what other processes appended
+    /// up to the call. (JSONL: the index's byte offsets, read backwards; PostgreSQL: rows by
+    /// descending `seq`, fetched in limited pages.)
+    async fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<ChatEvent>, StoreError>;
+
     /// The events carrying `request_id`, in log order; empty when unknown.
     async fn request(&self, request_id: &str) -> Result<Vec<ChatEvent>, StoreError>;
 
@@ -105,4 +136,6 @@ pub mod chain;
 pub mod jsonl;
 pub mod lines;
 pub mod memory;
+pub mod recent;
 pub mod record;
+mod tails;

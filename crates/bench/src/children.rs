@@ -1,0 +1,154 @@
+//! The processes under measurement: `mock-llm` and `serve`, started from a release binary, and
+//! what `/proc` says about the server (CPU time, resident memory).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running `serve` child.
+pub struct Server {
+    child: Child,
+    pub pid: u32,
+    /// `ws://…/ws/chat`.
+    pub url: String,
+    address: String,
+}
+
+/// The `mock-llm` child every server of a run talks to.
+pub struct MockLlm {
+    child: Child,
+    pub address: String,
+}
+
+impl MockLlm {
+    pub async fn start(exe: &Path) -> anyhow::Result<Self> {
+        let (child, address) = spawn_and_read_address(
+            Command::new(exe).args(["mock-llm", "--port", "0", "--word-delay-ms", "0"]),
+            "mock-llm",
+        )
+        .await?;
+        Ok(Self { child, address })
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+}
+
+impl Server {
+    /// `serve` with `store.fsync: true` and a fresh events file in `dir`; with `demo_server`,
+    /// that MCP server is configured (tool turns), else none.
+    pub async fn start(exe: &Path, dir: &Path, mock: &MockLlm, demo_server: Option<&Path>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let servers = dir.join("servers_config.json");
+        let config = match demo_server {
+            Some(demo) => serde_json::json!({"mcpServers": {"demo": {"command": demo}}}),
+            None => serde_json::json!({"mcpServers": {}}),
+        };
+        std::fs::write(&servers, config.to_string())?;
+        let events = dir.join("events.jsonl");
+        let _ = std::fs::remove_file(&events);
+        let mut serve = Command::new(exe);
+        serve
+            .args(["serve", "--port", "0", "--servers"])
+            .arg(&servers)
+            .env("MCP__LLM__ACTIVE", "mock")
+            .env("MCP__LLM__PROVIDERS__MOCK__BASE_URL", format!("{}/v1", mock.address))
+            .env("MCP__STORE__PATH", &events)
+            .env("MCP__STORE__FSYNC", "true")
+            .env("MCP__LOGGING__LEVEL", "error")
+            .env("MCP__WEBSOCKET__MAX_IN_FLIGHT_PER_CONNECTION", "8");
+        let (child, address) = spawn_and_read_address(&mut serve, "serve").await?;
+        let pid = child.id().context("server pid")?;
+        let url = format!("{}/ws/chat", address.replace("http://", "ws://"));
+        let server = Self { child, pid, url, address };
+        server.wait_ready().await?;
+        Ok(server)
+    }
+
+    /// Waits for `/readyz` to answer 200, as a load balancer would before sending traffic.
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let host = self.address.trim_start_matches("http://").to_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if readyz_ok(&host).await {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the server at {host} did not become ready within 30 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// User plus system CPU time the server has used so far.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let path = format!("/proc/{}/stat", self.pid);
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        // The command name (field 2) may hold spaces; the fields after its `)` are plain.
+        let fields: Vec<&str> = stat.rsplit_once(')').context("no command name")?.1.split_whitespace().collect();
+        let ticks = |index: usize| -> anyhow::Result<u64> {
+            fields.get(index).context("short /proc stat")?.parse().context("CPU ticks")
+        };
+        // utime and stime are fields 14 and 15; `fields` starts at field 3.
+        let total = ticks(11)? + ticks(12)?;
+        // SAFETY: sysconf only reads a constant of the system.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Ok(Duration::from_secs_f64(total as f64 / per_second))
+    }
+
+    pub fn resident_kib(&self) -> anyhow::Result<u64> {
+        parse_vm_rss(&PathBuf::from(format!("/proc/{}/status", self.pid)))
+    }
+
+    /// SIGTERM, as an operator stops it (a profiler running it then writes its output), and
+    /// SIGKILL if it is not gone within a minute.
+    pub async fn stop(mut self) {
+        // SAFETY: kill only sends a signal to the child's pid, which this struct still owns.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+        if tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.is_err() {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+    }
+}
+
+async fn readyz_ok(host: &str) -> bool {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(host).await else { return false };
+    let request = format!("GET /readyz HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.is_ok() && head.ends_with(b" 200")
+}
+
+async fn spawn_and_read_address(command: &mut Command, name: &str) -> anyhow::Result<(Child, String)> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await? {
+        if let Some(address) = line.split_whitespace().find(|word| word.starts_with("http://")) {
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return Ok((child, address.to_owned()));
+        }
+    }
+    anyhow::bail!("{name} exited before it printed its address")
+}
+
+fn parse_vm_rss(path: &Path) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS line")
+}

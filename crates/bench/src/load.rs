@@ -1,0 +1,137 @@
+//! The load: WebSocket clients sending `chat` turns back to back, and idle sockets.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::children::Server;
+
+/// A turn's user text: mock-llm answers plain text with a sentence, arithmetic with a tool call
+/// when a fitting tool is offered.
+pub type Prompt = fn(usize) -> String;
+pub const PLAIN: Prompt = |turn| format!("hello number {turn}");
+pub const TOOL: Prompt = |turn| format!("what is {turn}+3");
+
+pub struct Measurement {
+    pub elapsed: Duration,
+    /// Milliseconds, sorted.
+    pub latencies: Vec<f64>,
+    /// The server's CPU time over the measurement.
+    pub server_cpu: Duration,
+}
+
+impl Measurement {
+    pub fn percentile(&self, quantile: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        self.latencies[((self.latencies.len() - 1) as f64 * quantile).round() as usize]
+    }
+}
+
+/// `turns` chat turns over `connections` sockets, each socket sending its next turn as soon as
+/// the previous one completed.
+pub async fn measure_turns(
+    server: &Server,
+    connections: usize,
+    turns: usize,
+    prompt: Prompt,
+) -> anyhow::Result<Measurement> {
+    let turns = turns.max(connections);
+    let mut sockets = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        sockets.push(connect(&server.url).await?);
+    }
+    let cpu_before = server.cpu_time()?;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (index, mut socket) in sockets.into_iter().enumerate() {
+        let share = turns / connections + usize::from(index < turns % connections);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(share);
+            for turn in 0..share {
+                latencies.push(chat_turn(&mut socket, &prompt(turn), None).await?);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(turns);
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    let server_cpu = server.cpu_time()?.saturating_sub(cpu_before);
+    latencies.sort_by(f64::total_cmp);
+    Ok(Measurement { elapsed, latencies, server_cpu })
+}
+
+/// The latency of the very first turn a server answers.
+pub async fn first_turn(url: &str) -> anyhow::Result<f64> {
+    let mut socket = connect(url).await?;
+    chat_turn(&mut socket, &PLAIN(0), None).await
+}
+
+/// Latency of each of `turns` turns of one conversation, in order.
+pub async fn one_conversation(url: &str, turns: usize) -> anyhow::Result<Vec<f64>> {
+    let mut socket = connect(url).await?;
+    let conversation_id = uuid::Uuid::now_v7().to_string();
+    let mut latencies = Vec::with_capacity(turns);
+    for turn in 0..turns {
+        latencies.push(chat_turn(&mut socket, &PLAIN(turn), Some(&conversation_id)).await?);
+    }
+    Ok(latencies)
+}
+
+/// The median latency of the (up to) 11 turns ending at 1-based turn `mark`: single turns
+/// wait on an fsync, whose time varies more than what is measured here.
+pub fn median_ending_at(latencies: &[f64], mark: usize) -> f64 {
+    let mut window = latencies[mark.saturating_sub(11)..mark].to_vec();
+    window.sort_by(f64::total_cmp);
+    window[window.len() / 2]
+}
+
+/// One `chat` from send to `complete`, in milliseconds.
+async fn chat_turn(socket: &mut Socket, text: &str, conversation_id: Option<&str>) -> anyhow::Result<f64> {
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let mut payload = json!({"text": text});
+    if let Some(conversation_id) = conversation_id {
+        payload["conversation_id"] = json!(conversation_id);
+    }
+    let frame = json!({"action": "chat", "request_id": request_id, "payload": payload});
+    let sent = Instant::now();
+    socket.send(Message::text(frame.to_string())).await?;
+    loop {
+        let Some(message) = socket.next().await else { anyhow::bail!("server closed the socket") };
+        if let Message::Text(text) = message? {
+            let message: Value = serde_json::from_str(text.as_str())?;
+            match message["status"].as_str() {
+                Some("complete") => return Ok(sent.elapsed().as_secs_f64() * 1e3),
+                Some("error" | "cancelled") => anyhow::bail!("turn failed: {message}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Opens `count` sockets and proves each is served (a ping answered) before returning them.
+pub async fn open_idle(url: &str, count: usize) -> anyhow::Result<Vec<Socket>> {
+    let mut sockets = Vec::with_capacity(count);
+    for index in 0..count {
+        let mut socket = connect(url).await.with_context(|| format!("idle socket {index} (raise `ulimit -n`?)"))?;
+        socket.send(Message::text(json!({"action": "ping", "request_id": "p"}).to_string())).await?;
+        socket.next().await.context("pong")??;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
+pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A client socket with Nagle's algorithm off, as latency-minded clients use.
+async fn connect(url: &str) -> anyhow::Result<Socket> {
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await.context("connect")?;
+    Ok(socket)
+}
