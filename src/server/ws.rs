@@ -35,8 +35,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// `cancel`s remembered per socket, so a repeated one is answered once (SPEC §2.2: nothing
 /// follows a request's terminal message).
 const REMEMBERED_CANCELS: usize = 256;
-/// Most queued frames written with one flush, so one burst cannot hold the writer for long.
-const MAX_FRAMES_PER_WRITE: usize = 64;
 
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -224,21 +222,8 @@ async fn write_frames(
             queued = outgoing.recv() => queued,
             _ = connection.closing.cancelled() => break,
         };
-        let Some(first) = queued else { break };
-        // A streamed answer's chunks arrive in bursts: what is already queued goes out in one
-        // write instead of one system call per frame. Each frame holds its share of the budget
-        // until the batch is flushed.
-        let mut batch = vec![first];
-        while batch.len() < MAX_FRAMES_PER_WRITE {
-            let Ok(queued) = outgoing.try_recv() else { break };
-            batch.push(queued);
-        }
-        let send = async {
-            for queued in &batch {
-                sink.feed(Message::Text(Utf8Bytes::from(&*queued.frame))).await?;
-            }
-            sink.flush().await
-        };
+        let Some(queued) = queued else { break };
+        let send = sink.send(Message::Text(Utf8Bytes::from(&*queued.frame)));
         tokio::pin!(send);
         let sent = tokio::select! {
             sent = &mut send => sent,
