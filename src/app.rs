@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::auth::Authenticator;
 use crate::chat::{ChatDeps, ChatService};
 use crate::config::{ConfigError, ServersConfig, Settings};
 use crate::mcp::{McpManager, ToolDefaults};
@@ -42,23 +43,27 @@ impl ConfigArgs {
 /// The store, the model, the MCP servers and the chat service over them, not yet listening.
 pub struct App {
     settings: Settings,
+    authenticator: Arc<Authenticator>,
     chat: Arc<ChatService>,
     mcp: Arc<McpManager>,
     store_report: OpenReport,
 }
 
 impl App {
-    /// Opens the store, configures the LLM provider and starts the MCP servers.
+    /// Sets up authentication, opens the store, configures the LLM provider and starts the MCP
+    /// servers.
     ///
-    /// Fails on a store that cannot be opened or a provider that cannot be configured; an MCP
+    /// Fails on auth settings that cannot work (an unreadable JWKS file), a store that cannot be
+    /// opened or a provider that cannot be configured; an MCP
     /// server that does not start is not a failure (the chat service answers without it and
     /// `/readyz` reports it).
     pub async fn build(settings: Settings, servers: &ServersConfig) -> anyhow::Result<Self> {
+        let authenticator = Arc::new(Authenticator::new(&settings.auth)?);
         let (store, store_report) = open_store(&settings).await?;
         let llm = crate::llm::from_settings(&settings.llm)?;
         let mcp = McpManager::start(servers, &settings.mcp, ToolDefaults::from_chat(&settings.chat.service)).await;
         let chat = ChatService::new(settings.chat.service.clone(), ChatDeps { llm, tools: mcp.clone(), store });
-        Ok(Self { settings, chat, mcp, store_report })
+        Ok(Self { settings, authenticator, chat, mcp, store_report })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -77,7 +82,7 @@ impl App {
     /// Starts serving HTTP and WebSockets on `listener`; the returned server owns the app and
     /// shuts all of it down.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<RunningServer> {
-        RunningServer::start(Arc::new(self.settings), self.chat, self.mcp, listener).await
+        RunningServer::start(Arc::new(self.settings), self.chat, self.mcp, self.authenticator, listener).await
     }
 
     /// Stops an app that never served (its MCP servers are the only thing running).

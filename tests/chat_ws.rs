@@ -204,7 +204,7 @@ async fn a_stored_request_whose_final_record_is_corrupt_gets_a_500_with_a_correl
         prompt: None,
         resources: Vec::new(),
     };
-    let user_turn = Record::UserTurn(user_turn).into_event("c-1".into(), "corrupt".into(), 3);
+    let user_turn = Record::UserTurn(user_turn).into_event("c-1".into(), "corrupt".into(), "anonymous".into(), 3);
     let answer = NewEvent {
         kind: EventType::AssistantMessage,
         role: Some(Role::Assistant),

@@ -27,6 +27,8 @@ use crate::tokens::TokenCounter;
 /// A new request, as the service hands it to its turn.
 pub struct TurnRequest {
     pub run: Arc<Run>,
+    /// Who the request belongs to; every event it writes names them.
+    pub user: String,
     pub conversation_id: String,
     pub fingerprint: String,
     /// Cancelled by the client's `cancel`, and by shutdown once the grace is over.
@@ -68,8 +70,12 @@ struct Turn<'a> {
 }
 
 pub async fn run_turn(service: &ChatService, request: &TurnRequest, payload: ChatPayload) {
-    let span =
-        tracing::info_span!("turn", request_id = %request.run.request_id, conversation_id = %request.conversation_id);
+    let span = tracing::info_span!(
+        "turn",
+        request_id = %request.run.request_id,
+        conversation_id = %request.conversation_id,
+        user = %request.user
+    );
     async {
         let model = payload.model.clone().unwrap_or_else(|| service.deps.llm.default_model().to_owned());
         let mut turn = Turn {
@@ -100,6 +106,10 @@ impl Turn<'_> {
             }
         };
         let history = self.service.deps.store.conversation(&self.request.conversation_id).await?;
+        if history.first().is_some_and(|first| first.user() != self.request.user) {
+            self.request.run.reject(super::not_your_conversation(&self.request.conversation_id));
+            return Err(Interruption::Answered);
+        }
         if !self.claim(payload, user_text.clone()).await? {
             return Err(Interruption::Answered);
         }
@@ -184,9 +194,16 @@ impl Turn<'_> {
         });
         match self.service.deps.store.append(vec![self.event(user_turn)]).await {
             Ok(_) => Ok(true),
+            Err(StoreError::ConversationOwned { .. }) => {
+                // Another user created the conversation since its history was read.
+                self.request.run.reject(super::not_your_conversation(&self.request.conversation_id));
+                Ok(false)
+            }
             Err(StoreError::DuplicateRequest { .. }) => {
-                let standing =
-                    self.service.stored_standing(&self.request.run.request_id, Some(&self.request.fingerprint)).await;
+                let standing = self
+                    .service
+                    .stored_standing(&self.request.user, &self.request.run.request_id, Some(&self.request.fingerprint))
+                    .await;
                 match standing {
                     Ok(Standing::Finished(replay)) => {
                         replay.into_iter().for_each(|message| self.request.run.push(message))
@@ -371,7 +388,12 @@ impl Turn<'_> {
     /// The store event of `record`, its `token_count` counted by the one rule of `tokens`.
     fn event(&self, record: Record) -> NewEvent {
         let token_count = self.counter.count_content(&record.message()) as u64;
-        record.into_event(self.request.conversation_id.clone(), self.request.run.request_id.clone(), token_count)
+        record.into_event(
+            self.request.conversation_id.clone(),
+            self.request.run.request_id.clone(),
+            self.request.user.clone(),
+            token_count,
+        )
     }
 }
 

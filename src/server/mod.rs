@@ -5,7 +5,9 @@
 //! a 503), then close the sockets with 1001, then stop the MCP servers. `axum::serve`'s own
 //! graceful shutdown does not wait for upgraded WebSocket tasks, so they are tracked here.
 
+mod admission;
 mod http;
+mod limits;
 mod page;
 mod ws;
 
@@ -14,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -22,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::chat::ChatService;
 use crate::config::Settings;
 
@@ -38,6 +42,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub chat: Arc<ChatService>,
     pub mcp: Arc<crate::mcp::McpManager>,
+    authenticator: Arc<Authenticator>,
+    limits: Arc<limits::Limits>,
     /// Cancelled when the sockets must close (after the turns are drained).
     shutdown: CancellationToken,
     /// One task per upgraded socket.
@@ -65,18 +71,23 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Serves `chat` (and `mcp` for `/api`) on `listener`; see [`crate::app::App::serve`].
+    /// Serves `chat` (and `mcp` for `/api`) to the callers `authenticator` admits, on
+    /// `listener`; see [`crate::app::App::serve`].
     pub async fn start(
         settings: Arc<Settings>,
         chat: Arc<ChatService>,
         mcp: Arc<crate::mcp::McpManager>,
+        authenticator: Arc<Authenticator>,
         listener: TcpListener,
     ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
+        let limits = limits::Limits::new(settings.limits.clone());
         let state = Arc::new(AppState {
             settings,
             chat,
             mcp,
+            authenticator,
+            limits,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             forwarders: TaskTracker::new(),
@@ -90,7 +101,8 @@ impl RunningServer {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
         });
-        let serve = axum::serve(listener, app).with_graceful_shutdown(stopped.clone().cancelled_owned());
+        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(stopped.clone().cancelled_owned());
         let serve_task = tokio::spawn(async move { serve.await });
         Ok(Self { addr, state, stopped, serve_task })
     }
@@ -125,7 +137,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/ws/chat", get(upgrade))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
+        .route("/api/me", get(http::me))
         .route("/api/servers", get(http::servers))
+        .route("/api/servers/{name}/restart", axum::routing::post(http::restart_server))
+        .route("/api/servers/{name}/breaker/reset", axum::routing::post(http::reset_breaker))
         .route("/api/tools", get(http::tools))
         .route("/api/prompts", get(http::prompts))
         .route("/api/resources", get(http::resources))
@@ -139,10 +154,34 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+/// Admits a socket only after its `Origin`, credential and connection limits check out, so a
+/// refused one gets a plain HTTP answer and no upgrade.
+async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     if !state.is_ready() {
         return http::unavailable("the server is shutting down; connect to another instance").into_response();
     }
+    if let Err(refused) = admission::check_origin(&headers, &state.settings.auth.allowed_origins) {
+        return refused;
+    }
+    let authenticated = match admission::authenticate_upgrade(&state, &headers) {
+        Ok(authenticated) => authenticated,
+        Err(refused) => return refused,
+    };
+    let slot = match state.limits.open_socket(&authenticated.principal.user, peer.ip()) {
+        Ok(slot) => slot,
+        Err(message) => {
+            let mut response =
+                (StatusCode::TOO_MANY_REQUESTS, axum::Json(serde_json::json!({ "error": message }))).into_response();
+            // Waiting helps only once a socket closes; a minute is a polite first retry.
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+            return response;
+        }
+    };
     let limit = state.hard_frame_limit();
     let tracked = state.clone();
     upgrade
@@ -153,5 +192,10 @@ async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) 
         .write_buffer_size(SOCKET_BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| tracked.connections.track_future(ws::serve_socket(socket, state.clone())))
+        .on_upgrade(move |socket| {
+            tracked.connections.track_future(async move {
+                ws::serve_socket(socket, state, authenticated).await;
+                drop(slot);
+            })
+        })
 }

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
+use crate::auth::{Authenticated, Principal};
 use crate::chat::{Run, SerializedMessage, Subscription};
 use crate::protocol::{self, ClientMessage, ErrorBody, ServerMessage};
 
@@ -35,6 +36,8 @@ const CLOSE_TOO_BIG: u16 = 1009;
 
 /// One socket's shared state.
 struct Connection {
+    /// Who the socket acts as, for every request it sends.
+    principal: Principal,
     queue: mpsc::Sender<SerializedMessage>,
     /// Cancelled to end the connection; the writer then sends `close_frame`.
     closing: CancellationToken,
@@ -75,10 +78,13 @@ impl Connection {
     }
 }
 
-pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
+pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>, authenticated: Authenticated) {
     let (sink, mut stream) = socket.split();
     let (queue, outgoing) = mpsc::channel(SEND_QUEUE_FRAMES);
+    let credential_expired = credential_expiry(authenticated.expires_at);
+    tokio::pin!(credential_expired);
     let connection = Arc::new(Connection {
+        principal: authenticated.principal,
         queue,
         closing: state.shutdown.child_token(),
         close_frame: Mutex::new(None),
@@ -89,6 +95,11 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
     loop {
         let message = tokio::select! {
             _ = connection.closing.cancelled() => break,
+            () = &mut credential_expired => {
+                // Its requests keep running; the client resumes them with a fresh credential.
+                connection.close(CLOSE_POLICY, "credential expired");
+                break;
+            }
             message = stream.next() => message,
         };
         match message {
@@ -121,6 +132,18 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
     // Requests keep running without their socket; only this socket's forwarders stop.
     connection.closing.cancel();
     let _ = writer.await;
+}
+
+/// Resolves when a credential that expires at `expires_at` stops being valid; never for one
+/// that does not expire.
+async fn credential_expiry(expires_at: Option<std::time::SystemTime>) {
+    match expires_at {
+        Some(at) => {
+            let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(left).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn write_frames(
@@ -185,7 +208,7 @@ async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppS
             return;
         }
         ClientMessage::Cancel { request_id } => {
-            if let Err(error) = state.chat.cancel(&request_id) {
+            if let Err(error) = state.chat.cancel(&connection.principal.user, &request_id) {
                 connection.reply(ServerMessage::rejection(Some(request_id), error)).await;
             }
             return;
@@ -200,10 +223,16 @@ async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppS
                     ),
                 ))
             } else {
-                state.chat.submit(request_id, payload, &connection.conversation_id).await
+                let user = &connection.principal.user;
+                match state.limits.admit_chat(user, state.chat.store().as_ref()).await {
+                    Ok(()) => state.chat.submit(user, request_id, payload, &connection.conversation_id).await,
+                    Err(refused) => Err(refused),
+                }
             }
         }
-        ClientMessage::Resume { request_id, after_seq } => state.chat.resume(&request_id, after_seq).await,
+        ClientMessage::Resume { request_id, after_seq } => {
+            state.chat.resume(&connection.principal.user, &request_id, after_seq).await
+        }
     };
     match subscription {
         Ok(subscription) => {

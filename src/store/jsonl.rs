@@ -36,9 +36,9 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::chain::{Claim, GENESIS_PREV, Ledger, Staging};
+use super::chain::{Claim, GENESIS_PREV, Ledger, Staging, utc_day};
 use super::lines::{ScanError, scan_lines};
-use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, StoreError};
+use super::{ANONYMOUS, ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, StoreError};
 
 /// Upper bound of batches merged into one write, so one group cannot hold the lock for long.
 const MAX_GROUP_BATCHES: usize = 1024;
@@ -127,6 +127,8 @@ struct LineRef {
 #[derive(Debug, Default)]
 struct ConversationIndex {
     lines: Vec<LineRef>,
+    /// The user of its first line.
+    owner: String,
     last_seq: u64,
     first_timestamp: String,
     last_timestamp: String,
@@ -145,7 +147,10 @@ struct Index {
     lines: u64,
     last_hash: String,
     conversations: HashMap<String, ConversationIndex>,
-    requests: HashMap<String, RequestIndex>,
+    /// By user, then `request_id`: request ids are unique per user.
+    requests: HashMap<String, HashMap<String, RequestIndex>>,
+    /// Model tokens by user, then UTC day (`YYYY-MM-DD`), for the daily budget.
+    spent: HashMap<String, HashMap<String, u64>>,
 }
 
 /// The fields of a line the index needs; the rest is skipped without being built.
@@ -158,12 +163,22 @@ struct LineHead<'a> {
     seq: u64,
     #[serde(borrow, default)]
     request_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    user: Option<Cow<'a, str>>,
     #[serde(borrow)]
     timestamp: Cow<'a, str>,
     #[serde(rename = "type")]
     kind: EventType,
+    #[serde(default)]
+    usage: Option<UsageHead>,
     #[serde(borrow)]
     hash: Cow<'a, str>,
+}
+
+/// The part of a line's `usage` the daily token budget counts.
+#[derive(Deserialize)]
+struct UsageHead {
+    total_tokens: u64,
 }
 
 impl<'a> LineHead<'a> {
@@ -173,8 +188,10 @@ impl<'a> LineHead<'a> {
             conversation_id: Cow::Borrowed(&event.conversation_id),
             seq: event.seq,
             request_id: event.request_id.as_deref().map(Cow::Borrowed),
+            user: event.user.as_deref().map(Cow::Borrowed),
             timestamp: Cow::Borrowed(&event.timestamp),
             kind: event.kind,
+            usage: event.usage.map(|usage| UsageHead { total_tokens: usage.total_tokens }),
             hash: Cow::Borrowed(&event.hash),
         }
     }
@@ -188,13 +205,16 @@ impl Index {
             last_hash: GENESIS_PREV.to_string(),
             conversations: HashMap::new(),
             requests: HashMap::new(),
+            spent: HashMap::new(),
         }
     }
 
     fn add(&mut self, head: &LineHead<'_>, at: LineRef) {
+        let user = head.user.as_deref().unwrap_or(ANONYMOUS);
         let conversation = match self.conversations.get_mut(head.conversation_id.as_ref()) {
             Some(conversation) => conversation,
             None => self.conversations.entry(head.conversation_id.to_string()).or_insert_with(|| ConversationIndex {
+                owner: user.to_owned(),
                 first_timestamp: head.timestamp.to_string(),
                 ..ConversationIndex::default()
             }),
@@ -204,10 +224,24 @@ impl Index {
         conversation.last_timestamp.clear();
         conversation.last_timestamp.push_str(&head.timestamp);
 
+        if let Some(usage) = &head.usage {
+            let day = utc_day(&head.timestamp);
+            let days = self.spent.entry(user.to_owned()).or_default();
+            match days.get_mut(day) {
+                Some(spent) => *spent += usage.total_tokens,
+                None => {
+                    days.insert(day.to_owned(), usage.total_tokens);
+                }
+            }
+        }
         if let Some(request_id) = &head.request_id {
-            let request = match self.requests.get_mut(request_id.as_ref()) {
+            let requests = match self.requests.get_mut(user) {
+                Some(requests) => requests,
+                None => self.requests.entry(user.to_owned()).or_default(),
+            };
+            let request = match requests.get_mut(request_id.as_ref()) {
                 Some(request) => request,
-                None => self.requests.entry(request_id.to_string()).or_default(),
+                None => requests.entry(request_id.to_string()).or_default(),
             };
             request.lines.push(at);
             if head.kind == EventType::UserMessage && request.claim.is_none() {
@@ -227,8 +261,12 @@ impl Ledger for Index {
         self.conversations.get(conversation_id).map_or(0, |conversation| conversation.last_seq)
     }
 
-    fn claim(&self, request_id: &str) -> Option<Claim> {
-        self.requests.get(request_id)?.claim.clone()
+    fn claim(&self, user: &str, request_id: &str) -> Option<Claim> {
+        self.requests.get(user)?.get(request_id)?.claim.clone()
+    }
+
+    fn owner(&self, conversation_id: &str) -> Option<String> {
+        self.conversations.get(conversation_id).map(|conversation| conversation.owner.clone())
     }
 }
 
@@ -404,20 +442,33 @@ impl Shared {
         Ok(events)
     }
 
-    fn request(&self, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
+    fn request(&self, user: &str, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
         self.refresh()?;
-        let lines = self.index().requests.get(request_id).map(|request| request.lines.clone()).unwrap_or_default();
+        let lines = self
+            .index()
+            .requests
+            .get(user)
+            .and_then(|requests| requests.get(request_id))
+            .map(|request| request.lines.clone())
+            .unwrap_or_default();
         self.read_lines(&lines)
     }
 
-    fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
+    fn tokens_spent(&self, user: &str, day: &str) -> Result<u64, StoreError> {
+        self.refresh()?;
+        Ok(self.index().spent.get(user).and_then(|days| days.get(day)).copied().unwrap_or(0))
+    }
+
+    fn conversations(&self, user: &str) -> Result<Vec<ConversationSummary>, StoreError> {
         self.refresh()?;
         let index = self.index();
         let mut summaries: Vec<ConversationSummary> = index
             .conversations
             .iter()
+            .filter(|(_, conversation)| conversation.owner == user)
             .map(|(conversation_id, conversation)| ConversationSummary {
                 conversation_id: conversation_id.clone(),
+                user: conversation.owner.clone(),
                 events: conversation.lines.len() as u64,
                 first_timestamp: conversation.first_timestamp.clone(),
                 last_timestamp: conversation.last_timestamp.clone(),
@@ -608,6 +659,9 @@ fn copy_error(error: &StoreError) -> StoreError {
         StoreError::Corrupt { path, line, message } => {
             StoreError::Corrupt { path: path.clone(), line: *line, message: message.clone() }
         }
+        StoreError::ConversationOwned { conversation_id } => {
+            StoreError::ConversationOwned { conversation_id: conversation_id.clone() }
+        }
         StoreError::DuplicateRequest { request_id, conversation_id, event_id } => StoreError::DuplicateRequest {
             request_id: request_id.clone(),
             conversation_id: conversation_id.clone(),
@@ -633,12 +687,18 @@ impl EventStore for JsonlStore {
         self.blocking(move |shared| shared.conversation(&conversation_id)).await
     }
 
-    async fn request(&self, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
-        let request_id = request_id.to_string();
-        self.blocking(move |shared| shared.request(&request_id)).await
+    async fn request(&self, user: &str, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
+        let (user, request_id) = (user.to_string(), request_id.to_string());
+        self.blocking(move |shared| shared.request(&user, &request_id)).await
     }
 
-    async fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
-        self.blocking(Shared::conversations).await
+    async fn conversations(&self, user: &str) -> Result<Vec<ConversationSummary>, StoreError> {
+        let user = user.to_string();
+        self.blocking(move |shared| shared.conversations(&user)).await
+    }
+
+    async fn tokens_spent(&self, user: &str, day: &str) -> Result<u64, StoreError> {
+        let (user, day) = (user.to_string(), day.to_string());
+        self.blocking(move |shared| shared.tokens_spent(&user, &day)).await
     }
 }
