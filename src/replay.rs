@@ -418,7 +418,7 @@ fn usage_text(usage: &Usage) -> String {
 fn render_event(out: &mut String, event: &ChatEvent) {
     let kind =
         serde_json::to_value(event.kind).ok().and_then(|value| value.as_str().map(str::to_string)).unwrap_or_default();
-    let mut header = format!("#{} {} {kind} by {}", event.seq, event.timestamp, event.user());
+    let mut header = format!("#{} {} {kind}", event.seq, event.timestamp);
     if let Some(role) = event.role {
         let role =
             serde_json::to_value(role).ok().and_then(|value| value.as_str().map(str::to_string)).unwrap_or_default();
@@ -427,6 +427,7 @@ fn render_event(out: &mut String, event: &ChatEvent) {
     if let Some(request_id) = &event.request_id {
         let _ = write!(header, " request {request_id}");
     }
+    let _ = write!(header, " by {}", event.user());
     if let Some(model) = &event.model {
         let _ = write!(header, " model {model}");
     }
