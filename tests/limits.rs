@@ -34,7 +34,9 @@ async fn the_chat_over_the_rate_is_a_429_that_says_when_to_retry() {
 async fn a_token_budget_spent_in_one_process_is_refused_in_another_sharing_the_store() {
     let budget = |settings: &mut mcp_platform::config::Settings| settings.limits.tokens_per_day = 10;
     let first = TestApp::start(Options {
-        script: Some(json!([{"text": "an answer that costs tokens", "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}}])),
+        script: Some(
+            json!([{"text": "an answer that costs tokens", "usage": {"prompt_tokens": 30, "completion_tokens": 12}}]),
+        ),
         configure: Box::new(budget),
         ..Options::default()
     })
