@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -166,21 +166,15 @@ async fn upgrade(
         return http::unavailable("the server is shutting down; connect to another instance").into_response();
     }
     if let Err(refused) = admission::check_origin(&headers, &state.settings.auth.allowed_origins) {
-        return refused;
+        return refused.into_response();
     }
     let authenticated = match admission::authenticate_upgrade(&state, &headers) {
         Ok(authenticated) => authenticated,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let slot = match state.limits.open_socket(&authenticated.principal.user, peer.ip()) {
         Ok(slot) => slot,
-        Err(message) => {
-            let mut response =
-                (StatusCode::TOO_MANY_REQUESTS, axum::Json(serde_json::json!({ "error": message }))).into_response();
-            // Waiting helps only once a socket closes; a minute is a polite first retry.
-            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
-            return response;
-        }
+        Err(message) => return admission::Refused::too_many(message).into_response(),
     };
     let limit = state.hard_frame_limit();
     let tracked = state.clone();
