@@ -106,7 +106,9 @@ impl Turn<'_> {
             }
         };
         let history = self.service.deps.store.conversation(&self.request.conversation_id).await?;
-        if history.first().is_some_and(|first| first.user() != self.request.user) {
+        // Only its creator writes to a conversation; an admin's `meta` event in it (a user who
+        // named a conversation `admin-actions`) closes it to that user too.
+        if history.iter().any(|event| event.user() != self.request.user) {
             self.request.run.reject(super::not_your_conversation(&self.request.conversation_id));
             return Err(Interruption::Answered);
         }
@@ -365,7 +367,13 @@ impl Turn<'_> {
                 (self.ended(Ending::Failed(error.clone().into())), RequestMessage::Failed(error))
             }
         };
-        if let Err(error) = self.service.deps.store.append(vec![self.event(record)]).await {
+        let mut event = self.event(record);
+        // A request cut off has still spent its tokens: its last event carries them, like an
+        // answer does, so the daily budget (SPEC §8) counts them.
+        if event.usage.is_none() && self.usage.total_tokens > 0 {
+            event.usage = Some(self.usage);
+        }
+        if let Err(error) = self.service.deps.store.append(vec![event]).await {
             self.request.run.push(RequestMessage::Failed(internal_error(&error)));
             return;
         }

@@ -126,7 +126,14 @@ pub async fn conversation(
     Path(id): Path<String>,
 ) -> Response {
     match state.chat.store().conversation(&id).await {
-        Ok(events) if events.first().is_some_and(|first| principal.is_admin() || first.user() == principal.user) => {
+        Ok(mut events)
+            if events.first().is_some_and(|first| principal.is_admin() || first.user() == principal.user) =>
+        {
+            // Only an admin sees others' events in it (an admin action logged in a conversation
+            // a user happened to name `admin-actions`).
+            if !principal.is_admin() {
+                events.retain(|event| event.user() == principal.user);
+            }
             Json(json!({ "conversation_id": id, "events": events })).into_response()
         }
         Ok(_) => (StatusCode::NOT_FOUND, Json(json!({"error": not_your_conversation(&id).message}))).into_response(),
