@@ -51,7 +51,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .env("MCP__STORE__PATH", dir.join("events.jsonl"))
         .env("MCP__STORE__FSYNC", "true")
         .env("MCP__LOGGING__LEVEL", "error")
-        .env("MCP__WEBSOCKET__MAX_IN_FLIGHT_PER_CONNECTION", "8");
+        .env("MCP__WEBSOCKET__MAX_IN_FLIGHT_PER_CONNECTION", "8")
+        // Every bench socket is the one user `anonymous` from one address: the per-user and
+        // per-address limits (SPEC §8) would measure themselves, not the server.
+        .env("MCP__LIMITS__CHATS_PER_MINUTE", "0")
+        .env("MCP__LIMITS__CONNECTIONS_PER_USER", "0")
+        .env("MCP__LIMITS__CONNECTIONS_PER_IP", "0");
     let (mut server, server_addr) = spawn_and_read_address(&mut serve, "serve").await?;
     let url = format!("{}/ws/chat", server_addr.replace("http://", "ws://"));
     let server_pid = server.id().context("server pid")?;
