@@ -338,3 +338,21 @@ async fn only_admins_use_the_admin_endpoints_and_each_action_is_logged() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_unusable_jwks_file_stops_the_app_at_start_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = support::settings("http://127.0.0.1:9/v1", dir.path().join("events.jsonl"));
+    settings.auth.mode = AuthMode::Jwt;
+    settings.auth.jwt.jwks_path = dir.path().join("not-there.json");
+    let servers = mcp_platform::config::ServersConfig::default();
+    let error = mcp_platform::app::App::build(settings.clone(), &servers).await.err().expect("refused");
+    assert!(
+        error.to_string().contains("auth.jwt.jwks_path: cannot read") && error.to_string().contains("not-there.json"),
+        "{error}"
+    );
+
+    std::fs::write(dir.path().join("not-there.json"), "{\"keys\": 5}").expect("write");
+    let error = mcp_platform::app::App::build(settings, &servers).await.err().expect("refused");
+    assert!(error.to_string().contains("is not a JWKS file"), "{error}");
+}
