@@ -29,6 +29,7 @@ fn event(conversation: &str, request: String, kind: EventType) -> NewEvent {
     NewEvent {
         conversation_id: conversation.to_string(),
         request_id: Some(request),
+        user: "anonymous".to_string(),
         kind,
         role: Some(match kind {
             EventType::UserMessage => Role::User,
@@ -115,7 +116,10 @@ impl Ledger for Seqs {
     fn last_seq(&self, conversation_id: &str) -> u64 {
         self.0.get(conversation_id).copied().unwrap_or(0)
     }
-    fn claim(&self, _: &str) -> Option<Claim> {
+    fn claim(&self, _: &str, _: &str) -> Option<Claim> {
+        None
+    }
+    fn owner(&self, _: &str) -> Option<String> {
         None
     }
 }

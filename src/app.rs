@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::auth::Authenticator;
 use crate::chat::{ChatDeps, ChatService};
 use crate::config::{ConfigError, ServersConfig, Settings};
 use crate::mcp::{McpManager, ToolDefaults};
@@ -43,21 +44,25 @@ impl ConfigArgs {
 /// The store, the model, the MCP servers and the chat service over them, not yet listening.
 pub struct App {
     settings: Settings,
+    authenticator: Arc<Authenticator>,
     chat: Arc<ChatService>,
     mcp: Arc<McpManager>,
     store_report: OpenReport,
 }
 
 impl App {
-    /// Opens the store, configures the LLM provider and launches the MCP servers, without
-    /// waiting for them ([`McpManager::settled`] does), while the default model's token table
-    /// is built: the app is returned only once it is, so no first turn stalls on it.
+    /// Sets up authentication, opens the store, configures the LLM provider and launches the
+    /// MCP servers, without waiting for them ([`McpManager::settled`] does), while the default
+    /// model's token table is built: the app is returned only once it is, so no first turn
+    /// stalls on it.
     ///
-    /// Fails on a store that cannot be opened or a provider that cannot be configured; an MCP
+    /// Fails on auth settings that cannot work (an unreadable JWKS file), a store that cannot be
+    /// opened or a provider that cannot be configured; an MCP
     /// server that does not start is not a failure (the chat service answers without it and
     /// `/readyz` reports it). Nothing is started before the store is open, so dropping this
     /// future (a signal during start-up) leaves no MCP server behind.
     pub async fn build(settings: Settings, servers: &ServersConfig) -> anyhow::Result<Self> {
+        let authenticator = Arc::new(Authenticator::new(&settings.auth)?);
         let llm = crate::llm::from_settings(&settings.llm)?;
         let token_tables = TokenCounter::warm_up(llm.default_model());
         let (store, store_report) = open_store(&settings).await?;
@@ -67,7 +72,7 @@ impl App {
             let _ = tokio::task::spawn_blocking(move || token_tables.join()).await;
         }
         let chat = ChatService::new(settings.chat.service.clone(), ChatDeps { llm, tools: mcp.clone(), store });
-        Ok(Self { settings, chat, mcp, store_report })
+        Ok(Self { settings, authenticator, chat, mcp, store_report })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -93,7 +98,7 @@ impl App {
     /// Takes over a listener that has served start-up's `/healthz` and `/readyz` so far.
     pub fn serve_on(self, starting: Starting) -> RunningServer {
         let store_problem = self.store_report.chain_break.as_ref().map(ToString::to_string);
-        starting.serve(Arc::new(self.settings), self.chat, self.mcp, store_problem)
+        starting.serve(Arc::new(self.settings), self.chat, self.mcp, self.authenticator, store_problem)
     }
 
     /// Stops an app that never served (its MCP servers are the only thing running).

@@ -197,7 +197,7 @@ pub struct ApiKeyEntry {
 
 /// What a user may do (SPEC §8); not to be confused with a message's [`crate::domain::Role`].
 /// It lives with the settings because the config names it; `auth` re-exports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,

@@ -35,6 +35,10 @@ pub struct ReplayArgs {
     /// Only the events of this request.
     #[arg(long, value_name = "ID")]
     pub request: Option<String>,
+    /// Only the events of this user (`anonymous` with auth off and on lines written before
+    /// events named their user).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
     /// Only events at or after this time: RFC 3339 (2026-11-21T00:27:40Z) or a UTC date
     /// (2026-11-21).
     #[arg(long, value_name = "T", value_parser = parse_since)]
@@ -336,6 +340,9 @@ fn selected(args: &ReplayArgs, event: &ChatEvent, line: u64) -> Result<bool, Pro
     if args.request.as_ref().is_some_and(|wanted| event.request_id.as_ref() != Some(wanted)) {
         return Ok(false);
     }
+    if args.user.as_ref().is_some_and(|wanted| wanted != event.user()) {
+        return Ok(false);
+    }
     if let Some(since) = args.since {
         let time = DateTime::parse_from_rfc3339(&event.timestamp).map_err(|error| Problem {
             line,
@@ -420,6 +427,7 @@ fn render_event(out: &mut String, event: &ChatEvent) {
     if let Some(request_id) = &event.request_id {
         let _ = write!(header, " request {request_id}");
     }
+    let _ = write!(header, " by {}", event.user());
     if let Some(model) = &event.model {
         let _ = write!(header, " model {model}");
     }

@@ -59,7 +59,8 @@ async fn flood_until_blocked(socket: &mut RawSocket, frame: &str, blocked_for: D
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_with_1008() {
-    let app = TestApp::start(Options { configure: slow_client, servers: Vec::new(), ..Options::default() }).await;
+    let app =
+        TestApp::start(Options { configure: Box::new(slow_client), servers: Vec::new(), ..Options::default() }).await;
     let mut socket = raw_socket(app.addr).await;
     // Pongs until the budget is spent and the reader stops taking frames; the client's sends
     // then block on the socket's backpressure. Blocked past the slow-client timeout, the
@@ -79,7 +80,8 @@ async fn a_client_that_stops_reading_is_closed_with_1008() {
 #[tokio::test]
 async fn a_frame_over_the_hard_limit_is_closed_with_1009_and_invalid_utf8_with_1007() {
     let configure = |settings: &mut mcp_platform::config::Settings| settings.websocket.max_message_bytes = 2048;
-    let app = TestApp::start(Options { configure, servers: Vec::new(), ..Options::default() }).await;
+    let app =
+        TestApp::start(Options { configure: Box::new(configure), servers: Vec::new(), ..Options::default() }).await;
     let mut socket = raw_socket(app.addr).await;
     socket.send(Message::text("x".repeat(2048 * 16 + 1))).await.expect("send");
     assert_eq!(close_of(&mut socket, RECEIVE_TIMEOUT).await.map(|(code, _)| code), Some(1009));
@@ -174,8 +176,13 @@ async fn the_in_flight_limit_says_when_to_retry_and_counts_resumes() {
     let configure = |settings: &mut mcp_platform::config::Settings| {
         settings.websocket.max_in_flight_per_connection = 1;
     };
-    let app =
-        TestApp::start(Options { script: Some(script), configure, servers: Vec::new(), ..Options::default() }).await;
+    let app = TestApp::start(Options {
+        script: Some(script),
+        configure: Box::new(configure),
+        servers: Vec::new(),
+        ..Options::default()
+    })
+    .await;
     let mut client = app.client().await;
     client.send(json!({"action": "chat", "request_id": "one", "payload": {"text": "hi"}})).await;
     assert_eq!(client.recv().await["status"], "processing");
@@ -206,7 +213,8 @@ async fn control_characters_in_identifiers_are_a_400_naming_the_field() {
 #[tokio::test]
 async fn connections_that_never_finish_their_headers_are_dropped_and_healthz_answers_throughout() {
     let configure = |settings: &mut mcp_platform::config::Settings| settings.websocket.header_timeout = 1.0;
-    let app = TestApp::start(Options { configure, servers: Vec::new(), ..Options::default() }).await;
+    let app =
+        TestApp::start(Options { configure: Box::new(configure), servers: Vec::new(), ..Options::default() }).await;
     let started = Instant::now();
     let mut idle = Vec::new();
     for _ in 0..1000 {
@@ -235,7 +243,8 @@ async fn connections_that_never_finish_their_headers_are_dropped_and_healthz_ans
 #[tokio::test]
 async fn one_connection_over_max_connections_gets_503() {
     let configure = |settings: &mut mcp_platform::config::Settings| settings.limits.max_connections = 3;
-    let app = TestApp::start(Options { configure, servers: Vec::new(), ..Options::default() }).await;
+    let app =
+        TestApp::start(Options { configure: Box::new(configure), servers: Vec::new(), ..Options::default() }).await;
     let mut sockets = vec![app.client().await, app.client().await, app.client().await];
     let over = reqwest::get(format!("http://{}/healthz", app.addr)).await.expect("an answer");
     assert_eq!(over.status(), 503);

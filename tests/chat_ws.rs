@@ -69,7 +69,7 @@ async fn a_model_that_always_calls_tools_stops_at_max_tool_hops() {
     let script = json!([always_sum, always_sum, {"text": "Giving up on tools: the answer is 2."}]);
     let app = TestApp::start(Options {
         script: Some(script),
-        configure: |s| s.chat.service.max_tool_hops = 2,
+        configure: Box::new(|s| s.chat.service.max_tool_hops = 2),
         ..Options::default()
     })
     .await;
@@ -92,10 +92,10 @@ async fn every_protocol_error_is_structured_and_the_socket_survives() {
     let script = json!([{"text": "slow answer", "first_byte_delay_ms": 1500}]);
     let app = TestApp::start(Options {
         script: Some(script),
-        configure: |settings| {
+        configure: Box::new(|settings| {
             settings.websocket.max_message_bytes = 2048;
             settings.websocket.max_in_flight_per_connection = 1;
-        },
+        }),
         ..Options::default()
     })
     .await;
@@ -164,7 +164,7 @@ async fn every_protocol_error_is_structured_and_the_socket_survives() {
 #[tokio::test]
 async fn payload_text_is_bounded_by_the_frame_limit_alone() {
     let app = TestApp::start(Options {
-        configure: |settings| settings.websocket.max_message_bytes = 2048,
+        configure: Box::new(|settings| settings.websocket.max_message_bytes = 2048),
         ..Options::default()
     })
     .await;
@@ -204,7 +204,7 @@ async fn a_stored_request_whose_final_record_is_corrupt_gets_a_500_with_a_correl
         prompt: None,
         resources: Vec::new(),
     };
-    let user_turn = Record::UserTurn(user_turn).into_event("c-1".into(), "corrupt".into(), 3);
+    let user_turn = Record::UserTurn(user_turn).into_event("c-1".into(), "corrupt".into(), "anonymous".into(), 3);
     let answer = NewEvent {
         kind: EventType::AssistantMessage,
         role: Some(Role::Assistant),
@@ -456,7 +456,7 @@ async fn a_turn_still_running_when_the_grace_ends_gets_a_503_then_the_socket_clo
     let store_path = log_dir.path().join("events.jsonl");
     let options = Options {
         script: Some(script),
-        configure: |settings| settings.shutdown.grace_seconds = 0.3,
+        configure: Box::new(|settings| settings.shutdown.grace_seconds = 0.3),
         store_path: Some(store_path.clone()),
         ..Options::default()
     };

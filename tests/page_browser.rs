@@ -463,3 +463,53 @@ async fn the_socket_selects_the_pages_subprotocol_beside_a_bearer_credential() {
     assert!(response.headers().get("sec-websocket-protocol").is_none());
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn with_auth_on_a_wrong_key_is_refused_in_words_and_the_right_one_chats_without_being_kept() {
+    const KEY: &str = "page-key-made-for-this-test";
+    let test = "with_auth_on_a_wrong_key_is_refused_in_words_and_the_right_one_chats_without_being_kept";
+    let Some(browser) = support::browser::Browser::start(test).await else { return };
+    let app = TestApp::start(Options {
+        configure: Box::new(|settings| {
+            settings.auth.mode = mcp_platform::config::AuthMode::ApiKeys;
+            settings.auth.api_keys = vec![mcp_platform::config::ApiKeyEntry {
+                user: "alice".to_owned(),
+                role: mcp_platform::auth::Role::User,
+                key_sha256: mcp_platform::config::Secret::new(mcp_platform::auth::key_sha256(KEY)),
+            }];
+        }),
+        ..Options::default()
+    })
+    .await;
+    browser.client.goto(&format!("http://{}/", app.addr)).await.expect("load the page");
+    browser.wait_js("the page asks to sign in", "document.getElementById('status').dataset.state === 'refused'").await;
+
+    let sign_in = async |key: &str| {
+        let field = browser.client.find(fantoccini::Locator::Id("credential")).await.expect("#credential");
+        field.send_keys(key).await.expect("type the key");
+        browser.click("#signin-button").await;
+    };
+    sign_in("not-the-key").await;
+    let error = browser
+        .wait_js(
+            "the wrong key is refused in words",
+            "document.getElementById('error').hidden ? '' : document.getElementById('error').textContent",
+        )
+        .await;
+    assert!(error.as_str().unwrap().contains("valid API key or token"), "{error}");
+
+    browser.click("#signout").await;
+    sign_in(KEY).await;
+    // The browser sends the page's own Origin: the check admits it.
+    browser.wait_js("the socket connects", "document.getElementById('status').dataset.state === 'open'").await;
+    ask(&browser, "what is 2+3", "complete").await;
+    assert!(browser.js(LAST_ANSWER).await.as_str().unwrap().contains('5'));
+
+    let kept = browser
+        .js("JSON.stringify(localStorage) + document.cookie + location.href + document.documentElement.outerHTML")
+        .await;
+    assert!(!kept.as_str().unwrap().contains(KEY), "the key is kept outside session storage: {kept}");
+    assert!(app.events().iter().all(|event| event["user"] == "alice"));
+    browser.close().await;
+    app.shutdown().await;
+}

@@ -236,3 +236,35 @@ fn a_missing_file_is_a_clear_error() {
     assert!(err.contains("cannot open the events file /nonexistent/events.jsonl"), "{err}");
     assert!(err.contains("store.path"), "{err}");
 }
+
+#[tokio::test]
+async fn lines_from_before_events_named_their_user_verify_and_belong_to_anonymous() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    // A line as earlier versions wrote it: no `user` key, hashed over exactly these bytes.
+    let genesis = "0".repeat(64);
+    let body = format!(
+        r#"{{"v":1,"id":"0193","conversation_id":"old","seq":1,"request_id":"r-old","timestamp":"2026-01-01T00:00:00.000000Z","type":"user_message","role":"user","content":"from before","tool_calls":null,"tool_call_id":null,"model":null,"usage":null,"token_count":2,"extra":{{"fingerprint":"f"}},"prev":"{genesis}""#
+    );
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!("{body}}}").as_bytes()));
+    std::fs::write(&path, format!("{body},\"hash\":\"{hash}\"}}\n")).unwrap();
+    let (store, _) = JsonlStore::open(&path, false).unwrap();
+    let mut alice = user("new", "r-new", "from now");
+    alice.user = "alice".into();
+    store.append(vec![alice]).await.unwrap();
+    assert_eq!(store.request("anonymous", "r-old").await.unwrap().len(), 1);
+    drop(store);
+
+    let file = path.to_str().unwrap();
+    success(&replay(&[file, "--verify"]));
+    let lines = std::fs::read_to_string(&path).unwrap();
+    assert!(lines.lines().nth(1).unwrap().contains(r#""request_id":"r-new","user":"alice","timestamp":"#), "{lines}");
+    let conversations = |user: &str| {
+        let report: Value =
+            serde_json::from_str(&success(&replay(&[file, "--user", user, "--format", "json"]))).unwrap();
+        report["conversations"].as_array().unwrap().iter().map(|c| c["conversation_id"].clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(conversations("anonymous"), [Value::from("old")]);
+    assert_eq!(conversations("alice"), [Value::from("new")]);
+    assert!(conversations("bob").is_empty());
+}

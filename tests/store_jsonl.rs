@@ -107,11 +107,11 @@ async fn reads_by_conversation_and_request_survive_reopen() {
     assert_eq!(store.conversation("a").await.unwrap(), a_events);
     assert_eq!(a_events.iter().map(|event| event.seq).collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
     assert_eq!(
-        store.request("b-3").await.unwrap(),
+        store.request("anonymous", "b-3").await.unwrap(),
         written.iter().filter(|event| event.request_id.as_deref() == Some("b-3")).cloned().collect::<Vec<_>>()
     );
     assert!(store.conversation("nobody").await.unwrap().is_empty());
-    assert!(store.request("nothing").await.unwrap().is_empty());
+    assert!(store.request("anonymous", "nothing").await.unwrap().is_empty());
     drop(store);
 
     let (reopened, report) = JsonlStore::open(&path, false).unwrap();
@@ -120,7 +120,7 @@ async fn reads_by_conversation_and_request_survive_reopen() {
     assert_eq!(report.torn_tail, None);
     assert_eq!(report.bytes, std::fs::metadata(&path).unwrap().len());
     assert_eq!(reopened.conversation("a").await.unwrap(), a_events);
-    let listed = reopened.conversations().await.unwrap();
+    let listed = reopened.conversations("anonymous").await.unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0].conversation_id, "a");
     assert_eq!(listed[0].events, 20);
@@ -152,7 +152,7 @@ async fn a_claimed_request_id_refuses_the_whole_batch() {
     let message = refused.to_string();
     assert!(message.contains("r-1") && message.contains(&first[0].id), "{message}");
     assert_eq!(file_lines(&path).len(), 2, "nothing of the refused batch");
-    assert!(store.request("r-2").await.unwrap().is_empty());
+    assert!(store.request("anonymous", "r-2").await.unwrap().is_empty());
 
     // Twice in one batch is refused too; later events of the same request are not claims.
     assert!(matches!(
@@ -164,7 +164,7 @@ async fn a_claimed_request_id_refuses_the_whole_batch() {
     drop(store);
     let (reopened, _) = JsonlStore::open(&path, true).unwrap();
     assert!(matches!(reopened.append(vec![user("z", "r-1", "x")]).await, Err(StoreError::DuplicateRequest { .. })));
-    assert_eq!(reopened.request("r-1").await.unwrap().len(), 3);
+    assert_eq!(reopened.request("anonymous", "r-1").await.unwrap().len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -283,11 +283,11 @@ async fn a_request_id_claimed_by_another_process_is_refused() {
         other => panic!("expected DuplicateRequest, got {other}"),
     }
     // Reads see the other process's events too.
-    let theirs = store.request("shared-request").await.unwrap();
+    let theirs = store.request("anonymous", "shared-request").await.unwrap();
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0].id, child_event);
     assert_eq!(store.conversation("c-child").await.unwrap(), theirs);
-    assert_eq!(store.conversations().await.unwrap().len(), 2);
+    assert_eq!(store.conversations("anonymous").await.unwrap().len(), 2);
     // And the next own append chains after the other process's line.
     let next = store.append(vec![user("c-parent", "later", "x")]).await.unwrap();
     assert_eq!(next[0].prev, theirs[0].hash);

@@ -136,6 +136,7 @@ mod tests {
             conversation_id: "c".into(),
             seq: 0,
             request_id: None,
+            user: None,
             timestamp: String::new(),
             kind,
             role: Some(role),

@@ -22,24 +22,31 @@ pub enum Standing {
 }
 
 impl ChatService {
-    /// Looks `request_id` up among this process's runs, then in the store. `fingerprint` is
-    /// that of the payload a `chat` sends; `None` (a `resume`) accepts any payload.
-    pub(super) async fn standing(&self, request_id: &str, fingerprint: Option<&str>) -> Result<Standing, ErrorBody> {
-        if let Some(active) = self.lock_runs().get(request_id) {
+    /// Looks `user`'s `request_id` up among this process's runs, then in the store.
+    /// `fingerprint` is that of the payload a `chat` sends; `None` (a `resume`) accepts any
+    /// payload.
+    pub(super) async fn standing(
+        &self,
+        user: &str,
+        request_id: &str,
+        fingerprint: Option<&str>,
+    ) -> Result<Standing, ErrorBody> {
+        if let Some(active) = self.lock_runs().get(&super::request_key(user, request_id)) {
             same_payload(request_id, &active.fingerprint, fingerprint)?;
             return Ok(Standing::RunningHere(active.run.clone()));
         }
-        self.stored_standing(request_id, fingerprint).await
+        self.stored_standing(user, request_id, fingerprint).await
     }
 
     /// Looks `request_id` up in the store only: for the turn whose own claim was refused,
     /// which is itself among this process's runs.
     pub(super) async fn stored_standing(
         &self,
+        user: &str,
         request_id: &str,
         fingerprint: Option<&str>,
     ) -> Result<Standing, ErrorBody> {
-        let events = self.deps.store.request(request_id).await.map_err(|error| internal_error(&error))?;
+        let events = self.deps.store.request(user, request_id).await.map_err(|error| internal_error(&error))?;
         match cached::stored_request(&events).map_err(|error| internal_error(&error))? {
             StoredRequest::Unknown => Ok(Standing::New),
             StoredRequest::Running { fingerprint: stored } => {

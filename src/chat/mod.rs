@@ -53,12 +53,19 @@ struct Active {
     cancel: CancellationToken,
 }
 
+/// A request as its user names it: request ids are unique per user (SPEC §2.4).
+type RequestKey = (String, String);
+
+fn request_key(user: &str, request_id: &str) -> RequestKey {
+    (user.to_owned(), request_id.to_owned())
+}
+
 pub struct ChatService {
     settings: ChatServiceSettings,
     deps: ChatDeps,
-    /// Requests running in this process, by `request_id`. A run leaves the map once its
-    /// terminal message is published; by then its events are in the store.
-    runs: Mutex<HashMap<String, Active>>,
+    /// Requests running in this process, by user and `request_id`. A run leaves the map once
+    /// its terminal message is published; by then its events are in the store.
+    runs: Mutex<HashMap<RequestKey, Active>>,
     /// Cancelled when the server starts shutting down: no new requests.
     draining: CancellationToken,
     /// Cancelled when the shutdown grace is over: running turns end with a 503.
@@ -82,10 +89,11 @@ impl ChatService {
         &self.deps.store
     }
 
-    /// Starts a `chat` request, or answers a known one: attached to its run when it is running
-    /// here, its stored result when it has finished.
+    /// Starts `user`'s `chat` request, or answers a known one of theirs: attached to its run
+    /// when it is running here, its stored result when it has finished.
     pub async fn submit(
         self: &Arc<Self>,
+        user: &str,
         request_id: String,
         payload: ChatPayload,
         default_conversation: &str,
@@ -95,13 +103,13 @@ impl ChatService {
         }
         let fingerprint = payload.fingerprint();
         let (run, cancel) = loop {
-            match self.standing(&request_id, Some(&fingerprint)).await? {
+            match self.standing(user, &request_id, Some(&fingerprint)).await? {
                 Standing::RunningHere(run) => return Ok(Subscription { run, from: 0 }),
                 Standing::Finished(replay) => {
                     return Ok(Subscription { run: Run::replay(request_id, replay), from: 0 });
                 }
                 Standing::New => {
-                    if let Some(reserved) = self.reserve(&request_id, &fingerprint) {
+                    if let Some(reserved) = self.reserve(user, &request_id, &fingerprint) {
                         break reserved;
                     }
                     // The same request_id started here since it was looked up: look again.
@@ -109,42 +117,48 @@ impl ChatService {
             }
         };
         let conversation_id = payload.conversation_id.clone().unwrap_or_else(|| default_conversation.to_owned());
-        let turn = turn::TurnRequest { run: run.clone(), conversation_id, fingerprint, cancel };
+        let turn = turn::TurnRequest { run: run.clone(), user: user.to_owned(), conversation_id, fingerprint, cancel };
         let service = self.clone();
         self.turns.spawn(async move {
             turn::run_turn(&service, &turn, payload).await;
-            service.lock_runs().remove(&turn.run.request_id);
+            service.lock_runs().remove(&request_key(&turn.user, &turn.run.request_id));
         });
         Ok(Subscription { run, from: 0 })
     }
 
     /// Lists a new run for `request_id` among the running requests, unless one appeared since
     /// it was looked up.
-    fn reserve(&self, request_id: &str, fingerprint: &str) -> Option<(Arc<Run>, CancellationToken)> {
+    fn reserve(&self, user: &str, request_id: &str, fingerprint: &str) -> Option<(Arc<Run>, CancellationToken)> {
         let mut runs = self.lock_runs();
-        if runs.contains_key(request_id) {
+        let key = request_key(user, request_id);
+        if runs.contains_key(&key) {
             return None;
         }
         let run = Run::new(request_id.to_owned());
         let cancel = self.abort.child_token();
         let active = Active { run: run.clone(), fingerprint: fingerprint.to_owned(), cancel: cancel.clone() };
-        runs.insert(request_id.to_owned(), active);
+        runs.insert(key, active);
         Some((run, cancel))
     }
 
-    /// `resume`: the messages of a request after `after_seq`, then live; a finished request is
-    /// replayed whole in compact form.
-    pub async fn resume(&self, request_id: &str, after_seq: Option<u64>) -> Result<Subscription, ErrorBody> {
-        match self.standing(request_id, None).await? {
+    /// `resume`: the messages of `user`'s request after `after_seq`, then live; a finished
+    /// request is replayed whole in compact form. Another user's request is unknown here.
+    pub async fn resume(
+        &self,
+        user: &str,
+        request_id: &str,
+        after_seq: Option<u64>,
+    ) -> Result<Subscription, ErrorBody> {
+        match self.standing(user, request_id, None).await? {
             Standing::RunningHere(run) => Ok(Subscription { run, from: after_seq.map_or(0, |seq| seq as usize + 1) }),
             Standing::Finished(replay) => Ok(Subscription { run: Run::replay(request_id.to_owned(), replay), from: 0 }),
             Standing::New => Err(ErrorBody::new(404, format!("unknown request_id {request_id:?}: nothing to resume"))),
         }
     }
 
-    /// `cancel`: stops a request running in this process.
-    pub fn cancel(&self, request_id: &str) -> Result<(), ErrorBody> {
-        match self.lock_runs().get(request_id) {
+    /// `cancel`: stops `user`'s request running in this process.
+    pub fn cancel(&self, user: &str, request_id: &str) -> Result<(), ErrorBody> {
+        match self.lock_runs().get(&request_key(user, request_id)) {
             Some(active) => {
                 active.cancel.cancel();
                 Ok(())
@@ -179,9 +193,15 @@ impl ChatService {
         }
     }
 
-    fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
+    fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashMap<RequestKey, Active>> {
         self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Another user's conversation, to the one who named it: the same words whether it exists or
+/// not (SPEC §8).
+pub fn not_your_conversation(conversation_id: &str) -> ErrorBody {
+    ErrorBody::new(404, format!("no conversation {conversation_id:?} of yours in the store"))
 }
 
 fn shutting_down() -> ErrorBody {

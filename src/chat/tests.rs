@@ -135,7 +135,9 @@ fn owned(outline: &[(&str, u64)]) -> Vec<(String, u64)> {
 #[tokio::test]
 async fn a_turn_runs_the_tool_loop_logs_every_step_and_replays_from_the_log() {
     let (service, model, store) = service(sum_then_answer());
-    let live = messages(service.submit("r-1".into(), payload("what is 2+3"), "default").await.expect("accepted")).await;
+    let live =
+        messages(service.submit("anonymous", "r-1".into(), payload("what is 2+3"), "default").await.expect("accepted"))
+            .await;
     assert_eq!(
         outline(&live),
         owned(&[
@@ -161,7 +163,7 @@ async fn a_turn_runs_the_tool_loop_logs_every_step_and_replays_from_the_log() {
     let fed_back = requests[1].messages.last().expect("the tool result went back");
     assert_eq!((fed_back.role, fed_back.content.as_str()), (Role::Tool, "5"));
 
-    let events = store.request("r-1").await.expect("stored");
+    let events = store.request("anonymous", "r-1").await.expect("stored");
     let records: Vec<Record> = events.iter().map(|event| Record::from_event(event).expect("a record")).collect();
     assert!(matches!(&records[0], Record::UserTurn(UserTurn { text, fingerprint: stored, .. })
         if text == "what is 2+3" && *stored == payload("what is 2+3").fingerprint()));
@@ -173,15 +175,17 @@ async fn a_turn_runs_the_tool_loop_logs_every_step_and_replays_from_the_log() {
 
     let replay = owned(&[("processing", 0), ("tool_call", 1), ("tool_result", 2), ("text", 3), ("complete", 4)]);
     let again =
-        messages(service.submit("r-1".into(), payload("what is 2+3"), "default").await.expect("replayed")).await;
+        messages(service.submit("anonymous", "r-1".into(), payload("what is 2+3"), "default").await.expect("replayed"))
+            .await;
     assert_eq!(outline(&again), replay);
     assert_eq!((again[0]["replayed"].as_bool(), again[4]["metadata"]["cached"].as_bool()), (Some(true), Some(true)));
     assert_eq!(again[4]["metadata"]["tokens"], metadata["tokens"]);
-    let resumed = messages(service.resume("r-1", Some(2)).await.expect("resumed")).await;
+    let resumed = messages(service.resume("anonymous", "r-1", Some(2)).await.expect("resumed")).await;
     assert_eq!(outline(&resumed), replay, "a finished request is replayed whole");
     assert_eq!(model.requests.lock().unwrap().len(), 2, "nothing ran twice");
 
-    let conflict = service.submit("r-1".into(), payload("something else"), "default").await.err().expect("409");
+    let conflict =
+        service.submit("anonymous", "r-1".into(), payload("something else"), "default").await.err().expect("409");
     assert_eq!(conflict.code, 409, "{}", conflict.message);
 }
 
@@ -195,7 +199,7 @@ async fn a_stored_request_whose_final_record_is_corrupt_is_a_500_with_a_correlat
             prompt: None,
             resources: Vec::new(),
         };
-        Record::UserTurn(turn).into_event("c-1".into(), "r-1".into(), 3)
+        Record::UserTurn(turn).into_event("c-1".into(), "r-1".into(), "anonymous".into(), 3)
     };
     let answer = NewEvent {
         kind: EventType::AssistantMessage,
@@ -205,8 +209,9 @@ async fn a_stored_request_whose_final_record_is_corrupt_is_a_500_with_a_correlat
     };
     store.append(vec![user_turn(), answer]).await.expect("append");
 
-    let replayed = service.submit("r-1".into(), payload("what is 2+3"), "default").await.err().expect("refused");
-    let resumed = service.resume("r-1", None).await.err().expect("refused");
+    let replayed =
+        service.submit("anonymous", "r-1".into(), payload("what is 2+3"), "default").await.err().expect("refused");
+    let resumed = service.resume("anonymous", "r-1", None).await.err().expect("refused");
     for error in [replayed, resumed] {
         assert_eq!(error.code, 500);
         assert!(error.message.contains("correlation id"), "{}", error.message);

@@ -27,6 +27,8 @@ use crate::tokens::TokenCounter;
 /// A new request, as the service hands it to its turn.
 pub struct TurnRequest {
     pub run: Arc<Run>,
+    /// Who the request belongs to; every event it writes names them.
+    pub user: String,
     pub conversation_id: String,
     pub fingerprint: String,
     /// Cancelled by the client's `cancel`, and by shutdown once the grace is over.
@@ -68,8 +70,12 @@ struct Turn<'a> {
 }
 
 pub async fn run_turn(service: &ChatService, request: &TurnRequest, payload: ChatPayload) {
-    let span =
-        tracing::info_span!("turn", request_id = %request.run.request_id, conversation_id = %request.conversation_id);
+    let span = tracing::info_span!(
+        "turn",
+        request_id = %request.run.request_id,
+        conversation_id = %request.conversation_id,
+        user = %request.user
+    );
     async {
         let model = payload.model.clone().unwrap_or_else(|| service.deps.llm.default_model().to_owned());
         let mut turn = Turn {
@@ -100,6 +106,13 @@ impl Turn<'_> {
             }
         };
         let history = self.history().await?;
+        // Only its creator writes to a conversation (the store refuses another user's
+        // `user_message`); an admin's `meta` event in it (a user who named a conversation
+        // `admin-actions`) closes it to that user too.
+        if history.iter().any(|event| event.user() != self.request.user) {
+            self.request.run.reject(super::not_your_conversation(&self.request.conversation_id));
+            return Err(Interruption::Answered);
+        }
         if !self.claim(payload, user_text.clone()).await? {
             return Err(Interruption::Answered);
         }
@@ -211,9 +224,16 @@ impl Turn<'_> {
         });
         match self.service.deps.store.append(vec![self.event(user_turn)]).await {
             Ok(_) => Ok(true),
+            Err(StoreError::ConversationOwned { .. }) => {
+                // Another user created the conversation since its history was read.
+                self.request.run.reject(super::not_your_conversation(&self.request.conversation_id));
+                Ok(false)
+            }
             Err(StoreError::DuplicateRequest { .. }) => {
-                let standing =
-                    self.service.stored_standing(&self.request.run.request_id, Some(&self.request.fingerprint)).await;
+                let standing = self
+                    .service
+                    .stored_standing(&self.request.user, &self.request.run.request_id, Some(&self.request.fingerprint))
+                    .await;
                 match standing {
                     Ok(Standing::Finished(replay)) => {
                         replay.into_iter().for_each(|message| self.request.run.push(message))
@@ -377,7 +397,13 @@ impl Turn<'_> {
                 (self.ended(Ending::Failed(error.clone().into())), RequestMessage::Failed(error))
             }
         };
-        if let Err(error) = self.service.deps.store.append(vec![self.event(record)]).await {
+        let mut event = self.event(record);
+        // A request cut off has still spent its tokens: its last event carries them, like an
+        // answer does, so the daily budget (SPEC §8) counts them.
+        if event.usage.is_none() && self.usage.total_tokens > 0 {
+            event.usage = Some(self.usage);
+        }
+        if let Err(error) = self.service.deps.store.append(vec![event]).await {
             self.request.run.push(RequestMessage::Failed(internal_error(&error)));
             return;
         }
@@ -400,7 +426,12 @@ impl Turn<'_> {
     /// The store event of `record`, its `token_count` counted by the one rule of `tokens`.
     fn event(&self, record: Record) -> NewEvent {
         let token_count = self.counter.count_content(&record.message()) as u64;
-        record.into_event(self.request.conversation_id.clone(), self.request.run.request_id.clone(), token_count)
+        record.into_event(
+            self.request.conversation_id.clone(),
+            self.request.run.request_id.clone(),
+            self.request.user.clone(),
+            token_count,
+        )
     }
 }
 

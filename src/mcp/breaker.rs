@@ -71,6 +71,13 @@ impl Breaker {
         )
     }
 
+    /// Closes the circuit at once (an admin who knows the server is healthy again).
+    pub fn reset(&mut self) {
+        self.consecutive_failures = 0;
+        self.opened_at = None;
+        self.trial_in_flight = false;
+    }
+
     pub fn record(&mut self, verdict: Verdict, trial: bool) {
         if trial {
             self.trial_in_flight = false;

@@ -64,6 +64,8 @@ pub struct McpServer {
     pub progress: Arc<ProgressRouter>,
     /// Woken by list_changed notifications.
     relist: Arc<Notify>,
+    /// Woken by an admin's restart: the live session is stopped and started again.
+    restart: Notify,
 }
 
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,6 +111,7 @@ impl McpServer {
             )),
             progress: Arc::default(),
             relist: Arc::default(),
+            restart: Notify::new(),
         }
     }
 
@@ -147,6 +150,12 @@ impl McpServer {
             McpServerState::Stopped => format!("server `{}` is stopped", self.name),
             _ => format!("server `{}` is not connected{error}", self.name),
         }
+    }
+
+    /// Stops the live session so the supervisor starts the server again (an admin's restart).
+    /// Asked while it is between sessions, the next session is restarted at once.
+    pub fn request_restart(&self) {
+        self.restart.notify_one();
     }
 
     /// The live session, if any, and every change of it: restarts replace it.
@@ -358,6 +367,7 @@ impl Supervisor {
             tokio::select! {
                 reason = live.link.ended() => return Ended::Died(reason),
                 _ = self.shutdown.cancelled() => return Ended::Shutdown,
+                _ = server.restart.notified() => return Ended::Died("restarted by an admin".to_owned()),
                 _ = server.relist.notified() => {
                     let capabilities = live.session.peer.peer_info()
                         .map(|info| info.capabilities.clone())

@@ -6,6 +6,7 @@
 //! not with how servers are supervised or called.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -191,6 +192,21 @@ impl McpManager {
 
     pub fn server(&self, name: &str) -> Option<McpServerSnapshot> {
         self.servers_view().into_iter().find(|server| server.name == name)
+    }
+
+    /// Restarts the named server (`POST /api/servers/{name}/restart`); false when no enabled
+    /// server has that name.
+    pub fn restart(&self, name: &str) -> bool {
+        self.find(name).map(|server| server.request_restart()).is_some()
+    }
+
+    /// Closes the named server's circuit breaker (`POST /api/servers/{name}/breaker/reset`).
+    pub fn reset_breaker(&self, name: &str) -> bool {
+        self.find(name).map(|server| lock(&server.breaker).reset()).is_some()
+    }
+
+    fn find(&self, name: &str) -> Option<&Arc<McpServer>> {
+        self.registry.servers().iter().find(|server| server.name == name)
     }
 
     /// Each server's state by name, for `/readyz`.

@@ -10,7 +10,9 @@
 //! `/readyz` (503) before the store is open; the application's routes replace those once it
 //! is built ([`Starting::serve`]).
 
+mod admission;
 mod http;
+mod limits;
 mod listener;
 mod page;
 mod ws;
@@ -20,13 +22,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Extension, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Extension, State, WebSocketUpgrade};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::chat::ChatService;
 use crate::config::Settings;
 use listener::{ConnectionLimits, ConnectionSlot, HttpServer};
@@ -50,6 +54,8 @@ pub struct AppState {
     pub mcp: Arc<crate::mcp::McpManager>,
     /// What opening the store found wrong but served anyway (a broken hash chain), for `/readyz`.
     store_problem: Option<String>,
+    authenticator: Arc<Authenticator>,
+    limits: Arc<limits::Limits>,
     /// Cancelled when the sockets must close (after the turns are drained).
     shutdown: CancellationToken,
     /// One task per upgraded socket.
@@ -93,13 +99,17 @@ impl Starting {
         settings: Arc<Settings>,
         chat: Arc<ChatService>,
         mcp: Arc<crate::mcp::McpManager>,
+        authenticator: Arc<Authenticator>,
         store_problem: Option<String>,
     ) -> RunningServer {
+        let limits = limits::Limits::new(settings.limits.clone());
         let state = Arc::new(AppState {
             settings,
             chat,
             mcp,
             store_problem,
+            authenticator,
+            limits,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             forwarders: TaskTracker::new(),
@@ -122,14 +132,16 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Serves `chat` (and `mcp` for `/api`) on `listener`; see [`crate::app::App::serve`].
+    /// Serves `chat` (and `mcp` for `/api`) to the callers `authenticator` admits, on
+    /// `listener`; see [`crate::app::App::serve`].
     pub async fn start(
         settings: Arc<Settings>,
         chat: Arc<ChatService>,
         mcp: Arc<crate::mcp::McpManager>,
+        authenticator: Arc<Authenticator>,
         listener: TcpListener,
     ) -> std::io::Result<Self> {
-        Ok(Starting::listen(listener, &settings)?.serve(settings, chat, mcp, None))
+        Ok(Starting::listen(listener, &settings)?.serve(settings, chat, mcp, authenticator, None))
     }
 
     /// The one shutdown path of a serving process: refuse new work, drain turns, close the
@@ -158,7 +170,10 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/ws/chat", get(upgrade))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
+        .route("/api/me", get(http::me))
         .route("/api/servers", get(http::servers))
+        .route("/api/servers/{name}/restart", axum::routing::post(http::restart_server))
+        .route("/api/servers/{name}/breaker/reset", axum::routing::post(http::reset_breaker))
         .route("/api/tools", get(http::tools))
         .route("/api/prompts", get(http::prompts))
         .route("/api/resources", get(http::resources))
@@ -172,14 +187,29 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Admits a socket only after its `Origin`, credential and connection limits check out, so a
+/// refused one gets a plain HTTP answer and no upgrade.
 async fn upgrade(
     State(state): State<Arc<AppState>>,
     Extension(slot): Extension<ConnectionSlot>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if !state.is_ready() {
         return http::unavailable("the server is shutting down; connect to another instance").into_response();
     }
+    if let Err(refused) = admission::check_origin(&headers, &state.settings.auth.allowed_origins) {
+        return refused.into_response();
+    }
+    let authenticated = match admission::authenticate_upgrade(&state, &headers) {
+        Ok(authenticated) => authenticated,
+        Err(refused) => return refused.into_response(),
+    };
+    let user_slot = match state.limits.open_socket(&authenticated.principal.user, peer.ip()) {
+        Ok(user_slot) => user_slot,
+        Err(message) => return admission::Refused::too_many(message).into_response(),
+    };
     let limit = state.hard_frame_limit();
     let tracked = state.clone();
     upgrade
@@ -192,8 +222,10 @@ async fn upgrade(
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             tracked.connections.track_future(async move {
-                ws::serve_socket(socket, state).await;
-                // The socket counts toward limits.max_connections until here.
+                ws::serve_socket(socket, state, authenticated).await;
+                // The socket counts toward limits.max_connections and the per-user and
+                // per-address limits until here.
+                drop(user_slot);
                 drop(slot);
             })
         })

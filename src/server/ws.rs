@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 
 use super::{AppState, seconds};
+use crate::auth::{Authenticated, Principal};
 use crate::chat::{Run, SerializedMessage, Subscription};
 use crate::protocol::{self, ClientMessage, ErrorBody, ServerMessage};
 
@@ -51,6 +52,8 @@ struct Queued {
 
 /// One socket's shared state.
 struct Connection {
+    /// Who the socket acts as, for every request it sends.
+    principal: Principal,
     queue: mpsc::UnboundedSender<Queued>,
     /// One permit per byte of `websocket.send_buffer_bytes`: what bounds `queue`.
     budget: Arc<Semaphore>,
@@ -134,13 +137,16 @@ impl Connection {
     }
 }
 
-pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
+pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>, authenticated: Authenticated) {
     let (sink, mut stream) = socket.split();
     let (queue, outgoing) = mpsc::unbounded_channel();
     let websocket = &state.settings.websocket;
     let budget_bytes =
         u32::try_from(websocket.send_buffer_bytes).unwrap_or(u32::MAX).min(Semaphore::MAX_PERMITS as u32);
+    let credential_expired = credential_expiry(authenticated.expires_at);
+    tokio::pin!(credential_expired);
     let connection = Arc::new(Connection {
+        principal: authenticated.principal,
         queue,
         budget: Arc::new(Semaphore::new(budget_bytes as usize)),
         budget_bytes,
@@ -164,6 +170,11 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
         };
         let message = tokio::select! {
             _ = connection.closing.cancelled() => break,
+            () = &mut credential_expired => {
+                // Its requests keep running; the client resumes them with a fresh credential.
+                connection.close(CLOSE_POLICY, "credential expired");
+                break;
+            }
             message = next => message,
         };
         first = false;
@@ -207,6 +218,18 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
     // Requests keep running without their socket; only this socket's forwarders stop.
     connection.closing.cancel();
     let _ = writer.await;
+}
+
+/// Resolves when a credential that expires at `expires_at` stops being valid; never for one
+/// that does not expire.
+async fn credential_expiry(expires_at: Option<std::time::SystemTime>) {
+    match expires_at {
+        Some(at) => {
+            let left = at.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+            tokio::time::sleep(left).await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn write_frames(
@@ -270,7 +293,7 @@ async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppS
             // The first cancel stops the request (its terminal message comes through its run) or
             // learns it is not running; a repeated one must not add frames after the terminal one.
             if connection.first_cancel(&request_id)
-                && let Err(error) = state.chat.cancel(&request_id)
+                && let Err(error) = state.chat.cancel(&connection.principal.user, &request_id)
             {
                 connection.reply(ServerMessage::rejection(Some(request_id), error)).await;
             }
@@ -280,9 +303,15 @@ async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppS
             Err(in_flight_limit(state.settings.websocket.max_in_flight_per_connection))
         }
         ClientMessage::Chat { request_id, payload } => {
-            state.chat.submit(request_id, payload, &connection.conversation_id).await
+            let user = &connection.principal.user;
+            match state.limits.admit_chat(user, state.chat.store().as_ref()).await {
+                Ok(()) => state.chat.submit(user, request_id, payload, &connection.conversation_id).await,
+                Err(refused) => Err(refused),
+            }
         }
-        ClientMessage::Resume { request_id, after_seq } => state.chat.resume(&request_id, after_seq).await,
+        ClientMessage::Resume { request_id, after_seq } => {
+            state.chat.resume(&connection.principal.user, &request_id, after_seq).await
+        }
     };
     match subscription {
         // A finished request (a stored replay): sent from here, so the reader takes no other

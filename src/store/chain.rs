@@ -26,6 +26,14 @@ pub fn timestamp_now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
+/// The UTC day (`YYYY-MM-DD`) of a timestamp as the store writes it.
+pub fn utc_day(timestamp: &str) -> &str {
+    timestamp.get(..DAY_CHARS).unwrap_or(timestamp)
+}
+
+/// `YYYY-MM-DD` at the start of a timestamp.
+const DAY_CHARS: usize = 10;
+
 /// Appends the event's line (with its `\n`) to `out` and sets `event.hash`.
 pub fn seal_into(event: &mut ChatEvent, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     event.hash.clear();
@@ -66,9 +74,14 @@ pub struct Claim {
 pub trait Ledger {
     /// The highest `seq` of the conversation, 0 when unknown.
     fn last_seq(&self, conversation_id: &str) -> u64;
-    /// The holder of a `request_id`, if any.
-    fn claim(&self, request_id: &str) -> Option<Claim>;
+    /// The holder of `user`'s `request_id`, if any.
+    fn claim(&self, user: &str, request_id: &str) -> Option<Claim>;
+    /// The user who created the conversation, if it exists.
+    fn owner(&self, conversation_id: &str) -> Option<String>;
 }
+
+/// A claim's key: request ids are unique per user.
+type ClaimKey = (String, String);
 
 /// Batches accepted for one write but not yet in the store's index: group commit stages
 /// several batches before the single write, and each must see the ones staged before it.
@@ -77,19 +90,21 @@ pub struct Staging {
     pub prev: String,
     pub lines: Vec<u8>,
     seqs: HashMap<String, u64>,
-    claims: HashMap<String, Claim>,
+    claims: HashMap<ClaimKey, Claim>,
+    owners: HashMap<String, String>,
 }
 
 impl Staging {
     pub fn new(prev: String) -> Self {
-        Staging { prev, lines: Vec::new(), seqs: HashMap::new(), claims: HashMap::new() }
+        Staging { prev, lines: Vec::new(), seqs: HashMap::new(), claims: HashMap::new(), owners: HashMap::new() }
     }
 
     /// Stamps and seals `batch` after what is staged, or refuses it whole and leaves the
     /// staging untouched.
     pub fn stage(&mut self, ledger: &impl Ledger, batch: Vec<NewEvent>) -> Result<Vec<ChatEvent>, StoreError> {
         let mut seqs: HashMap<String, u64> = HashMap::new();
-        let mut claims: HashMap<String, Claim> = HashMap::new();
+        let mut claims: HashMap<ClaimKey, Claim> = HashMap::new();
+        let mut owners: HashMap<String, String> = HashMap::new();
         let mut prev = self.prev.clone();
         let lines_before = self.lines.len();
         let mut stored = Vec::with_capacity(batch.len());
@@ -100,12 +115,25 @@ impl Staging {
                 .copied()
                 .unwrap_or_else(|| ledger.last_seq(&new.conversation_id));
             let id = uuid::Uuid::now_v7().to_string();
+            let owner = owners
+                .get(&new.conversation_id)
+                .or_else(|| self.owners.get(&new.conversation_id))
+                .cloned()
+                .or_else(|| ledger.owner(&new.conversation_id));
+            if new.kind == EventType::UserMessage && owner.as_ref().is_some_and(|owner| *owner != new.user) {
+                self.lines.truncate(lines_before);
+                return Err(StoreError::ConversationOwned { conversation_id: new.conversation_id });
+            }
+            if owner.is_none() {
+                owners.insert(new.conversation_id.clone(), new.user.clone());
+            }
             if let (EventType::UserMessage, Some(request_id)) = (new.kind, &new.request_id) {
+                let key = (new.user.clone(), request_id.clone());
                 let holder = claims
-                    .get(request_id)
-                    .or_else(|| self.claims.get(request_id))
+                    .get(&key)
+                    .or_else(|| self.claims.get(&key))
                     .cloned()
-                    .or_else(|| ledger.claim(request_id));
+                    .or_else(|| ledger.claim(&new.user, request_id));
                 if let Some(holder) = holder {
                     self.lines.truncate(lines_before);
                     return Err(StoreError::DuplicateRequest {
@@ -114,10 +142,7 @@ impl Staging {
                         event_id: holder.event_id,
                     });
                 }
-                claims.insert(
-                    request_id.clone(),
-                    Claim { conversation_id: new.conversation_id.clone(), event_id: id.clone() },
-                );
+                claims.insert(key, Claim { conversation_id: new.conversation_id.clone(), event_id: id.clone() });
             }
             seqs.insert(new.conversation_id.clone(), seq);
             let mut event = ChatEvent {
@@ -126,6 +151,7 @@ impl Staging {
                 conversation_id: new.conversation_id,
                 seq,
                 request_id: new.request_id,
+                user: Some(new.user),
                 timestamp: timestamp_now(),
                 kind: new.kind,
                 role: new.role,
@@ -152,6 +178,7 @@ impl Staging {
         self.prev = prev;
         self.seqs.extend(seqs);
         self.claims.extend(claims);
+        self.owners.extend(owners);
         Ok(stored)
     }
 }
@@ -166,15 +193,23 @@ mod tests {
         fn last_seq(&self, _: &str) -> u64 {
             0
         }
-        fn claim(&self, _: &str) -> Option<Claim> {
+        fn claim(&self, _: &str, _: &str) -> Option<Claim> {
+            None
+        }
+        fn owner(&self, _: &str) -> Option<String> {
             None
         }
     }
 
     fn user(conversation: &str, request: &str) -> NewEvent {
+        by("alice", conversation, request)
+    }
+
+    fn by(user: &str, conversation: &str, request: &str) -> NewEvent {
         NewEvent {
             conversation_id: conversation.into(),
             request_id: Some(request.into()),
+            user: user.into(),
             kind: EventType::UserMessage,
             role: Some(crate::domain::Role::User),
             content: Some("hi".into()),
@@ -197,6 +232,7 @@ mod tests {
         assert_eq!(recompute_hash(line).unwrap(), stored[0].hash);
         let text = std::str::from_utf8(line).unwrap();
         assert!(text.starts_with("{\"v\":1,\"id\":\""), "{text}");
+        assert!(text.contains(r#","request_id":"r","user":"alice","timestamp":""#), "{text}");
         assert!(text.ends_with(&format!(",\"prev\":\"{GENESIS_PREV}\",\"hash\":\"{}\"}}", stored[0].hash)), "{text}");
         let parsed: ChatEvent = serde_json::from_slice(line).unwrap();
         assert_eq!(parsed, stored[0]);
@@ -221,5 +257,30 @@ mod tests {
         let next = staging.stage(&Empty, vec![user("c", "r2")]).unwrap();
         assert_eq!(next[0].seq, 2);
         assert_eq!(next[0].prev, first[0].hash);
+    }
+
+    #[test]
+    fn request_ids_are_per_user_and_conversations_belong_to_their_creator() {
+        let mut staging = Staging::new(GENESIS_PREV.into());
+        staging.stage(&Empty, vec![by("alice", "c", "r1")]).unwrap();
+        staging.stage(&Empty, vec![by("bob", "d", "r1")]).expect("bob's r1 is his own request");
+        let error = staging.stage(&Empty, vec![by("bob", "c", "r2")]).unwrap_err();
+        assert!(
+            matches!(&error, StoreError::ConversationOwned { conversation_id } if conversation_id == "c"),
+            "{error}"
+        );
+        staging.stage(&Empty, vec![by("alice", "c", "r2")]).expect("alice continues her conversation");
+    }
+
+    #[test]
+    fn a_line_written_before_events_had_a_user_is_anonymous_and_keeps_its_bytes() {
+        let line = r#"{"v":1,"id":"x","conversation_id":"c","seq":1,"request_id":"r","timestamp":"2026-01-01T00:00:00.000000Z","type":"user_message","role":"user","content":"hi","tool_calls":null,"tool_call_id":null,"model":null,"usage":null,"token_count":1,"extra":{},"prev":"0000000000000000000000000000000000000000000000000000000000000000","hash":""}"#;
+        let mut event: ChatEvent = serde_json::from_str(line).unwrap();
+        assert_eq!(event.user(), "anonymous");
+        let mut sealed = Vec::new();
+        seal_into(&mut event, &mut sealed).unwrap();
+        let sealed = std::str::from_utf8(&sealed).unwrap().trim_end();
+        assert_eq!(sealed.strip_suffix(&format!("\"{}\"}}", event.hash)).unwrap(), line.strip_suffix("\"\"}").unwrap());
+        assert_eq!(recompute_hash(sealed.as_bytes()).unwrap(), event.hash);
     }
 }

@@ -36,11 +36,11 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::chain::{Claim, GENESIS_PREV, Ledger, Staging, recompute_hash};
+use super::chain::{Claim, GENESIS_PREV, Ledger, Staging, recompute_hash, utc_day};
 use super::lines::{ScanError, scan_lines};
 use super::recent::RecentCut;
 use super::tails::Tails;
-use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, RecentLimit, StoreError};
+use super::{ANONYMOUS, ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, RecentLimit, StoreError};
 
 /// Upper bound of batches merged into one write, so one group cannot hold the lock for long.
 const MAX_GROUP_BATCHES: usize = 1024;
@@ -152,6 +152,8 @@ struct LineRef {
 #[derive(Debug, Default)]
 struct ConversationIndex {
     lines: Vec<LineRef>,
+    /// The user of its first line.
+    owner: String,
     last_seq: u64,
     first_timestamp: String,
     last_timestamp: String,
@@ -170,7 +172,10 @@ struct Index {
     lines: u64,
     last_hash: String,
     conversations: HashMap<String, ConversationIndex>,
-    requests: HashMap<String, RequestIndex>,
+    /// By user, then `request_id`: request ids are unique per user.
+    requests: HashMap<String, HashMap<String, RequestIndex>>,
+    /// Model tokens by user, then UTC day (`YYYY-MM-DD`), for the daily budget.
+    spent: HashMap<String, HashMap<String, u64>>,
     chain_break: Option<ChainBreak>,
 }
 
@@ -184,14 +189,24 @@ struct LineHead<'a> {
     seq: u64,
     #[serde(borrow, default)]
     request_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    user: Option<Cow<'a, str>>,
     #[serde(borrow)]
     timestamp: Cow<'a, str>,
     #[serde(rename = "type")]
     kind: EventType,
+    #[serde(default)]
+    usage: Option<UsageHead>,
     #[serde(borrow)]
     prev: Cow<'a, str>,
     #[serde(borrow)]
     hash: Cow<'a, str>,
+}
+
+/// The part of a line's `usage` the daily token budget counts.
+#[derive(Deserialize)]
+struct UsageHead {
+    total_tokens: u64,
 }
 
 impl<'a> LineHead<'a> {
@@ -201,8 +216,10 @@ impl<'a> LineHead<'a> {
             conversation_id: Cow::Borrowed(&event.conversation_id),
             seq: event.seq,
             request_id: event.request_id.as_deref().map(Cow::Borrowed),
+            user: event.user.as_deref().map(Cow::Borrowed),
             timestamp: Cow::Borrowed(&event.timestamp),
             kind: event.kind,
+            usage: event.usage.map(|usage| UsageHead { total_tokens: usage.total_tokens }),
             prev: Cow::Borrowed(&event.prev),
             hash: Cow::Borrowed(&event.hash),
         }
@@ -217,6 +234,7 @@ impl Index {
             last_hash: GENESIS_PREV.to_string(),
             conversations: HashMap::new(),
             requests: HashMap::new(),
+            spent: HashMap::new(),
             chain_break: None,
         }
     }
@@ -239,9 +257,11 @@ impl Index {
     }
 
     fn add(&mut self, head: &LineHead<'_>, at: LineRef) {
+        let user = head.user.as_deref().unwrap_or(ANONYMOUS);
         let conversation = match self.conversations.get_mut(head.conversation_id.as_ref()) {
             Some(conversation) => conversation,
             None => self.conversations.entry(head.conversation_id.to_string()).or_insert_with(|| ConversationIndex {
+                owner: user.to_owned(),
                 first_timestamp: head.timestamp.to_string(),
                 ..ConversationIndex::default()
             }),
@@ -251,10 +271,24 @@ impl Index {
         conversation.last_timestamp.clear();
         conversation.last_timestamp.push_str(&head.timestamp);
 
+        if let Some(usage) = &head.usage {
+            let day = utc_day(&head.timestamp);
+            let days = self.spent.entry(user.to_owned()).or_default();
+            match days.get_mut(day) {
+                Some(spent) => *spent += usage.total_tokens,
+                None => {
+                    days.insert(day.to_owned(), usage.total_tokens);
+                }
+            }
+        }
         if let Some(request_id) = &head.request_id {
-            let request = match self.requests.get_mut(request_id.as_ref()) {
+            let requests = match self.requests.get_mut(user) {
+                Some(requests) => requests,
+                None => self.requests.entry(user.to_owned()).or_default(),
+            };
+            let request = match requests.get_mut(request_id.as_ref()) {
                 Some(request) => request,
-                None => self.requests.entry(request_id.to_string()).or_default(),
+                None => requests.entry(request_id.to_string()).or_default(),
             };
             request.lines.push(at);
             if head.kind == EventType::UserMessage && request.claim.is_none() {
@@ -274,8 +308,12 @@ impl Ledger for Index {
         self.conversations.get(conversation_id).map_or(0, |conversation| conversation.last_seq)
     }
 
-    fn claim(&self, request_id: &str) -> Option<Claim> {
-        self.requests.get(request_id)?.claim.clone()
+    fn claim(&self, user: &str, request_id: &str) -> Option<Claim> {
+        self.requests.get(user)?.get(request_id)?.claim.clone()
+    }
+
+    fn owner(&self, conversation_id: &str) -> Option<String> {
+        self.conversations.get(conversation_id).map(|conversation| conversation.owner.clone())
     }
 }
 
@@ -471,20 +509,33 @@ impl Shared {
         Ok(events)
     }
 
-    fn request(&self, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
+    fn request(&self, user: &str, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
         self.refresh()?;
-        let lines = self.index().requests.get(request_id).map(|request| request.lines.clone()).unwrap_or_default();
+        let lines = self
+            .index()
+            .requests
+            .get(user)
+            .and_then(|requests| requests.get(request_id))
+            .map(|request| request.lines.clone())
+            .unwrap_or_default();
         self.read_lines(&lines)
     }
 
-    fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
+    fn tokens_spent(&self, user: &str, day: &str) -> Result<u64, StoreError> {
+        self.refresh()?;
+        Ok(self.index().spent.get(user).and_then(|days| days.get(day)).copied().unwrap_or(0))
+    }
+
+    fn conversations(&self, user: &str) -> Result<Vec<ConversationSummary>, StoreError> {
         self.refresh()?;
         let index = self.index();
         let mut summaries: Vec<ConversationSummary> = index
             .conversations
             .iter()
+            .filter(|(_, conversation)| conversation.owner == user)
             .map(|(conversation_id, conversation)| ConversationSummary {
                 conversation_id: conversation_id.clone(),
+                user: conversation.owner.clone(),
                 events: conversation.lines.len() as u64,
                 first_timestamp: conversation.first_timestamp.clone(),
                 last_timestamp: conversation.last_timestamp.clone(),
@@ -685,6 +736,9 @@ fn copy_error(error: &StoreError) -> StoreError {
         StoreError::Corrupt { path, line, message } => {
             StoreError::Corrupt { path: path.clone(), line: *line, message: message.clone() }
         }
+        StoreError::ConversationOwned { conversation_id } => {
+            StoreError::ConversationOwned { conversation_id: conversation_id.clone() }
+        }
         StoreError::DuplicateRequest { request_id, conversation_id, event_id } => StoreError::DuplicateRequest {
             request_id: request_id.clone(),
             conversation_id: conversation_id.clone(),
@@ -715,12 +769,18 @@ impl EventStore for JsonlStore {
         self.blocking(move |shared| shared.recent(&conversation_id, limit)).await
     }
 
-    async fn request(&self, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
-        let request_id = request_id.to_string();
-        self.blocking(move |shared| shared.request(&request_id)).await
+    async fn request(&self, user: &str, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
+        let (user, request_id) = (user.to_string(), request_id.to_string());
+        self.blocking(move |shared| shared.request(&user, &request_id)).await
     }
 
-    async fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
-        self.blocking(Shared::conversations).await
+    async fn conversations(&self, user: &str) -> Result<Vec<ConversationSummary>, StoreError> {
+        let user = user.to_string();
+        self.blocking(move |shared| shared.conversations(&user)).await
+    }
+
+    async fn tokens_spent(&self, user: &str, day: &str) -> Result<u64, StoreError> {
+        let (user, day) = (user.to_string(), day.to_string());
+        self.blocking(move |shared| shared.tokens_spent(&user, &day)).await
     }
 }

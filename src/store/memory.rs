@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::chain::{Claim, GENESIS_PREV, Ledger, Staging};
+use super::chain::{Claim, GENESIS_PREV, Ledger, Staging, utc_day};
 use super::recent::RecentCut;
 use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, RecentLimit, StoreError};
 
@@ -31,13 +31,18 @@ impl Ledger for State {
             .map_or(0, |&at| self.events[at].seq)
     }
 
-    fn claim(&self, request_id: &str) -> Option<Claim> {
+    fn claim(&self, user: &str, request_id: &str) -> Option<Claim> {
         self.requests
             .get(request_id)?
             .iter()
             .map(|&at| &self.events[at])
-            .find(|event| event.kind == EventType::UserMessage)
+            .find(|event| event.kind == EventType::UserMessage && event.user() == user)
             .map(|event| Claim { conversation_id: event.conversation_id.clone(), event_id: event.id.clone() })
+    }
+
+    fn owner(&self, conversation_id: &str) -> Option<String> {
+        let first = *self.conversations.get(conversation_id)?.first()?;
+        Some(self.events[first].user().to_owned())
     }
 }
 
@@ -89,16 +94,18 @@ impl EventStore for MemoryStore {
         Ok(events)
     }
 
-    async fn request(&self, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
+    async fn request(&self, user: &str, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
         let state = self.state();
         Ok(state
             .requests
             .get(request_id)
-            .map(|positions| positions.iter().map(|&at| state.events[at].clone()).collect())
+            .map(|positions| {
+                positions.iter().map(|&at| &state.events[at]).filter(|event| event.user() == user).cloned().collect()
+            })
             .unwrap_or_default())
     }
 
-    async fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
+    async fn conversations(&self, user: &str) -> Result<Vec<ConversationSummary>, StoreError> {
         let state = self.state();
         let mut summaries: Vec<ConversationSummary> = state
             .conversations
@@ -106,8 +113,9 @@ impl EventStore for MemoryStore {
             .filter_map(|(conversation_id, positions)| {
                 let first = &state.events[*positions.first()?];
                 let last = &state.events[*positions.last()?];
-                Some(ConversationSummary {
+                (first.user() == user).then(|| ConversationSummary {
                     conversation_id: conversation_id.clone(),
+                    user: user.to_owned(),
                     events: positions.len() as u64,
                     first_timestamp: first.timestamp.clone(),
                     last_timestamp: last.timestamp.clone(),
@@ -116,6 +124,17 @@ impl EventStore for MemoryStore {
             .collect();
         summaries.sort_by(|a, b| a.first_timestamp.cmp(&b.first_timestamp));
         Ok(summaries)
+    }
+
+    async fn tokens_spent(&self, user: &str, day: &str) -> Result<u64, StoreError> {
+        let state = self.state();
+        Ok(state
+            .events
+            .iter()
+            .filter(|event| event.user() == user && utc_day(&event.timestamp) == day)
+            .filter_map(|event| event.usage)
+            .map(|usage| usage.total_tokens)
+            .sum())
     }
 }
 
@@ -129,6 +148,7 @@ mod tests {
         NewEvent {
             conversation_id: conversation.into(),
             request_id: Some(request.into()),
+            user: "alice".into(),
             kind,
             role: Some(Role::User),
             content: Some("text".into()),
@@ -164,9 +184,9 @@ mod tests {
             "{refused}"
         );
         assert_eq!(store.conversation("b").await.unwrap().len(), 1);
-        assert_eq!(store.request("r3").await.unwrap(), vec![]);
-        assert_eq!(store.request("r1").await.unwrap(), first);
-        let listed = store.conversations().await.unwrap();
+        assert_eq!(store.request("alice", "r3").await.unwrap(), vec![]);
+        assert_eq!(store.request("alice", "r1").await.unwrap(), first);
+        let listed = store.conversations("alice").await.unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[0].conversation_id, "a");
         assert_eq!(listed[0].events, 2);

@@ -27,6 +27,9 @@ pub enum EventType {
 pub struct NewEvent {
     pub conversation_id: String,
     pub request_id: Option<String>,
+    /// The principal the event belongs to (SPEC §6): who made the request, or the admin of an
+    /// admin action.
+    pub user: String,
     pub kind: EventType,
     pub role: Option<Role>,
     pub content: Option<String>,
@@ -46,6 +49,11 @@ pub struct ChatEvent {
     pub conversation_id: String,
     pub seq: u64,
     pub request_id: Option<String>,
+    /// Absent only on lines written before events named their user; those belong to
+    /// [`ANONYMOUS`](crate::store::ANONYMOUS). Not filled in on read, so such a line
+    /// serialises back to the very bytes its hash covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     pub timestamp: String,
     #[serde(rename = "type")]
     pub kind: EventType,
@@ -77,10 +85,22 @@ impl EventType {
     }
 }
 
+impl ChatEvent {
+    /// Who the event belongs to; lines from before `user` existed are [`ANONYMOUS`]'s.
+    pub fn user(&self) -> &str {
+        self.user.as_deref().unwrap_or(ANONYMOUS)
+    }
+}
+
+/// The user of events written with auth off, and of lines written before events had a user.
+pub const ANONYMOUS: &str = "anonymous";
+
 /// A conversation as listed by [`EventStore::conversations`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConversationSummary {
     pub conversation_id: String,
+    /// Its owner: the user of its first event.
+    pub user: String,
     pub events: u64,
     pub first_timestamp: String,
     pub last_timestamp: String,
@@ -92,6 +112,9 @@ pub enum StoreError {
     /// another process) already holds.
     #[error("request_id {request_id:?} is already taken by event {event_id} of conversation {conversation_id:?}")]
     DuplicateRequest { request_id: String, conversation_id: String, event_id: String },
+    /// A `user_message` of one user in a conversation another user created.
+    #[error("conversation {conversation_id:?} belongs to another user")]
+    ConversationOwned { conversation_id: String },
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("{path}: line {line}: {message}")]
@@ -103,8 +126,9 @@ pub enum StoreError {
 #[async_trait]
 pub trait EventStore: Send + Sync {
     /// Appends the batch atomically (all lines or none) and returns the stored events once they
-    /// are durable. A `user_message` whose `request_id` is already in the store refuses the
-    /// whole batch with [`StoreError::DuplicateRequest`].
+    /// are durable. A `user_message` whose `request_id` its user already holds refuses the
+    /// whole batch with [`StoreError::DuplicateRequest`]; one in a conversation that another
+    /// user created, with [`StoreError::ConversationOwned`].
     async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<ChatEvent>, StoreError>;
 
     /// The events of one conversation, in `seq` order; empty when unknown.
@@ -125,11 +149,16 @@ pub trait EventStore: Send + Sync {
     /// descending `seq`, fetched in limited pages.)
     async fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<ChatEvent>, StoreError>;
 
-    /// The events carrying `request_id`, in log order; empty when unknown.
-    async fn request(&self, request_id: &str) -> Result<Vec<ChatEvent>, StoreError>;
+    /// The events of `user` carrying `request_id`, in log order; empty when unknown. Request
+    /// ids are per user: another user's equal `request_id` is another request.
+    async fn request(&self, user: &str, request_id: &str) -> Result<Vec<ChatEvent>, StoreError>;
 
-    /// Every conversation in the store.
-    async fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError>;
+    /// The conversations `user` created.
+    async fn conversations(&self, user: &str) -> Result<Vec<ConversationSummary>, StoreError>;
+
+    /// Model tokens `user` spent on the UTC day `day` (`YYYY-MM-DD`): the `usage` of the
+    /// user's events stamped that day, in every process sharing the store.
+    async fn tokens_spent(&self, user: &str, day: &str) -> Result<u64, StoreError>;
 }
 
 pub mod chain;

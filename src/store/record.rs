@@ -159,11 +159,12 @@ impl Record {
         matches!(self, Record::Answer { .. } | Record::Ended { .. })
     }
 
-    /// The event that stores this record.
-    pub fn into_event(self, conversation_id: String, request_id: String, token_count: u64) -> NewEvent {
+    /// The event that stores this record, a request of `user`.
+    pub fn into_event(self, conversation_id: String, request_id: String, user: String, token_count: u64) -> NewEvent {
         let event = |kind, role, content| NewEvent {
             conversation_id,
             request_id: Some(request_id),
+            user,
             kind,
             role: Some(role),
             content: Some(content),
@@ -348,7 +349,8 @@ mod tests {
 
     async fn stored(record: Record) -> ChatEvent {
         let store = MemoryStore::new();
-        let mut events = store.append(vec![record.into_event("c".into(), "r".into(), 1)]).await.expect("append");
+        let mut events =
+            store.append(vec![record.into_event("c".into(), "r".into(), "alice".into(), 1)]).await.expect("append");
         events.pop().expect("one event")
     }
 

@@ -115,8 +115,9 @@ pub fn write_servers_config(dir: &std::path::Path) -> PathBuf {
 /// What a test changes; everything else is [`settings`].
 pub struct Options {
     pub script: Option<Value>,
-    /// Edits the typed settings before the app is built.
-    pub configure: fn(&mut Settings),
+    /// Edits the typed settings before the app is built; it may capture what the test made
+    /// (keys, a JWKS file).
+    pub configure: Box<dyn FnOnce(&mut Settings) + Send>,
     /// The MCP servers; the demo server by default.
     pub servers: Vec<(&'static str, ServerConfig)>,
     pub store_path: Option<PathBuf>,
@@ -124,7 +125,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { script: None, configure: |_| {}, servers: vec![("demo", demo_server(&[]))], store_path: None }
+        Self { script: None, configure: Box::new(|_| {}), servers: vec![("demo", demo_server(&[]))], store_path: None }
     }
 }
 

@@ -10,6 +10,7 @@ pub fn user(conversation: &str, request: &str, text: &str) -> NewEvent {
     NewEvent {
         conversation_id: conversation.into(),
         request_id: Some(request.into()),
+        user: "anonymous".into(),
         kind: EventType::UserMessage,
         role: Some(Role::User),
         content: Some(text.into()),

@@ -22,6 +22,43 @@ impl WsClient {
         Self { socket }
     }
 
+    /// Upgrades with these extra request headers (`Authorization`, `Origin`,
+    /// `Sec-WebSocket-Protocol`); a refused upgrade is its HTTP answer. The socket's selected
+    /// subprotocol comes with it.
+    pub async fn connect_with(
+        addr: std::net::SocketAddr,
+        headers: &[(&str, &str)],
+    ) -> Result<(Self, Option<String>), Refusal> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{addr}/ws/chat").into_client_request().expect("a request");
+        for (name, value) in headers {
+            let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("name");
+            request.headers_mut().insert(name, value.parse().expect("a header value"));
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, response)) => {
+                let protocol = response
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .map(|value| value.to_str().expect("ascii").to_owned());
+                Ok((Self { socket }, protocol))
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(Refusal {
+                status: response.status().as_u16(),
+                www_authenticate: response
+                    .headers()
+                    .get("www-authenticate")
+                    .map(|value| value.to_str().expect("ascii").to_owned()),
+                retry_after: response
+                    .headers()
+                    .get("retry-after")
+                    .map(|value| value.to_str().expect("ascii").to_owned()),
+                body: String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned(),
+            }),
+            Err(error) => panic!("upgrade failed without an HTTP answer: {error}"),
+        }
+    }
+
     pub async fn send(&mut self, frame: Value) {
         self.send_text(frame.to_string()).await;
     }
@@ -82,6 +119,15 @@ impl WsClient {
         self.send(serde_json::json!({"action": "chat", "request_id": request_id, "payload": payload})).await;
         self.collect(request_id, &mut Vec::new()).await
     }
+}
+
+/// The HTTP answer to a refused upgrade.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub www_authenticate: Option<String>,
+    pub retry_after: Option<String>,
+    pub body: String,
 }
 
 pub fn is_terminal(message: &Value) -> bool {

@@ -62,6 +62,11 @@ impl Server {
             .env("MCP__STORE__PATH", &events)
             .env("MCP__STORE__FSYNC", "true")
             .env("MCP__LOGGING__LEVEL", "error")
+            // Every bench socket is the one user `anonymous` from one address: the per-user and
+            // per-address limits (SPEC §8) would measure themselves, not the server.
+            .env("MCP__LIMITS__CHATS_PER_MINUTE", "0")
+            .env("MCP__LIMITS__CONNECTIONS_PER_USER", "0")
+            .env("MCP__LIMITS__CONNECTIONS_PER_IP", "0")
             .env("MCP__WEBSOCKET__MAX_IN_FLIGHT_PER_CONNECTION", "8");
         let (child, address) = spawn_and_read_address(&mut serve, "serve").await?;
         let pid = child.id().context("server pid")?;
