@@ -6,8 +6,9 @@ mod support;
 use std::time::Duration;
 
 use mcp_platform::domain::Role;
-use mcp_platform::mcp::{McpServerState, ToolProvider};
+use mcp_platform::mcp::{McpServerState, ToolProvider, Unattended};
 use serde_json::{Map, json};
+use std::sync::Arc;
 use support::mcp::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -68,7 +69,12 @@ async fn slow_count_progress_arrives_in_order() {
     let manager = start(servers(vec![("demo", demo())])).await;
     let (progress, mut updates) = mpsc::unbounded_channel();
     let outcome = manager
-        .call_tool(&tool_call("demo__slow_count", json!({"n": 5, "delay_ms": 20})), progress, CancellationToken::new())
+        .call_tool(
+            &tool_call("demo__slow_count", json!({"n": 5, "delay_ms": 20})),
+            progress,
+            CancellationToken::new(),
+            Arc::new(Unattended),
+        )
         .await;
     assert!(outcome.ok, "{}", outcome.content);
     let mut seen = Vec::new();
@@ -94,7 +100,12 @@ async fn cancelling_slow_count_stops_it_at_the_server() {
         let cancel = cancel.clone();
         tokio::spawn(async move {
             manager
-                .call_tool(&tool_call("demo__slow_count", json!({"n": 1000, "delay_ms": 20})), progress, cancel)
+                .call_tool(
+                    &tool_call("demo__slow_count", json!({"n": 1000, "delay_ms": 20})),
+                    progress,
+                    cancel,
+                    Arc::new(Unattended),
+                )
                 .await
         })
     };

@@ -5,8 +5,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use mcp_platform::mcp::{CircuitState, MAX_NAME_LEN, McpManager, McpServerState, ToolProvider};
+use mcp_platform::mcp::{CircuitState, MAX_NAME_LEN, McpManager, McpServerState, ToolProvider, Unattended};
 use serde_json::json;
+use std::sync::Arc;
 use support::mcp::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,7 @@ async fn a_killed_server_fails_its_call_at_once_and_comes_back() {
                     &tool_call("demo__slow_count", json!({"n": 1000, "delay_ms": 20})),
                     progress,
                     CancellationToken::new(),
+                    Arc::new(Unattended),
                 )
                 .await
         })

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
+use crate::auth::Principal;
 use crate::chat::{Run, SerializedMessage, Subscription};
 use crate::protocol::{self, ClientMessage, ErrorBody, ServerMessage};
 
@@ -186,6 +187,20 @@ async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppS
         }
         ClientMessage::Cancel { request_id } => {
             if let Err(error) = state.chat.cancel(&request_id) {
+                connection.reply(ServerMessage::rejection(Some(request_id), error)).await;
+            }
+            return;
+        }
+        // Answers are acknowledged by the request's own `approval` / `elicitation_result`
+        // chunk; only a refused one gets a reply here.
+        ClientMessage::Approve { request_id, answer } => {
+            if let Err(error) = state.chat.approve(Principal::ANONYMOUS, &request_id, answer) {
+                connection.reply(ServerMessage::rejection(Some(request_id), error)).await;
+            }
+            return;
+        }
+        ClientMessage::Elicit { request_id, answer } => {
+            if let Err(error) = state.chat.elicit(Principal::ANONYMOUS, &request_id, answer) {
                 connection.reply(ServerMessage::rejection(Some(request_id), error)).await;
             }
             return;
