@@ -192,7 +192,7 @@ async fn answer_input_requests(
     for (key, request) in result.input_requests.unwrap_or_default() {
         let response = match request {
             InputRequest::Elicitation(request) => {
-                let reply = match elicitation::question(server, request.params) {
+                let reply = match elicitation::question(server, request.params, None) {
                     Some(question) => user.elicit(question).await,
                     None => ElicitationReply::declined(),
                 };

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use rmcp::model::{ElicitRequestParams, ElicitResult, ElicitationAction as McpAction, RequestId};
+use rmcp::model::{ElicitRequestParams, ElicitResult, ElicitationAction as McpAction, RequestId, RequestMetaObject};
 use serde_json::Value;
 
 use super::UserInput;
@@ -121,13 +121,13 @@ impl Drop for InFlightCall<'_> {
 }
 
 /// The question as the chat service shows it; `None` for a mode this version does not know
-/// (declined).
-pub fn question(server: &str, params: ElicitRequestParams) -> Option<Elicitation> {
+/// (declined). `meta` is the request's `_meta` where rmcp took it off the parameters.
+pub fn question(server: &str, params: ElicitRequestParams, meta: Option<&RequestMetaObject>) -> Option<Elicitation> {
     // Content is logged only when the server says it holds nothing sensitive.
-    let log_content = serde_json::to_value(&params)
-        .ok()
-        .and_then(|value| value.pointer("/_meta/sensitive").and_then(Value::as_bool))
-        .is_some_and(|sensitive| !sensitive);
+    let marked = |value: Option<Value>| value.as_ref().and_then(|meta| meta.get("sensitive")).and_then(Value::as_bool);
+    let in_params = serde_json::to_value(&params).ok().and_then(|value| value.get("_meta").cloned());
+    let sensitive = marked(in_params).or_else(|| marked(meta.and_then(|meta| serde_json::to_value(meta).ok())));
+    let log_content = sensitive == Some(false);
     let (message, mode) = match params {
         ElicitRequestParams::FormElicitationParams { message, requested_schema, .. } => {
             let requested_schema = serde_json::to_value(requested_schema).unwrap_or(Value::Null);

@@ -97,7 +97,7 @@ impl ClientHandler for ClientEvents {
             Some(InboundStreamOrigin::OutboundRequest(id)) => Some(id),
             _ => None,
         };
-        let Some(question) = elicitation::question(&self.server, request) else {
+        let Some(question) = elicitation::question(&self.server, request, Some(&context.meta)) else {
             return Ok(elicitation::result(ElicitationReply::declined()));
         };
         let reply = match self.elicitations.addressee(self.generation, origin) {
