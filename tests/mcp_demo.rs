@@ -21,8 +21,11 @@ async fn every_demo_tool_is_listed_and_answers() {
     assert_eq!(
         names,
         [
+            "demo__ask_name",
+            "demo__delete_note",
             "demo__divide",
             "demo__echo",
+            "demo__list_notes",
             "demo__multiply",
             "demo__power",
             "demo__slow_count",
