@@ -228,7 +228,7 @@ fn answer_payload<'v>(
 fn payload_id(payload: &Map<String, Value>, key: &str, errors: &mut Vec<FieldError>) -> Option<String> {
     let field = format!("payload.{key}");
     match optional_string(payload, &field, key, errors) {
-        None if !payload.get(key).is_some_and(|value| !value.is_null()) => {
+        None if payload.get(key).is_none_or(|value| value.is_null()) => {
             errors.push(FieldError::new(field, "is required", "missing"));
             None
         }

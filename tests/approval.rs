@@ -233,3 +233,34 @@ async fn answers_to_unknown_requests_or_questions_are_404_and_bad_ones_400() {
     assert_eq!(messages.last().expect("terminal")["status"], "complete");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_policy_follows_the_server_entry_and_believes_only_trusted_annotations() {
+    use mcp_platform::mcp::ToolProvider;
+    use support::mcp::{demo, servers, start, tool_call};
+
+    let plain = demo();
+    let mut trusted = demo();
+    trusted.trusted = true;
+    trusted.auto_approve_tools = vec!["delete_note".into()];
+    trusted.approve_tools = vec!["sum".into()];
+    let mut relaxed = demo();
+    relaxed.approval = Some(ApprovalPolicy::Never);
+    relaxed.approve_tools = vec!["echo".into()];
+    let manager = start(servers(vec![("plain", plain), ("trusted", trusted), ("relaxed", relaxed)])).await;
+    let asked = |name: &str, policy| manager.needs_approval(&tool_call(name, json!({})), policy).is_some();
+    use ApprovalPolicy::{Always, Annotations, Never};
+    assert!(asked("plain__sum", Annotations), "an untrusted server's readOnlyHint does not count");
+    assert!(!asked("trusted__list_notes", Annotations), "a trusted read-only tool runs");
+    assert!(asked("trusted__ask_name", Always), "under always every tool is asked");
+    assert!(!asked("plain__sum", Never));
+    assert!(!asked("trusted__delete_note", Always), "auto_approve_tools never asks");
+    assert!(asked("trusted__sum", Never), "approve_tools always asks");
+    assert!(!asked("relaxed__delete_note", Always), "the server's own policy overrides the global one");
+    assert!(asked("relaxed__echo", Always));
+    assert!(!asked("nobody__sum", Always), "an unknown tool fails without reaching a server");
+    let facts = manager.needs_approval(&tool_call("plain__delete_note", json!({})), Annotations).expect("asked");
+    assert_eq!(facts.server, "plain");
+    assert_eq!(facts.annotations["destructiveHint"], true);
+    manager.shutdown().await;
+}
