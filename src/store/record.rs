@@ -390,7 +390,8 @@ mod tests {
     }
 
     /// Every record, with the `extra` the previous version of the chat service wrote for it
-    /// (built there from the protocol's `Metadata` and `ErrorBody` and a JSON map).
+    /// (built there from the protocol's `Metadata` and `ErrorBody` and a JSON map); the
+    /// questions, new in this version, with the `extra` they are written with.
     fn records_and_their_extra() -> Vec<(Record, Value)> {
         let call = ToolCall { id: "call_1".into(), name: "demo__sum".into(), arguments: json!({"a": 2, "b": 3}) };
         let prompt = PromptRef { name: "demo__explain".into(), arguments: [("topic".into(), "tides".into())].into() };
@@ -442,6 +443,54 @@ mod tests {
                     ending: Ending::Failed(Failure { code: 503, message: "shutting down".into(), data: None }),
                 },
                 json!({"status": "error", "error": {"code": 503, "message": "shutting down"}}),
+            ),
+            (
+                Record::Question(Question::ApprovalRequest(ApprovalAsked {
+                    call_id: "call_1".into(),
+                    name: "demo__delete_note".into(),
+                    server: "demo".into(),
+                    arguments: json!({"note": "n"}),
+                    annotations: json!({"destructiveHint": true}),
+                    timeout_seconds: 300.0,
+                })),
+                json!({"question": "approval_request", "call_id": "call_1", "name": "demo__delete_note",
+                       "server": "demo", "arguments": {"note": "n"}, "annotations": {"destructiveHint": true},
+                       "timeout_seconds": 300.0}),
+            ),
+            (
+                Record::Question(Question::Approval(ApprovalDecided {
+                    call_id: "call_1".into(),
+                    decision: Decision::Deny,
+                    by: None,
+                    reason: Some("approval timed out".into()),
+                })),
+                json!({"question": "approval", "call_id": "call_1", "decision": "deny", "reason": "approval timed out"}),
+            ),
+            (
+                Record::Question(Question::Elicitation(ElicitationAsked {
+                    elicitation_id: "e-1".into(),
+                    server: "demo".into(),
+                    mode: "url".into(),
+                    message: "Sign in".into(),
+                    requested_schema: None,
+                    url: Some("https://example.com/in".into()),
+                    timeout_seconds: 300.0,
+                    log_content: false,
+                })),
+                json!({"question": "elicitation", "elicitation_id": "e-1", "server": "demo", "mode": "url",
+                       "message": "Sign in", "url": "https://example.com/in", "timeout_seconds": 300.0,
+                       "log_content": false}),
+            ),
+            (
+                Record::Question(Question::ElicitationResult(ElicitationAnswered {
+                    elicitation_id: "e-1".into(),
+                    action: ElicitationAction::Accept,
+                    by: Some("alice".into()),
+                    reason: None,
+                    content: Some(json!({"name": "Ada"})),
+                })),
+                json!({"question": "elicitation_result", "elicitation_id": "e-1", "action": "accept", "by": "alice",
+                       "content": {"name": "Ada"}}),
             ),
         ]
     }
