@@ -152,3 +152,57 @@ pub fn result(reply: ElicitationReply) -> ElicitResult {
         None => result,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A user that never gets asked here: only who it is matters.
+    struct Named(&'static str);
+
+    #[async_trait::async_trait]
+    impl UserInput for Named {
+        fn request_key(&self) -> &str {
+            self.0
+        }
+
+        async fn elicit(&self, _question: Elicitation) -> ElicitationReply {
+            ElicitationReply::declined()
+        }
+    }
+
+    fn addressee(router: &ElicitationRouter, generation: u64, origin: Option<&RequestId>) -> Option<String> {
+        router.addressee(generation, origin).map(|(user, _)| user.request_key().to_owned())
+    }
+
+    #[test]
+    fn a_question_goes_to_the_only_request_in_flight_or_to_none() {
+        let router = ElicitationRouter::default();
+        assert_eq!(addressee(&router, 1, None), None, "nobody to ask");
+        let alice = router.register(1, Arc::new(Named("alice/r-1")));
+        let alice_again = router.register(1, Arc::new(Named("alice/r-1")));
+        assert_eq!(addressee(&router, 1, None).as_deref(), Some("alice/r-1"), "two calls of one request");
+        assert_eq!(addressee(&router, 2, None), None, "calls of an old session do not count");
+
+        let bob = router.register(1, Arc::new(Named("bob/r-1")));
+        assert_eq!(addressee(&router, 1, None), None, "two requests in flight: never a guess");
+        bob.sent(RequestId::Number(7));
+        alice.sent(RequestId::Number(8));
+        let origin = RequestId::Number(7);
+        assert_eq!(addressee(&router, 1, Some(&origin)).as_deref(), Some("bob/r-1"), "the call it arrived with");
+
+        drop((bob, alice_again));
+        assert_eq!(addressee(&router, 1, None).as_deref(), Some("alice/r-1"));
+    }
+
+    #[test]
+    fn a_call_counts_as_asking_while_its_user_is_asked() {
+        let router = ElicitationRouter::default();
+        let call = router.register(1, Arc::new(Named("alice/r-1")));
+        assert!(!call.is_asking());
+        let (_, asking) = router.addressee(1, None).expect("alice");
+        assert!(call.is_asking(), "the timeout waits for the person");
+        drop(asking);
+        assert!(!call.is_asking());
+    }
+}
