@@ -11,7 +11,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::domain::PromptRef;
-pub use crate::domain::{Decision, ElicitationAction};
+
+mod questions;
+
+pub use questions::*;
 
 /// Longest `request_id` (and `conversation_id`) a client may choose.
 pub const MAX_ID_CHARS: usize = 128;
@@ -43,23 +46,6 @@ pub enum ClientMessage {
         request_id: String,
         answer: ElicitationAnswer,
     },
-}
-
-/// The `payload` of an `approve` action.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApprovalAnswer {
-    pub call_id: String,
-    pub decision: Decision,
-    pub reason: Option<String>,
-}
-
-/// The `payload` of an `elicit` action.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ElicitationAnswer {
-    pub elicitation_id: String,
-    pub action: ElicitationAction,
-    /// Checked against the question's `requested_schema` by the chat service, which knows it.
-    pub content: Option<Value>,
 }
 
 impl ClientMessage {
@@ -188,8 +174,9 @@ fn validate_action(
     reject_unknown_fields(object, "", allowed, errors);
     let payload = if action == "chat" { validate_payload(object.get("payload"), errors) } else { None };
     let after_seq = if action == "resume" { validate_after_seq(object.get("after_seq"), errors) } else { None };
-    let approval = if action == "approve" { validate_approval(object.get("payload"), errors) } else { None };
-    let elicitation = if action == "elicit" { validate_elicitation(object.get("payload"), errors) } else { None };
+    let approval = if action == "approve" { questions::validate_approval(object.get("payload"), errors) } else { None };
+    let elicitation =
+        if action == "elicit" { questions::validate_elicitation(object.get("payload"), errors) } else { None };
     let request_id = request_id?;
     Some(match action {
         "chat" => ClientMessage::Chat { request_id, payload: payload? },
@@ -199,102 +186,6 @@ fn validate_action(
         "cancel" => ClientMessage::Cancel { request_id },
         _ => ClientMessage::Ping { request_id },
     })
-}
-
-/// The payload object of `approve` / `elicit`, with no keys but `allowed`.
-fn answer_payload<'v>(
-    value: Option<&'v Value>,
-    action: &str,
-    allowed: &[&str],
-    errors: &mut Vec<FieldError>,
-) -> Option<&'v Map<String, Value>> {
-    match value {
-        Some(Value::Object(payload)) => {
-            reject_unknown_fields(payload, "payload.", allowed, errors);
-            Some(payload)
-        }
-        None => {
-            errors.push(FieldError::new("payload", format!("is required for {action}"), "missing"));
-            None
-        }
-        Some(other) => {
-            errors.push(type_error("payload", "an object", other));
-            None
-        }
-    }
-}
-
-/// A required, non-empty string of at most [`MAX_ID_CHARS`] characters inside the payload.
-fn payload_id(payload: &Map<String, Value>, key: &str, errors: &mut Vec<FieldError>) -> Option<String> {
-    let field = format!("payload.{key}");
-    match optional_string(payload, &field, key, errors) {
-        None if payload.get(key).is_none_or(|value| value.is_null()) => {
-            errors.push(FieldError::new(field, "is required", "missing"));
-            None
-        }
-        Some(id) if id.is_empty() || id.chars().count() > MAX_ID_CHARS => {
-            errors.push(FieldError::new(
-                field,
-                format!("must be a non-empty string of at most {MAX_ID_CHARS} characters"),
-                "value_error",
-            ));
-            None
-        }
-        id => id,
-    }
-}
-
-/// A required string field that must be one of `choices`, parsed into `T`.
-fn payload_choice<T: serde::de::DeserializeOwned>(
-    payload: &Map<String, Value>,
-    key: &str,
-    choices: &[&str],
-    errors: &mut Vec<FieldError>,
-) -> Option<T> {
-    let field = format!("payload.{key}");
-    match payload.get(key) {
-        Some(Value::String(choice)) if choices.contains(&choice.as_str()) => {
-            serde_json::from_value(Value::String(choice.clone())).ok()
-        }
-        None | Some(Value::Null) => {
-            errors.push(FieldError::new(field, format!("is required: one of {}", choices.join(", ")), "missing"));
-            None
-        }
-        Some(other) => {
-            errors.push(FieldError::new(
-                field,
-                format!("expected one of {}, found {other}", choices.join(", ")),
-                "value_error",
-            ));
-            None
-        }
-    }
-}
-
-fn validate_approval(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<ApprovalAnswer> {
-    let payload = answer_payload(value, "approve", &["call_id", "decision", "reason"], errors)?;
-    let call_id = payload_id(payload, "call_id", errors);
-    let decision = payload_choice(payload, "decision", &["allow", "deny"], errors);
-    let reason = optional_string(payload, "payload.reason", "reason", errors);
-    Some(ApprovalAnswer { call_id: call_id?, decision: decision?, reason })
-}
-
-fn validate_elicitation(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<ElicitationAnswer> {
-    let payload = answer_payload(value, "elicit", &["elicitation_id", "action", "content"], errors)?;
-    let elicitation_id = payload_id(payload, "elicitation_id", errors);
-    let action = payload_choice(payload, "action", &["accept", "decline", "cancel"], errors);
-    let content = match payload.get("content") {
-        None | Some(Value::Null) => None,
-        Some(content @ Value::Object(_)) => Some(content.clone()),
-        Some(other) => {
-            errors.push(type_error("payload.content", "an object", other));
-            None
-        }
-    };
-    if content.is_some() && action.is_some_and(|action| action != ElicitationAction::Accept) {
-        errors.push(FieldError::new("payload.content", "is only sent with action accept", "value_error"));
-    }
-    Some(ElicitationAnswer { elicitation_id: elicitation_id?, action: action?, content })
 }
 
 fn validate_after_seq(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<u64> {
@@ -599,68 +490,6 @@ pub enum Chunk {
     ElicitationResult(ElicitationResultChunk),
 }
 
-/// A tool call waiting for the user's decision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ApprovalRequestChunk {
-    /// The tool call's id: what `approve` names as `call_id`.
-    pub id: String,
-    pub name: String,
-    pub server: String,
-    pub arguments: Value,
-    /// The tool's MCP annotations as its server declares them (`{}` when none).
-    pub annotations: Value,
-    pub timeout_seconds: f64,
-}
-
-/// How an approval was decided: by a user, or, without `by`, by the timeout.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ApprovalChunk {
-    pub id: String,
-    pub decision: Decision,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub by: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// An MCP server's question to the user, in form or URL mode.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ElicitationChunk {
-    /// What `elicit` names as `elicitation_id`.
-    pub id: String,
-    pub server: String,
-    pub mode: ElicitationMode,
-    pub message: String,
-    /// Form mode: the JSON Schema the answer's `content` must satisfy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_schema: Option<Value>,
-    /// URL mode: where the server sends the user.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// URL mode: the host of `url`, so the user sees where the link leads before opening it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    pub timeout_seconds: f64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ElicitationMode {
-    Form,
-    Url,
-}
-
-/// What went back to the server: the user's action, or `cancel` without `by` after the timeout.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ElicitationResultChunk {
-    pub id: String,
-    pub action: ElicitationAction,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub by: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCallChunk {
     pub id: String,
@@ -727,11 +556,11 @@ impl ErrorBody {
 mod tests {
     use super::*;
 
-    fn rejection(frame: &str) -> Rejection {
+    pub(super) fn rejection(frame: &str) -> Rejection {
         parse_client_message(frame).expect_err("frame should be refused")
     }
 
-    fn fields(rejection: &Rejection) -> Vec<String> {
+    pub(super) fn fields(rejection: &Rejection) -> Vec<String> {
         let errors = &rejection.error.data.as_ref().expect("validation data")["validation_errors"];
         errors.as_array().expect("array").iter().map(|error| error["field"].as_str().unwrap_or("").to_owned()).collect()
     }
@@ -784,41 +613,6 @@ mod tests {
     fn unknown_action_names_the_allowed_ones() {
         let rejected = rejection(r#"{"action":"dance","request_id":"r"}"#);
         assert!(rejected.error.data.expect("data").to_string().contains("expected one of chat, cancel, resume, ping"));
-    }
-
-    #[test]
-    fn approve_and_elicit_frames_parse_and_report_every_bad_field() {
-        let approve = parse_client_message(
-            r#"{"action":"approve","request_id":"r-1","payload":{"call_id":"call_1","decision":"deny","reason":"no"}}"#,
-        )
-        .expect("valid");
-        assert_eq!(
-            approve,
-            ClientMessage::Approve {
-                request_id: "r-1".into(),
-                answer: ApprovalAnswer {
-                    call_id: "call_1".into(),
-                    decision: Decision::Deny,
-                    reason: Some("no".into())
-                }
-            }
-        );
-        let elicit = parse_client_message(
-            r#"{"action":"elicit","request_id":"r-1","payload":{"elicitation_id":"e-1","action":"accept","content":{"name":"Ada"}}}"#,
-        )
-        .expect("valid");
-        let ClientMessage::Elicit { answer, .. } = elicit else { panic!("not an elicit: {elicit:?}") };
-        assert_eq!(answer.content, Some(serde_json::json!({"name": "Ada"})));
-
-        let mut found =
-            fields(&rejection(r#"{"action":"approve","request_id":"r","payload":{"decision":"maybe","x":1}}"#));
-        found.sort();
-        assert_eq!(found, ["payload.call_id", "payload.decision", "payload.x"]);
-        let found = fields(&rejection(
-            r#"{"action":"elicit","request_id":"r","payload":{"elicitation_id":"e","action":"decline","content":{}}}"#,
-        ));
-        assert_eq!(found, ["payload.content"]);
-        assert_eq!(fields(&rejection(r#"{"action":"elicit","request_id":"r"}"#)), ["payload"]);
     }
 
     #[test]
