@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use mcp_platform::config::{CircuitBreakerSettings, McpConnectionSettings, McpSettings, ServerConfig, ServersConfig};
 use mcp_platform::domain::ToolCall;
-use mcp_platform::mcp::{McpManager, ToolDefaults, ToolProvider};
+use mcp_platform::mcp::{McpManager, ToolDefaults, ToolProvider, Unattended};
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion};
 use rmcp::transport::TokioChildProcess;
 use serde_json::json;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -40,7 +41,7 @@ fn micros(duration: Duration) -> f64 {
 async fn time_ours(manager: &McpManager, call: &ToolCall) -> Duration {
     let (progress, _) = mpsc::unbounded_channel();
     let started = Instant::now();
-    let outcome = manager.call_tool(call, progress, CancellationToken::new()).await;
+    let outcome = manager.call_tool(call, progress, CancellationToken::new(), Arc::new(Unattended)).await;
     let took = started.elapsed();
     assert!(outcome.ok && outcome.content == "5", "{}", outcome.content);
     took
@@ -72,6 +73,10 @@ async fn main() -> anyhow::Result<()> {
                 allowed_tools: None,
                 excluded_tools: Vec::new(),
                 tool_timeout: None,
+                approval: None,
+                approve_tools: Vec::new(),
+                auto_approve_tools: Vec::new(),
+                trusted: false,
             },
         )]
         .into(),

@@ -2,7 +2,10 @@
 //!
 //! Each line typed is one `chat` request in the socket's conversation; the answer streams as
 //! it arrives, with tool calls and results on lines of their own. `/cancel` stops the request
-//! in flight, `/quit` (or end of input) leaves.
+//! in flight, `/quit` (or end of input) leaves. While a request asks something (a tool call to
+//! approve, an MCP server's form), the lines typed answer it (`questions`).
+
+mod questions;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::protocol::{Chunk, ServerMessage, Status};
+use questions::{Question, Questions};
 
 #[derive(Debug, clap::Args)]
 pub struct ChatArgs {
@@ -30,6 +34,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     let (mut sink, mut stream) = socket.split();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut in_flight: Option<String> = None;
+    let mut questions = Questions::default();
     let mut conversation_id: Option<String> = None;
     // Piped input ends before its last answer arrives: that answer is still awaited.
     let mut input_done = false;
@@ -45,6 +50,12 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                     continue;
                 };
                 let line = line.trim();
+                if questions.is_asking() {
+                    if let Some(frame) = questions.answer(line) {
+                        sink.send(Message::text(frame.to_string())).await?;
+                    }
+                    continue;
+                }
                 match line {
                     "" => continue,
                     "/quit" => break,
@@ -73,9 +84,11 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
                 };
                 if let Message::Text(text) = message? {
                     let message: ServerMessage = serde_json::from_str(text.as_str())?;
-                    if message.status.is_terminal() && message.request_id == in_flight {
+                    let refused_answer = message.status == Status::Error && message.seq.is_none() && questions.refused();
+                    if message.status.is_terminal() && message.request_id == in_flight && !refused_answer {
                         in_flight = None;
                     }
+                    follow_questions(&mut questions, &message);
                     conversation_id = conversation_id.or(message.conversation_id.clone());
                     render(&message);
                     if input_done && in_flight.is_none() {
@@ -87,6 +100,18 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = sink.send(Message::Close(None)).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Queues a request's questions and clears the ones the server settled.
+fn follow_questions(questions: &mut Questions, message: &ServerMessage) {
+    let request_id = message.request_id.clone().unwrap_or_default();
+    match &message.chunk {
+        Some(Chunk::ApprovalRequest(chunk)) => questions.push(Question::Approval { request_id, chunk: chunk.clone() }),
+        Some(Chunk::Elicitation(chunk)) => questions.push(Question::Elicitation { request_id, chunk: chunk.clone() }),
+        Some(Chunk::Approval(approval)) => questions.settled(&approval.id),
+        Some(Chunk::ElicitationResult(result)) => questions.settled(&result.id),
+        _ => {}
+    }
 }
 
 fn render(message: &ServerMessage) {
@@ -108,6 +133,22 @@ fn render(message: &ServerMessage) {
             )
         }
         (Status::Chunk, Some(Chunk::Notice(notice))) => writeln!(out, "\n  ! {notice}"),
+        (Status::Chunk, Some(Chunk::Approval(approval))) => writeln!(
+            out,
+            "  = {} {}{}{}",
+            approval.id,
+            word(&approval.decision),
+            approval.by.as_deref().map(|by| format!(" by {by}")).unwrap_or_default(),
+            approval.reason.as_deref().map(|reason| format!(": {reason}")).unwrap_or_default()
+        ),
+        (Status::Chunk, Some(Chunk::ElicitationResult(result))) => writeln!(
+            out,
+            "  = {} {}{}{}",
+            result.id,
+            word(&result.action),
+            result.by.as_deref().map(|by| format!(" by {by}")).unwrap_or_default(),
+            result.reason.as_deref().map(|reason| format!(": {reason}")).unwrap_or_default()
+        ),
         (Status::Complete, _) => {
             let metadata = message.metadata.as_ref();
             writeln!(
@@ -127,4 +168,9 @@ fn render(message: &ServerMessage) {
         _ => Ok(()),
     };
     let _ = out.flush();
+}
+
+/// A protocol enum as the wire spells it.
+fn word(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default()
 }

@@ -89,6 +89,29 @@ pub struct ChatServiceSettings {
     /// Seconds per MCP tool call, unless the server's entry sets its own.
     pub tool_timeout: f64,
     pub max_tool_result_chars: usize,
+    pub tool_approval: ToolApprovalSettings,
+}
+
+/// When a person must allow a tool call before it runs (SPEC §2.6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolApprovalSettings {
+    /// For every server whose entry sets no `approval` of its own.
+    pub policy: ApprovalPolicy,
+    /// Seconds to wait for a decision (and for an answer to an MCP elicitation); then the
+    /// call is denied (the elicitation cancelled).
+    pub timeout: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalPolicy {
+    /// Calls run without asking.
+    Never,
+    /// Every call is asked.
+    Always,
+    /// Asked unless the tool is marked `readOnlyHint`; only a `trusted` server's marks count.
+    Annotations,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -288,6 +311,18 @@ pub struct ServerConfig {
     /// Seconds; `None` falls back to `chat.service.tool_timeout`.
     #[serde(default)]
     pub tool_timeout: Option<f64>,
+    /// Overrides `chat.service.tool_approval.policy` for this server's tools.
+    #[serde(default)]
+    pub approval: Option<ApprovalPolicy>,
+    /// Tools that are always asked, whatever the policy.
+    #[serde(default)]
+    pub approve_tools: Vec<String>,
+    /// Tools that are never asked, whatever the policy.
+    #[serde(default)]
+    pub auto_approve_tools: Vec<String>,
+    /// Whether the server's tool annotations (readOnlyHint, destructiveHint) are believed.
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 fn enabled_unless_said_otherwise() -> bool {
@@ -306,6 +341,10 @@ impl std::fmt::Debug for ServerConfig {
             .field("allowed_tools", &self.allowed_tools)
             .field("excluded_tools", &self.excluded_tools)
             .field("tool_timeout", &self.tool_timeout)
+            .field("approval", &self.approval)
+            .field("approve_tools", &self.approve_tools)
+            .field("auto_approve_tools", &self.auto_approve_tools)
+            .field("trusted", &self.trusted)
             .finish()
     }
 }

@@ -103,3 +103,52 @@ pub enum FinishReason {
     ToolLimit,
     Cancelled,
 }
+
+/// A user's decision on a tool call that waited for approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+/// How a user answered an MCP server's question (MCP elicitation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ElicitationAction {
+    Accept,
+    Decline,
+    Cancel,
+}
+
+/// An MCP server's question for the user whose tool call it is serving.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Elicitation {
+    pub server: String,
+    pub message: String,
+    pub mode: ElicitationMode,
+    /// Whether the answer may be written to the log: only when the server marked it not
+    /// sensitive (`_meta: {"sensitive": false}`); answers may hold secrets.
+    pub log_content: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ElicitationMode {
+    /// The answer is `content` satisfying this JSON Schema.
+    Form { requested_schema: Value },
+    /// The user goes to `url`; the answer carries no content.
+    Url { url: String },
+}
+
+/// What goes back to the MCP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ElicitationReply {
+    pub action: ElicitationAction,
+    pub content: Option<Value>,
+}
+
+impl ElicitationReply {
+    pub fn declined() -> Self {
+        Self { action: ElicitationAction::Decline, content: None }
+    }
+}

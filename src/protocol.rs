@@ -12,6 +12,10 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::PromptRef;
 
+mod questions;
+
+pub use questions::*;
+
 /// Longest `request_id` (and `conversation_id`) a client may choose.
 pub const MAX_ID_CHARS: usize = 128;
 /// `after_seq` must be below 2^53: the largest integer every JSON client (a browser's
@@ -21,10 +25,30 @@ pub const AFTER_SEQ_LIMIT: u64 = 1 << 53;
 /// A validated client frame.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {
-    Chat { request_id: String, payload: ChatPayload },
-    Cancel { request_id: String },
-    Resume { request_id: String, after_seq: Option<u64> },
-    Ping { request_id: String },
+    Chat {
+        request_id: String,
+        payload: ChatPayload,
+    },
+    Cancel {
+        request_id: String,
+    },
+    Resume {
+        request_id: String,
+        after_seq: Option<u64>,
+    },
+    Ping {
+        request_id: String,
+    },
+    /// A decision on a tool call waiting for approval (SPEC §2.6).
+    Approve {
+        request_id: String,
+        answer: ApprovalAnswer,
+    },
+    /// An answer to an MCP server's question (SPEC §2.6).
+    Elicit {
+        request_id: String,
+        answer: ElicitationAnswer,
+    },
 }
 
 impl ClientMessage {
@@ -33,7 +57,9 @@ impl ClientMessage {
             ClientMessage::Chat { request_id, .. }
             | ClientMessage::Cancel { request_id }
             | ClientMessage::Resume { request_id, .. }
-            | ClientMessage::Ping { request_id } => request_id,
+            | ClientMessage::Ping { request_id }
+            | ClientMessage::Approve { request_id, .. }
+            | ClientMessage::Elicit { request_id, .. } => request_id,
         }
     }
 }
@@ -138,10 +164,11 @@ fn validate_action(
         "chat" => &["action", "request_id", "payload"],
         "resume" => &["action", "request_id", "after_seq"],
         "cancel" | "ping" => &["action", "request_id"],
+        "approve" | "elicit" => &["action", "request_id", "payload"],
         other => {
             errors.push(FieldError::new(
                 "action",
-                format!("unknown action {other:?}; expected one of chat, cancel, resume, ping"),
+                format!("unknown action {other:?}; expected one of chat, cancel, resume, ping, approve, elicit"),
                 "value_error",
             ));
             return None;
@@ -150,9 +177,14 @@ fn validate_action(
     reject_unknown_fields(object, "", allowed, errors);
     let payload = if action == "chat" { validate_payload(object.get("payload"), errors) } else { None };
     let after_seq = if action == "resume" { validate_after_seq(object.get("after_seq"), errors) } else { None };
+    let approval = if action == "approve" { questions::validate_approval(object.get("payload"), errors) } else { None };
+    let elicitation =
+        if action == "elicit" { questions::validate_elicitation(object.get("payload"), errors) } else { None };
     let request_id = request_id?;
     Some(match action {
         "chat" => ClientMessage::Chat { request_id, payload: payload? },
+        "approve" => ClientMessage::Approve { request_id, answer: approval? },
+        "elicit" => ClientMessage::Elicit { request_id, answer: elicitation? },
         "resume" => ClientMessage::Resume { request_id, after_seq },
         "cancel" => ClientMessage::Cancel { request_id },
         _ => ClientMessage::Ping { request_id },
@@ -472,6 +504,10 @@ pub enum Chunk {
     ToolResult(ToolResultChunk),
     Progress(ProgressChunk),
     Notice(String),
+    ApprovalRequest(ApprovalRequestChunk),
+    Approval(ApprovalChunk),
+    Elicitation(ElicitationChunk),
+    ElicitationResult(ElicitationResultChunk),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -540,11 +576,11 @@ impl ErrorBody {
 mod tests {
     use super::*;
 
-    fn rejection(frame: &str) -> Rejection {
+    pub(super) fn rejection(frame: &str) -> Rejection {
         parse_client_message(frame).expect_err("frame should be refused")
     }
 
-    fn fields(rejection: &Rejection) -> Vec<String> {
+    pub(super) fn fields(rejection: &Rejection) -> Vec<String> {
         let errors = &rejection.error.data.as_ref().expect("validation data")["validation_errors"];
         errors.as_array().expect("array").iter().map(|error| error["field"].as_str().unwrap_or("").to_owned()).collect()
     }

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use mcp_platform::config::{AuthMode, ConfigError, Role, load_servers_config, load_settings};
+use mcp_platform::config::{ApprovalPolicy, AuthMode, ConfigError, Role, load_servers_config, load_settings};
 use tempfile::TempDir;
 
 /// Every loader reads the process environment, so tests that change it run one at a time.
@@ -851,4 +851,44 @@ fn auth_and_limits_values_are_checked() {
             "DIR/config.yaml: limits.max_connections: expected an integer of at least 0, found 1.5".to_owned(),
         ]
     );
+}
+
+#[test]
+fn approval_settings_load_and_a_bad_policy_names_the_choices() {
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k");
+    let settings = load_settings(Some(&repository_file("config.yaml"))).expect("shipped config");
+    assert_eq!(settings.chat.service.tool_approval.policy, ApprovalPolicy::Never);
+    assert_eq!(settings.chat.service.tool_approval.timeout, 300.0);
+
+    let dir = TempDir::new().unwrap();
+    let path = write(
+        &dir,
+        "servers_config.json",
+        r#"{"mcpServers": {"notes": {"command": "notes", "approval": "annotations", "trusted": true,
+             "approve_tools": ["delete"], "auto_approve_tools": ["list"]}}}"#,
+    );
+    let servers = load_servers_config(Some(&path)).expect("valid");
+    let notes = &servers.servers["notes"];
+    assert_eq!(notes.approval, Some(ApprovalPolicy::Annotations));
+    assert!(notes.trusted);
+    assert_eq!(
+        (notes.approve_tools.as_slice(), notes.auto_approve_tools.as_slice()),
+        (&["delete".to_owned()][..], &["list".to_owned()][..])
+    );
+    let echo =
+        &load_servers_config(Some(&write(&dir, "plain.json", r#"{"mcpServers": {"echo": {"command": "echo"}}}"#)))
+            .expect("valid")
+            .servers["echo"];
+    assert_eq!((echo.approval, echo.trusted), (None, false), "no override, untrusted by default");
+
+    let problems =
+        servers_problems(&dir, r#"{"mcpServers": {"notes": {"command": "notes", "approval": "sometimes"}}}"#);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].contains("mcpServers.notes.approval") && problems[0].contains("\"annotations\""),
+        "{problems:?}"
+    );
+    let problems = settings_problems(&dir, &edited_settings(&[("      policy: \"never\"", "      policy: \"ask\"")]));
+    assert!(problems.iter().any(|problem| problem.contains("chat.service.tool_approval.policy")), "{problems:?}");
 }

@@ -50,5 +50,5 @@ fn check_lists_what_each_server_offers_and_fails_on_a_broken_one() {
     assert!(broken["last_error"].as_str().unwrap().contains("cannot start"));
     let demo = servers.iter().find(|s| s["name"] == "demo").unwrap();
     assert_eq!(demo["state"], "connected");
-    assert_eq!(demo["tools"].as_array().unwrap().len(), 7);
+    assert_eq!(demo["tools"].as_array().unwrap().len(), 10);
 }

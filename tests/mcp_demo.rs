@@ -6,8 +6,9 @@ mod support;
 use std::time::Duration;
 
 use mcp_platform::domain::Role;
-use mcp_platform::mcp::{McpServerState, ToolProvider};
+use mcp_platform::mcp::{McpServerState, ToolProvider, Unattended};
 use serde_json::{Map, json};
+use std::sync::Arc;
 use support::mcp::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,8 +21,11 @@ async fn every_demo_tool_is_listed_and_answers() {
     assert_eq!(
         names,
         [
+            "demo__ask_name",
+            "demo__delete_note",
             "demo__divide",
             "demo__echo",
+            "demo__list_notes",
             "demo__multiply",
             "demo__power",
             "demo__slow_count",
@@ -68,7 +72,12 @@ async fn slow_count_progress_arrives_in_order() {
     let manager = start(servers(vec![("demo", demo())])).await;
     let (progress, mut updates) = mpsc::unbounded_channel();
     let outcome = manager
-        .call_tool(&tool_call("demo__slow_count", json!({"n": 5, "delay_ms": 20})), progress, CancellationToken::new())
+        .call_tool(
+            &tool_call("demo__slow_count", json!({"n": 5, "delay_ms": 20})),
+            progress,
+            CancellationToken::new(),
+            Arc::new(Unattended),
+        )
         .await;
     assert!(outcome.ok, "{}", outcome.content);
     let mut seen = Vec::new();
@@ -94,7 +103,12 @@ async fn cancelling_slow_count_stops_it_at_the_server() {
         let cancel = cancel.clone();
         tokio::spawn(async move {
             manager
-                .call_tool(&tool_call("demo__slow_count", json!({"n": 1000, "delay_ms": 20})), progress, cancel)
+                .call_tool(
+                    &tool_call("demo__slow_count", json!({"n": 1000, "delay_ms": 20})),
+                    progress,
+                    cancel,
+                    Arc::new(Unattended),
+                )
                 .await
         })
     };

@@ -5,8 +5,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use mcp_platform::mcp::{CircuitState, MAX_NAME_LEN, McpManager, McpServerState, ToolProvider};
+use mcp_platform::mcp::{CircuitState, MAX_NAME_LEN, McpManager, McpServerState, ToolProvider, Unattended};
 use serde_json::json;
+use std::sync::Arc;
 use support::mcp::*;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,7 @@ async fn a_killed_server_fails_its_call_at_once_and_comes_back() {
                     &tool_call("demo__slow_count", json!({"n": 1000, "delay_ms": 20})),
                     progress,
                     CancellationToken::new(),
+                    Arc::new(Unattended),
                 )
                 .await
         })
@@ -48,7 +50,7 @@ async fn a_killed_server_fails_its_call_at_once_and_comes_back() {
     .await;
     let server = manager.server("demo").unwrap();
     assert_ne!(server.pid, Some(pid));
-    assert_eq!(server.tools.len(), 7);
+    assert_eq!(server.tools.len(), 10);
     assert!(server.last_error.is_none());
     let next = call(&manager, "demo__sum", json!({"a": 2, "b": 3})).await;
     assert_eq!((next.ok, next.content.as_str()), (true, "5"));
@@ -156,7 +158,7 @@ async fn same_tool_names_and_long_names_stay_distinct_and_callable() {
         start(servers(vec![("calc.a", demo()), ("calc_a", demo()), (long_server, demo()), ("faulty", faulty(&[]))]))
             .await;
     let names = tool_names(&manager);
-    assert_eq!(names.len(), 7 * 3 + 11);
+    assert_eq!(names.len(), 10 * 3 + 11);
     let mut unique = names.clone();
     unique.sort();
     unique.dedup();

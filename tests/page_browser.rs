@@ -165,8 +165,8 @@ async fn approval_and_elicitation_dialogs_send_the_answers() {
     else {
         return;
     };
-    // The server does not send these questions yet (SPEC §2.6 comes later): the page's own
-    // request view is given the chunks, and what its dialogs would send is recorded.
+    // The page's own request view is given the chunks, and what its dialogs would send is
+    // recorded; the next test answers the real server's questions.
     let shown = browser
         .client
         .execute_async(
@@ -211,6 +211,56 @@ async fn approval_and_elicitation_dialogs_send_the_answers() {
         .js("document.querySelector(\".question[data-question-id='call_1'] .question-state\").textContent")
         .await;
     assert_eq!(state, "allow by anonymous");
+    browser.close().await;
+    app.shutdown().await;
+}
+
+fn annotations_policy(settings: &mut mcp_platform::config::Settings) {
+    settings.chat.service.tool_approval.policy = mcp_platform::config::ApprovalPolicy::Annotations;
+}
+
+#[tokio::test]
+async fn the_dialogs_answer_the_servers_real_questions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "buy milk\ncall Ada\n").expect("write notes");
+    let mut demo = demo_server(&[("DEMO_NOTES_FILE", notes.to_str().expect("utf-8 path"))]);
+    demo.trusted = true;
+    let script = json!([
+        {"tool_calls": [
+            {"id": "call_del", "name": "demo__delete_note", "arguments": {"note": "buy milk"}},
+            {"id": "call_ask", "name": "demo__ask_name", "arguments": {}}
+        ]},
+        {"text": "All done."}
+    ]);
+    let options = Options {
+        script: Some(script),
+        configure: Box::new(annotations_policy),
+        servers: vec![("demo", demo)],
+        store_path: None,
+    };
+    let Some((browser, app)) = page_on_new_app("the_dialogs_answer_the_servers_real_questions", options).await else {
+        return;
+    };
+    browser.send_message("tidy my notes and greet me").await;
+    let approval = ".question[data-question-id='call_del']";
+    browser.wait_js("the approval dialog", &format!("document.querySelector(\"{approval}\") !== null")).await;
+    let question = browser.js(&format!("document.querySelector(\"{approval} h3\").textContent")).await;
+    assert_eq!(question, "Allow demo__delete_note (server demo)?");
+    browser.click(&format!("{approval} button")).await;
+
+    let form = ".question[data-question-id='e-1']";
+    browser.wait_js("the elicitation dialog", &format!("document.querySelector(\"{form}\") !== null")).await;
+    browser.click(&format!("{form} input[type='text']")).await;
+    browser.client.active_element().await.expect("focus").send_keys("Ada").await.expect("type");
+    browser.click(&format!("{form} .buttons button")).await;
+    browser.wait_js("the answer completes", &format!("{LAST_STATUS} === 'complete'")).await;
+
+    let greeting = "document.querySelector('.tool[data-tool=\"demo__ask_name\"] .tool-output').textContent";
+    assert_eq!(browser.js(greeting).await, "Hello, Ada!");
+    let state = browser.js(&format!("document.querySelector(\"{approval} .question-state\").textContent")).await;
+    assert_eq!(state, "allow by anonymous", "the server's approval chunk settled the dialog");
+    assert_eq!(std::fs::read_to_string(&notes).expect("notes"), "call Ada\n");
     browser.close().await;
     app.shutdown().await;
 }

@@ -3,6 +3,7 @@
 //! text, then the terminal message. The replay is unnumbered; the run that publishes it
 //! numbers it from `seq` 0.
 
+use super::questions;
 use crate::protocol::{Chunk, ErrorBody, Metadata, RequestMessage, ToolCallChunk, ToolResultChunk};
 use crate::store::ChatEvent;
 use crate::store::record::{AnswerFigures, Ending, Failure, Record, RecordError, ToolResult, UserTurn};
@@ -63,6 +64,7 @@ fn replay_record(record: Record) -> Vec<RequestMessage> {
         }
         Record::Ended { ending: Ending::Cancelled, .. } => vec![RequestMessage::Cancelled],
         Record::Ended { ending: Ending::Failed(failure), .. } => vec![RequestMessage::Failed(failure.into())],
+        Record::Question(question) => vec![RequestMessage::Chunk(questions::chunk(question))],
     }
 }
 

@@ -7,6 +7,7 @@
 mod cached;
 mod context;
 mod dedup;
+mod questions;
 mod run;
 #[cfg(test)]
 mod tests;
@@ -24,7 +25,7 @@ pub use run::{Run, SerializedMessage};
 use crate::config::ChatServiceSettings;
 use crate::llm::LlmProvider;
 use crate::mcp::ToolProvider;
-use crate::protocol::{ChatPayload, ErrorBody};
+use crate::protocol::{ApprovalAnswer, ChatPayload, ElicitationAnswer, ErrorBody};
 use crate::store::EventStore;
 use dedup::Standing;
 
@@ -163,11 +164,26 @@ impl ChatService {
                 active.cancel.cancel();
                 Ok(())
             }
-            None => Err(ErrorBody::new(
-                404,
-                format!("request_id {request_id:?} is not running in this server (unknown or already finished)"),
-            )),
+            None => Err(not_running(request_id)),
         }
+    }
+
+    /// `approve`: `user`'s decision on a tool call of a request running in this process.
+    pub fn approve(&self, user: &str, request_id: &str, answer: ApprovalAnswer) -> Result<(), ErrorBody> {
+        self.running(user, request_id)?.questions.approve(user, answer)
+    }
+
+    /// `elicit`: `user`'s answer to an MCP server's question in a request running here.
+    pub fn elicit(&self, user: &str, request_id: &str, answer: ElicitationAnswer) -> Result<(), ErrorBody> {
+        self.running(user, request_id)?.questions.elicit(user, answer)
+    }
+
+    /// The request `user` runs here; another user's is as unknown as a missing one (SPEC §8).
+    fn running(&self, user: &str, request_id: &str) -> Result<Arc<Run>, ErrorBody> {
+        self.lock_runs()
+            .get(&request_key(user, request_id))
+            .map(|active| active.run.clone())
+            .ok_or_else(|| not_running(request_id))
     }
 
     /// Whether new requests are taken: false from the start of shutdown on. Readiness
@@ -202,6 +218,13 @@ impl ChatService {
 /// not (SPEC §8).
 pub fn not_your_conversation(conversation_id: &str) -> ErrorBody {
     ErrorBody::new(404, format!("no conversation {conversation_id:?} of yours in the store"))
+}
+
+fn not_running(request_id: &str) -> ErrorBody {
+    ErrorBody::new(
+        404,
+        format!("request_id {request_id:?} is not running in this server (unknown or already finished)"),
+    )
 }
 
 fn shutting_down() -> ErrorBody {

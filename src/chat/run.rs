@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use super::questions::OpenQuestions;
 use crate::protocol::{ErrorBody, RequestMessage, ServerMessage};
 
 /// One message as sent, serialised once and shared by every follower.
@@ -17,6 +18,8 @@ pub type SerializedMessage = Arc<str>;
 
 pub struct Run {
     pub request_id: String,
+    /// Questions to the request's user that wait for an answer from any socket.
+    pub questions: OpenQuestions,
     messages: Mutex<Vec<SerializedMessage>>,
     /// Number of messages and whether the last one ended the request.
     progress: watch::Sender<(usize, bool)>,
@@ -24,7 +27,12 @@ pub struct Run {
 
 impl Run {
     pub fn new(request_id: String) -> Arc<Self> {
-        Arc::new(Self { request_id, messages: Mutex::new(Vec::new()), progress: watch::Sender::new((0, false)) })
+        Arc::new(Self {
+            request_id,
+            questions: OpenQuestions::default(),
+            messages: Mutex::new(Vec::new()),
+            progress: watch::Sender::new((0, false)),
+        })
     }
 
     /// A finished request's compact replay, numbered from `seq` 0 like a live run.

@@ -11,10 +11,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{ChatDeps, ChatService, Subscription};
-use crate::config::{ChatServiceSettings, ContextSettings, StreamingSettings};
+use crate::config::{ApprovalPolicy, ChatServiceSettings, ContextSettings, StreamingSettings, ToolApprovalSettings};
 use crate::domain::{FinishReason, Message, Role, ToolCall, ToolSpec, Usage};
 use crate::llm::{LlmEvent, LlmProvider, LlmRequest, LlmStream};
-use crate::mcp::{McpServerIssue, ToolError, ToolOutcome, ToolProgress, ToolProvider};
+use crate::mcp::{ApprovalFacts, McpServerIssue, ToolError, ToolOutcome, ToolProgress, ToolProvider, UserInput};
 use crate::protocol::ChatPayload;
 use crate::store::memory::MemoryStore;
 use crate::store::record::{Record, UserTurn};
@@ -51,11 +51,16 @@ impl ToolProvider for SumTool {
         Vec::new()
     }
 
+    fn needs_approval(&self, _call: &ToolCall, _policy: ApprovalPolicy) -> Option<ApprovalFacts> {
+        None
+    }
+
     async fn call_tool(
         &self,
         call: &ToolCall,
         progress: mpsc::UnboundedSender<ToolProgress>,
         _cancel: CancellationToken,
+        _user: Arc<dyn UserInput>,
     ) -> ToolOutcome {
         let _ = progress.send(ToolProgress { progress: 1.0, total: Some(1.0), message: None });
         let sum = call.arguments["a"].as_i64().unwrap_or(0) + call.arguments["b"].as_i64().unwrap_or(0);
@@ -81,6 +86,7 @@ fn service(replies: Vec<Vec<LlmEvent>>) -> (Arc<ChatService>, Arc<ScriptedModel>
         max_tool_hops: 3,
         tool_timeout: 5.0,
         max_tool_result_chars: 1000,
+        tool_approval: ToolApprovalSettings { policy: ApprovalPolicy::Never, timeout: 5.0 },
     };
     let deps = ChatDeps { llm: model.clone(), tools: Arc::new(SumTool), store: store.clone() };
     (ChatService::new(settings, deps), model, store)

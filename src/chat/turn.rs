@@ -6,7 +6,7 @@
 //! was told is always in the log. Only text deltas run ahead of the log, because they stream.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Map, Value};
@@ -15,10 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::dedup::Standing;
+use super::questions::{Asker, Verdict, Waiter};
 use super::{ChatService, Run, cached, context, internal_error, shutting_down};
 use crate::domain::{FinishReason, Message, ToolCall, ToolSpec, Usage};
 use crate::llm::{LlmError, LlmEvent, LlmRequest};
-use crate::mcp::{ToolOutcome, ToolProgress};
+use crate::mcp::{ToolOutcome, ToolProgress, UserInput};
 use crate::protocol::{ChatPayload, Chunk, ErrorBody, FieldError, ProgressChunk, RequestMessage, ToolCallChunk};
 use crate::store::record::{AnswerFigures, Ending, Record, ToolResult, UserTurn};
 use crate::store::{ChatEvent, NewEvent, RecentLimit, StoreError};
@@ -67,6 +68,8 @@ struct Turn<'a> {
     tool_hops: u32,
     /// Text of the answer so far, kept for the log if the turn is cut off.
     partial_text: String,
+    /// The turn's port to its user: approvals, and the MCP servers' questions.
+    asker: Arc<Asker>,
 }
 
 pub async fn run_turn(service: &ChatService, request: &TurnRequest, payload: ChatPayload) {
@@ -78,10 +81,21 @@ pub async fn run_turn(service: &ChatService, request: &TurnRequest, payload: Cha
     );
     async {
         let model = payload.model.clone().unwrap_or_else(|| service.deps.llm.default_model().to_owned());
+        let counter = TokenCounter::for_model(&model);
+        let asker = Arc::new(Asker::new(
+            request.run.clone(),
+            request.user.clone(),
+            service.deps.store.clone(),
+            request.conversation_id.clone(),
+            counter,
+            Duration::from_secs_f64(service.settings.tool_approval.timeout),
+            request.cancel.clone(),
+        ));
         let mut turn = Turn {
             service,
             request,
-            counter: TokenCounter::for_model(&model),
+            counter,
+            asker,
             model,
             streaming: payload.streaming.unwrap_or(service.settings.streaming.enabled),
             started: Instant::now(),
@@ -329,9 +343,24 @@ impl Turn<'_> {
             }));
         }
 
+        // Calls that need a person are asked about together; the others run meanwhile.
+        let policy = self.service.settings.tool_approval.policy;
+        let tools = &self.service.deps.tools;
+        let facts: Vec<_> = calls.iter().map(|call| tools.needs_approval(call, policy)).collect();
+        let asked: Vec<_> = calls.iter().zip(&facts).filter_map(|(call, facts)| Some((call, facts.clone()?))).collect();
+        let mut waiters = self.asker.ask_approvals(asked).await?.into_iter();
+        let waiters: Vec<_> = facts.iter().map(|facts| facts.as_ref().and_then(|_| waiters.next())).collect();
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs_f64(self.service.settings.tool_approval.timeout);
+
         // Tool calls are not raced against the cancel token: they observe it themselves and
         // return promptly, and awaiting them is what lets the MCP layer tell each server.
-        let outcomes = futures::future::join_all(calls.iter().map(|call| self.run_tool(call))).await;
+        let outcomes = futures::future::join_all(
+            calls.iter().zip(waiters).map(|(call, waiter)| self.approved_tool(call, waiter, deadline)),
+        )
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
         if self.request.cancel.is_cancelled() {
             return Err(self.interruption());
         }
@@ -354,9 +383,31 @@ impl Turn<'_> {
         Ok(results)
     }
 
+    /// Runs `call` once its user allowed it (when it had to wait for that); a refused call is
+    /// the tool's error result, in the words the model reads.
+    async fn approved_tool(
+        &self,
+        call: &ToolCall,
+        waiter: Option<Waiter>,
+        deadline: tokio::time::Instant,
+    ) -> Result<ToolOutcome, StoreError> {
+        if let Some(waiter) = waiter {
+            let refusal = match self.asker.decision(call, waiter, deadline).await? {
+                Some(Verdict::Allowed) => None,
+                Some(Verdict::Refused(text)) => Some(text),
+                None => Some("cancelled before it was approved".to_owned()),
+            };
+            if let Some(content) = refusal {
+                return Ok(ToolOutcome { ok: false, content, duration: Duration::ZERO });
+            }
+        }
+        Ok(self.run_tool(call).await)
+    }
+
     async fn run_tool(&self, call: &ToolCall) -> ToolOutcome {
         let (progress_sender, mut progress) = mpsc::unbounded_channel::<ToolProgress>();
-        let execute = self.service.deps.tools.call_tool(call, progress_sender, self.request.cancel.child_token());
+        let user: Arc<dyn UserInput> = self.asker.clone();
+        let execute = self.service.deps.tools.call_tool(call, progress_sender, self.request.cancel.child_token(), user);
         let relay = async {
             while let Some(update) = progress.recv().await {
                 self.chunk(Chunk::Progress(ProgressChunk {

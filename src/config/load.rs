@@ -54,6 +54,9 @@ const PROVIDER: Shape = Shape::Section(&[
     required("top_p", number_from(0.0, 1.0)),
 ]);
 
+/// The values of `chat.service.tool_approval.policy` and of a server's `approval`.
+const APPROVAL_POLICIES: &[&str] = &["never", "always", "annotations"];
+
 /// The layout of `config.yaml` (SPEC §4); it mirrors [`Settings`], which a test keeps honest
 /// by loading the shipped file.
 const SETTINGS: Shape = Shape::Section(&[
@@ -84,6 +87,13 @@ const SETTINGS: Shape = Shape::Section(&[
                 required("max_tool_hops", integer_at_least(0)),
                 required("tool_timeout", POSITIVE_NUMBER),
                 required("max_tool_result_chars", integer_at_least(1)),
+                required(
+                    "tool_approval",
+                    Shape::Section(&[
+                        required("policy", choice(APPROVAL_POLICIES)),
+                        required("timeout", POSITIVE_NUMBER),
+                    ]),
+                ),
             ]),
         )]),
     ),
@@ -183,6 +193,10 @@ const SERVERS: Shape = Shape::Section(&[required(
             optional("allowed_tools", STRINGS),
             optional("excluded_tools", STRINGS),
             optional("tool_timeout", POSITIVE_NUMBER),
+            optional("approval", choice(APPROVAL_POLICIES)),
+            optional("approve_tools", STRINGS),
+            optional("auto_approve_tools", STRINGS),
+            optional("trusted", BOOL),
         ]),
     },
 )]);

@@ -1,5 +1,6 @@
-//! One request to one MCP server: waiting for a restart in progress, the timeout, progress
-//! routing, cancellation (`notifications/cancelled`), the circuit breaker's verdict, the one
+//! One request to one MCP server: waiting for a restart in progress, the timeout (paused while
+//! the server waits for the user), progress routing, the server's questions (`input_required`
+//! rounds of 2026-07-28), cancellation (`notifications/cancelled`), the circuit breaker's verdict, the one
 //! safe retry, and turning the answer into text for the model.
 //!
 //! Separate from the supervisor: a call only reads the server's live session, so the rules
@@ -9,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, ErrorCode, RequestId,
-    ServerResult,
+    CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, ErrorCode, InputRequest,
+    InputRequiredResult, InputResponses, RequestId, ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, ServiceError};
 use serde_json::{Map, Value};
@@ -20,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use super::breaker::Verdict;
 use super::session::McpSession;
 use super::supervisor::{McpServer, McpServerState, lock};
-use super::{ToolError, ToolProgress, convert};
+use super::{ToolError, ToolProgress, UserInput, convert, elicitation};
+use crate::domain::ElicitationReply;
 
 enum CallFailure {
     /// The request never reached the server: safe to send again.
@@ -72,74 +74,145 @@ fn send_cancel(session: &McpSession, id: RequestId, reason: &str) {
     });
 }
 
+/// `input_required` rounds one call may take: a server that keeps asking is cut off.
+const MAX_INPUT_ROUNDS: usize = 10;
+
 async fn call_once(
     server: &McpServer,
     tool: &str,
     arguments: &Map<String, Value>,
-    progress: &mpsc::UnboundedSender<ToolProgress>,
-    cancel: &CancellationToken,
+    context: &CallContext<'_>,
     deadline: tokio::time::Instant,
 ) -> Result<(bool, String), CallFailure> {
     let name = &server.name;
+    let CallContext { progress, cancel, user } = context;
     let session =
         live_session(server, deadline, cancel).await.map_err(|reason| CallFailure::Failed(reason, Verdict::Neutral))?;
-    let request = ClientRequest::CallToolRequest(CallToolRequest::new(
-        CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments.clone()),
-    ));
-    let mut handle = session
-        .peer
-        .send_request_with_option(request, PeerRequestOptions::no_options())
-        .await
-        .map_err(|error| CallFailure::NotSent(format!("server `{name}` could not be reached: {error}")))?;
-    let route = server.progress.register(session.generation, handle.progress_token.clone(), progress.clone());
-    let stopped_while_running = || {
-        format!("server `{name}` stopped while `{tool}` was running: {}; it is being restarted", session.death_reason())
-    };
-    let answer = tokio::select! {
-        biased;
-        answer = &mut handle.rx => answer,
-        _ = session.dead.cancelled() => return Err(CallFailure::Failed(stopped_while_running(), Verdict::Failure)),
-        _ = cancel.cancelled() => {
-            send_cancel(&session, handle.id.clone(), "cancelled by the user");
-            return Err(CallFailure::Failed(format!("`{tool}` was cancelled"), Verdict::Neutral));
-        }
-        _ = tokio::time::sleep_until(deadline) => {
-            send_cancel(&session, handle.id.clone(), "timed out");
-            return Err(CallFailure::Failed(format!(
-                "`{tool}` on server `{name}` timed out after {:.1}s (the server's tool_timeout); it was asked to cancel",
-                server.tool_timeout.as_secs_f64()
-            ), Verdict::Failure));
-        }
-    };
-    drop(route);
-    match answer {
-        Ok(Ok(ServerResult::CallToolResult(result))) => Ok(convert::result_text(&result)),
-        Ok(Ok(_)) => {
-            Err(CallFailure::Failed(format!("server `{name}` sent an unexpected answer to `{tool}`"), Verdict::Failure))
-        }
-        Ok(Err(ServiceError::TransportSend(error))) => {
-            Err(CallFailure::NotSent(format!("server `{name}` could not be sent the call: {error}")))
-        }
-        Ok(Err(ServiceError::McpError(error))) => {
-            let verdict = if error.code == ErrorCode::INVALID_PARAMS || error.code == ErrorCode::METHOD_NOT_FOUND {
-                Verdict::Neutral
-            } else {
-                Verdict::Failure
-            };
-            Err(CallFailure::Failed(
-                format!("server `{name}` answered `{tool}` with an error: {} (code {})", error.message, error.code.0),
-                verdict,
-            ))
-        }
-        Ok(Err(error)) => {
-            Err(CallFailure::Failed(format!("server `{name}` failed on `{tool}`: {error}"), Verdict::Failure))
-        }
-        Err(_closed) => {
-            // The session ended; the supervisor learns why a moment later.
-            let _ = tokio::time::timeout(Duration::from_millis(500), session.dead.cancelled()).await;
-            Err(CallFailure::Failed(stopped_while_running(), Verdict::Failure))
+    let mut params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments.clone());
+    let mut deadline = deadline;
+    for _round in 0..MAX_INPUT_ROUNDS {
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()));
+        // Listed before the send: the server may ask before the send returns.
+        let in_flight = server.elicitations.register(session.generation, (*user).clone());
+        let mut handle = session
+            .peer
+            .send_request_with_option(request, PeerRequestOptions::no_options())
+            .await
+            .map_err(|error| CallFailure::NotSent(format!("server `{name}` could not be reached: {error}")))?;
+        in_flight.sent(handle.id.clone());
+        let route = server.progress.register(session.generation, handle.progress_token.clone(), (*progress).clone());
+        let stopped_while_running = || {
+            format!(
+                "server `{name}` stopped while `{tool}` was running: {}; it is being restarted",
+                session.death_reason()
+            )
+        };
+        let answer = loop {
+            tokio::select! {
+                biased;
+                answer = &mut handle.rx => break answer,
+                _ = session.dead.cancelled() => return Err(CallFailure::Failed(stopped_while_running(), Verdict::Failure)),
+                _ = cancel.cancelled() => {
+                    send_cancel(&session, handle.id.clone(), "cancelled by the user");
+                    return Err(CallFailure::Failed(format!("`{tool}` was cancelled"), Verdict::Neutral));
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    // A person answering the server's question is not the tool being slow.
+                    if in_flight.is_asking() {
+                        deadline = tokio::time::Instant::now() + server.tool_timeout;
+                        continue;
+                    }
+                    send_cancel(&session, handle.id.clone(), "timed out");
+                    return Err(CallFailure::Failed(format!(
+                        "`{tool}` on server `{name}` timed out after {:.1}s (the server's tool_timeout); it was asked to cancel",
+                        server.tool_timeout.as_secs_f64()
+                    ), Verdict::Failure));
+                }
+            }
+        };
+        drop(route);
+        drop(in_flight);
+        match answer {
+            Ok(Ok(ServerResult::CallToolResult(result))) => return Ok(convert::result_text(&result)),
+            Ok(Ok(ServerResult::InputRequiredResult(result))) => {
+                let asked = tokio::time::Instant::now();
+                (params.input_responses, params.request_state) = answer_input_requests(name, result, user).await;
+                deadline += asked.elapsed();
+            }
+            Ok(Ok(_)) => {
+                return Err(CallFailure::Failed(
+                    format!("server `{name}` sent an unexpected answer to `{tool}`"),
+                    Verdict::Failure,
+                ));
+            }
+            Ok(Err(ServiceError::TransportSend(error))) => {
+                return Err(CallFailure::NotSent(format!("server `{name}` could not be sent the call: {error}")));
+            }
+            Ok(Err(ServiceError::McpError(error))) => {
+                let verdict = if error.code == ErrorCode::INVALID_PARAMS || error.code == ErrorCode::METHOD_NOT_FOUND {
+                    Verdict::Neutral
+                } else {
+                    Verdict::Failure
+                };
+                return Err(CallFailure::Failed(
+                    format!(
+                        "server `{name}` answered `{tool}` with an error: {} (code {})",
+                        error.message, error.code.0
+                    ),
+                    verdict,
+                ));
+            }
+            Ok(Err(error)) => {
+                return Err(CallFailure::Failed(
+                    format!("server `{name}` failed on `{tool}`: {error}"),
+                    Verdict::Failure,
+                ));
+            }
+            Err(_closed) => {
+                // The session ended; the supervisor learns why a moment later.
+                let _ = tokio::time::timeout(Duration::from_millis(500), session.dead.cancelled()).await;
+                return Err(CallFailure::Failed(stopped_while_running(), Verdict::Failure));
+            }
         }
     }
+    Err(CallFailure::Failed(
+        format!("server `{name}` asked for input more than {MAX_INPUT_ROUNDS} times during `{tool}`; it was stopped"),
+        Verdict::Failure,
+    ))
+}
+
+/// Answers the questions a 2026-07-28 server returned with the call: elicitations go to the
+/// call's user.
+async fn answer_input_requests(
+    server: &str,
+    result: InputRequiredResult,
+    user: &Arc<dyn UserInput>,
+) -> (Option<InputResponses>, Option<String>) {
+    let mut responses = InputResponses::new();
+    for (key, request) in result.input_requests.unwrap_or_default() {
+        let response = match request {
+            InputRequest::Elicitation(request) => {
+                let reply = match elicitation::question(server, request.params, None) {
+                    Some(question) => user.elicit(question).await,
+                    None => ElicitationReply::declined(),
+                };
+                serde_json::to_value(elicitation::result(reply))
+            }
+            // Sampling and roots are not offered: the server gets no answer to those.
+            _ => continue,
+        };
+        if let Ok(response) = response {
+            responses.insert(key, response);
+        }
+    }
+    ((!responses.is_empty()).then_some(responses), result.request_state)
+}
+
+/// Who a call serves: where its progress goes, what cancels it, whom its server may ask.
+pub struct CallContext<'a> {
+    pub progress: &'a mpsc::UnboundedSender<ToolProgress>,
+    pub cancel: &'a CancellationToken,
+    pub user: &'a Arc<dyn UserInput>,
 }
 
 /// Runs a tool call with the breaker, the timeout and the one safe retry: `(ok, text)`.
@@ -147,18 +220,17 @@ pub async fn call_tool(
     server: &McpServer,
     tool: &str,
     arguments: &Map<String, Value>,
-    progress: &mpsc::UnboundedSender<ToolProgress>,
-    cancel: &CancellationToken,
+    context: &CallContext<'_>,
 ) -> (bool, String) {
     let trial = match lock(&server.breaker).admit(&server.name) {
         Ok(trial) => trial,
         Err(refusal) => return (false, refusal),
     };
     let deadline = tokio::time::Instant::now() + server.tool_timeout;
-    let mut outcome = call_once(server, tool, arguments, progress, cancel, deadline).await;
+    let mut outcome = call_once(server, tool, arguments, context, deadline).await;
     if let Err(CallFailure::NotSent(first)) = &outcome {
         tracing::info!(server = %server.name, tool, "retrying a call that was never sent: {first}");
-        outcome = call_once(server, tool, arguments, progress, cancel, deadline).await;
+        outcome = call_once(server, tool, arguments, context, deadline).await;
     }
     let (verdict, result) = match outcome {
         Ok(answer) => (Verdict::Success, answer),

@@ -19,8 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::registry::Registry;
 use super::supervisor::{McpServer, McpServerState, Supervisor, lock};
-use super::{McpServerIssue, ToolError, ToolOutcome, ToolProgress, ToolProvider, calls, convert, transport};
-use crate::config::{McpSettings, ServersConfig};
+use super::{
+    ApprovalFacts, McpServerIssue, ToolError, ToolOutcome, ToolProgress, ToolProvider, UserInput, calls, convert,
+    transport,
+};
+use crate::config::{ApprovalPolicy, McpSettings, ServersConfig};
 use crate::domain::{Message, ToolCall, ToolSpec};
 
 /// The chat defaults the MCP layer applies to every call.
@@ -146,15 +149,21 @@ impl ToolProvider for McpManager {
             .collect()
     }
 
+    fn needs_approval(&self, call: &ToolCall, policy: ApprovalPolicy) -> Option<ApprovalFacts> {
+        self.registry.needs_approval(&call.name, policy)
+    }
+
     async fn call_tool(
         &self,
         call: &ToolCall,
         progress: mpsc::UnboundedSender<ToolProgress>,
         cancel: CancellationToken,
+        user: Arc<dyn UserInput>,
     ) -> ToolOutcome {
         let started = Instant::now();
+        let context = calls::CallContext { progress: &progress, cancel: &cancel, user: &user };
         let (ok, content) = match self.registry.route(call) {
-            Ok(routed) => calls::call_tool(routed.server, &routed.tool, &routed.arguments, &progress, &cancel).await,
+            Ok(routed) => calls::call_tool(routed.server, &routed.tool, &routed.arguments, &context).await,
             Err(refusal) => (false, refusal),
         };
         ToolOutcome {

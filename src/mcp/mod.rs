@@ -3,8 +3,10 @@
 //! The chat service sees only [`ToolProvider`]. Below it, [`McpManager`] wires one concern
 //! per submodule: `supervisor` keeps each server running, reaching it through a `transport`
 //! (stdio child processes today); `session` is one MCP session over it; `registry` names
-//! what the servers offer; `calls` runs one request; `views` shows it all under `/api`.
+//! what the servers offer; `calls` runs one request; `elicitation` takes a server's questions to
+//! the user behind the call; `views` shows it all under `/api`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +14,8 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Message, ToolCall, ToolSpec};
+use crate::config::ApprovalPolicy;
+use crate::domain::{Elicitation, ElicitationReply, Message, ToolCall, ToolSpec};
 
 /// A progress notification of a running tool call.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +46,41 @@ pub struct McpServerIssue {
 #[error("{0}")]
 pub struct ToolError(pub String);
 
+/// Why a tool call waits for a person before it runs, as the approval policy found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalFacts {
+    pub server: String,
+    /// The tool's MCP annotations as its server declares them (`{}` when none).
+    pub annotations: Value,
+}
+
+/// The person behind a tool call, whom an MCP server may ask for input mid-call.
+#[async_trait]
+pub trait UserInput: Send + Sync {
+    /// Identifies the request the questions go to: calls with equal keys belong to one
+    /// request, so a question that can only be tied to "one of these calls" still has one
+    /// addressee.
+    fn request_key(&self) -> &str;
+
+    /// Asks the question and waits for the answer (or the timeout's `cancel`).
+    async fn elicit(&self, question: Elicitation) -> ElicitationReply;
+}
+
+/// The user of calls no person stands behind (benchmarks, scripted checks): every question is
+/// declined, which a server must handle anyway.
+pub struct Unattended;
+
+#[async_trait]
+impl UserInput for Unattended {
+    fn request_key(&self) -> &str {
+        "unattended"
+    }
+
+    async fn elicit(&self, _question: Elicitation) -> ElicitationReply {
+        ElicitationReply::declined()
+    }
+}
+
 /// The tools, prompts and resources of every MCP server, as the chat service uses them.
 #[async_trait]
 pub trait ToolProvider: Send + Sync {
@@ -52,14 +90,20 @@ pub trait ToolProvider: Send + Sync {
     /// Enabled servers whose tools are missing from [`ToolProvider::tools`], and why.
     fn unavailable(&self) -> Vec<McpServerIssue>;
 
+    /// Whether `call` must wait for a person under `policy` (the global one; a server's entry
+    /// may override it), and what to show them. `None`: it runs at once.
+    fn needs_approval(&self, call: &ToolCall, policy: ApprovalPolicy) -> Option<ApprovalFacts>;
+
     /// Runs one tool call. Never fails as a whole: every failure is an outcome with
     /// `ok: false` that the model can read. Progress notifications go to `progress`;
-    /// cancelling `cancel` sends `notifications/cancelled` to the server.
+    /// cancelling `cancel` sends `notifications/cancelled` to the server; the server's
+    /// questions (elicitation) go to `user`.
     async fn call_tool(
         &self,
         call: &ToolCall,
         progress: mpsc::UnboundedSender<ToolProgress>,
         cancel: CancellationToken,
+        user: Arc<dyn UserInput>,
     ) -> ToolOutcome;
 
     /// Renders an MCP prompt (`<server>__<prompt>`) into messages.
@@ -71,6 +115,7 @@ pub trait ToolProvider: Send + Sync {
 mod breaker;
 mod calls;
 mod convert;
+mod elicitation;
 mod manager;
 mod names;
 mod progress;

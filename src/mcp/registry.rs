@@ -11,7 +11,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use serde_json::{Map, Value};
 
 use super::supervisor::{McpServer, McpServerState, Status};
-use super::{ToolError, convert, names};
+use super::{ApprovalFacts, ToolError, convert, names};
+use crate::config::ApprovalPolicy;
 use crate::domain::{ToolCall, ToolSpec};
 
 /// A tool as the registry knows it: where it goes and how its arguments are checked.
@@ -20,6 +21,9 @@ struct RegisteredTool {
     original: String,
     spec: ToolSpec,
     validator: Option<Arc<jsonschema::Validator>>,
+    /// As the server declares them; `{}` when it declares none.
+    annotations: Value,
+    read_only: bool,
 }
 
 /// The tools of every server under their model-facing names, as last computed.
@@ -103,6 +107,13 @@ impl Registry {
                     original: pair.1.clone(),
                     spec: convert::tool_spec(&name, &tool),
                     validator,
+                    annotations: tool
+                        .annotations
+                        .as_ref()
+                        .and_then(|annotations| serde_json::to_value(annotations).ok())
+                        .unwrap_or_else(|| Value::Object(Map::new())),
+                    read_only: tool.annotations.as_ref().and_then(|annotations| annotations.read_only_hint)
+                        == Some(true),
                 },
             );
         }
@@ -135,6 +146,26 @@ impl Registry {
         };
         validate(tool, arguments)?;
         Ok(Routed { server: &self.servers[tool.server], tool: tool.original.clone(), arguments: object.clone() })
+    }
+
+    /// Whether a call of the tool `name` waits for a person under `global` (SPEC §2.6, §5):
+    /// the server's `auto_approve_tools` / `approve_tools` first, then its `approval` or the
+    /// global policy; under `annotations` a tool is asked unless it is `readOnlyHint`, and
+    /// only a `trusted` server's hints are believed. An unknown tool is not asked: its call
+    /// fails without reaching any server.
+    pub fn needs_approval(&self, name: &str, global: ApprovalPolicy) -> Option<ApprovalFacts> {
+        let table = self.table();
+        let tool = table.tools.get(name)?;
+        let server = &self.servers[tool.server];
+        let asked = match server.approval_rule(&tool.original) {
+            Some(asked) => asked,
+            None => match server.approval_policy().unwrap_or(global) {
+                ApprovalPolicy::Never => false,
+                ApprovalPolicy::Always => true,
+                ApprovalPolicy::Annotations => !(server.trusted() && tool.read_only),
+            },
+        };
+        asked.then(|| ApprovalFacts { server: server.name.clone(), annotations: tool.annotations.clone() })
     }
 
     /// The server offering the prompt `<server>__<prompt>`, and the prompt's own name.

@@ -8,19 +8,21 @@
 use std::sync::{Arc, Mutex};
 
 use rmcp::{
-    ClientHandler, Peer, RoleClient,
+    ClientHandler, ErrorData as McpError, Peer, RoleClient,
     model::{
-        ClientCapabilities, ClientConfig, ClientRequest, Implementation, ListPromptsRequest,
-        ListResourceTemplatesRequest, ListResourcesRequest, ListToolsRequest, PaginatedRequestParams,
-        ProgressNotificationParam, Prompt, ProtocolVersion, Resource, ResourceTemplate, ServerCapabilities,
-        ServerResult, Tool,
+        ClientCapabilities, ClientConfig, ClientRequest, ElicitRequestParams, ElicitResult, ElicitationCapability,
+        FormElicitationCapability, Implementation, ListPromptsRequest, ListResourceTemplatesRequest,
+        ListResourcesRequest, ListToolsRequest, PaginatedRequestParams, ProgressNotificationParam, Prompt,
+        ProtocolVersion, Resource, ResourceTemplate, ServerCapabilities, ServerResult, Tool, UrlElicitationCapability,
     },
-    service::{NotificationContext, RunningService},
+    service::{InboundStreamOrigin, NotificationContext, RequestContext, RunningService},
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::elicitation::{self, ElicitationRouter};
 use super::progress::ProgressRouter;
+use crate::domain::ElicitationReply;
 
 /// A running rmcp client session, owned by the server's supervisor.
 pub type McpService = RunningService<RoleClient, ClientEvents>;
@@ -64,11 +66,14 @@ pub struct Lists {
     pub resource_templates: Vec<ResourceTemplate>,
 }
 
-/// Receives the server's notifications for one session: progress goes to the calls,
-/// list_changed wakes the supervisor to list again.
+/// Receives the server's notifications and requests for one session: progress goes to the
+/// calls, list_changed wakes the supervisor to list again, questions go to the user behind
+/// the call that caused them.
 pub struct ClientEvents {
+    pub server: String,
     pub generation: u64,
     pub progress: Arc<ProgressRouter>,
+    pub elicitations: Arc<ElicitationRouter>,
     pub relist: Arc<Notify>,
 }
 
@@ -81,6 +86,31 @@ impl ClientEvents {
 impl ClientHandler for ClientEvents {
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
         self.progress.route(self.generation, params);
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, McpError> {
+        let origin = match context.extensions.get::<InboundStreamOrigin>() {
+            Some(InboundStreamOrigin::OutboundRequest(id)) => Some(id),
+            _ => None,
+        };
+        let Some(question) = elicitation::question(&self.server, request, Some(&context.meta)) else {
+            return Ok(elicitation::result(ElicitationReply::declined()));
+        };
+        let reply = match self.elicitations.addressee(self.generation, origin) {
+            Some((user, _asking)) => user.elicit(question).await,
+            None => {
+                tracing::warn!(
+                    server = %self.server,
+                    "declined an elicitation that cannot be tied to one request (calls of several requests in flight)"
+                );
+                ElicitationReply::declined()
+            }
+        };
+        Ok(elicitation::result(reply))
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
@@ -98,9 +128,20 @@ impl ClientHandler for ClientEvents {
     fn get_info(&self) -> ClientConfig {
         // The last revision with the `initialize` handshake: every server we meet speaks it,
         // and list_changed notifications arrive without a subscription.
-        ClientConfig::new(ClientCapabilities::default(), Implementation::new("mcp-platform", env!("CARGO_PKG_VERSION")))
+        ClientConfig::new(capabilities(), Implementation::new("mcp-platform", env!("CARGO_PKG_VERSION")))
             .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
     }
+}
+
+/// Elicitation in both modes; form answers are checked against the schema before they go back.
+fn capabilities() -> ClientCapabilities {
+    let mut capabilities = ClientCapabilities::default();
+    capabilities.elicitation = Some(
+        ElicitationCapability::new()
+            .with_form(FormElicitationCapability::new().with_schema_validation(true))
+            .with_url(UrlElicitationCapability::new()),
+    );
+    capabilities
 }
 
 /// A server that answers with endless cursors is cut off here.

@@ -14,10 +14,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Breaker, CircuitState};
+use super::elicitation::ElicitationRouter;
 use super::progress::ProgressRouter;
 use super::session::{ClientEvents, Lists, McpService, McpSession, list_all};
 use super::transport::{McpLink, McpTransport, Opening};
-use crate::config::{McpConnectionSettings, McpSettings, ServerConfig};
+use crate::config::{ApprovalPolicy, McpConnectionSettings, McpSettings, ServerConfig};
 
 /// How long a session gets to close its transport before the link is stopped.
 const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -62,6 +63,7 @@ pub struct McpServer {
     session: watch::Sender<Option<Arc<McpSession>>>,
     pub breaker: Mutex<Breaker>,
     pub progress: Arc<ProgressRouter>,
+    pub elicitations: Arc<ElicitationRouter>,
     /// Woken by list_changed notifications.
     relist: Arc<Notify>,
     /// Woken by an admin's restart: the live session is stopped and started again.
@@ -110,6 +112,7 @@ impl McpServer {
                 seconds(settings.circuit_breaker.cooldown),
             )),
             progress: Arc::default(),
+            elicitations: Arc::default(),
             relist: Arc::default(),
             restart: Notify::new(),
         }
@@ -140,6 +143,29 @@ impl McpServer {
     pub fn allowed(&self, tool: &str) -> bool {
         self.config.allowed_tools.as_ref().is_none_or(|allowed| allowed.iter().any(|name| name == tool))
             && !self.config.excluded_tools.iter().any(|name| name == tool)
+    }
+
+    /// The entry's verdict on `tool` by name: `approve_tools` asks, `auto_approve_tools` does
+    /// not (that wins when a tool is in both: naming it there is the explicit exception).
+    pub fn approval_rule(&self, tool: &str) -> Option<bool> {
+        let named = |tools: &[String]| tools.iter().any(|name| name == tool);
+        if named(&self.config.auto_approve_tools) {
+            Some(false)
+        } else if named(&self.config.approve_tools) {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
+    /// The entry's `approval`, overriding the global policy.
+    pub fn approval_policy(&self) -> Option<ApprovalPolicy> {
+        self.config.approval
+    }
+
+    /// Whether the server's tool annotations are believed.
+    pub fn trusted(&self) -> bool {
+        self.config.trusted
     }
 
     pub fn unavailable_reason(&self) -> String {
@@ -297,7 +323,13 @@ impl Supervisor {
             status.generation += 1;
             status.generation
         };
-        let client = ClientEvents { generation, progress: server.progress.clone(), relist: server.relist.clone() };
+        let client = ClientEvents {
+            server: server.name.clone(),
+            generation,
+            progress: server.progress.clone(),
+            elicitations: server.elicitations.clone(),
+            relist: server.relist.clone(),
+        };
         let Opening { mut link, handshake } = self.transport.open(client)?;
         server.set_status(|status| status.pid = link.pid());
         let timeout = seconds(server.connection_settings.connection_timeout);

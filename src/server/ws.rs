@@ -299,6 +299,20 @@ async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppS
             }
             return;
         }
+        // Answers are acknowledged by the request's own `approval` / `elicitation_result`
+        // chunk; only a refused one gets a reply here.
+        ClientMessage::Approve { request_id, answer } => {
+            if let Err(error) = state.chat.approve(&connection.principal.user, &request_id, answer) {
+                connection.reply(ServerMessage::rejection(Some(request_id), error)).await;
+            }
+            return;
+        }
+        ClientMessage::Elicit { request_id, answer } => {
+            if let Err(error) = state.chat.elicit(&connection.principal.user, &request_id, answer) {
+                connection.reply(ServerMessage::rejection(Some(request_id), error)).await;
+            }
+            return;
+        }
         _ if connection.in_flight() >= state.settings.websocket.max_in_flight_per_connection => {
             Err(in_flight_limit(state.settings.websocket.max_in_flight_per_connection))
         }

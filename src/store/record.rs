@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{ChatEvent, EventType, NewEvent};
-use crate::domain::{FinishReason, Message, PromptRef, Role, ToolCall, Usage};
+use crate::domain::{Decision, ElicitationAction, FinishReason, Message, PromptRef, Role, ToolCall, Usage};
 
 /// One thing the chat service records about a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +42,97 @@ pub enum Record {
         partial_text: String,
         ending: Ending,
     },
+    /// A question to the request's user, or its answer (SPEC §2.6), recorded before it takes
+    /// effect: before the question goes out, before a decided call runs or an answer goes back
+    /// to the MCP server.
+    Question(Question),
+}
+
+/// The human-in-the-loop records. Stored as `meta` events, which the model never sees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "question", rename_all = "snake_case")]
+pub enum Question {
+    ApprovalRequest(ApprovalAsked),
+    Approval(ApprovalDecided),
+    Elicitation(ElicitationAsked),
+    ElicitationResult(ElicitationAnswered),
+}
+
+/// A tool call held until its user decides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalAsked {
+    pub call_id: String,
+    /// The model-facing tool name.
+    pub name: String,
+    pub server: String,
+    pub arguments: Value,
+    pub annotations: Value,
+    pub timeout_seconds: f64,
+}
+
+/// `by` is the user who decided; `None` when the timeout did (then `decision` is `deny`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalDecided {
+    pub call_id: String,
+    pub decision: Decision,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An MCP server's question, as the user was shown it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElicitationAsked {
+    pub elicitation_id: String,
+    pub server: String,
+    /// `form` or `url`.
+    pub mode: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_schema: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub timeout_seconds: f64,
+    /// Whether the answer's content may be logged: only when the server said it is not
+    /// sensitive.
+    pub log_content: bool,
+}
+
+/// What went back to the server. `by` is `None` when the timeout answered (`cancel`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ElicitationAnswered {
+    pub elicitation_id: String,
+    pub action: ElicitationAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Only when the question allowed logging it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
+}
+
+impl Question {
+    /// The line's `content`: what happened, in words, for anyone reading the log.
+    pub fn summary(&self) -> String {
+        let by =
+            |by: &Option<String>| by.as_deref().map_or_else(|| " (timed out)".to_owned(), |by| format!(" by {by}"));
+        match self {
+            Question::ApprovalRequest(asked) => format!("approval asked for {} ({})", asked.name, asked.call_id),
+            Question::Approval(decided) => {
+                format!("{} {}{}", decided.call_id, json_word(&decided.decision), by(&decided.by))
+            }
+            Question::Elicitation(asked) => format!("{} asks ({} mode): {}", asked.server, asked.mode, asked.message),
+            Question::ElicitationResult(answered) => {
+                format!("{} {}{}", answered.elicitation_id, json_word(&answered.action), by(&answered.by))
+            }
+        }
+    }
+}
+
+fn json_word(value: &impl Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +223,8 @@ enum EndExtra {
 
 /// The key whose presence marks the event that ends a request.
 const END_KEY: &str = "status";
+/// The key whose presence marks a question or its answer.
+const QUESTION_KEY: &str = "question";
 
 #[derive(Serialize, Deserialize)]
 struct StoredFigures {
@@ -151,6 +244,7 @@ impl Record {
             Record::ToolResult(result) => Message::tool(result.call_id.clone(), result.content.clone()),
             Record::Answer { text, .. } => Message::assistant(text.clone(), Vec::new()),
             Record::Ended { partial_text, .. } => Message::assistant(partial_text.clone(), Vec::new()),
+            Record::Question(question) => Message::system(question.summary()),
         }
     }
 
@@ -204,6 +298,9 @@ impl Record {
                 }),
                 ..event(EventType::Meta, Role::Assistant, partial_text)
             },
+            Record::Question(question) => {
+                NewEvent { extra: to_extra(&question), ..event(EventType::Meta, Role::System, question.summary()) }
+            }
         }
     }
 
@@ -219,6 +316,9 @@ impl Record {
         let content = required(event.content.as_ref(), "content")?;
         let ends = event.extra.contains_key(END_KEY);
         Ok(match event.kind {
+            EventType::Meta if event.extra.contains_key(QUESTION_KEY) => {
+                Record::Question(from_extra(&event.extra, "a question or its answer").map_err(error)?)
+            }
             EventType::UserMessage => {
                 let UserExtra { fingerprint, prompt, resources } =
                     from_extra(&event.extra, "a user turn").map_err(error)?;
@@ -291,7 +391,8 @@ mod tests {
     }
 
     /// Every record, with the `extra` the previous version of the chat service wrote for it
-    /// (built there from the protocol's `Metadata` and `ErrorBody` and a JSON map).
+    /// (built there from the protocol's `Metadata` and `ErrorBody` and a JSON map); the
+    /// questions, new in this version, with the `extra` they are written with.
     fn records_and_their_extra() -> Vec<(Record, Value)> {
         let call = ToolCall { id: "call_1".into(), name: "demo__sum".into(), arguments: json!({"a": 2, "b": 3}) };
         let prompt = PromptRef { name: "demo__explain".into(), arguments: [("topic".into(), "tides".into())].into() };
@@ -343,6 +444,54 @@ mod tests {
                     ending: Ending::Failed(Failure { code: 503, message: "shutting down".into(), data: None }),
                 },
                 json!({"status": "error", "error": {"code": 503, "message": "shutting down"}}),
+            ),
+            (
+                Record::Question(Question::ApprovalRequest(ApprovalAsked {
+                    call_id: "call_1".into(),
+                    name: "demo__delete_note".into(),
+                    server: "demo".into(),
+                    arguments: json!({"note": "n"}),
+                    annotations: json!({"destructiveHint": true}),
+                    timeout_seconds: 300.0,
+                })),
+                json!({"question": "approval_request", "call_id": "call_1", "name": "demo__delete_note",
+                       "server": "demo", "arguments": {"note": "n"}, "annotations": {"destructiveHint": true},
+                       "timeout_seconds": 300.0}),
+            ),
+            (
+                Record::Question(Question::Approval(ApprovalDecided {
+                    call_id: "call_1".into(),
+                    decision: Decision::Deny,
+                    by: None,
+                    reason: Some("approval timed out".into()),
+                })),
+                json!({"question": "approval", "call_id": "call_1", "decision": "deny", "reason": "approval timed out"}),
+            ),
+            (
+                Record::Question(Question::Elicitation(ElicitationAsked {
+                    elicitation_id: "e-1".into(),
+                    server: "demo".into(),
+                    mode: "url".into(),
+                    message: "Sign in".into(),
+                    requested_schema: None,
+                    url: Some("https://example.com/in".into()),
+                    timeout_seconds: 300.0,
+                    log_content: false,
+                })),
+                json!({"question": "elicitation", "elicitation_id": "e-1", "server": "demo", "mode": "url",
+                       "message": "Sign in", "url": "https://example.com/in", "timeout_seconds": 300.0,
+                       "log_content": false}),
+            ),
+            (
+                Record::Question(Question::ElicitationResult(ElicitationAnswered {
+                    elicitation_id: "e-1".into(),
+                    action: ElicitationAction::Accept,
+                    by: Some("alice".into()),
+                    reason: None,
+                    content: Some(json!({"name": "Ada"})),
+                })),
+                json!({"question": "elicitation_result", "elicitation_id": "e-1", "action": "accept", "by": "alice",
+                       "content": {"name": "Ada"}}),
             ),
         ]
     }

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 
 use mcp_platform::app::App;
 use mcp_platform::config::{
-    AuthMode, AuthSettings, ChatServiceSettings, ChatSettings, CircuitBreakerSettings, ContextSettings, JwtSettings,
-    LimitsSettings, LlmSettings, LogFormat, LoggingSettings, McpConnectionSettings, McpSettings, ProviderKind,
-    ProviderSettings, Secret, ServerConfig, ServersConfig, Settings, ShutdownSettings, StoreSettings,
-    StreamingSettings, WebSocketSettings,
+    ApprovalPolicy, AuthMode, AuthSettings, ChatServiceSettings, ChatSettings, CircuitBreakerSettings, ContextSettings,
+    JwtSettings, LimitsSettings, LlmSettings, LogFormat, LoggingSettings, McpConnectionSettings, McpSettings,
+    ProviderKind, ProviderSettings, Secret, ServerConfig, ServersConfig, Settings, ShutdownSettings, StoreSettings,
+    StreamingSettings, ToolApprovalSettings, WebSocketSettings,
 };
 use mcp_platform::server::RunningServer;
 use mock_llm::{MockLlm, Script};
@@ -49,6 +49,7 @@ pub fn settings(base_url: &str, store_path: PathBuf) -> Settings {
                 max_tool_hops: 8,
                 tool_timeout: 30.0,
                 max_tool_result_chars: 20000,
+                tool_approval: ToolApprovalSettings { policy: ApprovalPolicy::Never, timeout: 300.0 },
             },
         },
         websocket: WebSocketSettings {

@@ -1,11 +1,12 @@
 //! MCP layer tests: server entries and settings built in code, a started manager, calls.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcp_platform::config::{CircuitBreakerSettings, McpConnectionSettings, McpSettings, ServerConfig, ServersConfig};
 use mcp_platform::domain::ToolCall;
-use mcp_platform::mcp::{McpManager, ToolDefaults, ToolOutcome, ToolProgress, ToolProvider};
+use mcp_platform::mcp::{McpManager, ToolDefaults, ToolOutcome, ToolProgress, ToolProvider, Unattended};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,10 @@ pub fn server(command: impl Into<String>, args: &[&str]) -> ServerConfig {
         allowed_tools: None,
         excluded_tools: Vec::new(),
         tool_timeout: None,
+        approval: None,
+        approve_tools: Vec::new(),
+        auto_approve_tools: Vec::new(),
+        trusted: false,
     }
 }
 
@@ -60,7 +65,7 @@ pub async fn start(servers: ServersConfig) -> std::sync::Arc<McpManager> {
 
 pub async fn call(manager: &McpManager, name: &str, arguments: Value) -> ToolOutcome {
     let (progress, _) = mpsc::unbounded_channel::<ToolProgress>();
-    manager.call_tool(&tool_call(name, arguments), progress, CancellationToken::new()).await
+    manager.call_tool(&tool_call(name, arguments), progress, CancellationToken::new(), Arc::new(Unattended)).await
 }
 
 pub fn tool_call(name: &str, arguments: Value) -> ToolCall {

@@ -1,7 +1,9 @@
 //! `demo-server`: the MCP server shipped with mcp-platform, over stdio.
 //!
 //! Arithmetic and echo tools for the offline demo, `slow_count` to show progress and
-//! cancellation, a prompt with an argument, a static resource and a resource template.
+//! cancellation, notes to show tool approval (`delete_note` is destructive; the notes live in
+//! the file `DEMO_NOTES_FILE` names, one per line, so a test can see what happened), `ask_name`
+//! to show elicitation, a prompt with an argument, a static resource and a resource template.
 //! Logs go to stderr: stdout carries the protocol.
 
 use std::time::Duration;
@@ -10,12 +12,15 @@ use rmcp::{
     ErrorData as McpError, Peer, RoleServer, ServerHandler, ServiceExt,
     handler::server::{
         router::{prompt::PromptRouter, tool::ToolRouter},
+        tool::{InputResponses, RequestState},
         wrapper::Parameters,
     },
     model::{
-        CallToolResult, ContentBlock, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
-        ProgressNotificationParam, PromptMessage, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-        RequestMetaObject, Resource, ResourceContents, ResourceTemplate, Role, ServerCapabilities, ServerConfig,
+        CallToolResponse, CallToolResult, ContentBlock, ElicitRequest, ElicitRequestParams, InputRequest,
+        InputRequiredResult, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
+        ProgressNotificationParam, PromptMessage, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
+        ReadResourceResult, RequestMetaObject, Resource, ResourceContents, ResourceTemplate, Role, ServerCapabilities,
+        ServerConfig,
     },
     prompt, prompt_handler, prompt_router,
     service::RequestContext,
@@ -65,6 +70,84 @@ fn default_delay_ms() -> u64 {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
+struct NoteArgs {
+    /// The note's text, as list_notes shows it.
+    note: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+struct AskNameArgs {
+    /// Pause before asking, in milliseconds.
+    #[serde(default)]
+    delay_ms: u64,
+}
+
+/// The notes: a file (`DEMO_NOTES_FILE`, one note per line) when given, else kept in memory.
+#[derive(Debug, Clone, Default)]
+struct Notes {
+    file: Option<std::path::PathBuf>,
+    memory: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Notes {
+    fn from_env() -> Self {
+        let notes = Self { file: std::env::var_os("DEMO_NOTES_FILE").map(Into::into), ..Self::default() };
+        if notes.file.is_none() {
+            notes.store(vec!["buy milk".to_owned(), "call Ada".to_owned()]);
+        }
+        notes
+    }
+
+    fn load(&self) -> Vec<String> {
+        match &self.file {
+            Some(file) => std::fs::read_to_string(file).unwrap_or_default().lines().map(str::to_owned).collect(),
+            None => self.memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone(),
+        }
+    }
+
+    fn store(&self, notes: Vec<String>) {
+        match &self.file {
+            Some(file) => {
+                let text: String = notes.iter().map(|note| format!("{note}\n")).collect();
+                if let Err(error) = std::fs::write(file, text) {
+                    tracing::warn!("cannot write {}: {error}", file.display());
+                }
+            }
+            None => *self.memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = notes,
+        }
+    }
+}
+
+/// The form `ask_name` sends. Its answer holds nothing secret, so the server says the client
+/// may log it (`_meta.sensitive: false`).
+fn name_question() -> ElicitRequestParams {
+    serde_json::from_value(serde_json::json!({
+        "mode": "form",
+        "message": "What is your name?",
+        "requestedSchema": {
+            "type": "object",
+            "properties": {"name": {"type": "string", "title": "Name", "minLength": 1}},
+            "required": ["name"]
+        },
+        "_meta": {"sensitive": false}
+    }))
+    .expect("a valid elicitation request")
+}
+
+/// The tool's answer to the user's answer, `{"action", "content"?}` as MCP sends it.
+fn greeting(answer: &serde_json::Value) -> CallToolResult {
+    match answer["action"].as_str() {
+        Some("accept") => match answer["content"]["name"].as_str() {
+            Some(name) => CallToolResult::success(vec![ContentBlock::text(format!("Hello, {name}!"))]),
+            None => CallToolResult::error(vec![ContentBlock::text("accepted without a name")]),
+        },
+        Some("decline") => CallToolResult::success(vec![ContentBlock::text("the user declined to give a name")]),
+        Some("cancel") => CallToolResult::success(vec![ContentBlock::text("the user cancelled the question")]),
+        _ => CallToolResult::error(vec![ContentBlock::text(format!("unexpected answer {answer}"))]),
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
 struct ExplainArgs {
     /// The topic to explain.
     topic: String,
@@ -91,26 +174,30 @@ fn number_result(value: f64) -> CallToolResult {
 struct Demo {
     tool_router: ToolRouter<Self>,
     prompt_router: PromptRouter<Self>,
+    notes: Notes,
 }
 
 #[tool_router]
 impl Demo {
-    #[tool(description = "Add two numbers: a + b.")]
+    #[tool(description = "Add two numbers: a + b.", annotations(read_only_hint = true))]
     fn sum(&self, Parameters(TwoNumbers { a, b }): Parameters<TwoNumbers>) -> CallToolResult {
         number_result(a + b)
     }
 
-    #[tool(description = "Subtract two numbers: a - b.")]
+    #[tool(description = "Subtract two numbers: a - b.", annotations(read_only_hint = true))]
     fn subtract(&self, Parameters(TwoNumbers { a, b }): Parameters<TwoNumbers>) -> CallToolResult {
         number_result(a - b)
     }
 
-    #[tool(description = "Multiply two numbers: a * b.")]
+    #[tool(description = "Multiply two numbers: a * b.", annotations(read_only_hint = true))]
     fn multiply(&self, Parameters(TwoNumbers { a, b }): Parameters<TwoNumbers>) -> CallToolResult {
         number_result(a * b)
     }
 
-    #[tool(description = "Divide two numbers: a / b. Dividing by zero is an error.")]
+    #[tool(
+        description = "Divide two numbers: a / b. Dividing by zero is an error.",
+        annotations(read_only_hint = true)
+    )]
     fn divide(&self, Parameters(TwoNumbers { a, b }): Parameters<TwoNumbers>) -> CallToolResult {
         if b == 0.0 {
             return CallToolResult::error(vec![ContentBlock::text("division by zero: b must not be 0")]);
@@ -118,18 +205,19 @@ impl Demo {
         number_result(a / b)
     }
 
-    #[tool(description = "Raise base to the power exponent.")]
+    #[tool(description = "Raise base to the power exponent.", annotations(read_only_hint = true))]
     fn power(&self, Parameters(PowerArgs { base, exponent }): Parameters<PowerArgs>) -> CallToolResult {
         number_result(base.powf(exponent))
     }
 
-    #[tool(description = "Return the given text unchanged.")]
+    #[tool(description = "Return the given text unchanged.", annotations(read_only_hint = true))]
     fn echo(&self, Parameters(EchoArgs { text }): Parameters<EchoArgs>) -> String {
         text
     }
 
     #[tool(
-        description = "Count from 1 to n, one progress notification per step, pausing delay_ms before each step. Stops when cancelled."
+        description = "Count from 1 to n, one progress notification per step, pausing delay_ms before each step. Stops when cancelled.",
+        annotations(read_only_hint = true)
     )]
     async fn slow_count(
         &self,
@@ -165,6 +253,56 @@ impl Demo {
             }
         }
         CallToolResult::success(vec![ContentBlock::text(format!("counted to {n}"))])
+    }
+
+    #[tool(description = "List the notes, one per line.", annotations(read_only_hint = true))]
+    fn list_notes(&self) -> String {
+        self.notes.load().join("\n")
+    }
+
+    #[tool(
+        description = "Delete a note for good (its text as list_notes shows it).",
+        annotations(read_only_hint = false, destructive_hint = true)
+    )]
+    fn delete_note(&self, Parameters(NoteArgs { note }): Parameters<NoteArgs>) -> CallToolResult {
+        let mut notes = self.notes.load();
+        let before = notes.len();
+        notes.retain(|kept| *kept != note);
+        if notes.len() == before {
+            return CallToolResult::error(vec![ContentBlock::text(format!("no note {note:?}"))]);
+        }
+        self.notes.store(notes);
+        CallToolResult::success(vec![ContentBlock::text(format!("deleted {note:?}"))])
+    }
+
+    /// Elicitation the way the session's revision allows: a 2026-07-28 client gets the question
+    /// with the call's answer (`input_required`) and sends the call again with the answer; an
+    /// older one is sent `elicitation/create` while the call waits.
+    #[tool(description = "Ask the user for their name (a form), then greet them.", annotations(read_only_hint = true))]
+    async fn ask_name(
+        &self,
+        Parameters(AskNameArgs { delay_ms }): Parameters<AskNameArgs>,
+        client: Peer<RoleServer>,
+        RequestState(state): RequestState,
+        InputResponses(responses): InputResponses,
+    ) -> Result<CallToolResponse, McpError> {
+        let modern = client.peer_info().is_some_and(|info| info.protocol_version >= ProtocolVersion::V_2026_07_28);
+        if modern {
+            if state.is_none() {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                let question = InputRequest::Elicitation(ElicitRequest::new(name_question()));
+                let requests = [("name".to_owned(), question)].into_iter().collect();
+                return Ok(InputRequiredResult::new(Some(requests), Some("ask_name".to_owned())).into());
+            }
+            let answer = responses.and_then(|mut responses| responses.remove("name")).unwrap_or_default();
+            return Ok(greeting(&answer).into());
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let answer = client
+            .create_elicitation(name_question())
+            .await
+            .map_err(|error| McpError::internal_error(format!("the client did not answer: {error}"), None))?;
+        Ok(greeting(&serde_json::to_value(answer).unwrap_or_default()).into())
     }
 }
 
@@ -212,7 +350,8 @@ impl ServerHandler for Demo {
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let text = if request.uri == ABOUT_URI {
-            "demo-server: tools sum, subtract, multiply, divide, power, echo, slow_count; \
+            "demo-server: tools sum, subtract, multiply, divide, power, echo, slow_count, list_notes, \
+             delete_note, ask_name; \
              prompt explain; resources demo://about and demo://greeting/{name}."
                 .to_owned()
         } else if let Some(name) = request.uri.strip_prefix(GREETING_PREFIX)
@@ -233,7 +372,8 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
-    let server = Demo { tool_router: Demo::tool_router(), prompt_router: Demo::prompt_router() };
+    let server =
+        Demo { tool_router: Demo::tool_router(), prompt_router: Demo::prompt_router(), notes: Notes::from_env() };
     let service = server.serve(rmcp::transport::stdio_pipes()).await?;
     service.waiting().await?;
     Ok(())
