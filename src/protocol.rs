@@ -3,6 +3,10 @@
 //!
 //! Validation walks the parsed JSON by hand instead of relying on serde's first error so that
 //! a client learns about every bad field of a frame at once, each with its path.
+//!
+//! One file for both directions, longer than most: the client frames' validators and the
+//! server messages are one contract (SPEC §2), reviewed together when it changes; the
+//! approval and elicitation shapes live in `protocol::questions`.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,8 @@
 //! A declarative description of a config file's shape, and a walker that checks a parsed file
 //! against it and reports every problem, not just the first one serde would stop at.
+//!
+//! The shapes and the walker that checks them stay in one file, longer than most, because
+//! each `Shape` variant's description, check and override parsing must change together.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

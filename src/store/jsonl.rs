@@ -21,6 +21,12 @@
 //! one that does not parse, is moved to `<file>.torn-<timestamp>` and the file is truncated to
 //! the last complete line, at open or by whichever writer meets it first. The chain continues
 //! from the last good line.
+//!
+//! # Why one file
+//! Locking, the index, the writer thread and recovery share the file's invariants (the index
+//! ends where the last complete line ends; only the lock holder moves that end), so they are
+//! kept together; the parts that stand alone are modules of their own (`chain`, `lines`,
+//! `recent`, `tails`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
