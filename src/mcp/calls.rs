@@ -1,5 +1,5 @@
-//! One request to one MCP server: waiting for a restart in progress, the timeout, progress
-//! routing, cancellation (`notifications/cancelled`), the circuit breaker's verdict, the one
+//! One request to one MCP server: waiting for a restart in progress, the timeouts (a quiet
+//! period that progress restarts, within a total), progress routing, cancellation (`notifications/cancelled`), the circuit breaker's verdict, the one
 //! safe retry, and turning the answer into text for the model.
 //!
 //! Separate from the supervisor: a call only reads the server's live session, so the rules
@@ -72,17 +72,57 @@ fn send_cancel(session: &McpSession, id: RequestId, reason: &str) {
     });
 }
 
+/// When a call gives up: `tool_timeout` after the last sign of life (the call being sent, a
+/// progress notification), and `max_tool_timeout` after it began, whatever it reports.
+struct Deadlines {
+    quiet: tokio::time::Instant,
+    total: tokio::time::Instant,
+}
+
+impl Deadlines {
+    fn new(server: &McpServer) -> Self {
+        let now = tokio::time::Instant::now();
+        Self { quiet: now + server.tool_timeout, total: now + server.max_tool_timeout }
+    }
+
+    fn heard_from(&mut self, server: &McpServer) {
+        self.quiet = tokio::time::Instant::now() + server.tool_timeout;
+    }
+
+    fn next(&self) -> tokio::time::Instant {
+        self.quiet.min(self.total)
+    }
+
+    fn timeout_message(&self, server: &McpServer, tool: &str) -> String {
+        if self.total <= self.quiet {
+            format!(
+                "`{tool}` on server `{}` ran past {:.1}s in total (the server's max_tool_timeout); it was asked to cancel",
+                server.name,
+                server.max_tool_timeout.as_secs_f64()
+            )
+        } else {
+            format!(
+                "`{tool}` on server `{}` timed out after {:.1}s without an answer or progress (the server's \
+                 tool_timeout); it was asked to cancel",
+                server.name,
+                server.tool_timeout.as_secs_f64()
+            )
+        }
+    }
+}
+
 async fn call_once(
     server: &McpServer,
     tool: &str,
     arguments: &Map<String, Value>,
     progress: &mpsc::UnboundedSender<ToolProgress>,
     cancel: &CancellationToken,
-    deadline: tokio::time::Instant,
+    deadlines: &mut Deadlines,
 ) -> Result<(bool, String), CallFailure> {
     let name = &server.name;
-    let session =
-        live_session(server, deadline, cancel).await.map_err(|reason| CallFailure::Failed(reason, Verdict::Neutral))?;
+    let session = live_session(server, deadlines.quiet, cancel)
+        .await
+        .map_err(|reason| CallFailure::Failed(reason, Verdict::Neutral))?;
     let request = ClientRequest::CallToolRequest(CallToolRequest::new(
         CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments.clone()),
     ));
@@ -91,27 +131,38 @@ async fn call_once(
         .send_request_with_option(request, PeerRequestOptions::no_options())
         .await
         .map_err(|error| CallFailure::NotSent(format!("server `{name}` could not be reached: {error}")))?;
-    let route = server.progress.register(session.generation, handle.progress_token.clone(), progress.clone());
+    deadlines.heard_from(server);
+    // Progress passes through here on its way to the caller: each notification is a sign of
+    // life that starts the quiet period again.
+    let (heard, mut news) = mpsc::unbounded_channel();
+    let route = server.progress.register(session.generation, handle.progress_token.clone(), heard);
     let stopped_while_running = || {
         format!("server `{name}` stopped while `{tool}` was running: {}; it is being restarted", session.death_reason())
     };
-    let answer = tokio::select! {
-        biased;
-        answer = &mut handle.rx => answer,
-        _ = session.dead.cancelled() => return Err(CallFailure::Failed(stopped_while_running(), Verdict::Failure)),
-        _ = cancel.cancelled() => {
-            send_cancel(&session, handle.id.clone(), "cancelled by the user");
-            return Err(CallFailure::Failed(format!("`{tool}` was cancelled"), Verdict::Neutral));
-        }
-        _ = tokio::time::sleep_until(deadline) => {
-            send_cancel(&session, handle.id.clone(), "timed out");
-            return Err(CallFailure::Failed(format!(
-                "`{tool}` on server `{name}` timed out after {:.1}s (the server's tool_timeout); it was asked to cancel",
-                server.tool_timeout.as_secs_f64()
-            ), Verdict::Failure));
+    let answer = loop {
+        tokio::select! {
+            biased;
+            answer = &mut handle.rx => break answer,
+            _ = session.dead.cancelled() => return Err(CallFailure::Failed(stopped_while_running(), Verdict::Failure)),
+            _ = cancel.cancelled() => {
+                send_cancel(&session, handle.id.clone(), "cancelled by the user");
+                return Err(CallFailure::Failed(format!("`{tool}` was cancelled"), Verdict::Neutral));
+            }
+            Some(update) = news.recv() => {
+                deadlines.heard_from(server);
+                let _ = progress.send(update);
+            }
+            _ = tokio::time::sleep_until(deadlines.next()) => {
+                send_cancel(&session, handle.id.clone(), "timed out");
+                return Err(CallFailure::Failed(deadlines.timeout_message(server, tool), Verdict::Failure));
+            }
         }
     };
     drop(route);
+    // Progress that arrived with the answer still reaches the caller, in order.
+    while let Ok(update) = news.try_recv() {
+        let _ = progress.send(update);
+    }
     match answer {
         Ok(Ok(ServerResult::CallToolResult(result))) => Ok(convert::result_text(&result)),
         Ok(Ok(_)) => {
@@ -154,11 +205,11 @@ pub async fn call_tool(
         Ok(trial) => trial,
         Err(refusal) => return (false, refusal),
     };
-    let deadline = tokio::time::Instant::now() + server.tool_timeout;
-    let mut outcome = call_once(server, tool, arguments, progress, cancel, deadline).await;
+    let mut deadlines = Deadlines::new(server);
+    let mut outcome = call_once(server, tool, arguments, progress, cancel, &mut deadlines).await;
     if let Err(CallFailure::NotSent(first)) = &outcome {
         tracing::info!(server = %server.name, tool, "retrying a call that was never sent: {first}");
-        outcome = call_once(server, tool, arguments, progress, cancel, deadline).await;
+        outcome = call_once(server, tool, arguments, progress, cancel, &mut deadlines).await;
     }
     let (verdict, result) = match outcome {
         Ok(answer) => (Verdict::Success, answer),

@@ -15,12 +15,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Breaker, CircuitState};
 use super::progress::ProgressRouter;
-use super::session::{ClientEvents, Lists, McpService, McpSession, list_all};
+use super::session::{self, ClientEvents, Lists, McpService, McpSession, list_all};
 use super::transport::{McpLink, McpTransport, Opening};
 use crate::config::{McpConnectionSettings, McpSettings, ServerConfig};
 
 /// How long a session gets to close its transport before the link is stopped.
 const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// `max_tool_timeout` when the entry does not set it: long tools that keep reporting progress
+/// get ten quiet periods' worth of time.
+const DEFAULT_MAX_TOOL_TIMEOUT_FACTOR: u32 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,6 +51,8 @@ pub struct Status {
     /// The local process of the live link, as the transport reports it.
     pub pid: Option<u32>,
     pub server_info: Option<String>,
+    /// The MCP revision the live session speaks (`2026-07-28`, `2025-06-18`).
+    pub protocol_version: Option<String>,
     pub lists: Lists,
     /// Counts sessions, so progress of an old session never reaches a new call.
     pub generation: u64,
@@ -55,9 +61,12 @@ pub struct Status {
 /// One configured MCP server and everything known about it.
 pub struct McpServer {
     pub name: String,
-    config: ServerConfig,
+    pub config: ServerConfig,
     connection_settings: McpConnectionSettings,
+    /// How long a call may go without an answer or a progress notification.
     pub tool_timeout: Duration,
+    /// How long a call may run in total, however much progress it reports.
+    pub max_tool_timeout: Duration,
     status: Mutex<Status>,
     session: watch::Sender<Option<Arc<McpSession>>>,
     pub breaker: Mutex<Breaker>,
@@ -86,11 +95,14 @@ fn backoff(settings: &McpConnectionSettings, failed_attempts: u32) -> Duration {
 impl McpServer {
     pub fn new(name: String, config: ServerConfig, settings: &McpSettings, tool_timeout: Duration) -> Self {
         let tool_timeout = config.tool_timeout.map_or(tool_timeout, seconds);
+        let max_tool_timeout =
+            config.max_tool_timeout.map_or(tool_timeout * DEFAULT_MAX_TOOL_TIMEOUT_FACTOR, seconds).max(tool_timeout);
         Self {
             name,
             config,
             connection_settings: settings.connection.clone(),
             tool_timeout,
+            max_tool_timeout,
             status: Mutex::new(Status {
                 state: McpServerState::Connecting,
                 last_error: None,
@@ -99,6 +111,7 @@ impl McpServer {
                 next_attempt_at: None,
                 pid: None,
                 server_info: None,
+                protocol_version: None,
                 lists: Lists::default(),
                 generation: 0,
             }),
@@ -163,6 +176,19 @@ struct Live {
     link: Box<dyn McpLink>,
     service: McpService,
     session: Arc<McpSession>,
+    /// Relays list_changed notifications of a session that has to listen for them.
+    listener: Option<JoinHandle<()>>,
+}
+
+impl Live {
+    /// Closes the session, then stops what carried it.
+    async fn close(mut self) {
+        if let Some(listener) = self.listener.take() {
+            listener.abort();
+        }
+        let _ = self.service.close_with_timeout(SESSION_CLOSE_GRACE).await;
+        self.link.stop().await;
+    }
 }
 
 enum Ended {
@@ -209,8 +235,7 @@ impl Supervisor {
                         Ended::Shutdown => {
                             server.session.send_replace(None);
                             live.session.mark_dead("the platform is shutting down");
-                            let _ = live.service.close_with_timeout(SESSION_CLOSE_GRACE).await;
-                            live.link.stop().await;
+                            live.close().await;
                             tracing::info!(server = %server.name, "MCP server stopped");
                             break;
                         }
@@ -223,10 +248,10 @@ impl Supervisor {
                                 status.restarts += 1;
                                 status.last_error = Some(reason);
                                 status.pid = None;
+                                status.protocol_version = None;
                             });
                             (self.lists_changed)();
-                            let _ = live.service.close_with_timeout(SESSION_CLOSE_GRACE).await;
-                            live.link.stop().await;
+                            live.close().await;
                         }
                     }
                 }
@@ -240,6 +265,7 @@ impl Supervisor {
                         status.failed_attempts = failed_attempts;
                         status.last_error = Some(error);
                         status.pid = None;
+                        status.protocol_version = None;
                     });
                     if let Some(started) = started.take() {
                         let _ = started.send(());
@@ -270,6 +296,7 @@ impl Supervisor {
             status.state = McpServerState::Stopped;
             status.next_attempt_at = None;
             status.pid = None;
+            status.protocol_version = None;
         });
         server.session.send_replace(None);
         self.finish_stops().await;
@@ -292,11 +319,14 @@ impl Supervisor {
         let Opening { mut link, handshake } = self.transport.open(client)?;
         server.set_status(|status| status.pid = link.pid());
         let timeout = seconds(server.connection_settings.connection_timeout);
+        let relist = server.relist.clone();
         let setup = async {
             let service = handshake.await?;
             let capabilities = service.peer().peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
-            let lists = list_all(service.peer(), &capabilities).await?;
-            Ok::<_, String>((service, lists))
+            let listener = session::listen_for_list_changes(&server.name, service.peer(), relist).await;
+            let lists = list_all(service.peer(), &capabilities).await;
+            let lists = lists.inspect_err(|_| listener.iter().for_each(JoinHandle::abort))?;
+            Ok::<_, String>((service, lists, listener))
         };
         let mut timed_out = false;
         let outcome = tokio::select! {
@@ -310,7 +340,7 @@ impl Supervisor {
             reason = link.ended() => Err(format!("{reason} during start-up")),
             _ = self.shutdown.cancelled() => Err("shutting down".to_owned()),
         };
-        let (service, lists) = match outcome {
+        let (service, lists, listener) = match outcome {
             Ok(ready) => ready,
             Err(error) => {
                 let error = if timed_out {
@@ -336,18 +366,20 @@ impl Supervisor {
             .peer_info()
             .and_then(|info| info.server_info.clone())
             .map(|info| format!("{} {}", info.name, info.version));
+        let protocol_version = session::revision(service.peer());
         let session = Arc::new(McpSession::new(service.peer().clone(), generation));
         server.set_status(|status| {
             status.state = McpServerState::Connected;
             status.lists = lists;
             status.server_info = server_info;
+            status.protocol_version = protocol_version;
             status.failed_attempts = 0;
             status.next_attempt_at = None;
             status.last_error = None;
         });
         server.session.send_replace(Some(session.clone()));
         (self.lists_changed)();
-        Ok(Live { link, service, session })
+        Ok(Live { link, service, session, listener })
     }
 
     /// Waits for the session to end, refreshing the lists on list_changed.

@@ -15,13 +15,28 @@ use super::process::binary;
 pub fn server(command: impl Into<String>, args: &[&str]) -> ServerConfig {
     ServerConfig {
         enabled: true,
-        command: command.into(),
+        transport_type: None,
+        command: Some(command.into()),
         args: args.iter().map(|arg| arg.to_string()).collect(),
         cwd: None,
         env: BTreeMap::new(),
+        url: None,
+        headers: BTreeMap::new(),
         allowed_tools: None,
         excluded_tools: Vec::new(),
         tool_timeout: None,
+        max_tool_timeout: None,
+    }
+}
+
+/// A remote server at `url` (streamable HTTP), sending `headers` with every request.
+pub fn remote(url: &str, headers: &[(&str, &str)]) -> ServerConfig {
+    ServerConfig {
+        command: None,
+        args: Vec::new(),
+        url: Some(url.to_owned()),
+        headers: headers.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect(),
+        ..server("", &[])
     }
 }
 

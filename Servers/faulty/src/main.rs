@@ -15,7 +15,7 @@ use std::{
     io::Write,
     path::PathBuf,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -24,9 +24,9 @@ use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler, ServiceExt,
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, JsonObject, ListToolsResult,
-        PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+        PaginatedRequestParams, ServerCapabilities, ServerConfig, SubscriptionFilter, Tool,
     },
-    service::RequestContext,
+    service::{RequestContext, SubscriptionContext, SubscriptionSink},
 };
 use serde_json::{Value, json};
 
@@ -38,6 +38,9 @@ struct Faulty {
     marker_dir: Option<PathBuf>,
     extra_tool: Arc<AtomicBool>,
     listing_broken: Arc<AtomicBool>,
+    /// Clients listening for list changes (2026-07-28 `subscriptions/listen`); older
+    /// revisions get them unasked through the request's peer.
+    listeners: Arc<Mutex<Vec<SubscriptionSink>>>,
 }
 
 fn schema(properties: Value, required: &[&str]) -> Arc<JsonObject> {
@@ -103,6 +106,22 @@ impl Faulty {
         tools
     }
 
+    async fn announce_tool_list_change(&self, context: &RequestContext<RoleServer>) {
+        let listeners = self.listeners.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let sent = if listeners.is_empty() {
+            context.peer.notify_tool_list_changed().await.map_err(|error| error.to_string())
+        } else {
+            let mut sent = Ok(());
+            for listener in listeners {
+                sent = sent.and(listener.notify_tool_list_changed().await.map_err(|error| error.to_string()));
+            }
+            sent
+        };
+        if let Err(error) = sent {
+            eprintln!("cannot send tools/list_changed: {error}");
+        }
+    }
+
     async fn hang(&self, context: &RequestContext<RoleServer>) -> CallToolResponse {
         context.ct.cancelled().await;
         eprintln!("hang cancelled (request {})", context.id);
@@ -165,6 +184,16 @@ impl ServerHandler for Faulty {
         Ok(ListToolsResult::with_all_items(self.tools()))
     }
 
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        Some(SubscriptionFilter::builder().tools_list_changed().build().intersection(requested))
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        self.listeners.lock().unwrap_or_else(PoisonError::into_inner).push(context.sink().clone());
+        context.cancelled().await;
+        Ok(())
+    }
+
     fn get_tool(&self, name: &str) -> Option<Tool> {
         self.tools().into_iter().find(|tool| tool.name == name)
     }
@@ -200,16 +229,12 @@ impl ServerHandler for Faulty {
             }
             "add_tool" => {
                 self.extra_tool.store(true, Ordering::SeqCst);
-                if let Err(error) = context.peer.notify_tool_list_changed().await {
-                    eprintln!("cannot send tools/list_changed: {error}");
-                }
+                self.announce_tool_list_change(&context).await;
                 Ok(text("added"))
             }
             "break_listing" => {
                 self.listing_broken.store(true, Ordering::SeqCst);
-                if let Err(error) = context.peer.notify_tool_list_changed().await {
-                    eprintln!("cannot send tools/list_changed: {error}");
-                }
+                self.announce_tool_list_change(&context).await;
                 Ok(text("broken"))
             }
             "extra" if self.extra_tool.load(Ordering::SeqCst) => Ok(text("extra")),
@@ -273,6 +298,7 @@ async fn main() -> anyhow::Result<()> {
         marker_dir: options.marker_dir,
         extra_tool: Arc::new(AtomicBool::new(false)),
         listing_broken: Arc::new(AtomicBool::new(false)),
+        listeners: Arc::default(),
     };
     let service = server.serve(rmcp::transport::stdio_pipes()).await?;
     service.waiting().await?;
