@@ -275,7 +275,8 @@ async fn serve_http(address: &str) -> anyhow::Result<()> {
         router =
             router.layer(axum::middleware::from_fn(move |request, next| require_bearer(token.clone(), request, next)));
     }
-    println!("demo-server listening on http://{}/mcp", listener.local_addr()?);
+    let address = listener.local_addr()?;
+    println!("demo-server listening on {address} (MCP endpoint http://{address}/mcp)");
     std::io::stdout().flush()?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     axum::serve(listener, router)

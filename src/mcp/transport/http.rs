@@ -1,7 +1,8 @@
 //! The streamable HTTP transport: a remote MCP server at a URL, reached with rmcp's
 //! streamable HTTP client. There is no process to watch, so the link learns that the server
 //! is gone from the transport (a stream that closes, a request that cannot be sent, a
-//! session the server no longer knows) and from a heartbeat: a `ping` every
+//! session the server no longer knows) and from a heartbeat: a `ping` (or its 2026-07-28
+//! equivalent) every
 //! [`HEARTBEAT_INTERVAL`], so a server that was stopped, restarted or hangs is noticed while
 //! no call is running, and the supervisor reconnects with a new session and lists again.
 
@@ -12,7 +13,8 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::{
     Peer, RoleClient,
-    model::{ClientRequest, PingRequest},
+    model::{ClientRequest, DiscoverRequest, DiscoverRequestParams, PingRequest},
+    service::ServiceError,
     transport::{StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig},
 };
 use tokio_util::sync::CancellationToken;
@@ -85,6 +87,17 @@ impl McpTransport for HttpTransport {
     }
 }
 
+/// The cheapest request the session's revision has: `ping` up to 2025-11-25; from
+/// 2026-07-28 on, which drops `ping`, `server/discover`.
+fn liveness_request(peer: &Peer<RoleClient>) -> ClientRequest {
+    let modern = peer.peer_info().is_some_and(|info| !info.protocol_version.has_initialize());
+    if modern {
+        ClientRequest::DiscoverRequest(DiscoverRequest::new(DiscoverRequestParams {}))
+    } else {
+        ClientRequest::PingRequest(PingRequest::default())
+    }
+}
+
 /// Pings until the link stops, firing `end` when a ping fails or goes unanswered.
 async fn heartbeat(peer: Peer<RoleClient>, end: LinkEnd, stopped: CancellationToken) {
     loop {
@@ -93,10 +106,11 @@ async fn heartbeat(peer: Peer<RoleClient>, end: LinkEnd, stopped: CancellationTo
             _ = stopped.cancelled() => return,
             _ = end.fired.cancelled() => return,
         }
-        let ping = peer.send_request(ClientRequest::PingRequest(PingRequest::default()));
+        let ping = peer.send_request(liveness_request(&peer));
         let failure = tokio::select! {
             answer = tokio::time::timeout(PING_TIMEOUT, ping) => match answer {
-                Ok(Ok(_)) => continue,
+                // Any answer proves the server there and our session known.
+                Ok(Ok(_) | Err(ServiceError::McpError(_))) => continue,
                 Ok(Err(error)) => format!("the server did not answer a ping: {error}"),
                 Err(_) => format!("the server did not answer a ping within {}s", PING_TIMEOUT.as_secs()),
             },
