@@ -1,5 +1,7 @@
 //! The `mcp-platform` command line (SPEC §7). Each subcommand's flags live with the module
-//! that implements it; this module only dispatches.
+//! or crate that implements it; this module only dispatches. It belongs to the binary, not the
+//! library: only the command line reaches the test and demo tools (`mock_llm`, `mcp_bench`), so
+//! the product library `mcp_platform` stays free of them.
 
 use std::process::ExitCode;
 
@@ -15,17 +17,19 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(crate::app::ServeArgs),
-    /// Validate both config files, start every enabled MCP server and list what each offers.
-    Check(crate::check::CheckArgs),
+    Serve(mcp_platform::app::ServeArgs),
+    /// Build the application as `serve` would, list what each MCP server offers, and stop.
+    Check(mcp_platform::check::CheckArgs),
     /// Print transcripts and token totals of an events file, or verify its hash chain.
-    Replay(crate::replay::ReplayArgs),
+    Replay(mcp_platform::replay::ReplayArgs),
     /// A terminal client of the WebSocket protocol.
-    Chat(crate::client::ChatArgs),
+    Chat(mcp_platform::client::ChatArgs),
     /// A scripted, OpenAI- and Anthropic-compatible stand-in model for tests and the offline demo.
-    MockLlm(crate::mock_llm::MockLlmArgs),
+    MockLlm(mock_llm::MockLlmArgs),
     /// Load-test a release server over WebSockets (starts its own mock-llm and server).
-    Bench(crate::bench::BenchArgs),
+    Bench(mcp_bench::BenchArgs),
+    /// Print a new random API key and the key_sha256 line that configures it.
+    Key,
 }
 
 pub fn main() -> ExitCode {
@@ -39,12 +43,13 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => crate::app::serve(args).await,
-            Command::Check(args) => crate::check::run(args).await,
-            Command::Replay(args) => crate::replay::run(args).await,
-            Command::Chat(args) => crate::client::run(args).await,
-            Command::MockLlm(args) => crate::mock_llm::run(args).await,
-            Command::Bench(args) => crate::bench::run(args).await,
+            Command::Serve(args) => mcp_platform::app::serve(args).await,
+            Command::Check(args) => mcp_platform::check::run(args).await,
+            Command::Replay(args) => mcp_platform::replay::run(args).await,
+            Command::Chat(args) => mcp_platform::client::run(args).await,
+            Command::MockLlm(args) => mock_llm::run(args).await,
+            Command::Bench(args) => mcp_bench::run(args).await,
+            Command::Key => mcp_platform::auth::print_new_key(),
         }
     });
     match result {

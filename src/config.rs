@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 mod load;
+mod rules;
 mod schema;
 
 pub use load::{ConfigError, load_servers_config, load_settings};
@@ -24,6 +25,8 @@ pub struct Settings {
     pub websocket: WebSocketSettings,
     pub store: StoreSettings,
     pub mcp: McpSettings,
+    pub auth: AuthSettings,
+    pub limits: LimitsSettings,
     pub logging: LoggingSettings,
     pub shutdown: ShutdownSettings,
 }
@@ -147,6 +150,84 @@ pub struct CircuitBreakerSettings {
     pub cooldown: f64,
 }
 
+/// Who may connect and as whom (SPEC §8). [`load_settings`] guarantees the mode's keys are
+/// there: at least one API key in `api_keys` mode, exactly one of `jwt.jwks_path` and
+/// `jwt.hs256_secret` in `jwt` mode, and a loopback `websocket.host` in `none` mode unless
+/// `allow_anonymous_remote`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    /// Whether mode `none` may listen on a non-loopback host (a proxy in front authenticates).
+    pub allow_anonymous_remote: bool,
+    /// Browser origins allowed on `/ws/chat` besides the server's own, as `Origin` sends them.
+    pub allowed_origins: Vec<String>,
+    pub api_keys: Vec<ApiKeyEntry>,
+    pub jwt: JwtSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Everyone is `anonymous`.
+    None,
+    ApiKeys,
+    Jwt,
+}
+
+/// One API key: the SHA-256 of the key, never the key itself, names a user and a role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    pub user: String,
+    pub role: Role,
+    /// 64 hexadecimal digits (either case); empty only when the mode is not `api_keys` and its
+    /// `env:` variable is unset.
+    pub key_sha256: Secret,
+}
+
+/// What a user may do (SPEC §8); not to be confused with a message's [`crate::domain::Role`].
+/// It lives with the settings because the config names it; `auth` re-exports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    /// May also use the admin endpoints and `/metrics`, and read any conversation.
+    Admin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSettings {
+    /// The required `iss`; empty: not checked.
+    pub issuer: String,
+    /// The required `aud` (one of the token's); empty: not checked.
+    pub audience: String,
+    /// A JWKS file of public keys; empty when `hs256_secret` is used instead.
+    pub jwks_path: PathBuf,
+    /// At least 32 bytes; empty when `jwks_path` is used instead.
+    pub hs256_secret: Secret,
+    /// The claim that names the user (a string).
+    pub user_claim: String,
+    /// The claim that makes an admin when it is, or is a list containing, `"admin"`; empty: no
+    /// token makes an admin.
+    pub admin_claim: String,
+}
+
+/// SPEC §8 limits; 0 means no limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Per user (token bucket).
+    pub chats_per_minute: u32,
+    /// Model tokens per user per UTC day, across every process sharing the store.
+    pub tokens_per_day: u64,
+    pub connections_per_user: u32,
+    pub connections_per_ip: u32,
+    /// Per process.
+    pub max_connections: u32,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingSettings {
@@ -259,7 +340,8 @@ impl std::fmt::Debug for ServerConfig {
     }
 }
 
-/// A secret (an API key): never printed by `Debug`, so never in logs.
+/// A secret (an API key, a key's hash, an HMAC secret): never printed by `Debug`, so never in
+/// logs.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);

@@ -4,8 +4,19 @@
 //! knowing each other: the LLM layer produces [`ToolCall`]s, the MCP layer runs them, the store
 //! records them, and none of the three imports another.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// An MCP prompt (`<server>__<prompt>`) with its arguments, as a client names it for its turn
+/// and as the log records it. The map is sorted, so equal references serialise equally.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptRef {
+    pub name: String,
+    #[serde(default)]
+    pub arguments: BTreeMap<String, String>,
+}
 
 /// Who speaks a message, in the vocabulary every chat API shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

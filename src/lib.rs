@@ -4,19 +4,18 @@
 //! See `ARCHITECTURE.md` for how the modules fit together.
 
 pub mod app;
-pub mod bench;
+pub mod auth;
 pub mod chat;
 pub mod check;
-pub mod cli;
 pub mod client;
 pub mod config;
 pub mod domain;
 pub mod llm;
 pub mod logging;
 pub mod mcp;
-pub mod mock_llm;
 pub mod protocol;
 pub mod replay;
 pub mod server;
 pub mod store;
+pub mod text;
 pub mod tokens;

@@ -1,5 +1,7 @@
+mod cli;
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    mcp_platform::cli::main()
+    cli::main()
 }

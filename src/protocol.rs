@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::domain::PromptRef;
 
 /// Longest `request_id` (and `conversation_id`) a client may choose.
 pub const MAX_ID_CHARS: usize = 128;
@@ -48,11 +51,13 @@ pub struct ChatPayload {
     pub resources: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PromptRef {
-    pub name: String,
-    #[serde(default)]
-    pub arguments: BTreeMap<String, String>,
+impl ChatPayload {
+    /// Identifies the payload across processes: the SHA-256 of its canonical JSON. A
+    /// `request_id` sent again with another fingerprint is a different request (409).
+    pub fn fingerprint(&self) -> String {
+        let canonical = serde_json::to_vec(self).expect("a chat payload is plain JSON data");
+        hex::encode(Sha256::digest(canonical))
+    }
 }
 
 /// One problem with a client frame, in the shape of `error.data.validation_errors`.
@@ -78,8 +83,9 @@ pub struct Rejection {
     pub error: ErrorBody,
 }
 
-/// Parses and validates one text frame. `max_text_chars` bounds `payload.text`.
-pub fn parse_client_message(frame: &str, max_text_chars: usize) -> Result<ClientMessage, Rejection> {
+/// Parses and validates one text frame. Its size, and so the length of `payload.text`, is
+/// bounded before: a frame over `websocket.max_message_bytes` is refused whole (413).
+pub fn parse_client_message(frame: &str) -> Result<ClientMessage, Rejection> {
     let value: Value = serde_json::from_str(frame).map_err(|error| Rejection {
         request_id: None,
         error: ErrorBody::validation(vec![FieldError::new("", format!("not valid JSON: {error}"), "json_invalid")]),
@@ -96,7 +102,7 @@ pub fn parse_client_message(frame: &str, max_text_chars: usize) -> Result<Client
     };
     let mut errors = Vec::new();
     let request_id = validate_id(&object, "request_id", true, &mut errors);
-    let message = validate_action(&object, request_id.clone(), max_text_chars, &mut errors);
+    let message = validate_action(&object, request_id.clone(), &mut errors);
     match message {
         Some(message) if errors.is_empty() => Ok(message),
         _ => Err(Rejection { request_id, error: ErrorBody::validation(errors) }),
@@ -112,7 +118,6 @@ pub fn peek_request_id(frame: &str) -> Option<String> {
 fn validate_action(
     object: &Map<String, Value>,
     request_id: Option<String>,
-    max_text_chars: usize,
     errors: &mut Vec<FieldError>,
 ) -> Option<ClientMessage> {
     let action = match object.get("action") {
@@ -140,7 +145,7 @@ fn validate_action(
         }
     };
     reject_unknown_fields(object, "", allowed, errors);
-    let payload = if action == "chat" { validate_payload(object.get("payload"), max_text_chars, errors) } else { None };
+    let payload = if action == "chat" { validate_payload(object.get("payload"), errors) } else { None };
     let after_seq = if action == "resume" { validate_after_seq(object.get("after_seq"), errors) } else { None };
     let request_id = request_id?;
     Some(match action {
@@ -164,7 +169,7 @@ fn validate_after_seq(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Op
     }
 }
 
-fn validate_payload(value: Option<&Value>, max_text_chars: usize, errors: &mut Vec<FieldError>) -> Option<ChatPayload> {
+fn validate_payload(value: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<ChatPayload> {
     let payload = match value {
         None => {
             errors.push(FieldError::new("payload", "is required for chat", "missing"));
@@ -184,16 +189,8 @@ fn validate_payload(value: Option<&Value>, max_text_chars: usize, errors: &mut V
     );
     let before = errors.len();
     let text = optional_string(payload, "payload.text", "text", errors);
-    match &text {
-        Some(text) if text.trim().is_empty() => {
-            errors.push(FieldError::new("payload.text", "must not be empty", "value_error"))
-        }
-        Some(text) if text.chars().count() > max_text_chars => errors.push(FieldError::new(
-            "payload.text",
-            format!("must be at most {max_text_chars} characters, found {}", text.chars().count()),
-            "value_error",
-        )),
-        _ => {}
+    if text.as_deref().is_some_and(|text| text.trim().is_empty()) {
+        errors.push(FieldError::new("payload.text", "must not be empty", "value_error"));
     }
     let conversation_id = validate_id(payload, "conversation_id", false, errors);
     let conversation_id = conversation_id.map(|id| id.to_owned());
@@ -402,33 +399,47 @@ impl ServerMessage {
         Self { error: Some(error), ..Self::bare(request_id, Status::Error) }
     }
 
-    pub fn processing(request_id: &str, conversation_id: &str, replayed: bool) -> Self {
-        Self {
-            conversation_id: Some(conversation_id.to_owned()),
-            seq: Some(0),
-            replayed: replayed.then_some(true),
-            ..Self::bare(Some(request_id.to_owned()), Status::Processing)
-        }
-    }
-
-    pub fn chunk(request_id: &str, seq: u64, chunk: Chunk) -> Self {
-        Self { seq: Some(seq), chunk: Some(chunk), ..Self::bare(Some(request_id.to_owned()), Status::Chunk) }
-    }
-
-    pub fn complete(request_id: &str, seq: u64, metadata: Metadata) -> Self {
-        Self { seq: Some(seq), metadata: Some(metadata), ..Self::bare(Some(request_id.to_owned()), Status::Complete) }
-    }
-
-    pub fn cancelled(request_id: &str, seq: u64) -> Self {
-        Self { seq: Some(seq), ..Self::bare(Some(request_id.to_owned()), Status::Cancelled) }
-    }
-
-    pub fn failed(request_id: &str, seq: u64, error: ErrorBody) -> Self {
-        Self { seq: Some(seq), error: Some(error), ..Self::bare(Some(request_id.to_owned()), Status::Error) }
-    }
-
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("server messages hold only JSON-representable data")
+    }
+}
+
+/// A message of a request's numbered stream, before it has its `seq`. Only the run the request
+/// belongs to numbers it ([`RequestMessage::numbered`]), in the order it publishes it, so the
+/// code that produces messages cannot get `seq` wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestMessage {
+    /// `replayed`: the request had finished and this is its compact replay from the log.
+    Processing {
+        conversation_id: String,
+        replayed: bool,
+    },
+    Chunk(Chunk),
+    Complete(Metadata),
+    Cancelled,
+    Failed(ErrorBody),
+}
+
+impl RequestMessage {
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, RequestMessage::Complete(_) | RequestMessage::Cancelled | RequestMessage::Failed(_))
+    }
+
+    /// The message as sent, carrying `seq`.
+    pub fn numbered(self, request_id: &str, seq: u64) -> ServerMessage {
+        let bare =
+            |status| ServerMessage { seq: Some(seq), ..ServerMessage::bare(Some(request_id.to_owned()), status) };
+        match self {
+            RequestMessage::Processing { conversation_id, replayed } => ServerMessage {
+                conversation_id: Some(conversation_id),
+                replayed: replayed.then_some(true),
+                ..bare(Status::Processing)
+            },
+            RequestMessage::Chunk(chunk) => ServerMessage { chunk: Some(chunk), ..bare(Status::Chunk) },
+            RequestMessage::Complete(metadata) => ServerMessage { metadata: Some(metadata), ..bare(Status::Complete) },
+            RequestMessage::Cancelled => bare(Status::Cancelled),
+            RequestMessage::Failed(error) => ServerMessage { error: Some(error), ..bare(Status::Error) },
+        }
     }
 }
 
@@ -510,7 +521,7 @@ mod tests {
     use super::*;
 
     fn rejection(frame: &str) -> Rejection {
-        parse_client_message(frame, 100).expect_err("frame should be refused")
+        parse_client_message(frame).expect_err("frame should be refused")
     }
 
     fn fields(rejection: &Rejection) -> Vec<String> {
@@ -523,7 +534,6 @@ mod tests {
         let message = parse_client_message(
             r#"{"action":"chat","request_id":"r-1","payload":{"text":"hi","conversation_id":"c-1","model":"m","streaming":false,
                 "prompt":{"name":"demo__greet","arguments":{"name":"Ada"}},"resources":["demo://readme"]}}"#,
-            100,
         )
         .expect("valid");
         let ClientMessage::Chat { request_id, payload } = message else { panic!("not a chat: {message:?}") };
@@ -560,14 +570,7 @@ mod tests {
         assert_eq!(fields(&rejection(r#"{"action":"ping","request_id":""}"#)), ["request_id"]);
         let long = "x".repeat(MAX_ID_CHARS + 1);
         assert_eq!(fields(&rejection(&format!(r#"{{"action":"ping","request_id":"{long}"}}"#))), ["request_id"]);
-        assert!(parse_client_message(&format!(r#"{{"action":"ping","request_id":"{}"}}"#, &long[1..]), 10).is_ok());
-    }
-
-    #[test]
-    fn text_longer_than_the_limit_is_refused() {
-        let frame = format!(r#"{{"action":"chat","request_id":"r","payload":{{"text":"{}"}}}}"#, "a".repeat(101));
-        let rejected = rejection(&frame);
-        assert!(rejected.error.data.expect("data").to_string().contains("at most 100 characters, found 101"));
+        assert!(parse_client_message(&format!(r#"{{"action":"ping","request_id":"{}"}}"#, &long[1..])).is_ok());
     }
 
     #[test]
@@ -578,13 +581,14 @@ mod tests {
 
     #[test]
     fn server_messages_serialise_as_the_spec_shows() {
-        let chunk = ServerMessage::chunk("r-1", 1, Chunk::Text("Let me ".into()));
+        let chunk = RequestMessage::Chunk(Chunk::Text("Let me ".into())).numbered("r-1", 1);
         assert_eq!(
             chunk.to_json(),
             r#"{"request_id":"r-1","status":"chunk","seq":1,"chunk":{"type":"text","data":"Let me "}}"#
         );
         assert_eq!(ServerMessage::pong("p-1").to_json(), r#"{"request_id":"p-1","status":"pong"}"#);
-        let processing = ServerMessage::processing("r-1", "c-42", false);
+        let processing =
+            RequestMessage::Processing { conversation_id: "c-42".into(), replayed: false }.numbered("r-1", 0);
         assert_eq!(
             processing.to_json(),
             r#"{"request_id":"r-1","status":"processing","conversation_id":"c-42","seq":0}"#

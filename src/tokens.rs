@@ -79,12 +79,11 @@ impl TokenCounter {
         self.bpe.encode_ordinary(text).len()
     }
 
-    /// Tokens one message costs in a chat prompt: its content, its tool calls (as the JSON
-    /// the API carries), the id of the call a tool message answers, and the per-message
-    /// framing of the chat format.
-    pub fn count_message(&self, message: &Message) -> usize {
-        let mut tokens = TOKENS_PER_MESSAGE + self.count(role_name(message.role));
-        tokens += self.count(&message.content);
+    /// Tokens of what one message carries: its content, its tool calls (as the JSON the API
+    /// carries), the id of the call a tool message answers. A logged event's `token_count`
+    /// is this figure, so the context is budgeted without recounting history.
+    pub fn count_content(&self, message: &Message) -> usize {
+        let mut tokens = self.count(&message.content);
         if !message.tool_calls.is_empty() {
             tokens += self.count(&tool_calls_json(&message.tool_calls));
         }
@@ -92,6 +91,18 @@ impl TokenCounter {
             tokens += self.count(call_id);
         }
         tokens
+    }
+
+    /// Tokens one message costs in a chat prompt: what it carries plus the per-message
+    /// framing of the chat format.
+    pub fn count_message(&self, message: &Message) -> usize {
+        self.framed(message.role, self.count_content(message))
+    }
+
+    /// What a message costs in a prompt when what it carries is already counted (a logged
+    /// event's `token_count`).
+    pub fn framed(&self, role: Role, content_tokens: usize) -> usize {
+        TOKENS_PER_MESSAGE + self.count(role_name(role)) + content_tokens
     }
 
     /// Tokens a whole prompt of `messages` costs, including the priming of the reply.
@@ -199,6 +210,8 @@ mod tests {
             counter.count_message(&tool),
             3 + counter.count("tool") + counter.count("5") + counter.count("call_1")
         );
+        assert_eq!(counter.count_content(&tool), counter.count("5") + counter.count("call_1"));
+        assert_eq!(counter.framed(Role::Tool, counter.count_content(&tool)), counter.count_message(&tool));
     }
 
     #[test]

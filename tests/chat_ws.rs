@@ -3,6 +3,11 @@
 
 mod support;
 
+use mcp_platform::domain::Role;
+use mcp_platform::protocol::ChatPayload;
+use mcp_platform::store::jsonl::JsonlStore;
+use mcp_platform::store::record::{Record, UserTurn};
+use mcp_platform::store::{EventStore, EventType, NewEvent};
 use serde_json::{Value, json};
 use support::*;
 
@@ -152,6 +157,82 @@ async fn every_protocol_error_is_structured_and_the_socket_survives() {
     client.send(json!({"action": "chat", "request_id": "first", "payload": {"text": "something else"}})).await;
     let conflict = client.recv().await;
     assert_eq!(conflict["error"]["code"], 409, "{conflict}");
+    assert_alive(&mut client).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn payload_text_is_bounded_by_the_frame_limit_alone() {
+    let app = TestApp::start(Options {
+        configure: |settings| settings.websocket.max_message_bytes = 2048,
+        ..Options::default()
+    })
+    .await;
+    let mut client = app.client().await;
+    let frame = |request_id: &str, chars: usize| {
+        json!({"action": "chat", "request_id": request_id, "payload": {"text": "x".repeat(chars)}}).to_string()
+    };
+    let overhead = frame("at", 0).len();
+    client.send_text(frame("at", 2048 - overhead)).await;
+    let served = client.collect("at", &mut Vec::new()).await;
+    assert_well_formed(&served);
+    assert_eq!(served.last().expect("terminal")["status"], "complete", "a frame of exactly the limit is served");
+
+    client.send_text(frame("over", 2049 - overhead)).await;
+    let refused = client.recv().await;
+    assert_eq!((refused["request_id"].clone(), refused["error"]["code"].clone()), (json!("over"), json!(413)));
+    assert!(refused["error"]["message"].as_str().expect("message").contains("websocket.max_message_bytes"));
+    assert_alive(&mut client).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stored_request_whose_final_record_is_corrupt_gets_a_500_with_a_correlation_id() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store_path = dir.path().join("events.jsonl");
+    let payload = ChatPayload {
+        text: Some("what is 2+3".into()),
+        conversation_id: None,
+        model: None,
+        streaming: None,
+        prompt: None,
+        resources: Vec::new(),
+    };
+    let user_turn = UserTurn {
+        text: "what is 2+3".into(),
+        fingerprint: payload.fingerprint(),
+        prompt: None,
+        resources: Vec::new(),
+    };
+    let user_turn = Record::UserTurn(user_turn).into_event("c-1".into(), "corrupt".into(), 3);
+    let answer = NewEvent {
+        kind: EventType::AssistantMessage,
+        role: Some(Role::Assistant),
+        model: Some("mock-demo".into()),
+        extra: json!({"status": "complete", "metadata": {"tokens": "many"}}).as_object().expect("object").clone(),
+        ..user_turn.clone()
+    };
+    let path = store_path.clone();
+    let (store, _) = tokio::task::spawn_blocking(move || JsonlStore::open(path, false))
+        .await
+        .expect("open task")
+        .expect("open the store");
+    store.append(vec![user_turn, answer]).await.expect("append");
+    drop(store);
+
+    let app = TestApp::start(Options { store_path: Some(store_path), ..Options::default() }).await;
+    let mut client = app.client().await;
+    let replayed = client.chat("corrupt", json!({"text": "what is 2+3"})).await;
+    client.send(json!({"action": "resume", "request_id": "corrupt"})).await;
+    let resumed = client.recv().await;
+    assert_eq!(replayed.len(), 1, "{replayed:#?}");
+    for error in [&replayed[0], &resumed] {
+        assert_eq!((error["request_id"].as_str(), error["status"].as_str()), (Some("corrupt"), Some("error")));
+        assert_eq!(error["error"]["code"], 500, "{error}");
+        assert!(error["error"]["message"].as_str().expect("message").contains("correlation id"), "{error}");
+    }
+    assert!(app.model_requests().is_empty(), "a stored request is never run again");
+    assert_eq!(app.events().len(), 2, "nothing was appended");
     assert_alive(&mut client).await;
     app.shutdown().await;
 }

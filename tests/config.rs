@@ -1,10 +1,13 @@
 //! Loading `config.yaml` and `servers_config.json` from real files: what a user sees when
 //! something is wrong, and that the shipped files load.
+//!
+//! Longer than most files: each test spells out every message a user would read in full, and
+//! they all change the process environment under the one lock below.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use mcp_platform::config::{ConfigError, load_servers_config, load_settings};
+use mcp_platform::config::{AuthMode, ConfigError, Role, load_servers_config, load_settings};
 use tempfile::TempDir;
 
 /// Every loader reads the process environment, so tests that change it run one at a time.
@@ -646,6 +649,275 @@ fn invalid_json_gives_the_line_and_column() {
         [
             "DIR/servers_config.json: mcpServers: missing key, expected an object",
             "DIR/servers_config.json: servers: unknown key; did you mean \"mcpServers\"?",
+        ]
+    );
+}
+
+#[test]
+fn shipped_auth_is_off_on_loopback_with_the_spec_limits() {
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k");
+
+    let settings = load_settings(Some(&repository_file("config.yaml"))).expect("shipped config");
+
+    let auth = &settings.auth;
+    assert_eq!(auth.mode, AuthMode::None);
+    assert!(!auth.allow_anonymous_remote);
+    assert!(auth.allowed_origins.is_empty() && auth.api_keys.is_empty());
+    assert_eq!((auth.jwt.issuer.as_str(), auth.jwt.audience.as_str()), ("", ""));
+    assert!(auth.jwt.jwks_path.as_os_str().is_empty() && auth.jwt.hs256_secret.is_empty());
+    assert_eq!((auth.jwt.user_claim.as_str(), auth.jwt.admin_claim.as_str()), ("sub", "roles"));
+    let limits = &settings.limits;
+    assert_eq!(
+        (limits.chats_per_minute, limits.tokens_per_day, limits.connections_per_user),
+        (30, 0, 16),
+        "chats_per_minute, tokens_per_day, connections_per_user"
+    );
+    assert_eq!((limits.connections_per_ip, limits.max_connections), (64, 10000));
+}
+
+/// 64 hexadecimal digits, as `mcp-platform key` prints them; not the hash of anything in use.
+const ALICE_SHA256: &str = "3f79bb7b435b05321651daefd374cdc681dc06faa65e374e38337b88ca046dea";
+
+#[test]
+fn api_keys_are_read_with_their_hashes_from_the_environment() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment
+        .set("GROQ_API_KEY", "k")
+        .set("MCP__AUTH__MODE", "api_keys")
+        .set("MCP__LIMITS__CHATS_PER_MINUTE", "5")
+        .set("CONFIG_TEST_ALICE_SHA256", ALICE_SHA256);
+    let text = edited_settings(&[
+        (
+            "  api_keys: []",
+            "  api_keys:\n\
+             \x20   - {user: \"alice\", role: \"user\", key_sha256: \"env:CONFIG_TEST_ALICE_SHA256\"}\n\
+             \x20   - {user: \"root\", role: \"admin\", key_sha256: \"3F79BB7B435B05321651DAEFD374CDC681DC06FAA65E374E38337B88CA046DEB\"}",
+        ),
+        ("allowed_origins: []", "allowed_origins: [\"https://chat.example.com\", \"http://localhost:3000\"]"),
+    ]);
+    let path = write(&dir, "config.yaml", &text);
+
+    let settings = load_settings(Some(&path)).expect("valid api_keys config");
+
+    assert_eq!(settings.auth.mode, AuthMode::ApiKeys);
+    let keys = &settings.auth.api_keys;
+    assert_eq!((keys[0].user.as_str(), keys[0].role, keys[0].key_sha256.expose()), ("alice", Role::User, ALICE_SHA256));
+    assert_eq!((keys[1].user.as_str(), keys[1].role), ("root", Role::Admin));
+    assert_eq!(settings.auth.allowed_origins, ["https://chat.example.com", "http://localhost:3000"]);
+    assert_eq!(settings.limits.chats_per_minute, 5);
+    let debug = format!("{settings:?}");
+    assert!(!debug.to_lowercase().contains(&ALICE_SHA256[..16]), "{debug}");
+}
+
+#[test]
+fn every_bad_api_key_entry_is_reported_without_showing_a_hash() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    let not_hex = format!("{}g", &ALICE_SHA256[..63]);
+    environment
+        .set("GROQ_API_KEY", "k")
+        .set("MCP__AUTH__MODE", "api_keys")
+        .set("CONFIG_TEST_ALICE_SHA256", ALICE_SHA256);
+    let entries = format!(
+        "  api_keys:\n\
+         \x20   - {{user: \"alice\", role: \"user\", key_sha256: \"env:CONFIG_TEST_ALICE_SHA256\"}}\n\
+         \x20   - {{user: \"root\", role: \"owner\", key_sha256: \"not-a-hash\"}}\n\
+         \x20   - {{user: \"\", role: \"admin\", key_sha256: \"{not_hex}\"}}\n\
+         \x20   - {{user: \"bob\", role: \"user\", key_sha256: \"{}\"}}\n\
+         \x20   - {{user: \"carol\", role: \"user\", key: \"x\"}}\n\
+         \x20   - \"alice:{ALICE_SHA256}\"",
+        ALICE_SHA256.to_uppercase()
+    );
+    let text = edited_settings(&[("  api_keys: []", &entries)]);
+
+    let problems = settings_problems(&dir, &text);
+
+    let keys = "DIR/config.yaml: auth.api_keys";
+    let hex = "expected the key's SHA-256 as 64 hexadecimal digits (as `mcp-platform key` prints it), found";
+    assert_eq!(
+        problems,
+        [
+            format!("{keys}[1].role: expected one of \"user\", \"admin\", found \"owner\""),
+            format!("{keys}[2].user: expected a non-empty string, found \"\""),
+            format!(
+                "{keys}[4].key_sha256: missing key, expected a string (\"env:NAME\" reads the environment variable NAME)"
+            ),
+            format!("{keys}[4].key: unknown key; did you mean \"key_sha256\"?"),
+            format!("{keys}[5]: expected an object with keys user, role, key_sha256, found a string"),
+            format!("{keys}[1].key_sha256: {hex} 10 characters"),
+            format!("{keys}[2].key_sha256: {hex} 64 characters, not all hexadecimal digits"),
+            format!(
+                "{keys}[3].key_sha256: the same key as auth.api_keys[0]; each key must be distinct so that it names one user"
+            ),
+        ]
+    );
+    for problem in &problems {
+        assert!(!problem.to_lowercase().contains(&ALICE_SHA256[..16]), "{problem}");
+    }
+}
+
+#[test]
+fn api_keys_mode_needs_at_least_one_key() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k").set("MCP__AUTH__MODE", "api_keys");
+
+    assert_eq!(
+        settings_problems(&dir, &shipped_settings()),
+        ["DIR/config.yaml: auth.api_keys: auth.mode \"api_keys\" needs at least one key; add entries \
+          {user: \"alice\", role: \"user\", key_sha256: \"env:ALICE_KEY_SHA256\"} \
+          (`mcp-platform key` makes a key and its hash)"]
+    );
+}
+
+#[test]
+fn only_the_secrets_of_the_chosen_auth_mode_must_be_set() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k").unset("CONFIG_TEST_UNSET_HASH").unset("CONFIG_TEST_UNSET_HS256");
+    let text = edited_settings(&[
+        (
+            "  api_keys: []",
+            "  api_keys:\n    - {user: \"alice\", role: \"user\", key_sha256: \"env:CONFIG_TEST_UNSET_HASH\"}",
+        ),
+        ("hs256_secret: \"\"", "hs256_secret: \"env:CONFIG_TEST_UNSET_HS256\""),
+    ]);
+    let path = write(&dir, "config.yaml", &text);
+
+    let settings = load_settings(Some(&path)).expect("mode none uses neither secret");
+    assert!(settings.auth.api_keys[0].key_sha256.is_empty());
+    assert!(settings.auth.jwt.hs256_secret.is_empty());
+
+    environment.set("MCP__AUTH__MODE", "api_keys");
+    assert_eq!(
+        problems_with_placeholder(&load_settings(Some(&path)).unwrap_err(), &dir),
+        ["DIR/config.yaml: auth.api_keys[0].key_sha256: environment variable CONFIG_TEST_UNSET_HASH is not set; \
+          set it, or change the value \"env:CONFIG_TEST_UNSET_HASH\""]
+    );
+
+    environment.set("MCP__AUTH__MODE", "jwt");
+    assert_eq!(
+        problems_with_placeholder(&load_settings(Some(&path)).unwrap_err(), &dir),
+        ["DIR/config.yaml: auth.jwt.hs256_secret: environment variable CONFIG_TEST_UNSET_HS256 is not set; \
+          set it, or change the value \"env:CONFIG_TEST_UNSET_HS256\""]
+    );
+
+    let secret = "an-hs256-secret-4711-of-at-least-32-bytes";
+    environment.set("CONFIG_TEST_UNSET_HS256", secret);
+    let settings = load_settings(Some(&path)).expect("mode jwt with its secret set");
+    assert_eq!(settings.auth.mode, AuthMode::Jwt);
+    assert_eq!(settings.auth.jwt.hs256_secret.expose(), secret);
+    assert!(!format!("{settings:?}").contains(secret));
+}
+
+#[test]
+fn jwt_mode_needs_exactly_one_key_and_a_long_enough_secret() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k").set("MCP__AUTH__MODE", "jwt");
+
+    assert_eq!(
+        settings_problems(&dir, &shipped_settings()),
+        ["DIR/config.yaml: auth.jwt: auth.mode \"jwt\" needs a key to check token signatures: set jwks_path \
+          (a JWKS file of RS256, ES256 or EdDSA public keys) or hs256_secret (\"env:NAME\")"]
+    );
+
+    let short = "short-secret-4711";
+    environment.set("MCP__AUTH__JWT__HS256_SECRET", short);
+    let problems = settings_problems(&dir, &shipped_settings());
+    assert_eq!(
+        problems,
+        ["DIR/config.yaml: auth.jwt.hs256_secret (set by MCP__AUTH__JWT__HS256_SECRET): expected a secret of \
+          at least 32 bytes (HS256 needs a key as long as its hash), found 17 bytes"]
+    );
+    assert!(!problems[0].contains(short));
+
+    environment.set("MCP__AUTH__JWT__JWKS_PATH", "jwks.json");
+    assert_eq!(
+        settings_problems(&dir, &shipped_settings()),
+        ["DIR/config.yaml: auth.jwt: set one of jwks_path and hs256_secret, not both: the key, not the token, \
+          decides which algorithm is accepted"]
+    );
+
+    environment.unset("MCP__AUTH__JWT__HS256_SECRET").set("MCP__AUTH__JWT__ISSUER", "https://id.example.com");
+    let settings = load_settings(Some(&write(&dir, "config.yaml", &shipped_settings()))).expect("a JWKS file");
+    assert_eq!(settings.auth.jwt.jwks_path, Path::new("jwks.json"));
+    assert_eq!(settings.auth.jwt.issuer, "https://id.example.com");
+}
+
+#[test]
+fn anonymous_access_on_a_non_loopback_host_must_be_asked_for() {
+    let dir = TempDir::new().unwrap();
+    let path = write(&dir, "config.yaml", &shipped_settings());
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k");
+
+    for loopback in ["localhost", "127.0.0.1", "127.0.0.53", "::1", "[::1]"] {
+        environment.set("MCP__WEBSOCKET__HOST", loopback);
+        assert!(load_settings(Some(&path)).is_ok(), "{loopback}");
+    }
+
+    environment.set("MCP__WEBSOCKET__HOST", "0.0.0.0");
+    assert_eq!(
+        problems_with_placeholder(&load_settings(Some(&path)).unwrap_err(), &dir),
+        ["DIR/config.yaml: auth.mode: \"none\" lets anyone who reaches websocket.host \"0.0.0.0\" chat on your \
+          LLM budget and use the admin endpoints; turn authentication on (auth.mode \"api_keys\" or \"jwt\"), \
+          bind to a loopback host such as \"127.0.0.1\", or, if a proxy in front authenticates every caller, \
+          set auth.allow_anonymous_remote: true"]
+    );
+
+    environment.set("MCP__AUTH__ALLOW_ANONYMOUS_REMOTE", "true");
+    let settings = load_settings(Some(&path)).expect("anonymous remote access asked for");
+    assert!(settings.auth.allow_anonymous_remote);
+    assert_eq!(settings.websocket.host, "0.0.0.0");
+
+    environment
+        .unset("MCP__AUTH__ALLOW_ANONYMOUS_REMOTE")
+        .set("MCP__AUTH__MODE", "jwt")
+        .set("MCP__AUTH__JWT__JWKS_PATH", "jwks.json");
+    assert!(load_settings(Some(&path)).is_ok(), "authentication on: any host");
+}
+
+#[test]
+fn auth_and_limits_values_are_checked() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k").set("MCP__AUTH__MODE", "oauth");
+    let text = edited_settings(&[
+        (
+            "allowed_origins: []",
+            "allowed_origins: [\"https://chat.example.com\", \"https://chat.example.com/\", 5, \"env:ORIGIN\"]",
+        ),
+        ("allow_anonymous_remote: false", "allow_anonymous_remote: \"no\""),
+        ("  api_keys: []", "  api_keys: \"alice-key-4711\""),
+        ("user_claim: \"sub\"", "user_claim: \"\""),
+        ("chats_per_minute: 30", "chats_per_minute: -1"),
+        ("max_connections: 10000", "max_connections: 1.5"),
+    ]);
+
+    let origin = "an origin such as \"https://chat.example.com\" (scheme and host, a port only if not the \
+                  default, no path or trailing \"/\")";
+    assert_eq!(
+        settings_problems(&dir, &text),
+        [
+            "DIR/config.yaml: auth.mode (set by MCP__AUTH__MODE): expected one of \"none\", \"api_keys\", \"jwt\", \
+             found \"oauth\""
+                .to_owned(),
+            "DIR/config.yaml: auth.allow_anonymous_remote: expected true or false, found \"no\"".to_owned(),
+            format!("DIR/config.yaml: auth.allowed_origins[1]: expected {origin}, found \"https://chat.example.com/\""),
+            format!("DIR/config.yaml: auth.allowed_origins[2]: expected {origin}, found 5"),
+            format!(
+                "DIR/config.yaml: auth.allowed_origins[3]: expected {origin}, found \"env:ORIGIN\" (\"env:\" is read \
+                 only in secret keys such as api_key)"
+            ),
+            "DIR/config.yaml: auth.api_keys: expected a list of objects with keys user, role, key_sha256, found a \
+             string"
+                .to_owned(),
+            "DIR/config.yaml: auth.jwt.user_claim: expected a non-empty string, found \"\"".to_owned(),
+            "DIR/config.yaml: limits.chats_per_minute: expected an integer of at least 0, found -1".to_owned(),
+            "DIR/config.yaml: limits.max_connections: expected an integer of at least 0, found 1.5".to_owned(),
         ]
     );
 }

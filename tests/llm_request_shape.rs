@@ -45,7 +45,7 @@ fn full_conversation(streaming: bool) -> LlmRequest {
 }
 
 /// Sends `request` to a mock through a provider of `kind` and returns what the mock received.
-async fn sent(kind: ProviderKind, api_key: &str, request: LlmRequest) -> mcp_platform::mock_llm::RecordedRequest {
+async fn sent(kind: ProviderKind, api_key: &str, request: LlmRequest) -> mock_llm::RecordedRequest {
     let mock = mock(json!([])).await;
     let provider =
         llm::from_settings(&settings(kind, &base_url(&mock, kind), api_key, 10.0, 0)).expect("provider builds");

@@ -5,7 +5,7 @@ mod support;
 
 use mcp_platform::domain::{FinishReason, Message};
 use mcp_platform::llm::LlmRequest;
-use mcp_platform::mock_llm::MockLlm;
+use mock_llm::MockLlm;
 use serde_json::{Value, json};
 use support::llm::*;
 

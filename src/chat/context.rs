@@ -13,9 +13,6 @@ use crate::domain::{Message, Role, ToolSpec};
 use crate::store::{ChatEvent, EventType};
 use crate::tokens::TokenCounter;
 
-/// Chat formats spend a few tokens per message on roles and separators.
-const MESSAGE_OVERHEAD_TOKENS: usize = 4;
-
 /// Builds `system + kept history + new_turn`. `history` is the conversation's stored events
 /// before this request; each event's stored `token_count` is reused, never recounted.
 pub fn build(
@@ -31,7 +28,7 @@ pub fn build(
         + new_turn.iter().map(|message| counter.count_message(message)).sum::<usize>();
     let available = budget.max_tokens.saturating_sub(budget.reserve_tokens).saturating_sub(fixed);
 
-    let units = history_units(history);
+    let units = history_units(history, counter);
     let mut kept_from = units.len();
     let mut spent = 0;
     let mut recent_messages = 0;
@@ -59,19 +56,18 @@ struct Unit {
 
 /// Groups stored events into units, leaving out what the model must not see: bookkeeping
 /// events, and tool calls whose results never arrived (a turn cut off mid-hop).
-fn history_units(history: &[ChatEvent]) -> Vec<Unit> {
+fn history_units(history: &[ChatEvent], counter: &TokenCounter) -> Vec<Unit> {
     let mut units: Vec<Unit> = Vec::new();
     let mut open_calls: HashSet<String> = HashSet::new();
     let mut open_unit: Option<Unit> = None;
     for event in history {
-        let tokens = event.token_count as usize + MESSAGE_OVERHEAD_TOKENS;
         let content = event.content.clone().unwrap_or_default();
         match event.kind {
             EventType::ToolResult => {
                 let Some(call_id) = &event.tool_call_id else { continue };
                 if let Some(unit) = open_unit.as_mut().filter(|_| open_calls.remove(call_id)) {
                     unit.messages.push(Message::tool(call_id.clone(), content));
-                    unit.tokens += tokens;
+                    unit.tokens += counter.framed(Role::Tool, event.token_count as usize);
                     if open_calls.is_empty() {
                         units.extend(open_unit.take());
                     }
@@ -87,7 +83,8 @@ fn history_units(history: &[ChatEvent]) -> Vec<Unit> {
                     }
                     _ => Message::user(content),
                 };
-                let unit = Unit { tokens, messages: vec![message] };
+                let unit =
+                    Unit { tokens: counter.framed(message.role, event.token_count as usize), messages: vec![message] };
                 if unit.messages[0].tool_calls.is_empty() {
                     units.push(unit);
                 } else {

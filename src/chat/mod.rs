@@ -6,24 +6,27 @@
 
 mod cached;
 mod context;
+mod dedup;
 mod run;
+#[cfg(test)]
+mod tests;
 mod turn;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use run::{Frame, Run};
+pub use run::{Run, SerializedMessage};
 
 use crate::config::ChatServiceSettings;
 use crate::llm::LlmProvider;
 use crate::mcp::ToolProvider;
-use crate::protocol::{ChatPayload, ErrorBody, ServerMessage};
+use crate::protocol::{ChatPayload, ErrorBody};
 use crate::store::EventStore;
+use dedup::Standing;
 
 /// The collaborators of the chat service.
 #[derive(Clone)]
@@ -33,12 +36,21 @@ pub struct ChatDeps {
     pub store: Arc<dyn EventStore>,
 }
 
-/// How a client receives a request's messages.
-pub enum Subscription {
-    /// Follow a run in this process from message `from` on.
-    Live { run: Arc<Run>, from: usize },
-    /// A finished request, from the store, already numbered from `seq` 0.
-    Replay(Vec<ServerMessage>),
+/// How a client receives a request's messages: a run (live, or the replay of a finished
+/// request), from message `from` on.
+pub struct Subscription {
+    pub run: Arc<Run>,
+    pub from: usize,
+}
+
+/// A request running in this process.
+struct Active {
+    run: Arc<Run>,
+    /// Identifies the payload, so a reused `request_id` with another payload is a 409.
+    fingerprint: String,
+    /// Cancelled by the client's `cancel`. A child of the service's abort token, so shutdown
+    /// reaches the turn and its tool calls through it too.
+    cancel: CancellationToken,
 }
 
 pub struct ChatService {
@@ -46,7 +58,7 @@ pub struct ChatService {
     deps: ChatDeps,
     /// Requests running in this process, by `request_id`. A run leaves the map once its
     /// terminal message is published; by then its events are in the store.
-    runs: Mutex<HashMap<String, Arc<Run>>>,
+    runs: Mutex<HashMap<String, Active>>,
     /// Cancelled when the server starts shutting down: no new requests.
     draining: CancellationToken,
     /// Cancelled when the shutdown grace is over: running turns end with a 503.
@@ -70,62 +82,71 @@ impl ChatService {
         &self.deps.store
     }
 
-    /// Starts a `chat` request, or attaches to it when the same request is already running
-    /// here. A request the store already holds is answered from the store by the turn itself,
-    /// so that concurrent duplicates in this process all see the same answer.
-    pub fn submit(
+    /// Starts a `chat` request, or answers a known one: attached to its run when it is running
+    /// here, its stored result when it has finished.
+    pub async fn submit(
         self: &Arc<Self>,
         request_id: String,
         payload: ChatPayload,
         default_conversation: &str,
     ) -> Result<Subscription, ErrorBody> {
-        if self.draining.is_cancelled() {
+        if !self.is_accepting() {
             return Err(shutting_down());
         }
-        let fingerprint = fingerprint(&payload);
-        let mut runs = self.lock_runs();
-        if let Some(run) = runs.get(&request_id) {
-            return if run.fingerprint == fingerprint {
-                Ok(Subscription::Live { run: run.clone(), from: 0 })
-            } else {
-                Err(reused_request_id(&request_id))
-            };
-        }
+        let fingerprint = payload.fingerprint();
+        let (run, cancel) = loop {
+            match self.standing(&request_id, Some(&fingerprint)).await? {
+                Standing::RunningHere(run) => return Ok(Subscription { run, from: 0 }),
+                Standing::Finished(replay) => {
+                    return Ok(Subscription { run: Run::replay(request_id, replay), from: 0 });
+                }
+                Standing::New => {
+                    if let Some(reserved) = self.reserve(&request_id, &fingerprint) {
+                        break reserved;
+                    }
+                    // The same request_id started here since it was looked up: look again.
+                }
+            }
+        };
         let conversation_id = payload.conversation_id.clone().unwrap_or_else(|| default_conversation.to_owned());
-        let run = Run::new(request_id.clone(), conversation_id, fingerprint, self.abort.child_token());
-        runs.insert(request_id, run.clone());
-        drop(runs);
+        let turn = turn::TurnRequest { run: run.clone(), conversation_id, fingerprint, cancel };
         let service = self.clone();
-        let turn_run = run.clone();
         self.turns.spawn(async move {
-            turn::run_turn(&service, &turn_run, payload).await;
-            service.lock_runs().remove(&turn_run.request_id);
+            turn::run_turn(&service, &turn, payload).await;
+            service.lock_runs().remove(&turn.run.request_id);
         });
-        Ok(Subscription::Live { run, from: 0 })
+        Ok(Subscription { run, from: 0 })
+    }
+
+    /// Lists a new run for `request_id` among the running requests, unless one appeared since
+    /// it was looked up.
+    fn reserve(&self, request_id: &str, fingerprint: &str) -> Option<(Arc<Run>, CancellationToken)> {
+        let mut runs = self.lock_runs();
+        if runs.contains_key(request_id) {
+            return None;
+        }
+        let run = Run::new(request_id.to_owned());
+        let cancel = self.abort.child_token();
+        let active = Active { run: run.clone(), fingerprint: fingerprint.to_owned(), cancel: cancel.clone() };
+        runs.insert(request_id.to_owned(), active);
+        Some((run, cancel))
     }
 
     /// `resume`: the messages of a request after `after_seq`, then live; a finished request is
     /// replayed whole in compact form.
     pub async fn resume(&self, request_id: &str, after_seq: Option<u64>) -> Result<Subscription, ErrorBody> {
-        if let Some(run) = self.lock_runs().get(request_id) {
-            let from = after_seq.map_or(0, |seq| seq as usize + 1);
-            return Ok(Subscription::Live { run: run.clone(), from });
-        }
-        let events = self.deps.store.request(request_id).await.map_err(|error| internal_error(&error))?;
-        match cached::stored_request(&events) {
-            cached::StoredRequest::Unknown => {
-                Err(ErrorBody::new(404, format!("unknown request_id {request_id:?}: nothing to resume")))
-            }
-            cached::StoredRequest::Running { .. } => Err(running_elsewhere(request_id)),
-            cached::StoredRequest::Finished { messages, .. } => Ok(Subscription::Replay(messages)),
+        match self.standing(request_id, None).await? {
+            Standing::RunningHere(run) => Ok(Subscription { run, from: after_seq.map_or(0, |seq| seq as usize + 1) }),
+            Standing::Finished(replay) => Ok(Subscription { run: Run::replay(request_id.to_owned(), replay), from: 0 }),
+            Standing::New => Err(ErrorBody::new(404, format!("unknown request_id {request_id:?}: nothing to resume"))),
         }
     }
 
     /// `cancel`: stops a request running in this process.
     pub fn cancel(&self, request_id: &str) -> Result<(), ErrorBody> {
         match self.lock_runs().get(request_id) {
-            Some(run) => {
-                run.cancel.cancel();
+            Some(active) => {
+                active.cancel.cancel();
                 Ok(())
             }
             None => Err(ErrorBody::new(
@@ -133,6 +154,12 @@ impl ChatService {
                 format!("request_id {request_id:?} is not running in this server (unknown or already finished)"),
             )),
         }
+    }
+
+    /// Whether new requests are taken: false from the start of shutdown on. Readiness
+    /// (`/readyz`, new sockets) follows this.
+    pub fn is_accepting(&self) -> bool {
+        !self.draining.is_cancelled()
     }
 
     /// Refuses new requests from now on (with 503); running ones go on.
@@ -152,36 +179,13 @@ impl ChatService {
         }
     }
 
-    fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Run>>> {
+    fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Active>> {
         self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-/// Identifies a chat payload: the hash of its canonical JSON.
-fn fingerprint(payload: &ChatPayload) -> String {
-    let canonical = serde_json::to_vec(payload).expect("a chat payload is plain JSON data");
-    hex::encode(Sha256::digest(canonical))
-}
-
 fn shutting_down() -> ErrorBody {
     ErrorBody::new(503, "the server is shutting down; send the request again to reach another instance")
-}
-
-fn reused_request_id(request_id: &str) -> ErrorBody {
-    ErrorBody::new(
-        409,
-        format!("request_id {request_id:?} was already used with a different payload; choose a new request_id"),
-    )
-}
-
-fn running_elsewhere(request_id: &str) -> ErrorBody {
-    ErrorBody::new(
-        409,
-        format!(
-            "request_id {request_id:?} is still being answered by another server process sharing the store; \
-             send it again once it has finished to receive the stored result"
-        ),
-    )
 }
 
 /// A bug or an infrastructure failure: logged with a correlation id that the client sees.

@@ -1,72 +1,68 @@
-//! A request in flight: the numbered messages it has produced so far, and a way to follow it.
+//! A request's numbered messages: what it has produced so far, and a way to follow it.
 //!
-//! The turn only ever appends to its own message log and never waits for a client. Every
-//! follower (the socket that sent it, a socket that resumed it, a duplicate `chat` that
-//! attached to it) reads the log at its own pace from its own cursor, so a slow client cannot
-//! stall the turn, and `resume` from any `seq` is a slice of the log.
+//! The turn only ever appends to its run and never waits for a client. Every follower (the
+//! socket that sent it, a socket that resumed it, a duplicate `chat` that attached to it) reads
+//! the run at its own pace from its own cursor, so a slow client cannot stall the turn, and
+//! `resume` from any `seq` is a slice of the run. The compact replay of a finished request is
+//! a run too, so [`Run::push`] is the only place a message gets its `seq`.
 
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use crate::protocol::ServerMessage;
+use crate::protocol::{ErrorBody, RequestMessage, ServerMessage};
 
-/// One serialised message, shared by every follower.
-pub type Frame = Arc<str>;
+/// One message as sent, serialised once and shared by every follower.
+pub type SerializedMessage = Arc<str>;
 
 pub struct Run {
     pub request_id: String,
-    pub conversation_id: String,
-    /// Identifies the payload, so a reused `request_id` with another payload is a 409.
-    pub fingerprint: String,
-    /// Cancelled by the client's `cancel`. A child of the service's abort token, so shutdown
-    /// reaches the turn and its tool calls through it too.
-    pub cancel: CancellationToken,
-    frames: Mutex<Vec<Frame>>,
-    /// Number of frames and whether the last one ended the request.
+    messages: Mutex<Vec<SerializedMessage>>,
+    /// Number of messages and whether the last one ended the request.
     progress: watch::Sender<(usize, bool)>,
 }
 
 impl Run {
-    pub fn new(
-        request_id: String,
-        conversation_id: String,
-        fingerprint: String,
-        cancel: CancellationToken,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            request_id,
-            conversation_id,
-            fingerprint,
-            cancel,
-            frames: Mutex::new(Vec::new()),
-            progress: watch::Sender::new((0, false)),
-        })
+    pub fn new(request_id: String) -> Arc<Self> {
+        Arc::new(Self { request_id, messages: Mutex::new(Vec::new()), progress: watch::Sender::new((0, false)) })
     }
 
-    /// Numbers `message` with the next `seq` (unless it is a rejection, which is not part of
-    /// a numbered stream), then publishes it to every follower.
-    pub fn push(&self, mut message: ServerMessage) {
-        let terminal = message.status.is_terminal();
-        let mut frames = self.frames.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if message.seq.is_some() {
-            message.seq = Some(frames.len() as u64);
-        }
-        frames.push(message.to_json().into());
-        let length = frames.len();
-        drop(frames);
+    /// A finished request's compact replay, numbered from `seq` 0 like a live run.
+    pub fn replay(request_id: String, replay: Vec<RequestMessage>) -> Arc<Self> {
+        let run = Self::new(request_id);
+        replay.into_iter().for_each(|message| run.push(message));
+        run
+    }
+
+    /// Numbers `message` with the next `seq`, then publishes it to every follower.
+    pub fn push(&self, message: RequestMessage) {
+        let terminal = message.is_terminal();
+        let messages = self.messages.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let seq = messages.len() as u64;
+        self.publish(messages, message.numbered(&self.request_id, seq), terminal);
+    }
+
+    /// Ends a request that never started with an error outside the numbered stream.
+    pub fn reject(&self, error: ErrorBody) {
+        let messages = self.messages.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.publish(messages, ServerMessage::rejection(Some(self.request_id.clone()), error), true);
+    }
+
+    fn publish(
+        &self,
+        mut messages: std::sync::MutexGuard<'_, Vec<SerializedMessage>>,
+        message: ServerMessage,
+        terminal: bool,
+    ) {
+        messages.push(message.to_json().into());
+        let length = messages.len();
+        drop(messages);
         self.progress.send_replace((length, terminal));
-    }
-
-    /// The `seq` the next message will carry.
-    pub fn next_seq(&self) -> u64 {
-        self.progress.borrow().0 as u64
     }
 
     /// Whether `processing` (or any other message) has gone out.
     pub fn is_started(&self) -> bool {
-        self.next_seq() > 0
+        self.progress.borrow().0 > 0
     }
 
     pub fn is_finished(&self) -> bool {
@@ -75,14 +71,14 @@ impl Run {
 
     /// Waits for messages from `cursor` on. `None` once the run has ended and the follower has
     /// seen everything.
-    pub async fn next(&self, cursor: usize) -> Option<Vec<Frame>> {
+    pub async fn next(&self, cursor: usize) -> Option<Vec<SerializedMessage>> {
         let mut watcher = self.progress.subscribe();
         let (length, finished) = *watcher.wait_for(|(length, finished)| *length > cursor || *finished).await.ok()?;
         if length <= cursor && finished {
             return None;
         }
-        let frames = self.frames.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Some(frames[cursor.min(frames.len())..].to_vec())
+        let messages = self.messages.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Some(messages[cursor.min(messages.len())..].to_vec())
     }
 }
 
@@ -93,10 +89,10 @@ mod tests {
 
     #[tokio::test]
     async fn followers_read_from_any_cursor_and_see_the_end() {
-        let run = Run::new("r".into(), "c".into(), "f".into(), CancellationToken::new());
-        run.push(ServerMessage::processing("r", "c", false));
-        run.push(ServerMessage::chunk("r", 0, Chunk::Text("hi".into())));
-        let late = run.next(1).await.expect("one frame after seq 0");
+        let run = Run::new("r".into());
+        run.push(RequestMessage::Processing { conversation_id: "c".into(), replayed: false });
+        run.push(RequestMessage::Chunk(Chunk::Text("hi".into())));
+        let late = run.next(1).await.expect("one message after seq 0");
         assert_eq!(late.len(), 1);
         assert!(late[0].contains(r#""seq":1"#));
 
@@ -104,15 +100,24 @@ mod tests {
             let run = run.clone();
             tokio::spawn(async move {
                 let mut cursor = 0;
-                while let Some(frames) = run.next(cursor).await {
-                    cursor += frames.len();
+                while let Some(messages) = run.next(cursor).await {
+                    cursor += messages.len();
                 }
                 cursor
             })
         };
-        run.push(ServerMessage::cancelled("r", 0));
+        run.push(RequestMessage::Cancelled);
         assert_eq!(follower.await.expect("follower"), 3);
         assert!(run.is_finished());
         assert_eq!(run.next(3).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_rejection_ends_the_run_without_a_seq() {
+        let run = Run::new("r".into());
+        run.reject(ErrorBody::new(409, "taken"));
+        assert!(run.is_finished());
+        let messages = run.next(0).await.expect("the rejection");
+        assert!(!messages[0].contains("seq"), "{}", messages[0]);
     }
 }

@@ -5,23 +5,33 @@
 //! the durable assistant message, `complete` follows the durable answer), so what a client
 //! was told is always in the log. Only text deltas run ahead of the log, because they stream.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::cached::{self, StoredRequest};
-use super::{ChatService, Run, context, internal_error, reused_request_id, running_elsewhere, shutting_down};
-use crate::domain::{FinishReason, Message, Role, ToolCall, Usage};
+use super::dedup::Standing;
+use super::{ChatService, Run, cached, context, internal_error, shutting_down};
+use crate::domain::{FinishReason, Message, ToolCall, ToolSpec, Usage};
 use crate::llm::{LlmError, LlmEvent, LlmRequest};
 use crate::mcp::{ToolOutcome, ToolProgress};
-use crate::protocol::{
-    ChatPayload, Chunk, ErrorBody, FieldError, Metadata, ProgressChunk, ServerMessage, ToolCallChunk,
-};
-use crate::store::{EventType, NewEvent, StoreError};
+use crate::protocol::{ChatPayload, Chunk, ErrorBody, FieldError, ProgressChunk, RequestMessage, ToolCallChunk};
+use crate::store::record::{AnswerFigures, Ending, Record, ToolResult, UserTurn};
+use crate::store::{NewEvent, StoreError};
 use crate::tokens::TokenCounter;
+
+/// A new request, as the service hands it to its turn.
+pub struct TurnRequest {
+    pub run: Arc<Run>,
+    pub conversation_id: String,
+    pub fingerprint: String,
+    /// Cancelled by the client's `cancel`, and by shutdown once the grace is over.
+    pub cancel: CancellationToken,
+}
 
 /// How a turn ended early.
 enum Interruption {
@@ -46,7 +56,7 @@ impl From<LlmError> for Interruption {
 /// Everything one turn keeps track of while it runs.
 struct Turn<'a> {
     service: &'a ChatService,
-    run: &'a Run,
+    request: &'a TurnRequest,
     model: String,
     counter: TokenCounter,
     streaming: bool,
@@ -57,16 +67,14 @@ struct Turn<'a> {
     partial_text: String,
 }
 
-pub async fn run_turn(service: &ChatService, run: &Run, payload: ChatPayload) {
-    let span = tracing::info_span!("turn", request_id = %run.request_id, conversation_id = %run.conversation_id);
+pub async fn run_turn(service: &ChatService, request: &TurnRequest, payload: ChatPayload) {
+    let span =
+        tracing::info_span!("turn", request_id = %request.run.request_id, conversation_id = %request.conversation_id);
     async {
-        if answer_known_request(service, run).await {
-            return;
-        }
         let model = payload.model.clone().unwrap_or_else(|| service.deps.llm.default_model().to_owned());
         let mut turn = Turn {
             service,
-            run,
+            request,
             counter: TokenCounter::for_model(&model),
             model,
             streaming: payload.streaming.unwrap_or(service.settings.streaming.enabled),
@@ -82,47 +90,23 @@ pub async fn run_turn(service: &ChatService, run: &Run, payload: ChatPayload) {
     .await
 }
 
-/// A request the store already holds is never processed twice: its stored result is sent
-/// instead. Returns whether the request was known.
-async fn answer_known_request(service: &ChatService, run: &Run) -> bool {
-    match service.deps.store.request(&run.request_id).await {
-        Ok(events) => publish_stored(run, cached::stored_request(&events)),
-        Err(error) => {
-            run.push(ServerMessage::rejection(Some(run.request_id.clone()), internal_error(&error)));
-            true
-        }
-    }
-}
-
-fn publish_stored(run: &Run, stored: StoredRequest) -> bool {
-    let reject = |error| run.push(ServerMessage::rejection(Some(run.request_id.clone()), error));
-    match stored {
-        StoredRequest::Unknown => return false,
-        StoredRequest::Running { fingerprint } | StoredRequest::Finished { fingerprint, .. }
-            if fingerprint.as_deref() != Some(run.fingerprint.as_str()) =>
-        {
-            reject(reused_request_id(&run.request_id))
-        }
-        StoredRequest::Running { .. } => reject(running_elsewhere(&run.request_id)),
-        StoredRequest::Finished { messages, .. } => messages.into_iter().for_each(|message| run.push(message)),
-    }
-    true
-}
-
 impl Turn<'_> {
     async fn execute(&mut self, payload: ChatPayload) -> Result<(String, FinishReason), Interruption> {
         let user_text = match self.user_turn(&payload).await {
             Ok(text) => text,
             Err(error) => {
-                self.run.push(ServerMessage::rejection(Some(self.run.request_id.clone()), error));
+                self.request.run.reject(error);
                 return Err(Interruption::Answered);
             }
         };
-        let history = self.service.deps.store.conversation(&self.run.conversation_id).await?;
-        if !self.claim(&payload, &user_text).await? {
+        let history = self.service.deps.store.conversation(&self.request.conversation_id).await?;
+        if !self.claim(payload, user_text.clone()).await? {
             return Err(Interruption::Answered);
         }
-        self.run.push(ServerMessage::processing(&self.run.request_id, &self.run.conversation_id, false));
+        self.request.run.push(RequestMessage::Processing {
+            conversation_id: self.request.conversation_id.clone(),
+            replayed: false,
+        });
         for issue in self.service.deps.tools.unavailable() {
             self.chunk(Chunk::Notice(format!(
                 "MCP server {:?} is unavailable ({}); answering without its tools",
@@ -143,14 +127,14 @@ impl Turn<'_> {
         loop {
             let tool_limit_reached = self.tool_hops >= settings.max_tool_hops;
             let offered = if tool_limit_reached { Vec::new() } else { self.service.deps.tools.tools() };
-            let (text, calls, finish) = self.call_model(&messages, offered).await?;
-            if calls.is_empty() || tool_limit_reached {
+            let (reply, finish) = self.call_model(&messages, offered).await?;
+            if reply.tool_calls.is_empty() || tool_limit_reached {
                 let finish = if tool_limit_reached { FinishReason::ToolLimit } else { finish };
-                return Ok((text, finish));
+                return Ok((reply.content, finish));
             }
-            let results = self.run_tools(&text, &calls).await?;
-            messages.push(Message::assistant(text, calls.clone()));
-            messages.extend(calls.iter().zip(results).map(|(call, outcome)| Message::tool(&call.id, outcome.content)));
+            let results = self.run_tools(&reply).await?;
+            messages.push(reply);
+            messages.extend(results.into_iter().map(|result| Message::tool(result.call_id, result.content)));
             self.tool_hops += 1;
         }
     }
@@ -189,35 +173,43 @@ impl Turn<'_> {
         Ok(parts.join("\n\n"))
     }
 
-    /// Appends the user message, which claims the `request_id` store-wide. Returns false when
-    /// another process claimed it first; the client then gets the stored answer instead.
-    async fn claim(&self, payload: &ChatPayload, user_text: &str) -> Result<bool, StoreError> {
-        let mut extra = Map::new();
-        extra.insert(cached::FINGERPRINT.into(), Value::String(self.run.fingerprint.clone()));
-        if let Some(prompt) = &payload.prompt {
-            extra.insert("prompt".into(), json!(prompt));
-        }
-        if !payload.resources.is_empty() {
-            extra.insert("resources".into(), json!(payload.resources));
-        }
-        let event = self.event(EventType::UserMessage, Role::User, user_text.to_owned(), extra);
-        match self.service.deps.store.append(vec![event]).await {
+    /// Appends the user turn, which claims the `request_id` store-wide. Returns false when
+    /// another process claimed it first; the client then gets what the store holds instead.
+    async fn claim(&self, payload: ChatPayload, user_text: String) -> Result<bool, StoreError> {
+        let user_turn = Record::UserTurn(UserTurn {
+            text: user_text,
+            fingerprint: self.request.fingerprint.clone(),
+            prompt: payload.prompt,
+            resources: payload.resources,
+        });
+        match self.service.deps.store.append(vec![self.event(user_turn)]).await {
             Ok(_) => Ok(true),
             Err(StoreError::DuplicateRequest { .. }) => {
-                let events = self.service.deps.store.request(&self.run.request_id).await?;
-                publish_stored(self.run, cached::stored_request(&events));
+                let standing =
+                    self.service.stored_standing(&self.request.run.request_id, Some(&self.request.fingerprint)).await;
+                match standing {
+                    Ok(Standing::Finished(replay)) => {
+                        replay.into_iter().for_each(|message| self.request.run.push(message))
+                    }
+                    Ok(Standing::New | Standing::RunningHere(_)) => self.request.run.reject(internal_error(&format!(
+                        "the store refused the claim of request_id {:?} but holds no user turn for it",
+                        self.request.run.request_id
+                    ))),
+                    Err(error) => self.request.run.reject(error),
+                }
                 Ok(false)
             }
             Err(error) => Err(error),
         }
     }
 
-    /// One model call: streams text to the client, collects tool calls and usage.
+    /// One model call: streams text to the client, collects tool calls and usage. The reply
+    /// is the assistant message as the model wrote it.
     async fn call_model(
         &mut self,
         messages: &[Message],
-        tools: Vec<crate::domain::ToolSpec>,
-    ) -> Result<(String, Vec<ToolCall>, FinishReason), Interruption> {
+        tools: Vec<ToolSpec>,
+    ) -> Result<(Message, FinishReason), Interruption> {
         let estimated_prompt = self.counter.count_messages(messages) + self.counter.count_tools(&tools);
         let request = LlmRequest {
             model: Some(self.model.clone()),
@@ -234,7 +226,7 @@ impl Turn<'_> {
         loop {
             let event = tokio::select! {
                 biased;
-                _ = self.run.cancel.cancelled() => return Err(self.interruption()),
+                _ = self.request.cancel.cancelled() => return Err(self.interruption()),
                 event = stream.next() => event,
             };
             match event {
@@ -253,9 +245,9 @@ impl Turn<'_> {
                 }
             }
         }
+        let reply = Message::assistant(text, calls);
         let usage = usage.unwrap_or_else(|| {
-            let completion = self.counter.count(&text)
-                + calls.iter().map(|call| self.counter.count(&call.arguments.to_string())).sum::<usize>();
+            let completion = self.counter.count_content(&reply);
             Usage {
                 prompt_tokens: estimated_prompt as u64,
                 completion_tokens: completion as u64,
@@ -266,23 +258,19 @@ impl Turn<'_> {
         tracing::info!(
             model = %self.model,
             duration_ms = started.elapsed().as_millis() as u64,
-            tool_calls = calls.len(),
+            tool_calls = reply.tool_calls.len(),
             total_tokens = usage.total_tokens,
             "model call"
         );
-        Ok((text, calls, finish))
+        Ok((reply, finish))
     }
 
     /// Logs the assistant's tool calls, runs them concurrently and logs their results, in call
     /// order. Results go back to the model; each is also streamed to the client.
-    async fn run_tools(&mut self, text: &str, calls: &[ToolCall]) -> Result<Vec<ToolOutcome>, Interruption> {
-        let mut assistant = self.event(EventType::AssistantMessage, Role::Assistant, text.to_owned(), Map::new());
-        assistant.tool_calls = Some(calls.to_vec());
-        assistant.token_count += calls
-            .iter()
-            .map(|call| self.counter.count(&call.arguments.to_string()) + self.counter.count(&call.name))
-            .sum::<usize>() as u64;
-        self.service.deps.store.append(vec![assistant]).await?;
+    async fn run_tools(&mut self, reply: &Message) -> Result<Vec<ToolResult>, Interruption> {
+        let calls = &reply.tool_calls;
+        let asked = Record::ToolCalls { model: self.model.clone(), text: reply.content.clone(), calls: calls.clone() };
+        self.service.deps.store.append(vec![self.event(asked)]).await?;
         self.partial_text.clear();
         for call in calls {
             self.chunk(Chunk::ToolCall(ToolCallChunk {
@@ -295,38 +283,31 @@ impl Turn<'_> {
         // Tool calls are not raced against the cancel token: they observe it themselves and
         // return promptly, and awaiting them is what lets the MCP layer tell each server.
         let outcomes = futures::future::join_all(calls.iter().map(|call| self.run_tool(call))).await;
-        if self.run.cancel.is_cancelled() {
+        if self.request.cancel.is_cancelled() {
             return Err(self.interruption());
         }
-        let events = calls
+        let results: Vec<ToolResult> = calls
             .iter()
-            .zip(&outcomes)
-            .map(|(call, outcome)| {
-                let mut extra = Map::new();
-                extra.insert(cached::TOOL_NAME.into(), Value::String(call.name.clone()));
-                extra.insert(cached::TOOL_OK.into(), Value::Bool(outcome.ok));
-                extra.insert(cached::TOOL_DURATION_MS.into(), json!(duration_ms(outcome.duration)));
-                let mut event = self.event(EventType::ToolResult, Role::Tool, outcome.content.clone(), extra);
-                event.tool_call_id = Some(call.id.clone());
-                event
+            .zip(outcomes)
+            .map(|(call, outcome)| ToolResult {
+                call_id: call.id.clone(),
+                name: call.name.clone(),
+                ok: outcome.ok,
+                content: outcome.content,
+                duration_ms: duration_ms(outcome.duration),
             })
             .collect();
+        let events = results.iter().map(|result| self.event(Record::ToolResult(result.clone()))).collect();
         self.service.deps.store.append(events).await?;
-        for (call, outcome) in calls.iter().zip(&outcomes) {
-            self.chunk(cached::tool_result_chunk(
-                call.id.clone(),
-                call.name.clone(),
-                outcome.ok,
-                &outcome.content,
-                duration_ms(outcome.duration),
-            ));
+        for result in &results {
+            self.chunk(cached::tool_result_chunk(result));
         }
-        Ok(outcomes)
+        Ok(results)
     }
 
     async fn run_tool(&self, call: &ToolCall) -> ToolOutcome {
         let (progress_sender, mut progress) = mpsc::unbounded_channel::<ToolProgress>();
-        let execute = self.service.deps.tools.call_tool(call, progress_sender, self.run.cancel.child_token());
+        let execute = self.service.deps.tools.call_tool(call, progress_sender, self.request.cancel.child_token());
         let relay = async {
             while let Some(update) = progress.recv().await {
                 self.chunk(Chunk::Progress(ProgressChunk {
@@ -344,57 +325,39 @@ impl Turn<'_> {
 
     /// Records how the turn ended, then tells the client.
     async fn finish(&mut self, outcome: Result<(String, FinishReason), Interruption>) {
-        let request_id = self.run.request_id.clone();
-        let seq = 0; // numbered by the run
-        let (event, message) = match outcome {
+        let (record, message) = match outcome {
             Ok((text, finish_reason)) => {
-                let metadata = Metadata {
+                let figures = AnswerFigures {
                     tokens: self.usage.total_tokens,
                     usage: self.usage,
                     model: self.model.clone(),
                     tool_hops: self.tool_hops,
                     finish_reason,
                     duration_ms: self.started.elapsed().as_millis() as u64,
-                    cached: false,
                 };
-                let mut extra = Map::new();
-                extra.insert(cached::STATUS.into(), json!("complete"));
-                extra.insert(cached::METADATA.into(), json!(metadata));
-                let mut event = self.event(EventType::AssistantMessage, Role::Assistant, text, extra);
-                event.usage = Some(self.usage);
-                (Some(event), ServerMessage::complete(&request_id, seq, metadata))
+                let message = RequestMessage::Complete(cached::metadata(figures.clone(), false));
+                (Record::Answer { text, figures }, message)
             }
             Err(Interruption::Answered) => return,
-            Err(Interruption::Cancelled) => {
-                let mut extra = Map::new();
-                extra.insert(cached::STATUS.into(), json!("cancelled"));
-                let partial = std::mem::take(&mut self.partial_text);
-                (
-                    Some(self.event(EventType::Meta, Role::Assistant, partial, extra)),
-                    ServerMessage::cancelled(&request_id, seq),
-                )
+            Err(Interruption::Failed(error)) if !self.request.run.is_started() => {
+                self.request.run.reject(error);
+                return;
             }
+            Err(Interruption::Cancelled) => (self.ended(Ending::Cancelled), RequestMessage::Cancelled),
             Err(Interruption::Failed(error)) => {
-                let mut extra = Map::new();
-                extra.insert(cached::STATUS.into(), json!("error"));
-                extra.insert(cached::ERROR.into(), json!(error));
-                let partial = std::mem::take(&mut self.partial_text);
-                let event = self.run.is_started().then(|| self.event(EventType::Meta, Role::Assistant, partial, extra));
-                let message = if self.run.is_started() {
-                    ServerMessage::failed(&request_id, seq, error)
-                } else {
-                    ServerMessage::rejection(Some(request_id.clone()), error)
-                };
-                (event, message)
+                (self.ended(Ending::Failed(error.clone().into())), RequestMessage::Failed(error))
             }
         };
-        if let Some(event) = event
-            && let Err(error) = self.service.deps.store.append(vec![event]).await
-        {
-            self.run.push(ServerMessage::failed(&request_id, seq, internal_error(&error)));
+        if let Err(error) = self.service.deps.store.append(vec![self.event(record)]).await {
+            self.request.run.push(RequestMessage::Failed(internal_error(&error)));
             return;
         }
-        self.run.push(message);
+        self.request.run.push(message);
+    }
+
+    /// The record of a turn cut off before its answer, with the text streamed so far.
+    fn ended(&mut self, ending: Ending) -> Record {
+        Record::Ended { model: self.model.clone(), partial_text: std::mem::take(&mut self.partial_text), ending }
     }
 
     fn interruption(&self) -> Interruption {
@@ -402,23 +365,13 @@ impl Turn<'_> {
     }
 
     fn chunk(&self, chunk: Chunk) {
-        self.run.push(ServerMessage::chunk(&self.run.request_id, 0, chunk));
+        self.request.run.push(RequestMessage::Chunk(chunk));
     }
 
-    fn event(&self, kind: EventType, role: Role, content: String, extra: Map<String, Value>) -> NewEvent {
-        NewEvent {
-            conversation_id: self.run.conversation_id.clone(),
-            request_id: Some(self.run.request_id.clone()),
-            kind,
-            role: Some(role),
-            token_count: self.counter.count(&content) as u64,
-            content: Some(content),
-            tool_calls: None,
-            tool_call_id: None,
-            model: (role == Role::Assistant).then(|| self.model.clone()),
-            usage: None,
-            extra,
-        }
+    /// The store event of `record`, its `token_count` counted by the one rule of `tokens`.
+    fn event(&self, record: Record) -> NewEvent {
+        let token_count = self.counter.count_content(&record.message()) as u64;
+        record.into_event(self.request.conversation_id.clone(), self.request.run.request_id.clone(), token_count)
     }
 }
 

@@ -7,11 +7,11 @@ use config::{FileFormat, Source};
 use serde_json::Value;
 
 use super::schema::{
-    BOOL, Checker, HTTP_URL, KeyPath, NON_EMPTY_TEXT, NON_NEGATIVE_NUMBER, NameRule, Origins, POSITIVE_NUMBER, SECRET,
-    SecretReferences, Shape, TEXT, choice, closest, integer_at_least, integer_from, number_from, optional, quoted_list,
+    BOOL, Checker, HTTP_URL, KeyPath, NON_EMPTY_TEXT, NON_NEGATIVE_NUMBER, NameRule, ORIGIN, Origins, POSITIVE_NUMBER,
+    SECRET, STRINGS, SecretReferences, Shape, TEXT, choice, integer_at_least, integer_from, number_from, optional,
     required,
 };
-use super::{ServersConfig, Settings};
+use super::{ServersConfig, Settings, rules};
 
 /// Every problem found in a config file. `Display` prints one problem per line, each naming
 /// the file, the key, the bad value and what is allowed.
@@ -119,6 +119,43 @@ const SETTINGS: Shape = Shape::Section(&[
         ]),
     ),
     required(
+        "auth",
+        Shape::Section(&[
+            required("mode", choice(&["none", "api_keys", "jwt"])),
+            required("allow_anonymous_remote", BOOL),
+            required("allowed_origins", Shape::List(&ORIGIN)),
+            required(
+                "api_keys",
+                Shape::List(&Shape::Section(&[
+                    required("user", NON_EMPTY_TEXT),
+                    required("role", choice(&["user", "admin"])),
+                    required("key_sha256", SECRET),
+                ])),
+            ),
+            required(
+                "jwt",
+                Shape::Section(&[
+                    required("issuer", TEXT),
+                    required("audience", TEXT),
+                    required("jwks_path", TEXT),
+                    required("hs256_secret", SECRET),
+                    required("user_claim", NON_EMPTY_TEXT),
+                    required("admin_claim", TEXT),
+                ]),
+            ),
+        ]),
+    ),
+    required(
+        "limits",
+        Shape::Section(&[
+            required("chats_per_minute", integer_at_least(0)),
+            required("tokens_per_day", integer_at_least(0)),
+            required("connections_per_user", integer_at_least(0)),
+            required("connections_per_ip", integer_at_least(0)),
+            required("max_connections", integer_at_least(0)),
+        ]),
+    ),
+    required(
         "logging",
         Shape::Section(&[
             required("level", choice(&["trace", "debug", "info", "warn", "error"])),
@@ -127,30 +164,6 @@ const SETTINGS: Shape = Shape::Section(&[
     ),
     required("shutdown", Shape::Section(&[required("grace_seconds", NON_NEGATIVE_NUMBER)])),
 ]);
-
-/// Two numeric settings whose order matters: `lower` must stay below `upper`.
-struct Ordering {
-    lower: &'static str,
-    upper: &'static str,
-    /// Whether `lower` may equal `upper`.
-    equal_allowed: bool,
-}
-
-const ORDERINGS: &[Ordering] = &[
-    Ordering {
-        lower: "chat.service.context.reserve_tokens",
-        upper: "chat.service.context.max_tokens",
-        equal_allowed: false,
-    },
-    Ordering {
-        lower: "mcp.connection.initial_reconnect_delay",
-        upper: "mcp.connection.max_reconnect_delay",
-        equal_allowed: true,
-    },
-];
-
-const ACTIVE_PROVIDER: &str = "llm.active";
-const PROVIDERS: &str = "llm.providers";
 
 /// The layout of `servers_config.json` (SPEC §5).
 const SERVERS: Shape = Shape::Section(&[required(
@@ -161,13 +174,13 @@ const SERVERS: Shape = Shape::Section(&[required(
             optional("enabled", BOOL),
             optional("type", choice(&["stdio", "http"])),
             optional("command", NON_EMPTY_TEXT),
-            optional("args", Shape::Strings),
+            optional("args", STRINGS),
             optional("cwd", NON_EMPTY_TEXT),
             optional("env", Shape::Map { names: NameRule::EnvironmentVariable, values: &Shape::Template }),
             optional("url", HTTP_URL),
             optional("headers", Shape::Map { names: NameRule::HeaderName, values: &Shape::Template }),
-            optional("allowed_tools", Shape::Strings),
-            optional("excluded_tools", Shape::Strings),
+            optional("allowed_tools", STRINGS),
+            optional("excluded_tools", STRINGS),
             optional("tool_timeout", POSITIVE_NUMBER),
             optional("max_tool_timeout", POSITIVE_NUMBER),
         ]),
@@ -181,14 +194,17 @@ const SERVERS: Shape = Shape::Section(&[required(
 ///   `MCP__LLM__PROVIDERS__GROQ__API_KEY=...`); a key is matched ignoring case, because the
 ///   `config` crate lowercases variable names while provider names in the file may not be.
 ///   Their text is read as a number or boolean where the key expects one.
-/// - A secret (`api_key`) written `"env:NAME"` is read from the environment variable NAME.
+/// - A secret (`api_key`, `key_sha256`, `hs256_secret`) written `"env:NAME"` is read from the
+///   environment variable NAME.
 ///   Only there: secrets then live only in [`super::Secret`] fields, which no message and no
 ///   `Debug` output shows; other keys come from the environment through `MCP__` overrides.
-///   Only the active provider (`llm.active`) has to be usable, so in any other provider an
-///   unset variable is not an error and leaves the key empty: a user with only a Groq key need
-///   not set OpenAI's.
+///   Only the secrets the settings use have to be set: the active provider's (`llm.active`),
+///   `auth.api_keys` in mode `api_keys`, `auth.jwt.hs256_secret` in mode `jwt`. Elsewhere an
+///   unset variable is not an error and leaves the secret empty: a user with only a Groq key
+///   need not set OpenAI's.
 /// - Every problem is reported at once: missing and unknown keys, wrong types, values out of
-///   range, unset variables.
+///   range, unset variables, and settings that contradict each other (an authentication
+///   mode without its keys, anonymous access on a non-loopback host).
 pub fn load_settings(path: Option<&Path>) -> Result<Settings, ConfigError> {
     let path = choose_path(path, "MCP_CONFIG_PATH", "config.yaml");
     let file = path.display().to_string();
@@ -198,12 +214,11 @@ pub fn load_settings(path: Option<&Path>) -> Result<Settings, ConfigError> {
 
     let mut origins = Origins::default();
     apply_overrides(&mut tree, &mut origins)?;
-    let secret_references = SecretReferences { optional_under: inactive_providers(&tree) };
+    let secret_references = SecretReferences { unused: rules::unused_secret_scopes(&tree) };
 
     let mut checker = Checker::new(&file, &origins, Some(secret_references));
     checker.check(&KeyPath::default(), &SETTINGS, &mut tree);
-    check_orderings(&mut checker, &tree);
-    check_active_provider(&mut checker, &tree);
+    rules::check_settings(&mut checker, &tree);
     let problems = checker.into_problems();
     if !problems.is_empty() {
         return Err(ConfigError { problems });
@@ -317,68 +332,6 @@ fn apply_overrides(tree: &mut Value, origins: &mut Origins) -> Result<(), Config
         *node = Value::String(text);
     }
     Ok(())
-}
-
-/// The providers other than the active one: their secrets need not be set.
-fn inactive_providers(tree: &Value) -> Vec<KeyPath> {
-    let providers = KeyPath::parse_dotted(PROVIDERS);
-    let active = KeyPath::parse_dotted(ACTIVE_PROVIDER).lookup(tree).and_then(Value::as_str);
-    let Some(entries) = providers.lookup(tree).and_then(Value::as_object) else {
-        return Vec::new();
-    };
-    entries.keys().filter(|name| Some(name.as_str()) != active).map(|name| providers.key(name)).collect()
-}
-
-fn check_orderings(checker: &mut Checker, tree: &Value) {
-    for ordering in ORDERINGS {
-        let lower = KeyPath::parse_dotted(ordering.lower);
-        let upper = KeyPath::parse_dotted(ordering.upper);
-        if checker.was_reported(&lower) || checker.was_reported(&upper) {
-            continue;
-        }
-        let number = |path: &KeyPath| path.lookup(tree).and_then(Value::as_f64);
-        let (Some(low), Some(high)) = (number(&lower), number(&upper)) else {
-            continue;
-        };
-        let in_order = low < high || (ordering.equal_allowed && low == high);
-        if !in_order {
-            let relation = if ordering.equal_allowed { "at most" } else { "less than" };
-            let (shown_low, shown_high) = (lower.lookup(tree), upper.lookup(tree));
-            checker.report(
-                &lower,
-                format!(
-                    "expected {relation} {upper} ({}), found {}",
-                    shown_high.map(Value::to_string).unwrap_or_default(),
-                    shown_low.map(Value::to_string).unwrap_or_default(),
-                ),
-            );
-        }
-    }
-}
-
-fn check_active_provider(checker: &mut Checker, tree: &Value) {
-    let active_path = KeyPath::parse_dotted(ACTIVE_PROVIDER);
-    if checker.was_reported(&active_path) {
-        return;
-    }
-    let active = active_path.lookup(tree).and_then(Value::as_str);
-    let providers = KeyPath::parse_dotted(PROVIDERS).lookup(tree).and_then(Value::as_object);
-    let (Some(active), Some(providers)) = (active, providers) else {
-        return;
-    };
-    if providers.contains_key(active) {
-        return;
-    }
-    let names: Vec<&str> = providers.keys().map(String::as_str).collect();
-    let suggestion =
-        closest(active, names.iter().copied()).map(|name| format!("; did you mean \"{name}\"?")).unwrap_or_default();
-    checker.report(
-        &active_path,
-        format!(
-            "expected the name of a provider under {PROVIDERS} ({}), found \"{active}\"{suggestion}",
-            quoted_list(&names)
-        ),
-    );
 }
 
 /// The folder a relative `cwd` is taken from: the one holding `servers_config.json`.

@@ -15,8 +15,8 @@ pub(super) enum Shape {
         names: NameRule,
         values: &'static Shape,
     },
-    /// A list of strings.
-    Strings,
+    /// A list whose items all have one shape.
+    List(&'static Shape),
     /// A string in which `${VAR}` is replaced by the environment variable VAR.
     Template,
     Scalar(Scalar),
@@ -41,6 +41,9 @@ pub(super) enum Scalar {
     Choice(&'static [&'static str]),
     /// An absolute `http://` or `https://` URL.
     HttpUrl,
+    /// A web origin as browsers send it in `Origin`: scheme, host and a port only when it is
+    /// not the scheme's default, so that comparing strings compares origins.
+    Origin,
     /// A string that is never shown in a message, whatever is wrong with it.
     Secret,
 }
@@ -68,6 +71,8 @@ pub(super) const BOOL: Shape = Shape::Scalar(Scalar::Bool);
 pub(super) const TEXT: Shape = Shape::Scalar(Scalar::Text { non_empty: false });
 pub(super) const NON_EMPTY_TEXT: Shape = Shape::Scalar(Scalar::Text { non_empty: true });
 pub(super) const HTTP_URL: Shape = Shape::Scalar(Scalar::HttpUrl);
+pub(super) const ORIGIN: Shape = Shape::Scalar(Scalar::Origin);
+pub(super) const STRINGS: Shape = Shape::List(&TEXT);
 pub(super) const SECRET: Shape = Shape::Scalar(Scalar::Secret);
 
 pub(super) const fn choice(choices: &'static [&'static str]) -> Shape {
@@ -123,19 +128,33 @@ fn is_plain_name_char(c: char) -> bool {
 }
 
 impl Shape {
+    fn holds_secrets(&self) -> bool {
+        match self {
+            Shape::Section(fields) => fields.iter().any(|field| field.shape.holds_secrets()),
+            Shape::Map { values, .. } => values.holds_secrets(),
+            Shape::List(items) => items.holds_secrets(),
+            Shape::Template => false,
+            Shape::Scalar(scalar) => matches!(scalar, Scalar::Secret),
+        }
+    }
+
     /// What is allowed, as the end of "expected ...".
     fn describe(&self) -> String {
         match self {
-            Shape::Section(fields) => {
-                let names: Vec<_> = fields.iter().map(|field| field.name).collect();
-                format!("an object with keys {}", names.join(", "))
-            }
+            Shape::Section(fields) => format!("an object with keys {}", field_names(fields)),
             Shape::Map { .. } => "an object".to_owned(),
-            Shape::Strings => "a list of strings".to_owned(),
+            Shape::List(Shape::Scalar(Scalar::Text { non_empty: false })) => "a list of strings".to_owned(),
+            Shape::List(Shape::Section(fields)) => format!("a list of objects with keys {}", field_names(fields)),
+            Shape::List(items) => format!("a list, each item {}", items.describe()),
             Shape::Template => "a string".to_owned(),
             Shape::Scalar(scalar) => scalar.describe(),
         }
     }
+}
+
+fn field_names(fields: &[Field]) -> String {
+    let names: Vec<_> = fields.iter().map(|field| field.name).collect();
+    names.join(", ")
 }
 
 impl Scalar {
@@ -155,6 +174,9 @@ impl Scalar {
             Scalar::Text { non_empty: true } => "a non-empty string".to_owned(),
             Scalar::Choice(choices) => format!("one of {}", quoted_list(choices)),
             Scalar::HttpUrl => "an http:// or https:// URL".to_owned(),
+            Scalar::Origin => "an origin such as \"https://chat.example.com\" (scheme and host, \
+                               a port only if not the default, no path or trailing \"/\")"
+                .to_owned(),
             Scalar::Secret => "a string (\"env:NAME\" reads the environment variable NAME)".to_owned(),
         }
     }
@@ -170,6 +192,7 @@ impl Scalar {
             Scalar::Text { non_empty } => value.as_str().is_some_and(|s| !(*non_empty && s.is_empty())),
             Scalar::Choice(choices) => value.as_str().is_some_and(|s| choices.contains(&s)),
             Scalar::HttpUrl => value.as_str().is_some_and(is_http_url),
+            Scalar::Origin => value.as_str().is_some_and(is_origin),
             Scalar::Secret => value.is_string(),
         }
     }
@@ -266,6 +289,10 @@ impl KeyPath {
         (0..=self.0.len()).rev().map(|len| KeyPath(self.0[..len].to_vec()))
     }
 
+    fn is_in_list(&self) -> bool {
+        self.0.iter().any(|segment| matches!(segment, Segment::Index(_)))
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -333,9 +360,10 @@ pub(super) struct Origins {
 
 /// How [`Shape::Scalar`] secrets written as `"env:NAME"` are read (`config.yaml` only).
 pub(super) struct SecretReferences {
-    /// Subtrees where an unset variable is not an error and leaves the secret empty: the
-    /// providers that are not active.
-    pub optional_under: Vec<KeyPath>,
+    /// Subtrees whose secrets the settings leave unused (an inactive provider, the keys of an
+    /// authentication mode not chosen): there an unset variable is not an error and leaves the
+    /// secret empty.
+    pub unused: Vec<KeyPath>,
 }
 
 /// Checks a parsed file against a [`Shape`], collecting every problem as a finished message.
@@ -376,8 +404,8 @@ impl<'a> Checker<'a> {
     }
 
     fn mismatch(&mut self, path: &KeyPath, shape: &Shape, value: &Value) {
-        let shown =
-            if matches!(shape, Shape::Scalar(Scalar::Secret)) { found_kind(value).to_owned() } else { found(value) };
+        // A value where an object or list holding secrets belongs may be a misplaced secret.
+        let shown = if shape.holds_secrets() { found_kind(value).to_owned() } else { found(value) };
         let expected = match shape {
             // "at least 1, found 5000000000" would read as a contradiction.
             Shape::Scalar(Scalar::Integer { min, max }) if value.as_f64().is_some_and(|n| n > *max as f64) => {
@@ -405,14 +433,12 @@ impl<'a> Checker<'a> {
                     }
                 }
             }
-            Shape::Strings => {
+            Shape::List(item_shape) => {
                 let Value::Array(items) = value else {
                     return self.mismatch(path, shape, value);
                 };
-                for (index, item) in items.iter().enumerate() {
-                    if !item.is_string() {
-                        self.mismatch(&path.index(index), &TEXT, item);
-                    }
+                for (index, item) in items.iter_mut().enumerate() {
+                    self.check(&path.index(index), item_shape, item);
                 }
             }
             Shape::Template => match value {
@@ -430,16 +456,22 @@ impl<'a> Checker<'a> {
                     let variable = variable.to_owned();
                     return match scalar {
                         Scalar::Secret => self.read_secret(path, &variable, text),
-                        _ => self.report(
-                            path,
-                            format!(
-                                "expected {}, found \"env:{variable}\" (\"env:\" is read only in \
-                                 secret keys such as api_key; to take this key from the \
-                                 environment, set {})",
-                                shape.describe(),
-                                path.override_variable()
-                            ),
-                        ),
+                        _ => {
+                            // An override replaces a whole key, so it cannot set one item of a list.
+                            let hint = if path.is_in_list() {
+                                String::new()
+                            } else {
+                                format!("; to take this key from the environment, set {}", path.override_variable())
+                            };
+                            self.report(
+                                path,
+                                format!(
+                                    "expected {}, found \"env:{variable}\" (\"env:\" is read only in \
+                                     secret keys such as api_key{hint})",
+                                    shape.describe(),
+                                ),
+                            )
+                        }
                     };
                 }
                 if self.origins.overrides.contains_key(path)
@@ -457,10 +489,10 @@ impl<'a> Checker<'a> {
 
     /// Replaces a secret's `"env:NAME"` with the variable NAME.
     fn read_secret(&mut self, path: &KeyPath, variable: &str, secret: &mut String) {
-        let optional = self.secret_references.as_ref().is_some_and(|references| {
-            let optional_under = &references.optional_under;
-            optional_under.iter().any(|scope| path.starts_with(scope))
-        });
+        let optional = self
+            .secret_references
+            .as_ref()
+            .is_some_and(|references| references.unused.iter().any(|scope| path.starts_with(scope)));
         let problem = match std::env::var(variable) {
             Ok(value) if !value.is_empty() || optional => {
                 *secret = value;
@@ -516,6 +548,11 @@ impl<'a> Checker<'a> {
 fn is_http_url(text: &str) -> bool {
     url::Url::parse(text)
         .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty()))
+}
+
+fn is_origin(text: &str) -> bool {
+    url::Url::parse(text)
+        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.origin().ascii_serialization() == text)
 }
 
 /// Replaces every `${VAR}` in `text` with the environment variable VAR.
@@ -575,5 +612,17 @@ mod tests {
         assert!(!is_http_url("api.groq.com"));
         assert!(!is_http_url("ftp://host/"));
         assert!(!is_http_url("http://"));
+    }
+
+    #[test]
+    fn origins_are_written_as_browsers_send_them() {
+        assert!(is_origin("https://chat.example.com"));
+        assert!(is_origin("http://localhost:3000"));
+        assert!(!is_origin("https://chat.example.com/"));
+        assert!(!is_origin("https://chat.example.com:443"));
+        assert!(!is_origin("https://Chat.example.com"));
+        assert!(!is_origin("https://chat.example.com/app"));
+        assert!(!is_origin("chat.example.com"));
+        assert!(!is_origin("null"));
     }
 }

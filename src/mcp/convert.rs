@@ -77,16 +77,6 @@ pub fn result_text(result: &CallToolResult) -> (bool, String) {
     (result.is_error != Some(true), parts.join("\n"))
 }
 
-/// Cuts `text` to `max_chars` characters, saying how many were cut.
-pub fn truncate(text: String, max_chars: usize) -> String {
-    let total = text.chars().count();
-    if total <= max_chars {
-        return text;
-    }
-    let kept: String = text.chars().take(max_chars).collect();
-    format!("{kept}\n[output cut: {} of {total} characters omitted]", total - max_chars)
-}
-
 pub fn prompt_message(message: &PromptMessage) -> Message {
     let text = content_text(&message.content);
     match message.role {
@@ -178,12 +168,6 @@ mod tests {
         );
         let (ok, _) = result_text(&CallToolResult::error(vec![ContentBlock::text("bad")]));
         assert!(!ok);
-    }
-
-    #[test]
-    fn truncation_says_how_much_was_cut() {
-        assert_eq!(truncate("abc".into(), 3), "abc");
-        assert_eq!(truncate("abcdef".into(), 2), "ab\n[output cut: 4 of 6 characters omitted]");
     }
 
     #[test]

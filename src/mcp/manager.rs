@@ -137,7 +137,7 @@ impl ToolProvider for McpManager {
         };
         ToolOutcome {
             ok,
-            content: convert::truncate(content, self.defaults.max_tool_result_chars),
+            content: crate::text::truncate(content, self.defaults.max_tool_result_chars),
             duration: started.elapsed(),
         }
     }

@@ -6,11 +6,11 @@
 //! graceful shutdown does not wait for upgraded WebSocket tasks, so they are tracked here.
 
 mod http;
+mod page;
 mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -38,7 +38,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub chat: Arc<ChatService>,
     pub mcp: Arc<crate::mcp::McpManager>,
-    ready: AtomicBool,
     /// Cancelled when the sockets must close (after the turns are drained).
     shutdown: CancellationToken,
     /// One task per upgraded socket.
@@ -53,7 +52,7 @@ impl AppState {
     }
 
     fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.chat.is_accepting()
     }
 }
 
@@ -78,7 +77,6 @@ impl RunningServer {
             settings,
             chat,
             mcp,
-            ready: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             forwarders: TaskTracker::new(),
@@ -101,7 +99,6 @@ impl RunningServer {
     /// sockets, stop the HTTP server, then the MCP servers.
     pub async fn shutdown(self) {
         let grace = Duration::from_secs_f64(self.state.settings.shutdown.grace_seconds.max(0.0));
-        self.state.ready.store(false, Ordering::SeqCst);
         tracing::info!(grace_seconds = grace.as_secs_f64(), "shutting down: draining running turns");
         self.state.chat.drain(grace).await;
         // Let followers deliver the last messages of the drained turns before the sockets close;
@@ -123,6 +120,8 @@ impl RunningServer {
 
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", get(page::index))
+        .route("/assets/{version}/{*file}", get(page::asset))
         .route("/ws/chat", get(upgrade))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
@@ -147,6 +146,8 @@ async fn upgrade(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) 
     let limit = state.hard_frame_limit();
     let tracked = state.clone();
     upgrade
+        // Browsers offer it beside `bearer.<credential>` (SPEC §8) and fail the socket unless one is selected.
+        .protocols([ws::SUBPROTOCOL])
         // tungstenite's default buffers are 128 KiB each; an idle socket should cost a few KiB.
         .read_buffer_size(SOCKET_BUFFER_BYTES)
         .write_buffer_size(SOCKET_BUFFER_BYTES)

@@ -15,9 +15,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use crate::chat::{Frame, Run, Subscription};
+use crate::chat::{Run, SerializedMessage, Subscription};
 use crate::protocol::{self, ClientMessage, ErrorBody, ServerMessage};
 
+/// The WebSocket subprotocol of this protocol (SPEC §8), selected whenever a client offers it.
+pub const SUBPROTOCOL: &str = "mcp-platform.v1";
 /// Frames queued for one socket before its client counts as not reading.
 const SEND_QUEUE_FRAMES: usize = 256;
 /// How long a full queue may stay full before the client is disconnected.
@@ -33,7 +35,7 @@ const CLOSE_TOO_BIG: u16 = 1009;
 
 /// One socket's shared state.
 struct Connection {
-    queue: mpsc::Sender<Frame>,
+    queue: mpsc::Sender<SerializedMessage>,
     /// Cancelled to end the connection; the writer then sends `close_frame`.
     closing: CancellationToken,
     close_frame: Mutex<Option<(u16, String)>>,
@@ -51,7 +53,7 @@ impl Connection {
     }
 
     /// Queues a frame; false once the connection is gone. A queue that stays full closes it.
-    async fn send(&self, frame: Frame) -> bool {
+    async fn send(&self, frame: SerializedMessage) -> bool {
         match tokio::time::timeout(SLOW_CLIENT_TIMEOUT, self.queue.send(frame)).await {
             Ok(sent) => sent.is_ok(),
             Err(_) => {
@@ -123,7 +125,7 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
 
 async fn write_frames(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
-    mut outgoing: mpsc::Receiver<Frame>,
+    mut outgoing: mpsc::Receiver<SerializedMessage>,
     connection: Arc<Connection>,
 ) {
     // Queued frames go out before the close: a drained turn's last messages reach the client.
@@ -169,7 +171,7 @@ async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppS
         connection.reply(ServerMessage::rejection(protocol::peek_request_id(text), error)).await;
         return;
     }
-    let message = match protocol::parse_client_message(text, limit) {
+    let message = match protocol::parse_client_message(text) {
         Ok(message) => message,
         Err(rejection) => {
             connection.reply(ServerMessage::rejection(rejection.request_id, rejection.error)).await;
@@ -198,16 +200,14 @@ async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppS
                     ),
                 ))
             } else {
-                state.chat.submit(request_id, payload, &connection.conversation_id)
+                state.chat.submit(request_id, payload, &connection.conversation_id).await
             }
         }
         ClientMessage::Resume { request_id, after_seq } => state.chat.resume(&request_id, after_seq).await,
     };
     match subscription {
         Ok(subscription) => {
-            if let Subscription::Live { run, .. } = &subscription {
-                connection.following.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(run.clone());
-            }
+            connection.following.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(subscription.run.clone());
             state.forwarders.spawn(forward(subscription, connection.clone()));
         }
         Err(error) => {
@@ -217,29 +217,18 @@ async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppS
 }
 
 /// Copies a request's messages to the socket until the request ends or the socket goes.
-async fn forward(subscription: Subscription, connection: Arc<Connection>) {
-    match subscription {
-        Subscription::Replay(messages) => {
-            for message in messages {
-                if !connection.reply(message).await {
-                    return;
-                }
-            }
-        }
-        Subscription::Live { run, from } => {
-            let mut cursor = from;
-            loop {
-                let frames = tokio::select! {
-                    _ = connection.closing.cancelled() => return,
-                    frames = run.next(cursor) => frames,
-                };
-                let Some(frames) = frames else { return };
-                cursor += frames.len();
-                for frame in frames {
-                    if !connection.send(frame).await {
-                        return;
-                    }
-                }
+async fn forward(Subscription { run, from }: Subscription, connection: Arc<Connection>) {
+    let mut cursor = from;
+    loop {
+        let messages = tokio::select! {
+            _ = connection.closing.cancelled() => return,
+            messages = run.next(cursor) => messages,
+        };
+        let Some(messages) = messages else { return };
+        cursor += messages.len();
+        for message in messages {
+            if !connection.send(message).await {
+                return;
             }
         }
     }

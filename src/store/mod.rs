@@ -1,7 +1,8 @@
 //! The event log (SPEC §6): the event type and the store interface the chat service uses.
 //!
 //! The chat service sees only [`EventStore`]; `jsonl` is the production implementation and
-//! `memory` the one for unit tests.
+//! `memory` the one for unit tests of the turn. `record` says what the chat service's lines
+//! mean.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -104,3 +105,4 @@ pub mod chain;
 pub mod jsonl;
 pub mod lines;
 pub mod memory;
+pub mod record;

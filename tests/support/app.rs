@@ -8,12 +8,13 @@ use std::path::PathBuf;
 
 use mcp_platform::app::App;
 use mcp_platform::config::{
-    ChatServiceSettings, ChatSettings, CircuitBreakerSettings, ContextSettings, LlmSettings, LogFormat,
-    LoggingSettings, McpConnectionSettings, McpSettings, ProviderKind, ProviderSettings, Secret, ServerConfig,
-    ServersConfig, Settings, ShutdownSettings, StoreSettings, StreamingSettings, WebSocketSettings,
+    AuthMode, AuthSettings, ChatServiceSettings, ChatSettings, CircuitBreakerSettings, ContextSettings, JwtSettings,
+    LimitsSettings, LlmSettings, LogFormat, LoggingSettings, McpConnectionSettings, McpSettings, ProviderKind,
+    ProviderSettings, Secret, ServerConfig, ServersConfig, Settings, ShutdownSettings, StoreSettings,
+    StreamingSettings, WebSocketSettings,
 };
-use mcp_platform::mock_llm::{MockLlm, Script};
 use mcp_platform::server::RunningServer;
+use mock_llm::{MockLlm, Script};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -65,6 +66,27 @@ pub fn settings(base_url: &str, store_path: PathBuf) -> Settings {
                 max_reconnect_delay: 30.0,
             },
             circuit_breaker: CircuitBreakerSettings { failure_threshold: 5, cooldown: 30.0 },
+        },
+        auth: AuthSettings {
+            mode: AuthMode::None,
+            allow_anonymous_remote: false,
+            allowed_origins: Vec::new(),
+            api_keys: Vec::new(),
+            jwt: JwtSettings {
+                issuer: String::new(),
+                audience: String::new(),
+                jwks_path: PathBuf::new(),
+                hs256_secret: Secret::default(),
+                user_claim: "sub".to_owned(),
+                admin_claim: "roles".to_owned(),
+            },
+        },
+        limits: LimitsSettings {
+            chats_per_minute: 30,
+            tokens_per_day: 0,
+            connections_per_user: 16,
+            connections_per_ip: 64,
+            max_connections: 10000,
         },
         logging: LoggingSettings { level: "warn".to_owned(), format: LogFormat::Json },
         shutdown: ShutdownSettings { grace_seconds: 5.0 },

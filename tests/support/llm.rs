@@ -8,7 +8,7 @@ use futures::StreamExt;
 use mcp_platform::config::{LlmSettings, ProviderKind, ProviderSettings, Secret};
 use mcp_platform::domain::{FinishReason, Message, ToolCall, ToolSpec, Usage};
 use mcp_platform::llm::{self, LlmError, LlmEvent, LlmProvider, LlmRequest, LlmStream};
-use mcp_platform::mock_llm::{MockLlm, Script};
+use mock_llm::{MockLlm, Script};
 use serde_json::{Value, json};
 
 pub const KINDS: [ProviderKind; 2] = [ProviderKind::Openai, ProviderKind::Anthropic];

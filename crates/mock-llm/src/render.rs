@@ -8,8 +8,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::script::{ScriptedError, ScriptedFinish};
-use crate::domain::Usage;
+use super::script::{ScriptedError, ScriptedFinish, Usage};
 
 /// Which API a request came in through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +168,7 @@ fn openai_usage(usage: Usage) -> Value {
     json!({
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
+        "total_tokens": usage.total_tokens(),
     })
 }
 

@@ -61,7 +61,7 @@ pub struct Turn {
     /// Cut the connection after this many content chunks (text or tool-call deltas).
     pub disconnect_after: Option<usize>,
     /// Usage figures to report instead of the counted ones.
-    pub usage: Option<ScriptedUsage>,
+    pub usage: Option<Usage>,
     /// Report no usage at all.
     pub no_usage: bool,
     /// `stop`, `length` or `tool_calls`; by default `tool_calls` when the turn has calls.
@@ -125,11 +125,20 @@ pub struct ScriptedError {
     pub body: Option<Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Token figures as the mock reports them, scripted or counted. The mock speaks the providers'
+/// wire formats, so this is their shape rather than the server's `domain::Usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ScriptedUsage {
+pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+}
+
+impl Usage {
+    /// OpenAI's `total_tokens`; Anthropic reports no total.
+    pub fn total_tokens(self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

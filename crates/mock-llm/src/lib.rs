@@ -82,8 +82,7 @@ use serde_json::Value;
 use self::demo::{Conversation, DemoAnswer};
 use self::render::{Api, Reply, ReplyCall};
 pub use self::script::{Script, Turn};
-use self::script::{ScriptedFinish, ScriptedToolCall};
-use crate::domain::Usage;
+use self::script::{ScriptedFinish, ScriptedToolCall, Usage};
 
 #[derive(Debug, clap::Args)]
 pub struct MockLlmArgs {
@@ -328,19 +327,16 @@ impl MockState {
                 },
             })
             .collect();
-        let usage = if turn.no_usage {
-            None
-        } else if let Some(usage) = turn.usage {
-            Some(usage_of(usage.prompt_tokens, usage.completion_tokens))
-        } else {
+        let counted = || {
             let prompt = demo::count_words(&body["messages"]) + demo::count_words(&body["system"]);
             let answer = demo::count_words(&Value::String(chunks.concat()));
             let calls_words: u64 = calls
                 .iter()
                 .map(|call| demo::count_words(&Value::String(format!("{} {}", call.name, call.arguments_text))))
                 .sum();
-            Some(usage_of(prompt, answer + calls_words))
+            Usage { prompt_tokens: prompt, completion_tokens: answer + calls_words }
         };
+        let usage = if turn.no_usage { None } else { Some(turn.usage.unwrap_or_else(counted)) };
         let finish = turn.finish_reason.unwrap_or(if calls.is_empty() {
             ScriptedFinish::Stop
         } else {
@@ -357,8 +353,4 @@ impl MockState {
             disconnect_after: turn.disconnect_after,
         }
     }
-}
-
-fn usage_of(prompt_tokens: u64, completion_tokens: u64) -> Usage {
-    Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
 }

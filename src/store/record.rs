@@ -1,0 +1,383 @@
+//! What the lines the chat service writes mean: one typed [`Record`] per kind of line, and the
+//! one mapping between records and the store's events, both ways.
+//!
+//! The mapping lives in `store`, not in `chat`, because a line's meaning is part of the log
+//! format (SPEC §6): the chat service writes and reads records, `replay` shows them, and
+//! another store backend must keep the same lines; all of them need it, and it needs nothing
+//! but `domain`. No wire type of the WebSocket protocol is stored: `extra` holds each record's
+//! own fields, as the serde structs below, so a protocol change cannot silently change the log.
+//!
+//! The keys and shapes in `extra` are the ones earlier versions wrote (`fingerprint`,
+//! `prompt`, `resources`; `name`, `ok`, `duration_ms`; `status`, `metadata`, `error`), so
+//! older files read back, and processes of an earlier version sharing the store read new lines.
+//! A line that does not read back as a record is an error, never a record with parts missing.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{ChatEvent, EventType, NewEvent};
+use crate::domain::{FinishReason, Message, PromptRef, Role, ToolCall, Usage};
+
+/// One thing the chat service records about a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// The user's turn as the model saw it; storing it claims the `request_id` store-wide.
+    UserTurn(UserTurn),
+    /// The model asked for tools, after the text it had written so far.
+    ToolCalls {
+        model: String,
+        text: String,
+        calls: Vec<ToolCall>,
+    },
+    ToolResult(ToolResult),
+    /// The final answer; it ends the request.
+    Answer {
+        text: String,
+        figures: AnswerFigures,
+    },
+    /// The request ended without an answer, after `partial_text` had streamed.
+    Ended {
+        model: String,
+        partial_text: String,
+        ending: Ending,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserTurn {
+    /// Resource contents, the rendered prompt and the user's text, joined.
+    pub text: String,
+    /// Identifies the request's payload, so that its `request_id` with another payload is
+    /// refused in every process sharing the store.
+    pub fingerprint: String,
+    pub prompt: Option<PromptRef>,
+    pub resources: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolResult {
+    pub call_id: String,
+    /// The model-facing tool name (`<server>__<tool>`).
+    pub name: String,
+    pub ok: bool,
+    /// What the model got, whole.
+    pub content: String,
+    pub duration_ms: f64,
+}
+
+/// What answering cost and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerFigures {
+    /// Tokens spent over all hops.
+    pub tokens: u64,
+    pub usage: Usage,
+    pub model: String,
+    pub tool_hops: u32,
+    pub finish_reason: FinishReason,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    Cancelled,
+    Failed(Failure),
+}
+
+/// Why a request failed, as its client was told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: u16,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+/// A stored event that is not a record this version can read.
+#[derive(Debug, thiserror::Error)]
+#[error("event {event_id} (seq {seq} of conversation {conversation_id:?}) is not a readable record: {reason}")]
+pub struct RecordError {
+    pub event_id: String,
+    pub conversation_id: String,
+    pub seq: u64,
+    pub reason: String,
+}
+
+/// `extra` of a user turn.
+#[derive(Serialize, Deserialize)]
+struct UserExtra {
+    fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt: Option<PromptRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    resources: Vec<String>,
+}
+
+/// `extra` of a tool result.
+#[derive(Serialize, Deserialize)]
+struct ToolResultExtra {
+    name: String,
+    ok: bool,
+    duration_ms: f64,
+}
+
+/// `extra` of the event that ends a request, tagged by `status`.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum EndExtra {
+    Complete { metadata: StoredFigures },
+    Cancelled,
+    Error { error: Failure },
+}
+
+/// The key whose presence marks the event that ends a request.
+const END_KEY: &str = "status";
+
+#[derive(Serialize, Deserialize)]
+struct StoredFigures {
+    #[serde(flatten)]
+    figures: AnswerFigures,
+    /// Always false in the log. Earlier versions require the key when they read the line.
+    #[serde(default)]
+    cached: bool,
+}
+
+impl Record {
+    /// The message the model sees for this record; its cost is the event's `token_count`.
+    pub fn message(&self) -> Message {
+        match self {
+            Record::UserTurn(turn) => Message::user(turn.text.clone()),
+            Record::ToolCalls { text, calls, .. } => Message::assistant(text.clone(), calls.clone()),
+            Record::ToolResult(result) => Message::tool(result.call_id.clone(), result.content.clone()),
+            Record::Answer { text, .. } => Message::assistant(text.clone(), Vec::new()),
+            Record::Ended { partial_text, .. } => Message::assistant(partial_text.clone(), Vec::new()),
+        }
+    }
+
+    /// Whether this record ends its request.
+    pub fn is_end(&self) -> bool {
+        matches!(self, Record::Answer { .. } | Record::Ended { .. })
+    }
+
+    /// The event that stores this record.
+    pub fn into_event(self, conversation_id: String, request_id: String, token_count: u64) -> NewEvent {
+        let event = |kind, role, content| NewEvent {
+            conversation_id,
+            request_id: Some(request_id),
+            kind,
+            role: Some(role),
+            content: Some(content),
+            tool_calls: None,
+            tool_call_id: None,
+            model: None,
+            usage: None,
+            token_count,
+            extra: Map::new(),
+        };
+        match self {
+            Record::UserTurn(UserTurn { text, fingerprint, prompt, resources }) => NewEvent {
+                extra: to_extra(UserExtra { fingerprint, prompt, resources }),
+                ..event(EventType::UserMessage, Role::User, text)
+            },
+            Record::ToolCalls { model, text, calls } => NewEvent {
+                tool_calls: Some(calls),
+                model: Some(model),
+                ..event(EventType::AssistantMessage, Role::Assistant, text)
+            },
+            Record::ToolResult(ToolResult { call_id, name, ok, content, duration_ms }) => NewEvent {
+                tool_call_id: Some(call_id),
+                extra: to_extra(ToolResultExtra { name, ok, duration_ms }),
+                ..event(EventType::ToolResult, Role::Tool, content)
+            },
+            Record::Answer { text, figures } => NewEvent {
+                model: Some(figures.model.clone()),
+                usage: Some(figures.usage),
+                extra: to_extra(EndExtra::Complete { metadata: StoredFigures { figures, cached: false } }),
+                ..event(EventType::AssistantMessage, Role::Assistant, text)
+            },
+            Record::Ended { model, partial_text, ending } => NewEvent {
+                model: Some(model),
+                extra: to_extra(match ending {
+                    Ending::Cancelled => EndExtra::Cancelled,
+                    Ending::Failed(error) => EndExtra::Error { error },
+                }),
+                ..event(EventType::Meta, Role::Assistant, partial_text)
+            },
+        }
+    }
+
+    /// Reads a stored event back as the record it stores.
+    pub fn from_event(event: &ChatEvent) -> Result<Record, RecordError> {
+        let error = |reason: String| RecordError {
+            event_id: event.id.clone(),
+            conversation_id: event.conversation_id.clone(),
+            seq: event.seq,
+            reason,
+        };
+        let required = |value: Option<&String>, key: &str| value.cloned().ok_or_else(|| error(format!("no {key}")));
+        let content = required(event.content.as_ref(), "content")?;
+        let ends = event.extra.contains_key(END_KEY);
+        Ok(match event.kind {
+            EventType::UserMessage => {
+                let UserExtra { fingerprint, prompt, resources } =
+                    from_extra(&event.extra, "a user turn").map_err(error)?;
+                Record::UserTurn(UserTurn { text: content, fingerprint, prompt, resources })
+            }
+            EventType::ToolResult => {
+                let ToolResultExtra { name, ok, duration_ms } =
+                    from_extra(&event.extra, "a tool result").map_err(error)?;
+                let call_id = required(event.tool_call_id.as_ref(), "tool_call_id")?;
+                Record::ToolResult(ToolResult { call_id, name, ok, content, duration_ms })
+            }
+            EventType::AssistantMessage | EventType::Meta if ends => {
+                match from_extra(&event.extra, "the end of a request").map_err(error)? {
+                    EndExtra::Complete { metadata } => Record::Answer { text: content, figures: metadata.figures },
+                    EndExtra::Cancelled => Record::Ended {
+                        model: required(event.model.as_ref(), "model")?,
+                        partial_text: content,
+                        ending: Ending::Cancelled,
+                    },
+                    EndExtra::Error { error } => Record::Ended {
+                        model: required(event.model.as_ref(), "model")?,
+                        partial_text: content,
+                        ending: Ending::Failed(error),
+                    },
+                }
+            }
+            EventType::AssistantMessage => Record::ToolCalls {
+                model: required(event.model.as_ref(), "model")?,
+                text: content,
+                calls: event
+                    .tool_calls
+                    .clone()
+                    .ok_or_else(|| error("an assistant message without tool_calls or status".into()))?,
+            },
+            EventType::SystemUpdate | EventType::Meta => {
+                return Err(error(format!("a {:?} event is no record of a request", event.kind)));
+            }
+        })
+    }
+}
+
+fn to_extra(fields: impl Serialize) -> Map<String, Value> {
+    match serde_json::to_value(fields) {
+        Ok(Value::Object(map)) => map,
+        other => unreachable!("a record's extra serialises to a JSON object, got {other:?}"),
+    }
+}
+
+fn from_extra<T: DeserializeOwned>(extra: &Map<String, Value>, what: &str) -> Result<T, String> {
+    T::deserialize(Value::Object(extra.clone())).map_err(|error| format!("extra is not that of {what}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::EventStore;
+    use crate::store::memory::MemoryStore;
+
+    fn figures() -> AnswerFigures {
+        AnswerFigures {
+            tokens: 42,
+            usage: Usage { prompt_tokens: 30, completion_tokens: 12, total_tokens: 42 },
+            model: "m".into(),
+            tool_hops: 1,
+            finish_reason: FinishReason::Stop,
+            duration_ms: 812,
+        }
+    }
+
+    /// Every record, with the `extra` the previous version of the chat service wrote for it
+    /// (built there from the protocol's `Metadata` and `ErrorBody` and a JSON map).
+    fn records_and_their_extra() -> Vec<(Record, Value)> {
+        let call = ToolCall { id: "call_1".into(), name: "demo__sum".into(), arguments: json!({"a": 2, "b": 3}) };
+        let prompt = PromptRef { name: "demo__explain".into(), arguments: [("topic".into(), "tides".into())].into() };
+        vec![
+            (
+                Record::UserTurn(UserTurn {
+                    text: "what is 2+3".into(),
+                    fingerprint: "f00d".into(),
+                    prompt: Some(prompt),
+                    resources: vec!["demo://readme".into()],
+                }),
+                json!({"fingerprint": "f00d", "prompt": {"name": "demo__explain", "arguments": {"topic": "tides"}},
+                       "resources": ["demo://readme"]}),
+            ),
+            (
+                Record::UserTurn(UserTurn {
+                    text: "hi".into(),
+                    fingerprint: "f00d".into(),
+                    prompt: None,
+                    resources: Vec::new(),
+                }),
+                json!({"fingerprint": "f00d"}),
+            ),
+            (Record::ToolCalls { model: "m".into(), text: "Let me".into(), calls: vec![call] }, json!({})),
+            (
+                Record::ToolResult(ToolResult {
+                    call_id: "call_1".into(),
+                    name: "demo__sum".into(),
+                    ok: true,
+                    content: "5".into(),
+                    duration_ms: 0.7,
+                }),
+                json!({"name": "demo__sum", "ok": true, "duration_ms": 0.7}),
+            ),
+            (
+                Record::Answer { text: "5".into(), figures: figures() },
+                json!({"status": "complete", "metadata": {"tokens": 42,
+                    "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42},
+                    "model": "m", "tool_hops": 1, "finish_reason": "stop", "duration_ms": 812, "cached": false}}),
+            ),
+            (
+                Record::Ended { model: "m".into(), partial_text: "Let".into(), ending: Ending::Cancelled },
+                json!({"status": "cancelled"}),
+            ),
+            (
+                Record::Ended {
+                    model: "m".into(),
+                    partial_text: String::new(),
+                    ending: Ending::Failed(Failure { code: 503, message: "shutting down".into(), data: None }),
+                },
+                json!({"status": "error", "error": {"code": 503, "message": "shutting down"}}),
+            ),
+        ]
+    }
+
+    async fn stored(record: Record) -> ChatEvent {
+        let store = MemoryStore::new();
+        let mut events = store.append(vec![record.into_event("c".into(), "r".into(), 1)]).await.expect("append");
+        events.pop().expect("one event")
+    }
+
+    #[tokio::test]
+    async fn records_keep_the_extra_of_earlier_versions_and_read_back_whole() {
+        for (record, extra) in records_and_their_extra() {
+            let event = stored(record.clone()).await;
+            assert_eq!(Value::Object(event.extra.clone()), extra, "{record:?}");
+            assert_eq!(Record::from_event(&event).expect("reads back"), record);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_extra_does_not_parse_is_an_error_naming_the_event() {
+        let mut event = stored(Record::Answer { text: "5".into(), figures: figures() }).await;
+        event.extra.insert("metadata".into(), json!({"tokens": "many"}));
+        let error = Record::from_event(&event).expect_err("unreadable");
+        assert_eq!((error.event_id.as_str(), error.seq), (event.id.as_str(), 1));
+        assert!(error.reason.contains("the end of a request"), "{error}");
+
+        let mut event = stored(Record::ToolResult(ToolResult {
+            call_id: "call_1".into(),
+            name: "demo__sum".into(),
+            ok: true,
+            content: "5".into(),
+            duration_ms: 1.0,
+        }))
+        .await;
+        event.tool_call_id = None;
+        assert!(Record::from_event(&event).expect_err("no call id").reason.contains("tool_call_id"));
+    }
+}
