@@ -145,6 +145,39 @@ async fn start_http_demo(binary: &std::path::Path) -> anyhow::Result<(tokio::pro
     Ok((child, url.ok_or_else(|| anyhow::anyhow!("demo-server printed no URL: {line}"))?))
 }
 
+const STARTS: usize = 15;
+
+/// Start-up of a stdio server (spawn, handshake, tools/list) with the `initialize` handshake
+/// alone and with our discovery probe first, interleaved; prints the medians.
+async fn compare_startup(label: &str, command: impl Fn() -> tokio::process::Command) -> anyhow::Result<()> {
+    let legacy_only = ClientLifecycleMode::Initialize;
+    let mut times = [Vec::with_capacity(STARTS), Vec::with_capacity(STARTS)];
+    let mut revision = String::new();
+    for _ in 0..STARTS {
+        for (index, lifecycle) in [legacy_only.clone(), lifecycle()].into_iter().enumerate() {
+            let started = Instant::now();
+            let client = ClientConfig::default()
+                .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
+                .serve_with_lifecycle(TokioChildProcess::new(command())?, lifecycle)
+                .await?;
+            client.peer().list_all_tools().await?;
+            times[index].push(started.elapsed());
+            if index == 1 {
+                revision = client.peer().peer_info().map(|info| info.protocol_version.to_string()).unwrap_or_default();
+            }
+            client.cancel().await?;
+        }
+    }
+    for list in &mut times {
+        list.sort();
+    }
+    let (initialize, probed) = (percentile(&times[0], 0.5), percentile(&times[1], 0.5));
+    println!("start-up of {label} (spawn, handshake, tools/list), median of {STARTS}");
+    println!("  initialize only         {:8.1} ms", initialize.as_secs_f64() * 1e3);
+    println!("  discovery, then initialize if refused ({revision})  {:8.1} ms", probed.as_secs_f64() * 1e3);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let binary = demo_server();
@@ -166,6 +199,17 @@ async fn main() -> anyhow::Result<()> {
     let http_added = compare("streamable HTTP", &manager, &bare).await?;
     manager.shutdown().await;
     bare.cancel().await?;
+
+    compare_startup("demo-server (speaks 2026-07-28)", || tokio::process::Command::new(&binary)).await?;
+    let npx = std::process::Command::new("npx").arg("--version").output().is_ok_and(|output| output.status.success());
+    if npx {
+        compare_startup("server-everything (2025-11-25 and older)", || {
+            let mut command = tokio::process::Command::new("npx");
+            command.args(["-y", "@modelcontextprotocol/server-everything"]);
+            command
+        })
+        .await?;
+    }
 
     if stdio_added > 50.0 || http_added > 50.0 {
         eprintln!("over budget: our layer adds {stdio_added:.1} µs (stdio), {http_added:.1} µs (HTTP) at p50");
