@@ -87,7 +87,7 @@ async fn start_ours(servers: &ServersConfig) -> std::sync::Arc<McpManager> {
         },
         circuit_breaker: CircuitBreakerSettings { failure_threshold: 5, cooldown: 30.0 },
     };
-    let defaults = ToolDefaults { tool_timeout: Duration::from_secs(30), max_tool_result_chars: 20_000 };
+    let defaults = ToolDefaults { tool_timeout: Duration::from_secs(30) };
     McpManager::start(servers, &settings, defaults).await
 }
 

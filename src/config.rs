@@ -71,6 +71,9 @@ pub struct ProviderSettings {
     pub temperature: f64,
     pub max_tokens: u32,
     pub top_p: f64,
+    /// Whether the model reads images: only then do images that tools return reach it.
+    #[serde(default)]
+    pub vision: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -52,6 +52,7 @@ const PROVIDER: Shape = Shape::Section(&[
     required("temperature", number_from(0.0, 2.0)),
     required("max_tokens", integer_at_least(1)),
     required("top_p", number_from(0.0, 1.0)),
+    optional("vision", BOOL),
 ]);
 
 /// The layout of `config.yaml` (SPEC §4); it mirrors [`Settings`], which a test keeps honest

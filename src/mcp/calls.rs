@@ -118,7 +118,7 @@ async fn call_once(
     progress: &mpsc::UnboundedSender<ToolProgress>,
     cancel: &CancellationToken,
     deadlines: &mut Deadlines,
-) -> Result<(bool, String), CallFailure> {
+) -> Result<convert::ToolAnswer, CallFailure> {
     let name = &server.name;
     let session = live_session(server, deadlines.quiet, cancel)
         .await
@@ -164,7 +164,16 @@ async fn call_once(
         let _ = progress.send(update);
     }
     match answer {
-        Ok(Ok(ServerResult::CallToolResult(result))) => Ok(convert::result_text(&result)),
+        Ok(Ok(ServerResult::CallToolResult(result))) => {
+            let output_schema = server
+                .status()
+                .lists
+                .tools
+                .iter()
+                .find(|listed| listed.name == tool)
+                .and_then(|listed| listed.output_schema.clone());
+            Ok(convert::tool_answer(tool, &result, output_schema.as_deref()))
+        }
         Ok(Ok(_)) => {
             Err(CallFailure::Failed(format!("server `{name}` sent an unexpected answer to `{tool}`"), Verdict::Failure))
         }
@@ -193,17 +202,17 @@ async fn call_once(
     }
 }
 
-/// Runs a tool call with the breaker, the timeout and the one safe retry: `(ok, text)`.
+/// Runs a tool call with the breaker, the timeout and the one safe retry.
 pub async fn call_tool(
     server: &McpServer,
     tool: &str,
     arguments: &Map<String, Value>,
     progress: &mpsc::UnboundedSender<ToolProgress>,
     cancel: &CancellationToken,
-) -> (bool, String) {
+) -> convert::ToolAnswer {
     let trial = match lock(&server.breaker).admit(&server.name) {
         Ok(trial) => trial,
-        Err(refusal) => return (false, refusal),
+        Err(refusal) => return convert::ToolAnswer::failed(refusal),
     };
     let mut deadlines = Deadlines::new(server);
     let mut outcome = call_once(server, tool, arguments, progress, cancel, &mut deadlines).await;
@@ -213,8 +222,8 @@ pub async fn call_tool(
     }
     let (verdict, result) = match outcome {
         Ok(answer) => (Verdict::Success, answer),
-        Err(CallFailure::NotSent(message)) => (Verdict::Failure, (false, message)),
-        Err(CallFailure::Failed(message, verdict)) => (verdict, (false, message)),
+        Err(CallFailure::NotSent(message)) => (Verdict::Failure, convert::ToolAnswer::failed(message)),
+        Err(CallFailure::Failed(message, verdict)) => (verdict, convert::ToolAnswer::failed(message)),
     };
     lock(&server.breaker).record(verdict, trial);
     result

@@ -28,23 +28,18 @@ use crate::domain::{Message, ToolCall, ToolSpec};
 pub struct ToolDefaults {
     /// Per call, unless the server's entry sets `tool_timeout`.
     pub tool_timeout: Duration,
-    pub max_tool_result_chars: usize,
 }
 
 impl ToolDefaults {
     /// The defaults `chat.service` sets for every tool call.
     pub fn from_chat(service: &crate::config::ChatServiceSettings) -> Self {
-        Self {
-            tool_timeout: Duration::from_secs_f64(service.tool_timeout),
-            max_tool_result_chars: service.max_tool_result_chars,
-        }
+        Self { tool_timeout: Duration::from_secs_f64(service.tool_timeout) }
     }
 }
 
 /// Every enabled MCP server, supervised. Cheap to share: hand out the `Arc`.
 pub struct McpManager {
     pub(super) registry: Arc<Registry>,
-    defaults: ToolDefaults,
     shutdown: CancellationToken,
     supervisors: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -80,7 +75,7 @@ impl McpManager {
         for first_attempt in first_attempts {
             let _ = first_attempt.await;
         }
-        Arc::new(Self { registry, defaults, shutdown, supervisors: Mutex::new(supervisors) })
+        Arc::new(Self { registry, shutdown, supervisors: Mutex::new(supervisors) })
     }
 
     /// Stops every server: closes its session, then stops what carried it (a child process:
@@ -131,13 +126,15 @@ impl ToolProvider for McpManager {
         cancel: CancellationToken,
     ) -> ToolOutcome {
         let started = Instant::now();
-        let (ok, content) = match self.registry.route(call) {
+        let answer = match self.registry.route(call) {
             Ok(routed) => calls::call_tool(routed.server, &routed.tool, &routed.arguments, &progress, &cancel).await,
-            Err(refusal) => (false, refusal),
+            Err(refusal) => convert::ToolAnswer::failed(refusal),
         };
         ToolOutcome {
-            ok,
-            content: crate::text::truncate(content, self.defaults.max_tool_result_chars),
+            ok: answer.ok,
+            content: answer.text,
+            attachments: answer.attachments,
+            notices: answer.notices,
             duration: started.elapsed(),
         }
     }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{Message, ToolCall, ToolSpec};
+use crate::domain::{Message, ToolAttachments, ToolCall, ToolSpec};
 
 /// A progress notification of a running tool call.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,8 +27,12 @@ pub struct ToolProgress {
 pub struct ToolOutcome {
     /// False when the call failed, timed out, was refused, or the tool returned `isError`.
     pub ok: bool,
-    /// Text for the model, already cut to `max_tool_result_chars` (saying so when cut).
+    /// The whole output as text; the chat service cuts what the model and the client see.
     pub content: String,
+    /// Images, structured content and resource links.
+    pub attachments: ToolAttachments,
+    /// What the tool returned that reaches no one (audio, binary data), for the client.
+    pub notices: Vec<String>,
     pub duration: Duration,
 }
 

@@ -66,7 +66,7 @@ pub fn settings() -> McpSettings {
 }
 
 pub fn defaults() -> ToolDefaults {
-    ToolDefaults { tool_timeout: Duration::from_secs(20), max_tool_result_chars: 20_000 }
+    ToolDefaults { tool_timeout: Duration::from_secs(20) }
 }
 
 pub async fn start(servers: ServersConfig) -> std::sync::Arc<McpManager> {
