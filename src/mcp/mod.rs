@@ -2,8 +2,9 @@
 //!
 //! The chat service sees only [`ToolProvider`]. Below it, [`McpManager`] wires one concern
 //! per submodule: `supervisor` keeps each server running, reaching it through a `transport`
-//! (a child process over stdio, or a remote server over streamable HTTP); `session` is one MCP session over it; `registry` names
-//! what the servers offer; `calls` runs one request; `views` shows it all under `/api`.
+//! (a child process over stdio, or a remote server over streamable HTTP); `session` is one
+//! MCP session over it; `registry` names what the servers offer; `calls` runs one request;
+//! `views` shows it all under `/api`.
 
 use std::time::Duration;
 
