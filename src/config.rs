@@ -89,8 +89,10 @@ pub struct ChatServiceSettings {
     pub streaming: StreamingSettings,
     pub context: ContextSettings,
     pub max_tool_hops: u32,
-    /// Seconds per MCP tool call, unless the server's entry sets its own.
+    /// Seconds an MCP tool call may go without an answer or progress, unless the server's
+    /// entry sets its own.
     pub tool_timeout: f64,
+    /// The most of a tool's output the model reads (head and tail); the log keeps it whole.
     pub max_tool_result_chars: usize,
 }
 
