@@ -185,7 +185,9 @@ async fn a_hanging_remote_server_times_the_call_out_and_the_turn_goes_on() {
 
 #[tokio::test]
 async fn progress_restarts_the_tool_timeout_within_the_maximum() {
-    let demo = demo_http("127.0.0.1:0", &[]);
+    let markers = tempfile::tempdir().expect("temp dir");
+    let marker = markers.path().join("cancelled");
+    let demo = demo_http("127.0.0.1:0", &[("DEMO_CANCEL_MARKER", marker.to_str().expect("utf-8"))]);
     let manager =
         start(servers(vec![("remote", with_timeouts(remote(&endpoint(demo.addr), &[]), 2.0, Some(5.0)))])).await;
 
@@ -211,6 +213,8 @@ async fn progress_restarts_the_tool_timeout_within_the_maximum() {
     assert!(!silent.ok);
     assert!(silent.content.contains("without an answer or progress"), "{}", silent.content);
     assert!((Duration::from_secs(2)..Duration::from_millis(2800)).contains(&took), "{took:?}");
+    wait_for(Duration::from_secs(3), "the cancellation to reach the remote server", || marker.exists()).await;
+    assert_eq!(std::fs::read_to_string(&marker).expect("the marker"), "cancelled at 0");
 
     // Progress every second for ten seconds: cut at the 5 s maximum all the same.
     let started = Instant::now();
