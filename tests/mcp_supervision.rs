@@ -156,7 +156,7 @@ async fn same_tool_names_and_long_names_stay_distinct_and_callable() {
         start(servers(vec![("calc.a", demo()), ("calc_a", demo()), (long_server, demo()), ("faulty", faulty(&[]))]))
             .await;
     let names = tool_names(&manager);
-    assert_eq!(names.len(), 7 * 3 + 11);
+    assert_eq!(names.len(), 7 * 3 + 12);
     let mut unique = names.clone();
     unique.sort();
     unique.dedup();
@@ -194,6 +194,26 @@ async fn list_changed_refreshes_the_tools() {
         .await;
     let extra = call(&manager, "faulty__extra", json!({})).await;
     assert_eq!((extra.ok, extra.content.as_str()), (true, "extra"));
+    manager.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_ends_the_list_changed_subscription_gets_a_new_session() {
+    let manager = start(servers(vec![("faulty", faulty(&[]))])).await;
+    let first = manager.server("faulty").unwrap();
+    assert_eq!(first.protocol_version.as_deref(), Some("2026-07-28"), "subscriptions belong to 2026-07-28");
+    let ended = call(&manager, "faulty__end_subscriptions", json!({})).await;
+    assert!(ended.ok, "{}", ended.content);
+    wait_for(Duration::from_secs(5), "a new session", || {
+        manager.server("faulty").is_some_and(|server| server.restarts == 1 && server.state == McpServerState::Connected)
+    })
+    .await;
+    assert_ne!(manager.server("faulty").unwrap().pid, first.pid);
+    call(&manager, "faulty__add_tool", json!({})).await;
+    wait_for(Duration::from_secs(3), "list_changed in the new session", || {
+        tool_names(&manager).contains(&"faulty__extra".to_owned())
+    })
+    .await;
     manager.shutdown().await;
 }
 

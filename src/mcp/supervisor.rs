@@ -387,8 +387,24 @@ impl Supervisor {
         let server = &self.server;
         let refresh_timeout = seconds(server.connection_settings.connection_timeout);
         loop {
+            let Live { link, listener, .. } = &mut *live;
+            // A 2026-07-28 session has no connection of its own to lose: the end of its
+            // list_changed subscription is how a restarted server shows, and the session
+            // is opened again so that nothing it announces is missed.
+            let listener_ended = async {
+                match listener.as_mut() {
+                    Some(handle) => {
+                        let _ = handle.await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                reason = live.link.ended() => return Ended::Died(reason),
+                reason = link.ended() => return Ended::Died(reason),
+                () = listener_ended => {
+                    listener.take();
+                    return Ended::Died("the server ended the list_changed subscription".to_owned());
+                }
                 _ = self.shutdown.cancelled() => return Ended::Shutdown,
                 _ = server.relist.notified() => {
                     let capabilities = live.session.peer.peer_info()

@@ -9,7 +9,9 @@
 //! Tools: `ok`, `sum`, `crash` (exits the process), `hang` (never answers), `fail` (a JSON-RPC
 //! error), `garbage` (non-JSON on stdout, then an answer), `flood` (a burst of stderr),
 //! `add_tool` (adds `extra` and sends `tools/list_changed`), `break_listing` (fails every later
-//! `tools/list`, then sends `tools/list_changed`), and two awkwardly named tools.
+//! `tools/list`, then sends `tools/list_changed`), `end_subscriptions` (ends the client's
+//! `subscriptions/listen`, as a 2026-07-28 server that restarts would), and two awkwardly
+//! named tools.
 
 use std::{
     io::Write,
@@ -41,6 +43,8 @@ struct Faulty {
     /// Clients listening for list changes (2026-07-28 `subscriptions/listen`); older
     /// revisions get them unasked through the request's peer.
     listeners: Arc<Mutex<Vec<SubscriptionSink>>>,
+    /// Woken by `end_subscriptions`: every `subscriptions/listen` then ends gracefully.
+    end_listening: Arc<tokio::sync::Notify>,
 }
 
 fn schema(properties: Value, required: &[&str]) -> Arc<JsonObject> {
@@ -97,6 +101,7 @@ impl Faulty {
                 "Fail every tools/list from now on, and announce a list change.",
                 no_arguments(),
             ),
+            Tool::new("end_subscriptions", "End every subscriptions/listen of the client.", no_arguments()),
             Tool::new(LONG_TOOL_NAME, "A tool with a long name.", no_arguments()),
             Tool::new("dotted.name", "A tool with a dot in its name.", no_arguments()),
         ];
@@ -190,7 +195,10 @@ impl ServerHandler for Faulty {
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
         self.listeners.lock().unwrap_or_else(PoisonError::into_inner).push(context.sink().clone());
-        context.cancelled().await;
+        tokio::select! {
+            _ = context.cancelled() => {}
+            _ = self.end_listening.notified() => {}
+        }
         Ok(())
     }
 
@@ -236,6 +244,10 @@ impl ServerHandler for Faulty {
                 self.listing_broken.store(true, Ordering::SeqCst);
                 self.announce_tool_list_change(&context).await;
                 Ok(text("broken"))
+            }
+            "end_subscriptions" => {
+                self.end_listening.notify_waiters();
+                Ok(text("ended"))
             }
             "extra" if self.extra_tool.load(Ordering::SeqCst) => Ok(text("extra")),
             LONG_TOOL_NAME => Ok(text("long")),
@@ -299,6 +311,7 @@ async fn main() -> anyhow::Result<()> {
         extra_tool: Arc::new(AtomicBool::new(false)),
         listing_broken: Arc::new(AtomicBool::new(false)),
         listeners: Arc::default(),
+        end_listening: Arc::default(),
     };
     let service = server.serve(rmcp::transport::stdio_pipes()).await?;
     service.waiting().await?;
