@@ -2,9 +2,9 @@
 //! streamable HTTP client. There is no process to watch, so the link learns that the server
 //! is gone from the transport (a stream that closes, a request that cannot be sent, a
 //! session the server no longer knows) and from a heartbeat: a `ping` (or its 2026-07-28
-//! equivalent) every
-//! [`HEARTBEAT_INTERVAL`], so a server that was stopped, restarted or hangs is noticed while
-//! no call is running, and the supervisor reconnects with a new session and lists again.
+//! equivalent) every [`HEARTBEAT_INTERVAL`], so a server that was stopped, restarted or hangs
+//! is noticed while no call is running, and the supervisor reconnects with a new session
+//! and lists again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
