@@ -303,3 +303,23 @@ async fn a_failed_refresh_is_reported_and_the_last_lists_kept() {
     assert_eq!(tool_names(&manager), before);
     manager.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_server_that_the_discovery_probe_breaks_is_started_with_initialize_alone_from_then_on() {
+    let manager = start(servers(vec![("old", faulty(&["--exit-on-discover"]))])).await;
+    let connected =
+        |manager: &McpManager| manager.server("old").is_some_and(|server| server.state == McpServerState::Connected);
+    wait_for(Duration::from_secs(5), "the second attempt, without the probe", || connected(&manager)).await;
+    let server = manager.server("old").unwrap();
+    assert_eq!(server.failed_attempts, 0);
+    assert_eq!(server.protocol_version.as_deref(), Some("2025-11-25"));
+    assert_eq!(call(&manager, "old__ok", json!({})).await.content, "ok");
+
+    call(&manager, "old__crash", json!({})).await;
+    wait_for(Duration::from_secs(5), "a restart that does not probe again", || {
+        manager.server("old").is_some_and(|server| server.restarts == 1) && connected(&manager)
+    })
+    .await;
+    assert_eq!(manager.server("old").unwrap().protocol_version.as_deref(), Some("2025-11-25"));
+    manager.shutdown().await;
+}

@@ -70,6 +70,8 @@ pub struct Lists {
 /// list_changed wakes the supervisor to list again.
 pub struct ClientEvents {
     pub generation: u64,
+    /// Whether the handshake starts with `server/discover` (see [`handshake`]).
+    pub probe_discovery: bool,
     pub progress: Arc<ProgressRouter>,
     pub relist: Arc<Notify>,
 }
@@ -107,14 +109,20 @@ impl ClientHandler for ClientEvents {
 /// Starts a session in the newest revision the server offers: `server/discover` (2026-07-28)
 /// first; a server that answers it with a JSON-RPC error (every older server: an unknown
 /// method) gets the `initialize` handshake on the same connection, in which it names its own
-/// revision. The probe costs older servers one round trip.
+/// revision. The probe costs older servers one round trip. Without `probe_discovery`, only
+/// the `initialize` handshake: for a server that could not start after the probe (some older
+/// servers close the connection on any first request but `initialize`).
 pub async fn handshake<T>(client: ClientEvents, transport: T) -> Result<McpService, String>
 where
     T: Transport<RoleClient> + 'static,
 {
-    let lifecycle = ClientLifecycleMode::Auto {
-        preferred_versions: vec![ProtocolVersion::NO_INITIALIZE],
-        legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+    let lifecycle = if client.probe_discovery {
+        ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::NO_INITIALIZE],
+            legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+        }
+    } else {
+        ClientLifecycleMode::Initialize
     };
     client
         .serve_with_lifecycle(transport, lifecycle)

@@ -204,6 +204,12 @@ pub struct Supervisor {
     /// Links of timed-out start attempts, still being stopped in the background so the
     /// first attempt is reported without waiting for their grace periods.
     stopping: Vec<JoinHandle<()>>,
+    /// Whether the next start begins with the discovery probe. Until the server has
+    /// connected, each failed attempt switches it, so a server that the probe breaks is
+    /// met with the `initialize` handshake alone on the next attempt; once connected, what
+    /// worked is kept for restarts.
+    probe_discovery: bool,
+    connected_once: bool,
 }
 
 impl Supervisor {
@@ -213,7 +219,15 @@ impl Supervisor {
         shutdown: CancellationToken,
         lists_changed: ListsChanged,
     ) -> Self {
-        Self { server, transport, shutdown, lists_changed, stopping: Vec::new() }
+        Self {
+            server,
+            transport,
+            shutdown,
+            lists_changed,
+            stopping: Vec::new(),
+            probe_discovery: true,
+            connected_once: false,
+        }
     }
 
     /// Keeps the server running until shutdown or until it is given up. `started` fires when
@@ -227,6 +241,7 @@ impl Supervisor {
             match self.connect().await {
                 Ok(mut live) => {
                     failed_attempts = 0;
+                    self.connected_once = true;
                     tracing::info!(server = %server.name, "MCP server connected");
                     if let Some(started) = started.take() {
                         let _ = started.send(());
@@ -260,6 +275,9 @@ impl Supervisor {
                         break;
                     }
                     failed_attempts += 1;
+                    if !self.connected_once {
+                        self.probe_discovery = !self.probe_discovery;
+                    }
                     tracing::warn!(server = %server.name, attempt = failed_attempts, "MCP server did not start: {error}");
                     server.set_status(|status| {
                         status.failed_attempts = failed_attempts;
@@ -315,7 +333,12 @@ impl Supervisor {
             status.generation += 1;
             status.generation
         };
-        let client = ClientEvents { generation, progress: server.progress.clone(), relist: server.relist.clone() };
+        let client = ClientEvents {
+            generation,
+            probe_discovery: self.probe_discovery,
+            progress: server.progress.clone(),
+            relist: server.relist.clone(),
+        };
         let Opening { mut link, handshake } = self.transport.open(client)?;
         server.set_status(|status| status.pid = link.pid());
         let timeout = seconds(server.connection_settings.connection_timeout);

@@ -4,7 +4,9 @@
 //! - `--exit-at-start`: exit with status 2 before speaking MCP (a server that cannot start);
 //! - `--grandchild PIDFILE`: spawn `sleep 1000` in our process group and write its pid to PIDFILE;
 //! - `--ignore-sigterm`: ignore SIGTERM and keep running after stdin closes (only SIGKILL stops it);
-//! - `--marker-dir DIR`: where `hang` records that its cancellation arrived (`DIR/hang-cancelled`).
+//! - `--marker-dir DIR`: where `hang` records that its cancellation arrived (`DIR/hang-cancelled`);
+//! - `--exit-on-discover`: exit when the first request is `server/discover`, as some servers
+//!   older than the 2026-07-28 revision do with any first request but `initialize`.
 //!
 //! Tools: `ok`, `sum`, `crash` (exits the process), `hang` (never answers), `fail` (a JSON-RPC
 //! error), `garbage` (non-JSON on stdout, then an answer), `flood` (a burst of stderr),
@@ -31,6 +33,7 @@ use rmcp::{
     service::{RequestContext, SubscriptionContext, SubscriptionSink},
 };
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 /// A tool name beyond the 64 characters models accept, to exercise the registry's cutting.
 const LONG_TOOL_NAME: &str = "report_every_single_detail_of_the_current_configuration_in_a_very_verbose_way";
@@ -259,19 +262,26 @@ impl ServerHandler for Faulty {
 
 struct Options {
     exit_at_start: bool,
+    exit_on_discover: bool,
     grandchild_pidfile: Option<PathBuf>,
     ignore_sigterm: bool,
     marker_dir: Option<PathBuf>,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
-    let mut options =
-        Options { exit_at_start: false, grandchild_pidfile: None, ignore_sigterm: false, marker_dir: None };
+    let mut options = Options {
+        exit_at_start: false,
+        exit_on_discover: false,
+        grandchild_pidfile: None,
+        ignore_sigterm: false,
+        marker_dir: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--exit-at-start" => options.exit_at_start = true,
             "--ignore-sigterm" => options.ignore_sigterm = true,
+            "--exit-on-discover" => options.exit_on_discover = true,
             "--grandchild" => {
                 options.grandchild_pidfile =
                     Some(args.next().ok_or_else(|| anyhow::anyhow!("--grandchild needs a file"))?.into())
@@ -313,7 +323,17 @@ async fn main() -> anyhow::Result<()> {
         listeners: Arc::default(),
         end_listening: Arc::default(),
     };
-    let service = server.serve(rmcp::transport::stdio_pipes()).await?;
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut first = String::new();
+    if options.exit_on_discover {
+        stdin.read_line(&mut first).await?;
+        if first.contains("\"server/discover\"") {
+            eprintln!("faulty-server: the first request is not initialize; exiting as asked");
+            std::process::exit(4);
+        }
+    }
+    let stdin = std::io::Cursor::new(first.into_bytes()).chain(stdin);
+    let service = server.serve((stdin, tokio::io::stdout())).await?;
     service.waiting().await?;
     if options.ignore_sigterm {
         eprintln!("faulty-server: stdin closed, staying alive anyway");
