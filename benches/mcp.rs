@@ -141,7 +141,10 @@ async fn start_http_demo(binary: &std::path::Path) -> anyhow::Result<(tokio::pro
         .spawn()?;
     let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let line = BufReader::new(stdout).lines().next_line().await?.unwrap_or_default();
-    let url = line.split_whitespace().find(|word| word.starts_with("http://")).map(str::to_owned);
+    let url = line
+        .split_whitespace()
+        .find(|word| word.starts_with("http://"))
+        .map(|word| word.trim_end_matches(')').to_owned());
     Ok((child, url.ok_or_else(|| anyhow::anyhow!("demo-server printed no URL: {line}"))?))
 }
 
@@ -194,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
     let (_http_server, url) = start_http_demo(&binary).await?;
     let manager = start_ours(&entry(|server| server.url = Some(url.clone()))).await;
     let bare = ClientConfig::default()
+        .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
         .serve_with_lifecycle(StreamableHttpClientTransport::from_uri(url.as_str()), lifecycle())
         .await?;
     let http_added = compare("streamable HTTP", &manager, &bare).await?;
