@@ -12,11 +12,12 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::chat::{ChatDeps, ChatService};
-use crate::config::{ConfigError, ServersConfig, Settings};
+use crate::config::{ConfigError, ServersConfig, Settings, StoreBackend};
 use crate::mcp::{McpManager, ToolDefaults};
 use crate::server::RunningServer;
 use crate::store::EventStore;
 use crate::store::jsonl::{JsonlStore, OpenReport};
+use crate::store::postgres::{PostgresStore, redacted_url};
 
 /// Where the two config files are, as every command that reads them takes it.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -44,7 +45,7 @@ pub struct App {
     settings: Settings,
     chat: Arc<ChatService>,
     mcp: Arc<McpManager>,
-    store_report: OpenReport,
+    store_report: Option<OpenReport>,
 }
 
 impl App {
@@ -69,9 +70,10 @@ impl App {
         &self.mcp
     }
 
-    /// What opening the store found (events indexed, a torn tail moved aside).
-    pub fn store_report(&self) -> &OpenReport {
-        &self.store_report
+    /// What opening the JSONL store found (events indexed, a torn tail moved aside); `None`
+    /// for PostgreSQL.
+    pub fn store_report(&self) -> Option<&OpenReport> {
+        self.store_report.as_ref()
     }
 
     /// Starts serving HTTP and WebSockets on `listener`; the returned server owns the app and
@@ -86,9 +88,25 @@ impl App {
     }
 }
 
+/// Opens the backend `store.backend` names; PostgreSQL is migrated to the current schema.
+async fn open_store(settings: &Settings) -> anyhow::Result<(Arc<dyn EventStore>, Option<OpenReport>)> {
+    match settings.store.backend {
+        StoreBackend::Jsonl => {
+            let (store, report) = open_jsonl(settings).await?;
+            Ok((store, Some(report)))
+        }
+        StoreBackend::Postgres => {
+            let postgres = &settings.store.postgres;
+            let store = PostgresStore::open(postgres.url.expose(), postgres.pool_size).await?;
+            tracing::info!(url = %redacted_url(postgres.url.expose()), "event store open");
+            Ok((Arc::new(store), None))
+        }
+    }
+}
+
 /// Opening indexes the whole file, which can take seconds on a large log: it runs on a
 /// blocking thread so the runtime keeps serving meanwhile.
-async fn open_store(settings: &Settings) -> anyhow::Result<(Arc<dyn EventStore>, OpenReport)> {
+async fn open_jsonl(settings: &Settings) -> anyhow::Result<(Arc<dyn EventStore>, OpenReport)> {
     let path = settings.store.path.clone();
     let fsync = settings.store.fsync;
     let (store, report) = tokio::task::spawn_blocking(move || JsonlStore::open(path, fsync)).await??;

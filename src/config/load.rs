@@ -96,7 +96,18 @@ const SETTINGS: Shape = Shape::Section(&[
             required("max_in_flight_per_connection", integer_at_least(1)),
         ]),
     ),
-    required("store", Shape::Section(&[required("path", NON_EMPTY_TEXT), required("fsync", BOOL)])),
+    required(
+        "store",
+        Shape::Section(&[
+            required("backend", choice(&["jsonl", "postgres"])),
+            required("path", NON_EMPTY_TEXT),
+            required("fsync", BOOL),
+            required(
+                "postgres",
+                Shape::Section(&[required("url", SECRET), required("pool_size", integer_from(1, 1024))]),
+            ),
+        ]),
+    ),
     required(
         "mcp",
         Shape::Section(&[

@@ -613,6 +613,9 @@ fn copy_error(error: &StoreError) -> StoreError {
             conversation_id: conversation_id.clone(),
             event_id: event_id.clone(),
         },
+        StoreError::Unavailable { store, message } => {
+            StoreError::Unavailable { store: store.clone(), message: message.clone() }
+        }
     }
 }
 

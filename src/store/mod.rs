@@ -1,7 +1,7 @@
 //! The event log (SPEC §6): the event type and the store interface the chat service uses.
 //!
-//! The chat service sees only [`EventStore`]; `jsonl` is the production implementation and
-//! `memory` the one for unit tests of the turn. `record` says what the chat service's lines
+//! The chat service sees only [`EventStore`]; `jsonl` (one host) and `postgres` (several hosts) are
+//! the production implementations and `memory` the one for unit tests of the turn. `record` says what the chat service's lines
 //! mean.
 
 use async_trait::async_trait;
@@ -80,6 +80,9 @@ pub enum StoreError {
     Io { path: String, source: std::io::Error },
     #[error("{path}: line {line}: {message}")]
     Corrupt { path: String, line: u64, message: String },
+    /// The database did not answer or refused the statement; nothing of the batch is stored.
+    #[error("the event database {store} is unavailable: {message}")]
+    Unavailable { store: String, message: String },
 }
 
 /// The conversation log. Every method sees what other processes sharing the store have
@@ -104,5 +107,8 @@ pub trait EventStore: Send + Sync {
 pub mod chain;
 pub mod jsonl;
 pub mod lines;
+pub mod location;
 pub mod memory;
+pub mod postgres;
 pub mod record;
+pub mod verify;

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use mcp_platform::app::App;
 use mcp_platform::config::{
     AuthMode, AuthSettings, ChatServiceSettings, ChatSettings, CircuitBreakerSettings, ContextSettings, JwtSettings,
-    LimitsSettings, LlmSettings, LogFormat, LoggingSettings, McpConnectionSettings, McpSettings, ProviderKind,
-    ProviderSettings, Secret, ServerConfig, ServersConfig, Settings, ShutdownSettings, StoreSettings,
-    StreamingSettings, WebSocketSettings,
+    LimitsSettings, LlmSettings, LogFormat, LoggingSettings, McpConnectionSettings, McpSettings, PostgresSettings,
+    ProviderKind, ProviderSettings, Secret, ServerConfig, ServersConfig, Settings, ShutdownSettings, StoreBackend,
+    StoreSettings, StreamingSettings, WebSocketSettings,
 };
 use mcp_platform::server::RunningServer;
 use mock_llm::{MockLlm, Script};
@@ -57,7 +57,12 @@ pub fn settings(base_url: &str, store_path: PathBuf) -> Settings {
             max_message_bytes: 65536,
             max_in_flight_per_connection: 8,
         },
-        store: StoreSettings { path: store_path, fsync: true },
+        store: StoreSettings {
+            backend: StoreBackend::Jsonl,
+            path: store_path,
+            fsync: true,
+            postgres: PostgresSettings { url: Secret::default(), pool_size: 8 },
+        },
         mcp: McpSettings {
             connection: McpConnectionSettings {
                 max_reconnect_attempts: 5,
