@@ -17,6 +17,7 @@ use crate::mcp::{McpManager, ToolDefaults};
 use crate::server::RunningServer;
 use crate::store::EventStore;
 use crate::store::jsonl::{JsonlStore, OpenReport};
+use crate::store::metered::MeteredStore;
 use crate::store::postgres::{PostgresStore, redacted_url};
 
 /// Where the two config files are, as every command that reads them takes it.
@@ -55,7 +56,9 @@ impl App {
     /// server that does not start is not a failure (the chat service answers without it and
     /// `/readyz` reports it).
     pub async fn build(settings: Settings, servers: &ServersConfig) -> anyhow::Result<Self> {
+        crate::metrics::handle();
         let (store, store_report) = open_store(&settings).await?;
+        let store: Arc<dyn EventStore> = Arc::new(MeteredStore(store));
         let llm = crate::llm::from_settings(&settings.llm)?;
         let mcp = McpManager::start(servers, &settings.mcp, ToolDefaults::from_chat(&settings.chat.service)).await;
         let chat = ChatService::new(settings.chat.service.clone(), ChatDeps { llm, tools: mcp.clone(), store });

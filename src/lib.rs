@@ -14,6 +14,7 @@ pub mod export;
 pub mod llm;
 pub mod logging;
 pub mod mcp;
+pub mod metrics;
 pub mod migrate;
 pub mod protocol;
 pub mod replay;

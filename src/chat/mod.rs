@@ -112,6 +112,7 @@ impl ChatService {
         let turn = turn::TurnRequest { run: run.clone(), conversation_id, fingerprint, cancel };
         let service = self.clone();
         self.turns.spawn(async move {
+            let _in_flight = crate::metrics::Open::request();
             turn::run_turn(&service, &turn, payload).await;
             service.lock_runs().remove(&turn.run.request_id);
         });

@@ -43,7 +43,7 @@ enum Interruption {
 
 impl From<StoreError> for Interruption {
     fn from(error: StoreError) -> Self {
-        Interruption::Failed(internal_error(&error))
+        Interruption::Failed(store_error(&error))
     }
 }
 
@@ -240,6 +240,7 @@ impl Turn<'_> {
                 Some(Ok(LlmEvent::Usage(reported))) => usage = Some(reported),
                 Some(Ok(LlmEvent::Finish(reason))) => finish = reason,
                 Some(Err(error)) => {
+                    crate::metrics::model_call(false, started.elapsed(), 0, 0);
                     tracing::warn!(model = %self.model, duration_ms = started.elapsed().as_millis() as u64, %error, "model call failed");
                     return Err(error.into());
                 }
@@ -255,6 +256,7 @@ impl Turn<'_> {
             }
         });
         self.usage.add(usage);
+        crate::metrics::model_call(true, started.elapsed(), usage.prompt_tokens, usage.completion_tokens);
         tracing::info!(
             model = %self.model,
             duration_ms = started.elapsed().as_millis() as u64,
@@ -325,6 +327,13 @@ impl Turn<'_> {
 
     /// Records how the turn ended, then tells the client.
     async fn finish(&mut self, outcome: Result<(String, FinishReason), Interruption>) {
+        let ended = match &outcome {
+            Ok(_) => "completed",
+            Err(Interruption::Cancelled) => "cancelled",
+            Err(Interruption::Answered) => "not_run",
+            Err(Interruption::Failed(_)) => "failed",
+        };
+        crate::metrics::turn_ended(ended, self.started.elapsed());
         let (record, message) = match outcome {
             Ok((text, finish_reason)) => {
                 let figures = AnswerFigures {
@@ -349,7 +358,7 @@ impl Turn<'_> {
             }
         };
         if let Err(error) = self.service.deps.store.append(vec![self.event(record)]).await {
-            self.request.run.push(RequestMessage::Failed(internal_error(&error)));
+            self.request.run.push(RequestMessage::Failed(store_error(&error)));
             return;
         }
         self.request.run.push(message);
@@ -372,6 +381,22 @@ impl Turn<'_> {
     fn event(&self, record: Record) -> NewEvent {
         let token_count = self.counter.count_content(&record.message()) as u64;
         record.into_event(self.request.conversation_id.clone(), self.request.run.request_id.clone(), token_count)
+    }
+}
+
+/// An unreachable database is a 503 the client can act on (send again, possibly to another
+/// replica); anything else is an internal error.
+fn store_error(error: &StoreError) -> ErrorBody {
+    match error {
+        StoreError::Unavailable { .. } => {
+            tracing::warn!(%error, "the event store is unavailable");
+            ErrorBody::new(
+                503,
+                "the event store is unavailable, so this request could not be completed; send it \
+                 again with a new request_id once the service is back",
+            )
+        }
+        other => internal_error(other),
     }
 }
 

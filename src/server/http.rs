@@ -30,6 +30,13 @@ pub async fn servers(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "servers": state.mcp.servers_view() }))
 }
 
+/// Admin only once authentication is on (SPEC §3), like `/api/servers`: the router applies
+/// the admin check to both routes in one place.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let body = crate::metrics::render(&state.mcp.server_states());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
 pub async fn tools(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "tools": state.mcp.tools_view() }))
 }

@@ -125,7 +125,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/ws/chat", get(upgrade))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
+        // Admin-only endpoints (SPEC §3, §8): the admin check belongs on these two routes.
         .route("/api/servers", get(http::servers))
+        .route("/metrics", get(http::metrics))
         .route("/api/tools", get(http::tools))
         .route("/api/prompts", get(http::prompts))
         .route("/api/resources", get(http::resources))

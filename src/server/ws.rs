@@ -76,6 +76,7 @@ impl Connection {
 }
 
 pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>) {
+    let _open = crate::metrics::Open::socket();
     let (sink, mut stream) = socket.split();
     let (queue, outgoing) = mpsc::channel(SEND_QUEUE_FRAMES);
     let connection = Arc::new(Connection {

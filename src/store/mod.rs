@@ -109,6 +109,7 @@ pub mod jsonl;
 pub mod lines;
 pub mod location;
 pub mod memory;
+pub mod metered;
 pub mod postgres;
 pub mod record;
 pub mod verify;
