@@ -22,6 +22,15 @@ impl WsClient {
         Self { socket }
     }
 
+    /// Connects presenting `key` as `Authorization: Bearer`, as API clients do.
+    pub async fn connect_with_key(addr: std::net::SocketAddr, key: &str) -> Self {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{addr}/ws/chat").into_client_request().expect("a valid URL");
+        request.headers_mut().insert("authorization", format!("Bearer {key}").parse().expect("a header value"));
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.expect("connect to /ws/chat");
+        Self { socket }
+    }
+
     pub async fn send(&mut self, frame: Value) {
         self.send_text(frame.to_string()).await;
     }
