@@ -11,6 +11,7 @@ pub mod app;
 pub mod browser;
 pub mod llm;
 pub mod mcp;
+pub mod nginx;
 pub mod postgres;
 pub mod process;
 pub mod store;
