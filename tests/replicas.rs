@@ -6,6 +6,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::nginx::Nginx;
@@ -16,6 +17,10 @@ const REPLICAS: usize = 3;
 
 /// One replica on the database at `url`, answering with the mock model at `mock`.
 fn replica(dir: &Path, mock: &ChildProcess, url: &str) -> ChildProcess {
+    ChildProcess::start(replica_command(dir, mock, url))
+}
+
+fn replica_command(dir: &Path, mock: &ChildProcess, url: &str) -> std::process::Command {
     let servers = write_servers_config(dir);
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml").display().to_string();
     let mut command = mcp_platform(&["serve", "--port", "0", "--config", &config]);
@@ -28,7 +33,7 @@ fn replica(dir: &Path, mock: &ChildProcess, url: &str) -> ChildProcess {
         ("MCP__LOGGING__LEVEL", "warn".to_owned()),
         ("MCP_SERVERS_CONFIG_PATH", servers.display().to_string()),
     ]);
-    ChildProcess::start(command)
+    command
 }
 
 /// `mcp_platform_turns_total{outcome="completed"}` of one replica.
@@ -112,4 +117,66 @@ async fn sixty_clients_hop_between_three_replicas_and_every_turn_runs_once() {
     assert!(database.log().lines().all(|line| !line.contains("PANIC")), "{}", database.log());
     drop(nginx);
     drop(replicas);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_a_killed_replica_ends_with_a_503_within_the_lease() {
+    let test = "a_request_of_a_killed_replica_ends_with_a_503_within_the_lease";
+    let Some(bin) = support::postgres::available(test) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut database = Postgres::start(&bin);
+    let url = database.database();
+    let words: Vec<String> = (0..60).map(|n| format!("w{n}")).collect();
+    let script = dir.path().join("slow.json");
+    std::fs::write(&script, json!([{"text": words.join(" "), "delay_ms": 100}]).to_string()).unwrap();
+    let slow_mock =
+        ChildProcess::start(mcp_platform(&["mock-llm", "--port", "0", "--script", script.to_str().unwrap()]));
+    let mock = ChildProcess::start(mcp_platform(&["mock-llm", "--port", "0", "--word-delay-ms", "0"]));
+    let mut doomed = replica(dir.path(), &slow_mock, &url);
+    let survivor = replica(dir.path(), &mock, &url);
+
+    let mut client = WsClient::connect(doomed.addr).await;
+    let chat =
+        json!({"action": "chat", "request_id": "doomed", "payload": {"text": "talk", "conversation_id": "c-doomed"}});
+    client.send(chat.clone()).await;
+    let processing = client.recv().await;
+    assert_eq!(processing["status"], "processing", "{processing}");
+    let first_chunk = client.recv().await;
+    assert_eq!(first_chunk["status"], "chunk", "{first_chunk}");
+    doomed.signal(libc::SIGKILL);
+    let killed_at = Instant::now();
+    doomed.wait_exit(Duration::from_secs(10));
+
+    // Until the lease runs out the request still counts as running elsewhere; then it has
+    // its terminal 503, which a resent chat receives as the stored result.
+    let limit = Duration::from_secs(15);
+    let answer = loop {
+        let mut again = WsClient::connect(survivor.addr).await;
+        again.send(chat.clone()).await;
+        let messages = again.collect("doomed", &mut Vec::new()).await;
+        let last = messages.last().unwrap().clone();
+        if last["error"]["code"] != 409 {
+            break messages;
+        }
+        assert!(killed_at.elapsed() < limit, "no terminal message within {limit:?}: {last}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let last = answer.last().unwrap();
+    assert_eq!(last["error"]["code"], 503, "{answer:#?}");
+    assert!(last["error"]["message"].as_str().unwrap().contains("send it again with a new request_id"), "{last}");
+    assert_eq!(answer[0]["replayed"], true, "{answer:#?}");
+
+    // What was acknowledged before the kill is stored; the end was stored once.
+    let exported = mcp_platform(&["export", "--store", &url, "--conversation", "c-doomed"]).output().unwrap();
+    let lines: Vec<Value> = text(&exported.stdout).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let kinds: Vec<&str> = lines.iter().map(|event| event["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["user_message", "meta"], "{lines:#?}");
+    assert_eq!(lines[1]["extra"]["error"]["code"], 503);
+    let verified = replay(&[&url, "--verify"]);
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+
+    // The survivor serves on.
+    let mut fresh = WsClient::connect(survivor.addr).await;
+    let messages = fresh.chat("after", json!({"text": "what is 2+3"})).await;
+    assert_eq!(messages.last().unwrap()["status"], "complete", "{messages:#?}");
 }

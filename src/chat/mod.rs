@@ -7,6 +7,7 @@
 mod cached;
 mod context;
 mod dedup;
+pub mod leases;
 mod run;
 #[cfg(test)]
 mod tests;
@@ -67,15 +68,22 @@ pub struct ChatService {
 }
 
 impl ChatService {
+    /// With a store that leases claims, also starts keeping this process's leases and
+    /// finishing the requests of processes that are gone (`leases`); needs a tokio runtime then.
     pub fn new(settings: ChatServiceSettings, deps: ChatDeps) -> Arc<Self> {
-        Arc::new(Self {
+        let renewal = deps.store.lease_renewal();
+        let service = Arc::new(Self {
             settings,
             deps,
             runs: Mutex::new(HashMap::new()),
             draining: CancellationToken::new(),
             abort: CancellationToken::new(),
             turns: TaskTracker::new(),
-        })
+        });
+        if let Some(every) = renewal {
+            tokio::spawn(leases::keep(Arc::downgrade(&service), every));
+        }
+        service
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{ChatEvent, ConversationSummary, EventStore, NewEvent, StoreError};
+use super::{ChatEvent, ConversationSummary, EventStore, NewEvent, Orphan, StoreError};
 
 pub struct MeteredStore(pub Arc<dyn EventStore>);
 
@@ -35,5 +35,17 @@ impl EventStore for MeteredStore {
 
     async fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
         self.0.conversations().await
+    }
+
+    fn lease_renewal(&self) -> Option<std::time::Duration> {
+        self.0.lease_renewal()
+    }
+
+    async fn renew_leases(&self, request_ids: &[String]) -> Result<(), StoreError> {
+        self.0.renew_leases(request_ids).await
+    }
+
+    async fn take_orphans(&self) -> Result<Vec<Orphan>, StoreError> {
+        self.0.take_orphans().await
     }
 }

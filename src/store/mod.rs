@@ -102,6 +102,30 @@ pub trait EventStore: Send + Sync {
 
     /// Every conversation in the store.
     async fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError>;
+
+    /// How often the leases of running requests must be renewed; `None` for a store that
+    /// holds no leases (JSONL: its processes share one host).
+    fn lease_renewal(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Extends this process's leases on `request_ids`, the requests it is still running.
+    async fn renew_leases(&self, _request_ids: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Requests whose owner is gone (its lease ran out) without their end being stored. Each
+    /// is handed to one caller only, which must store its end.
+    async fn take_orphans(&self) -> Result<Vec<Orphan>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A request claimed by a process that is gone before it stored the request's end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    pub request_id: String,
+    pub conversation_id: String,
 }
 
 pub mod chain;

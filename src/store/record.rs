@@ -130,8 +130,9 @@ enum EndExtra {
     Error { error: Failure },
 }
 
-/// The key whose presence marks the event that ends a request.
-const END_KEY: &str = "status";
+/// The key of `extra` whose presence marks the event that ends a request; stores that track
+/// running requests (PostgreSQL's leases) recognise the end by it.
+pub const END_KEY: &str = "status";
 
 #[derive(Serialize, Deserialize)]
 struct StoredFigures {

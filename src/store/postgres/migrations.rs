@@ -7,7 +7,10 @@
 use tokio_postgres::Client;
 
 /// The migrations in order; a released one is never edited, a change is a new one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "events", include_str!("migrations/0001_events.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "events", include_str!("migrations/0001_events.sql")),
+    (2, "leases", include_str!("migrations/0002_leases.sql")),
+];
 
 /// Any constant the whole database agrees on; it names this lock in `pg_locks`.
 const MIGRATION_LOCK: i64 = 0x6d63_705f_6d69_67;

@@ -15,12 +15,23 @@
 //! is in flight go out together in the next one (one lock, one multi-row insert, one
 //! commit), so the chain costs a handful of round trips per group, not per event. Each batch
 //! is still accepted or refused on its own.
+//!
+//! # Leases
+//! The transaction that stores a claim (`user_message`) also leases the request to this
+//! process for [`LEASE`]; the event that ends it (`extra.status`) drops the lease. While the
+//! process runs the request it renews the lease (one statement for all its running requests
+//! every [`RENEW_EVERY`]); a request it stopped without storing the end (the database was
+//! down at that moment) is no longer renewed. A lease
+//! that runs out belongs to a process that is gone: [`EventStore::take_orphans`] deletes it
+//! and hands the request to one caller, which stores its end.
 
 pub mod migrations;
 pub mod rows;
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -28,7 +39,14 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 
 use super::chain::{Claim, Ledger, Staging};
-use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, StoreError};
+use super::record::END_KEY;
+use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, Orphan, StoreError};
+
+/// How long a claim stays leased without renewal: longer than any stall of a live process,
+/// short enough that a client waiting on a dead one gets its answer soon.
+pub const LEASE: Duration = Duration::from_secs(6);
+/// How often a live process renews its leases.
+pub const RENEW_EVERY: Duration = Duration::from_secs(2);
 
 /// Upper bound of batches merged into one transaction, so one group cannot hold the chain
 /// lock for long.
@@ -39,6 +57,9 @@ pub struct PostgresStore {
     pool: Pool,
     /// The URL without its password, for messages.
     shown_url: String,
+    /// This process among those sharing the database: host, pid and a random part, so a
+    /// restarted process with the same pid is another owner.
+    owner: Arc<str>,
     jobs: mpsc::UnboundedSender<Job>,
 }
 
@@ -94,9 +115,10 @@ impl PostgresStore {
                 tracing::info!(url = %shown_url, versions = ?applied, "applied database migrations");
             }
         }
+        let owner: Arc<str> = owner_name().into();
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(pool.clone(), shown_url.clone(), queue));
-        Ok(PostgresStore { pool, shown_url, jobs })
+        tokio::spawn(write_loop(pool.clone(), shown_url.clone(), owner.clone(), queue));
+        Ok(PostgresStore { pool, shown_url, owner, jobs })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -123,6 +145,12 @@ impl PostgresStore {
     }
 }
 
+fn owner_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}/{}/{}", host.trim(), std::process::id(), &random[..8])
+}
+
 fn unavailable(shown_url: &str) -> impl Fn(String) -> StoreError + '_ {
     move |message| StoreError::Unavailable { store: shown_url.to_owned(), message }
 }
@@ -144,7 +172,7 @@ impl Ledger for Prefetched {
     }
 }
 
-async fn write_loop(pool: Pool, shown_url: String, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn write_loop(pool: Pool, shown_url: String, owner: Arc<str>, mut queue: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP_BATCHES {
@@ -154,7 +182,7 @@ async fn write_loop(pool: Pool, shown_url: String, mut queue: mpsc::UnboundedRec
             }
         }
         let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|job| (job.batch, job.reply)).unzip();
-        let outcomes = match commit_group(&pool, batches).await {
+        let outcomes = match commit_group(&pool, &owner, batches).await {
             Ok(outcomes) => outcomes,
             Err(error) => {
                 tracing::warn!(url = %shown_url, %error, "appending to the database failed");
@@ -173,6 +201,7 @@ async fn write_loop(pool: Pool, shown_url: String, mut queue: mpsc::UnboundedRec
 /// database holds, insert the accepted rows, move the head, commit.
 async fn commit_group(
     pool: &Pool,
+    owner: &str,
     batches: Vec<Vec<NewEvent>>,
 ) -> Result<Vec<Result<Vec<ChatEvent>, StoreError>>, Box<dyn std::error::Error + Send + Sync>> {
     let mut client = pool.get().await?;
@@ -213,8 +242,41 @@ async fn commit_group(
         )
         .await?;
     transaction.execute("UPDATE chain_head SET position = $1, hash = $2", &[&position, &staging.prev]).await?;
+    update_leases(&transaction, owner, &accepted).await?;
     transaction.commit().await?;
     Ok(outcomes)
+}
+
+/// Leases the requests the group claims to `owner` and drops those it ends.
+async fn update_leases(
+    transaction: &tokio_postgres::Transaction<'_>,
+    owner: &str,
+    accepted: &[&ChatEvent],
+) -> Result<(), tokio_postgres::Error> {
+    let (mut claimed, mut conversations, mut ended) = (Vec::new(), Vec::new(), Vec::new());
+    for event in accepted {
+        let Some(request_id) = event.request_id.as_deref() else { continue };
+        if event.kind == EventType::UserMessage {
+            claimed.push(request_id);
+            conversations.push(event.conversation_id.as_str());
+        } else if event.extra.contains_key(END_KEY) {
+            ended.push(request_id);
+        }
+    }
+    if !claimed.is_empty() {
+        transaction
+            .execute(
+                "INSERT INTO leases (request_id, conversation_id, owner, expires_at)
+                 SELECT request_id, conversation_id, $3, now() + make_interval(secs => $4)
+                 FROM UNNEST($1::text[], $2::text[]) AS claimed(request_id, conversation_id)",
+                &[&claimed, &conversations, &owner, &LEASE.as_secs_f64()],
+            )
+            .await?;
+    }
+    if !ended.is_empty() {
+        transaction.execute("DELETE FROM leases WHERE request_id = ANY($1)", &[&ended]).await?;
+    }
+    Ok(())
 }
 
 async fn prefetch(
@@ -333,5 +395,34 @@ impl EventStore for PostgresStore {
                 last_timestamp: row.get(3),
             })
             .collect())
+    }
+
+    fn lease_renewal(&self) -> Option<Duration> {
+        Some(RENEW_EVERY)
+    }
+
+    async fn renew_leases(&self, request_ids: &[String]) -> Result<(), StoreError> {
+        if request_ids.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE leases SET expires_at = now() + make_interval(secs => $2)
+                 WHERE owner = $1 AND request_id = ANY($3)",
+                &[&&*self.owner, &LEASE.as_secs_f64(), &request_ids],
+            )
+            .await
+            .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
+        Ok(())
+    }
+
+    async fn take_orphans(&self) -> Result<Vec<Orphan>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("DELETE FROM leases WHERE expires_at < now() RETURNING request_id, conversation_id", &[])
+            .await
+            .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
+        Ok(rows.iter().map(|row| Orphan { request_id: row.get(0), conversation_id: row.get(1) }).collect())
     }
 }
