@@ -180,3 +180,97 @@ async fn a_request_of_a_killed_replica_ends_with_a_503_within_the_lease() {
     let messages = fresh.chat("after", json!({"text": "what is 2+3"})).await;
     assert_eq!(messages.last().unwrap()["status"], "complete", "{messages:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_fails_requests_clearly_and_service_resumes() {
+    const CLIENTS: usize = 16;
+    let test = "a_postgres_restart_fails_requests_clearly_and_service_resumes";
+    let Some(bin) = support::postgres::available(test) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut database = Postgres::start(&bin);
+    let url = database.database();
+    let mock = ChildProcess::start(mcp_platform(&["mock-llm", "--port", "0", "--word-delay-ms", "20"]));
+    let server = replica(dir.path(), &mock, &url);
+    let addr = server.addr;
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                let mut turn = 0;
+                while !stop.is_cancelled() {
+                    let mut socket = WsClient::connect(addr).await;
+                    let request = format!("c{client}-t{turn}");
+                    let messages = socket.chat(&request, json!({"text": "what is 2+3"})).await;
+                    let last = messages.last().unwrap().clone();
+                    let outcome = match (&last["status"], &last["error"]["code"]) {
+                        (Value::String(status), _) if status == "complete" => "complete",
+                        (_, code) if code == 503 => "503",
+                        _ => panic!("neither complete nor a 503: {messages:#?}"),
+                    };
+                    outcomes.push((request, outcome));
+                    turn += 1;
+                }
+                outcomes
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _database = tokio::task::spawn_blocking(move || {
+        database.restart();
+        database
+    })
+    .await
+    .unwrap();
+    // Service resumes by itself: new requests complete again.
+    let resumed_by = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut probe = WsClient::connect(addr).await;
+        let request = format!("probe-{}", uuid::Uuid::now_v7());
+        let messages = probe.chat(&request, json!({"text": "what is 2+3"})).await;
+        if messages.last().unwrap()["status"] == "complete" {
+            break;
+        }
+        assert!(Instant::now() < resumed_by, "no completed turn after the restart: {messages:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.cancel();
+    let mut outcomes = Vec::new();
+    for client in clients {
+        outcomes.extend(client.await.unwrap());
+    }
+    let failed = outcomes.iter().filter(|(_, outcome)| *outcome == "503").count();
+    assert!(failed > 0, "the restart hit some requests: {outcomes:?}");
+    assert!(outcomes.len() > failed, "and others completed");
+
+    // None half-logged: once the leases of the cut requests ran out, every stored request
+    // has its end, exactly once.
+    let settled_by = Instant::now() + Duration::from_secs(20);
+    loop {
+        let exported = mcp_platform(&["export", "--store", &url]).output().unwrap();
+        let events: Vec<Value> =
+            text(&exported.stdout).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        let mut ends: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for event in &events {
+            let counts = ends.entry(event["request_id"].as_str().unwrap_or_default().to_owned()).or_default();
+            if event["type"] == "user_message" {
+                counts.0 += 1;
+            }
+            if event["extra"]["status"].is_string() {
+                counts.1 += 1;
+            }
+        }
+        if ends.values().all(|counts| *counts == (1, 1)) {
+            break;
+        }
+        assert!(Instant::now() < settled_by, "requests without exactly one end: {:?}", {
+            ends.iter().filter(|(_, counts)| **counts != (1, 1)).collect::<Vec<_>>()
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let verified = replay(&[&url, "--verify"]);
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+}

@@ -197,6 +197,22 @@ fn shutting_down() -> ErrorBody {
     ErrorBody::new(503, "the server is shutting down; send the request again to reach another instance")
 }
 
+/// An unreachable database is a 503 the client can act on (send again, possibly to another
+/// replica); anything else is an internal error.
+pub fn store_error(error: &crate::store::StoreError) -> ErrorBody {
+    match error {
+        crate::store::StoreError::Unavailable { .. } => {
+            tracing::warn!(%error, "the event store is unavailable");
+            ErrorBody::new(
+                503,
+                "the event store is unavailable, so this request could not be completed; send it \
+                 again with a new request_id once the service is back",
+            )
+        }
+        other => internal_error(other),
+    }
+}
+
 /// A bug or an infrastructure failure: logged with a correlation id that the client sees.
 pub fn internal_error(error: &dyn std::fmt::Display) -> ErrorBody {
     let correlation_id = uuid::Uuid::now_v7().to_string();

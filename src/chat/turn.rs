@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::dedup::Standing;
-use super::{ChatService, Run, cached, context, internal_error, shutting_down};
+use super::{ChatService, Run, cached, context, internal_error, shutting_down, store_error};
 use crate::domain::{FinishReason, Message, ToolCall, ToolSpec, Usage};
 use crate::llm::{LlmError, LlmEvent, LlmRequest};
 use crate::mcp::{ToolOutcome, ToolProgress};
@@ -381,22 +381,6 @@ impl Turn<'_> {
     fn event(&self, record: Record) -> NewEvent {
         let token_count = self.counter.count_content(&record.message()) as u64;
         record.into_event(self.request.conversation_id.clone(), self.request.run.request_id.clone(), token_count)
-    }
-}
-
-/// An unreachable database is a 503 the client can act on (send again, possibly to another
-/// replica); anything else is an internal error.
-fn store_error(error: &StoreError) -> ErrorBody {
-    match error {
-        StoreError::Unavailable { .. } => {
-            tracing::warn!(%error, "the event store is unavailable");
-            ErrorBody::new(
-                503,
-                "the event store is unavailable, so this request could not be completed; send it \
-                 again with a new request_id once the service is back",
-            )
-        }
-        other => internal_error(other),
     }
 }
 
