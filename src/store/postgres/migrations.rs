@@ -13,7 +13,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
 ];
 
 /// Any constant the whole database agrees on; it names this lock in `pg_locks`.
-const MIGRATION_LOCK: i64 = 0x6d63_705f_6d69_67;
+const MIGRATION_LOCK: i64 = 0x006d_6370_5f6d_6967;
 
 /// Applies what is missing and returns the versions it applied.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
