@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -182,16 +181,7 @@ async fn lines_chain_and_seq_follow_the_spec(backend: impl Backend) {
 
 async fn another_handle_reads_and_continues(backend: impl Backend) {
     let first = backend.open().await;
-    let mut written = Vec::new();
-    for turn in 0..3 {
-        for conversation in ["a", "b"] {
-            let request = format!("{conversation}-{turn}");
-            let mut batch = vec![user(conversation, &request, "hi")];
-            batch.extend(tool_turn(conversation, &request, "gpt-4o"));
-            batch.push(assistant(conversation, &request, "5", "gpt-4o"));
-            written.extend(first.append(batch).await.unwrap());
-        }
-    }
+    let written = append_turns(&*first, 3).await;
     let second = backend.open().await;
     let a_events: Vec<_> = written.iter().filter(|event| event.conversation_id == "a").cloned().collect();
     assert_eq!(second.conversation("a").await.unwrap(), a_events);
@@ -247,21 +237,7 @@ async fn a_claimed_request_id_refuses_the_whole_batch(backend: impl Backend) {
 async fn concurrent_appenders_on_two_handles_never_fork(backend: impl Backend) {
     const APPENDERS: usize = 120;
     let handles = [backend.open().await, backend.open().await];
-    let start = Arc::new(tokio::sync::Barrier::new(APPENDERS));
-    let tasks: Vec<_> = (0..APPENDERS)
-        .map(|n| {
-            let store = Arc::clone(&handles[n % 2]);
-            let start = Arc::clone(&start);
-            tokio::spawn(async move {
-                start.wait().await;
-                store.append(vec![user(&format!("c{}", n % 6), &format!("r{n}"), "hi")]).await
-            })
-        })
-        .collect();
-    let mut ids = HashSet::new();
-    for task in tasks {
-        ids.insert(task.await.unwrap().unwrap()[0].id.clone());
-    }
+    let ids = append_concurrently(&handles, APPENDERS, 6).await;
     assert_eq!(ids.len(), APPENDERS);
     for conversation in 0..6 {
         let events = handles[conversation % 2].conversation(&format!("c{conversation}")).await.unwrap();
