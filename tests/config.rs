@@ -28,8 +28,12 @@ impl Environment {
             .filter_map(|(name, _)| name.into_string().ok())
             .filter(|name| name.to_uppercase().starts_with("MCP_"))
             .collect();
-        for name in inherited.iter().map(String::as_str).chain(["GROQ_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DATABASE_URL"])
-        {
+        for name in inherited.iter().map(String::as_str).chain([
+            "GROQ_API_KEY",
+            "OPENAI_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "DATABASE_URL",
+        ]) {
             environment.unset(name);
         }
         environment
