@@ -5,7 +5,8 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use mcp_platform::config::{ApprovalPolicy, Settings};
+use mcp_platform::auth::{Role, key_sha256};
+use mcp_platform::config::{ApiKeyEntry, ApprovalPolicy, AuthMode, Secret, Settings};
 use serde_json::{Value, json};
 use support::*;
 use tempfile::TempDir;
@@ -25,6 +26,27 @@ fn sum_and_delete() -> Value {
 
 fn annotations_policy(settings: &mut Settings) {
     settings.chat.service.tool_approval.policy = ApprovalPolicy::Annotations;
+}
+
+const ALICE_KEY: &str = "alice-key-made-for-this-test";
+const BOB_KEY: &str = "bob-key-made-for-this-test";
+
+/// Two users with API keys, under the `annotations` policy.
+fn alice_and_bob(settings: &mut Settings) {
+    annotations_policy(settings);
+    settings.auth.mode = AuthMode::ApiKeys;
+    let entry = |user: &str, key: &str| ApiKeyEntry {
+        user: user.to_owned(),
+        role: Role::User,
+        key_sha256: Secret::new(key_sha256(key)),
+    };
+    settings.auth.api_keys = vec![entry("alice", ALICE_KEY), entry("bob", BOB_KEY)];
+}
+
+async fn connect_as(app: &TestApp, key: &str) -> WsClient {
+    let authorization = format!("Bearer {key}");
+    let (client, _) = WsClient::connect_with(app.addr, &[("authorization", &authorization)]).await.expect("admitted");
+    client
 }
 
 struct Setup {
@@ -267,4 +289,36 @@ async fn the_policy_follows_the_server_entry_and_believes_only_trusted_annotatio
     assert_eq!(facts.server, "plain");
     assert_eq!(facts.annotations["destructiveHint"], true);
     manager.shutdown().await;
+}
+
+#[tokio::test]
+async fn another_users_answer_is_a_404_and_decides_nothing() {
+    let Setup { app, notes: notes_file, _dir } = start(sum_and_delete(), alice_and_bob).await;
+    let mut alice = connect_as(&app, ALICE_KEY).await;
+    let mut bob = connect_as(&app, BOB_KEY).await;
+    alice.send(json!({"action": "chat", "request_id": "r-alice", "payload": {"text": "sum, then delete"}})).await;
+    let before = until_chunk(&mut alice, "r-alice", "approval_request").await;
+
+    // Bob knows the request and the call, and tries to allow it.
+    bob.send(approve("r-alice", "call_del", "allow")).await;
+    let refused = bob.recv().await;
+    assert_eq!((refused["request_id"].clone(), refused["error"]["code"].clone()), (json!("r-alice"), json!(404)));
+    // The same words as for a request that does not exist.
+    bob.send(approve("r-nobody", "call_del", "allow")).await;
+    let unknown = bob.recv().await;
+    assert_eq!(
+        refused["error"]["message"].as_str().map(|text| text.replace("r-alice", "ID")),
+        unknown["error"]["message"].as_str().map(|text| text.replace("r-nobody", "ID"))
+    );
+    assert_eq!(notes(&notes_file), NOTES, "Bob's answer decided nothing");
+    assert!(questions(&app).iter().all(|event| event["extra"]["question"] != "approval"), "no decision was logged");
+
+    alice.send(approve("r-alice", "call_del", "allow")).await;
+    let after = alice.collect("r-alice", &mut Vec::new()).await;
+    let messages: Vec<Value> = before.into_iter().chain(after).collect();
+    assert_well_formed(&messages);
+    assert_eq!(chunks(&messages, "approval"), [json!({"id": "call_del", "decision": "allow", "by": "alice"})]);
+    assert_eq!(notes(&notes_file), "call Ada\n", "Alice's allow ran the call");
+    assert!(app.events().iter().all(|event| event["user"] == "alice"), "every event is Alice's");
+    app.shutdown().await;
 }
