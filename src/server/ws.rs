@@ -33,6 +33,9 @@ use crate::protocol::{self, ClientMessage, ErrorBody, ServerMessage};
 pub const SUBPROTOCOL: &str = "mcp-platform.v1";
 /// How long a close frame may take to go out.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The least time a client closed by policy gets to read again and learn why: one that was
+/// busy for a moment (a pause, a loaded machine) still gets the reason, not a reset.
+const POLICY_CLOSE_WINDOW: Duration = Duration::from_secs(5);
 /// `cancel`s remembered per socket, so a repeated one is answered once (SPEC §2.2: nothing
 /// follows a request's terminal message).
 const REMEMBERED_CANCELS: usize = 256;
@@ -81,11 +84,11 @@ impl Connection {
     }
 
     /// How long the frame being written, and then the close frame, may take once closing. A
-    /// client closed for not reading gets as long as it had to start reading, so one that
-    /// reads again can still learn why.
+    /// client closed for not reading gets at least as long as it had to start reading, so one
+    /// that reads again can still learn why.
     fn close_window(&self) -> Duration {
         match *lock(&self.close_frame) {
-            Some((CLOSE_POLICY, _)) => self.slow_client_timeout.max(CLOSE_TIMEOUT),
+            Some((CLOSE_POLICY, _)) => self.slow_client_timeout.max(POLICY_CLOSE_WINDOW),
             _ => CLOSE_TIMEOUT,
         }
     }
@@ -160,6 +163,7 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>, authenticated
     let writer = tokio::spawn(write_frames(sink, outgoing, connection.clone()));
     let first_frame_timeout = seconds(websocket.first_frame_timeout);
     let mut first = true;
+    let mut peer_closed = false;
     loop {
         let next = async {
             if first {
@@ -195,6 +199,7 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>, authenticated
                 connection.reply(ServerMessage::rejection(None, error)).await;
             }
             Some(Ok(Message::Close(_))) | None => {
+                peer_closed = true;
                 connection.close(CLOSE_NORMAL, "");
                 break;
             }
@@ -210,6 +215,7 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>, authenticated
                     }
                     _ => (CLOSE_PROTOCOL, "websocket protocol error".to_owned()),
                 };
+                peer_closed = true;
                 connection.close(code, reason);
                 break;
             }
@@ -218,6 +224,24 @@ pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>, authenticated
     // Requests keep running without their socket; only this socket's forwarders stop.
     connection.closing.cancel();
     let _ = writer.await;
+    if !peer_closed {
+        // A server shutting down does not wait for clients to answer.
+        tokio::select! {
+            _ = tokio::time::timeout(connection.close_window(), until_peer_closes(stream)) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Reads and drops frames until the client answers our close frame. Dropping a socket with
+/// unread bytes makes the kernel reset the connection, and a reset discards what the client
+/// had not read yet: the close frame that says why it was closed.
+async fn until_peer_closes(mut stream: futures::stream::SplitStream<WebSocket>) {
+    while let Some(Ok(message)) = stream.next().await {
+        if matches!(message, Message::Close(_)) {
+            return;
+        }
+    }
 }
 
 /// Resolves when a credential that expires at `expires_at` stops being valid; never for one
