@@ -167,6 +167,11 @@ impl TestApp {
         read_events(&self.store_path)
     }
 
+    /// The question events of the log (approvals and elicitations: `extra.question`), in order.
+    pub fn questions(&self) -> Vec<Value> {
+        self.events().into_iter().filter(|event| event["extra"].get("question").is_some()).collect()
+    }
+
     /// Bodies of the requests mock-llm received.
     pub fn model_requests(&self) -> Vec<Value> {
         self.mock.requests().into_iter().map(|request| request.body).collect()

@@ -114,6 +114,24 @@ impl WsClient {
         }
     }
 
+    /// Messages of `request_id` up to and including its first chunk of type `kind` (a
+    /// question, to answer while the request waits); messages of other requests are skipped.
+    pub async fn until_chunk(&mut self, request_id: &str, kind: &str) -> Vec<Value> {
+        let mut messages = Vec::new();
+        loop {
+            let message = self.recv().await;
+            if message["request_id"] != request_id {
+                continue;
+            }
+            assert!(!is_terminal(&message), "the request ended before a {kind} chunk: {message}");
+            let found = message["chunk"]["type"] == kind;
+            messages.push(message);
+            if found {
+                return messages;
+            }
+        }
+    }
+
     /// A chat request and everything it produces.
     pub async fn chat(&mut self, request_id: &str, payload: Value) -> Vec<Value> {
         self.send(serde_json::json!({"action": "chat", "request_id": request_id, "payload": payload})).await;
