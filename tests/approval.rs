@@ -3,15 +3,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-
-use mcp_platform::auth::{Role, key_sha256};
-use mcp_platform::config::{ApiKeyEntry, ApprovalPolicy, AuthMode, Secret, Settings};
+use mcp_platform::config::{ApprovalPolicy, Settings};
 use serde_json::{Value, json};
+use support::notes::{NOTES, NotesDemo, annotations_policy};
+use support::users::{ALICE_KEY, BOB_KEY, api_keys, connect_as};
 use support::*;
-use tempfile::TempDir;
-
-const NOTES: &str = "buy milk\ncall Ada\n";
 
 /// The model sums and deletes a note in one hop, then answers.
 fn sum_and_delete() -> Value {
@@ -24,89 +20,28 @@ fn sum_and_delete() -> Value {
     ])
 }
 
-fn annotations_policy(settings: &mut Settings) {
-    settings.chat.service.tool_approval.policy = ApprovalPolicy::Annotations;
-}
-
-const ALICE_KEY: &str = "alice-key-made-for-this-test";
-const BOB_KEY: &str = "bob-key-made-for-this-test";
-
-/// Two users with API keys, under the `annotations` policy.
+/// Users with API keys, under the `annotations` policy.
 fn alice_and_bob(settings: &mut Settings) {
     annotations_policy(settings);
-    settings.auth.mode = AuthMode::ApiKeys;
-    let entry = |user: &str, key: &str| ApiKeyEntry {
-        user: user.to_owned(),
-        role: Role::User,
-        key_sha256: Secret::new(key_sha256(key)),
-    };
-    settings.auth.api_keys = vec![entry("alice", ALICE_KEY), entry("bob", BOB_KEY)];
+    api_keys(settings);
 }
 
-async fn connect_as(app: &TestApp, key: &str) -> WsClient {
-    let authorization = format!("Bearer {key}");
-    let (client, _) = WsClient::connect_with(app.addr, &[("authorization", &authorization)]).await.expect("admitted");
-    client
-}
-
-struct Setup {
-    app: TestApp,
-    notes: PathBuf,
-    _dir: TempDir,
-}
-
-async fn start(script: Value, configure: fn(&mut Settings)) -> Setup {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let notes = dir.path().join("notes.txt");
-    std::fs::write(&notes, NOTES).expect("write notes");
-    let mut demo = demo_server(&[("DEMO_NOTES_FILE", notes.to_str().expect("utf-8 path"))]);
-    demo.trusted = true;
-    let app = TestApp::start(Options {
-        script: Some(script),
-        configure: Box::new(configure),
-        servers: vec![("demo", demo)],
-        store_path: None,
-    })
-    .await;
-    Setup { app, notes, _dir: dir }
-}
-
-fn notes(path: &Path) -> String {
-    std::fs::read_to_string(path).expect("notes file")
-}
-
-/// Messages of `request_id` up to and including the first chunk of type `kind`.
-async fn until_chunk(client: &mut WsClient, request_id: &str, kind: &str) -> Vec<Value> {
-    let mut messages = Vec::new();
-    loop {
-        let message = client.recv().await;
-        if message["request_id"] != request_id {
-            continue;
-        }
-        assert!(!is_terminal(&message), "the request ended before a {kind} chunk: {message}");
-        let found = message["chunk"]["type"] == kind;
-        messages.push(message);
-        if found {
-            return messages;
-        }
-    }
+async fn start(script: Value, configure: fn(&mut Settings)) -> (TestApp, NotesDemo) {
+    let demo = NotesDemo::new();
+    let app = TestApp::start(demo.options(script, configure)).await;
+    (app, demo)
 }
 
 fn approve(request_id: &str, call_id: &str, decision: &str) -> Value {
     json!({"action": "approve", "request_id": request_id, "payload": {"call_id": call_id, "decision": decision}})
 }
 
-/// The question events (`extra.question`) of the log, in order.
-fn questions(app: &TestApp) -> Vec<Value> {
-    app.events().into_iter().filter(|event| event["extra"].get("question").is_some()).collect()
-}
-
 #[tokio::test]
 async fn a_destructive_call_waits_for_allow_and_a_read_only_one_does_not() {
-    let Setup { app, notes: notes_file, _dir } = start(sum_and_delete(), annotations_policy).await;
+    let (app, demo) = start(sum_and_delete(), annotations_policy).await;
     let mut client = app.client().await;
     client.send(json!({"action": "chat", "request_id": "r-allow", "payload": {"text": "sum, then delete"}})).await;
-    let before = until_chunk(&mut client, "r-allow", "approval_request").await;
+    let before = client.until_chunk("r-allow", "approval_request").await;
     let asked = chunks(&before, "approval_request");
     assert_eq!(asked.len(), 1, "only the destructive call is asked: {before:#?}");
     assert_eq!(asked[0]["id"], "call_del");
@@ -115,7 +50,7 @@ async fn a_destructive_call_waits_for_allow_and_a_read_only_one_does_not() {
     assert_eq!(asked[0]["arguments"], json!({"note": "buy milk"}));
     assert_eq!(asked[0]["annotations"]["destructiveHint"], true);
     assert_eq!(asked[0]["timeout_seconds"], 300.0);
-    assert_eq!(notes(&notes_file), NOTES, "nothing deleted before the decision");
+    assert_eq!(demo.notes(), NOTES, "nothing deleted before the decision");
 
     client.send(approve("r-allow", "call_del", "allow")).await;
     let after = client.collect("r-allow", &mut Vec::new()).await;
@@ -125,9 +60,9 @@ async fn a_destructive_call_waits_for_allow_and_a_read_only_one_does_not() {
     let results = chunks(&messages, "tool_result");
     assert_eq!((results[0]["content"].as_str(), results[0]["ok"].as_bool()), (Some("5"), Some(true)));
     assert_eq!(results[1]["ok"], true, "{results:?}");
-    assert_eq!(notes(&notes_file), "call Ada\n", "the allowed call ran");
+    assert_eq!(demo.notes(), "call Ada\n", "the allowed call ran");
 
-    let questions = questions(&app);
+    let questions = app.questions();
     assert_eq!(questions.len(), 2, "{questions:#?}");
     assert_eq!(questions[0]["extra"]["question"], "approval_request");
     assert_eq!(
@@ -152,10 +87,10 @@ async fn a_destructive_call_waits_for_allow_and_a_read_only_one_does_not() {
 
 #[tokio::test]
 async fn a_denied_call_does_not_run_and_the_model_reads_why() {
-    let Setup { app, notes: notes_file, _dir } = start(sum_and_delete(), annotations_policy).await;
+    let (app, demo) = start(sum_and_delete(), annotations_policy).await;
     let mut client = app.client().await;
     client.send(json!({"action": "chat", "request_id": "r-deny", "payload": {"text": "sum, then delete"}})).await;
-    until_chunk(&mut client, "r-deny", "approval_request").await;
+    client.until_chunk("r-deny", "approval_request").await;
     client
         .send(json!({"action": "approve", "request_id": "r-deny",
                      "payload": {"call_id": "call_del", "decision": "deny", "reason": "keep it"}}))
@@ -171,7 +106,7 @@ async fn a_denied_call_does_not_run_and_the_model_reads_why() {
         (denied["ok"].as_bool(), denied["content"].as_str()),
         (Some(false), Some("denied by the user: keep it"))
     );
-    assert_eq!(notes(&notes_file), NOTES, "the denied call never reached the server");
+    assert_eq!(demo.notes(), NOTES, "the denied call never reached the server");
 
     let requests = app.model_requests();
     let tool_messages: Vec<&Value> =
@@ -189,7 +124,7 @@ fn short_timeout(settings: &mut Settings) {
 
 #[tokio::test]
 async fn no_answer_within_the_timeout_denies_and_the_turn_completes() {
-    let Setup { app, notes: notes_file, _dir } = start(sum_and_delete(), short_timeout).await;
+    let (app, demo) = start(sum_and_delete(), short_timeout).await;
     let mut client = app.client().await;
     let messages = client.chat("r-late", json!({"text": "sum, then delete"})).await;
     assert_well_formed(&messages);
@@ -199,8 +134,8 @@ async fn no_answer_within_the_timeout_denies_and_the_turn_completes() {
         [json!({"id": "call_del", "decision": "deny", "reason": "approval timed out"})]
     );
     assert_eq!(chunks(&messages, "tool_result")[1]["content"], "approval timed out");
-    assert_eq!(notes(&notes_file), NOTES);
-    let decision = questions(&app).pop().expect("the timeout is logged");
+    assert_eq!(demo.notes(), NOTES);
+    let decision = app.questions().pop().expect("the timeout is logged");
     assert_eq!(
         decision["extra"],
         json!({"question": "approval", "call_id": "call_del", "decision": "deny", "reason": "approval timed out"})
@@ -216,21 +151,21 @@ async fn no_answer_within_the_timeout_denies_and_the_turn_completes() {
 
 #[tokio::test]
 async fn a_client_that_lost_its_socket_resumes_sees_the_question_again_and_answers_it() {
-    let Setup { app, notes: notes_file, _dir } = start(sum_and_delete(), annotations_policy).await;
+    let (app, demo) = start(sum_and_delete(), annotations_policy).await;
     let mut first = app.client().await;
     first.send(json!({"action": "chat", "request_id": "r-drop", "payload": {"text": "sum, then delete"}})).await;
-    let seen = until_chunk(&mut first, "r-drop", "tool_call").await;
+    let seen = first.until_chunk("r-drop", "tool_call").await;
     let last_seq = seen.last().expect("seen")["seq"].as_u64().expect("seq");
     drop(first);
 
     let mut second = app.client().await;
     second.send(json!({"action": "resume", "request_id": "r-drop", "after_seq": last_seq})).await;
-    let resumed = until_chunk(&mut second, "r-drop", "approval_request").await;
+    let resumed = second.until_chunk("r-drop", "approval_request").await;
     assert_eq!(resumed[0]["seq"], last_seq + 1, "resumed right after what the client had");
     second.send(approve("r-drop", "call_del", "allow")).await;
     let rest = second.collect("r-drop", &mut Vec::new()).await;
     assert_eq!(rest.last().expect("terminal")["status"], "complete");
-    assert_eq!(notes(&notes_file), "call Ada\n");
+    assert_eq!(demo.notes(), "call Ada\n");
     let answers = app.events().iter().filter(|event| event["extra"]["status"] == "complete").count();
     assert_eq!(answers, 1, "the turn completed once");
     assert_eq!(app.model_requests().len(), 2, "nothing was computed twice");
@@ -239,12 +174,12 @@ async fn a_client_that_lost_its_socket_resumes_sees_the_question_again_and_answe
 
 #[tokio::test]
 async fn answers_to_unknown_requests_or_questions_are_404_and_bad_ones_400() {
-    let Setup { app, .. } = start(sum_and_delete(), annotations_policy).await;
+    let (app, _demo) = start(sum_and_delete(), annotations_policy).await;
     let mut client = app.client().await;
     client.send(approve("nobody", "call_del", "allow")).await;
     assert_eq!(client.recv().await["error"]["code"], 404);
     client.send(json!({"action": "chat", "request_id": "r-q", "payload": {"text": "sum, then delete"}})).await;
-    until_chunk(&mut client, "r-q", "approval_request").await;
+    client.until_chunk("r-q", "approval_request").await;
     client.send(approve("r-q", "call_sum", "allow")).await;
     let refused = client.recv().await;
     assert_eq!((refused["request_id"].as_str(), refused["error"]["code"].as_u64()), (Some("r-q"), Some(404)));
@@ -293,11 +228,11 @@ async fn the_policy_follows_the_server_entry_and_believes_only_trusted_annotatio
 
 #[tokio::test]
 async fn another_users_answer_is_a_404_and_decides_nothing() {
-    let Setup { app, notes: notes_file, _dir } = start(sum_and_delete(), alice_and_bob).await;
+    let (app, demo) = start(sum_and_delete(), alice_and_bob).await;
     let mut alice = connect_as(&app, ALICE_KEY).await;
     let mut bob = connect_as(&app, BOB_KEY).await;
     alice.send(json!({"action": "chat", "request_id": "r-alice", "payload": {"text": "sum, then delete"}})).await;
-    let before = until_chunk(&mut alice, "r-alice", "approval_request").await;
+    let before = alice.until_chunk("r-alice", "approval_request").await;
 
     // Bob knows the request and the call, and tries to allow it.
     bob.send(approve("r-alice", "call_del", "allow")).await;
@@ -310,15 +245,15 @@ async fn another_users_answer_is_a_404_and_decides_nothing() {
         refused["error"]["message"].as_str().map(|text| text.replace("r-alice", "ID")),
         unknown["error"]["message"].as_str().map(|text| text.replace("r-nobody", "ID"))
     );
-    assert_eq!(notes(&notes_file), NOTES, "Bob's answer decided nothing");
-    assert!(questions(&app).iter().all(|event| event["extra"]["question"] != "approval"), "no decision was logged");
+    assert_eq!(demo.notes(), NOTES, "Bob's answer decided nothing");
+    assert!(app.questions().iter().all(|event| event["extra"]["question"] != "approval"), "no decision was logged");
 
     alice.send(approve("r-alice", "call_del", "allow")).await;
     let after = alice.collect("r-alice", &mut Vec::new()).await;
     let messages: Vec<Value> = before.into_iter().chain(after).collect();
     assert_well_formed(&messages);
     assert_eq!(chunks(&messages, "approval"), [json!({"id": "call_del", "decision": "allow", "by": "alice"})]);
-    assert_eq!(notes(&notes_file), "call Ada\n", "Alice's allow ran the call");
+    assert_eq!(demo.notes(), "call Ada\n", "Alice's allow ran the call");
     assert!(app.events().iter().all(|event| event["user"] == "alice"), "every event is Alice's");
     app.shutdown().await;
 }

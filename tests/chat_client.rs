@@ -27,34 +27,28 @@ async fn at_a_terminal_the_user_allows_and_denies_tool_calls_and_fills_in_a_form
     ]);
     let app = TestApp::start(demo.options(script, annotations_policy)).await;
     let mut terminal = Terminal::start(&binary("mcp-platform"), &["chat", &format!("ws://{}/ws/chat", app.addr)]);
-    terminal.expect("type a message").await;
+    terminal.expect(&["type a message"]).await;
 
     terminal.type_line("tidy my notes and greet me").await;
-    terminal.expect(r#"? allow demo__delete_note (server demo) with {"note":"buy milk"}? [y/n]"#).await;
+    terminal.expect(&[r#"? allow demo__delete_note (server demo) with {"note":"buy milk"}? [y/n]"#]).await;
     assert_eq!(demo.notes(), NOTES, "nothing is deleted while the user is asked");
     terminal.type_line("y").await;
     // `ask_name` runs meanwhile (it is read-only); its form is asked once the approval is answered.
-    terminal.expect("? demo asks: What is your name?").await;
-    terminal.expect("Name (string):").await;
+    terminal.expect(&["? demo asks: What is your name?", "Name (string):"]).await;
     terminal.type_line("Ada").await;
-    terminal.expect("accept by anonymous").await;
-    terminal.expect("demo__ask_name = Hello, Ada!").await;
-    terminal.expect("All done.").await;
-    terminal.expect("tokens").await;
+    terminal.expect(&["accept by anonymous", "demo__ask_name = Hello, Ada!", "All done.", "tokens"]).await;
     let screen = terminal.screen_text();
     assert!(screen.contains("call_del allow by anonymous"), "{screen}");
     assert!(screen.contains(r#"demo__delete_note = deleted "buy milk""#), "{screen}");
     assert_eq!(demo.notes(), "call Ada\n", "the allowed call ran");
 
     terminal.type_line("now delete the other one").await;
-    terminal.expect(r#"? allow demo__delete_note (server demo) with {"note":"call Ada"}? [y/n]"#).await;
+    terminal.expect(&[r#"? allow demo__delete_note (server demo) with {"note":"call Ada"}? [y/n]"#]).await;
     terminal.type_line("maybe").await;
-    terminal.expect("answer y or n").await;
+    terminal.expect(&["answer y or n"]).await;
     terminal.type_line("n").await;
-    terminal.expect("call_keep deny by anonymous").await;
-    terminal.expect("✗ demo__delete_note = denied by the user").await;
-    terminal.expect("Kept it.").await;
-    terminal.expect("tokens").await;
+    let denied = ["call_keep deny by anonymous", "✗ demo__delete_note = denied by the user", "Kept it.", "tokens"];
+    terminal.expect(&denied).await;
     assert_eq!(demo.notes(), "call Ada\n", "the denied call never reached the server");
 
     terminal.type_line("/quit").await;

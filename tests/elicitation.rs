@@ -8,6 +8,7 @@ mod support;
 use mcp_platform::config::{ServerConfig, Settings};
 use serde_json::{Value, json};
 use support::mcp::server;
+use support::users::{ALICE_KEY, BOB_KEY, api_keys, connect_as};
 use support::*;
 
 fn ask_name_then_answer(times: usize) -> Value {
@@ -19,23 +20,6 @@ async fn demo_app(script: Value, configure: fn(&mut Settings)) -> TestApp {
     TestApp::start(Options { script: Some(script), configure: Box::new(configure), ..Options::default() }).await
 }
 
-/// Messages of `request_id` up to and including the first chunk of type `kind`.
-async fn until_chunk(client: &mut WsClient, request_id: &str, kind: &str) -> Vec<Value> {
-    let mut messages = Vec::new();
-    loop {
-        let message = client.recv().await;
-        if message["request_id"] != request_id {
-            continue;
-        }
-        assert!(!is_terminal(&message), "the request ended before a {kind} chunk: {message}");
-        let found = message["chunk"]["type"] == kind;
-        messages.push(message);
-        if found {
-            return messages;
-        }
-    }
-}
-
 fn elicit(request_id: &str, id: &Value, action: &str, content: Option<Value>) -> Value {
     let mut payload = json!({"elicitation_id": id, "action": action});
     if let Some(content) = content {
@@ -44,15 +28,10 @@ fn elicit(request_id: &str, id: &Value, action: &str, content: Option<Value>) ->
     json!({"action": "elicit", "request_id": request_id, "payload": payload})
 }
 
-/// The question events (`extra.question`) of the log, in order.
-fn questions(app: &TestApp) -> Vec<Value> {
-    app.events().into_iter().filter(|event| event["extra"].get("question").is_some()).collect()
-}
-
 /// Asks, answers with `action` (and `content`), and returns the request's messages.
 async fn answered(client: &mut WsClient, request_id: &str, action: &str, content: Option<Value>) -> Vec<Value> {
     client.send(json!({"action": "chat", "request_id": request_id, "payload": {"text": "ask me"}})).await;
-    let mut messages = until_chunk(client, request_id, "elicitation").await;
+    let mut messages = client.until_chunk(request_id, "elicitation").await;
     let id = chunks(&messages, "elicitation")[0]["id"].clone();
     client.send(elicit(request_id, &id, action, content)).await;
     messages.extend(client.collect(request_id, &mut Vec::new()).await);
@@ -65,7 +44,7 @@ async fn ask_name_reaches_its_user_refuses_a_bad_answer_and_passes_a_good_one() 
     let app = demo_app(ask_name_then_answer(1), |_| {}).await;
     let mut client = app.client().await;
     client.send(json!({"action": "chat", "request_id": "r-name", "payload": {"text": "ask me"}})).await;
-    let mut messages = until_chunk(&mut client, "r-name", "elicitation").await;
+    let mut messages = client.until_chunk("r-name", "elicitation").await;
     let question = chunks(&messages, "elicitation").remove(0);
     assert_eq!(question["server"], "demo");
     assert_eq!(question["mode"], "form");
@@ -89,7 +68,7 @@ async fn ask_name_reaches_its_user_refuses_a_bad_answer_and_passes_a_good_one() 
     let result = &chunks(&messages, "tool_result")[0];
     assert_eq!((result["ok"].as_bool(), result["content"].as_str()), (Some(true), Some("Hello, Ada!")));
 
-    let questions = questions(&app);
+    let questions = app.questions();
     assert_eq!(questions.len(), 2, "{questions:#?}");
     assert_eq!(questions[0]["extra"]["question"], "elicitation");
     assert_eq!(questions[0]["extra"]["log_content"], true, "the demo marks the name as not sensitive");
@@ -110,7 +89,8 @@ async fn decline_and_cancel_reach_the_server_as_such() {
     assert_eq!(chunks(&declined, "tool_result")[0]["content"], "the user declined to give a name");
     let cancelled = answered(&mut client, "r-cancel", "cancel", None).await;
     assert_eq!(chunks(&cancelled, "tool_result")[0]["content"], "the user cancelled the question");
-    let actions: Vec<Value> = questions(&app)
+    let actions: Vec<Value> = app
+        .questions()
         .iter()
         .filter(|event| event["extra"]["question"] == "elicitation_result")
         .map(|event| event["extra"]["action"].clone())
@@ -133,8 +113,8 @@ async fn an_unanswered_question_is_cancelled_after_the_timeout() {
     app.shutdown().await;
 }
 
-/// Each client answers every question it gets with its own name; a question that reached the
-/// wrong request would greet the other name.
+/// Each user answers every question they get with their own name; a question that reached the
+/// wrong user would greet the other name.
 async fn ask_and_answer_with(mut client: WsClient, request_id: &'static str, name: &'static str) -> Vec<Value> {
     client.send(json!({"action": "chat", "request_id": request_id, "payload": {"text": format!("ask {name}")}})).await;
     let mut messages = Vec::new();
@@ -153,12 +133,22 @@ async fn ask_and_answer_with(mut client: WsClient, request_id: &'static str, nam
     }
 }
 
+/// Asserts that every question event of the log belongs to the request of its own user.
+fn assert_logged_for_their_users(app: &TestApp, owners: &[(&str, &str)]) {
+    for event in app.questions() {
+        let owner = (event["user"].as_str().unwrap_or_default(), event["request_id"].as_str().unwrap_or_default());
+        assert!(owners.contains(&owner), "a question event of the wrong user or request: {event}");
+    }
+}
+
 #[tokio::test]
-async fn questions_of_concurrent_requests_never_cross() {
+async fn two_users_asked_at_once_by_one_older_stdio_server_never_get_each_others_question() {
+    // The demo server over stdio speaks a revision before 2026-07-28: it asks with
+    // `elicitation/create`, which nothing ties to a call.
     let call = json!({"tool_calls": [{"name": "demo__ask_name", "arguments": {"delay_ms": 300}}]});
     let answer = json!({"text": "Hello."});
-    let app = demo_app(json!([call, call, answer, answer]), |_| {}).await;
-    let (alice, bob) = (app.client().await, app.client().await);
+    let app = demo_app(json!([call, call, answer, answer]), api_keys).await;
+    let (alice, bob) = (connect_as(&app, ALICE_KEY).await, connect_as(&app, BOB_KEY).await);
     let (alice, bob) =
         tokio::join!(ask_and_answer_with(alice, "r-alice", "Alice"), ask_and_answer_with(bob, "r-bob", "Bob"));
     for (messages, own) in [(&alice, "Hello, Alice!"), (&bob, "Hello, Bob!")] {
@@ -168,6 +158,68 @@ async fn questions_of_concurrent_requests_never_cross() {
             "a question reached the wrong user: {result:?} where {own:?} or a decline was due"
         );
     }
+    assert_logged_for_their_users(&app, &[("alice", "r-alice"), ("bob", "r-bob")]);
+    assert_verifies(&app.store_path);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn while_alices_question_is_open_bobs_is_declined_and_neither_can_answer_the_others() {
+    let call = json!({"tool_calls": [{"name": "demo__ask_name", "arguments": {}}]});
+    let answer = json!({"text": "Nice to meet you."});
+    // Alice's call, Bob's call and answer while Alice is asked, Alice's answer, then Bob alone.
+    let app = demo_app(json!([call, call, answer, answer, call, answer]), api_keys).await;
+    let mut alice = connect_as(&app, ALICE_KEY).await;
+    let mut bob = connect_as(&app, BOB_KEY).await;
+
+    alice.send(json!({"action": "chat", "request_id": "r-alice", "payload": {"text": "ask me"}})).await;
+    let mut alices = alice.until_chunk("r-alice", "elicitation").await;
+    let alices_question = chunks(&alices, "elicitation").remove(0);
+
+    // Bob's call asks while Alice's question is open: with calls of two users in flight the
+    // server's question cannot be tied to one, so it is declined, shown to nobody.
+    let bobs = bob.chat("r-bob", json!({"text": "ask me"})).await;
+    assert_well_formed(&bobs);
+    assert!(chunks(&bobs, "elicitation").is_empty(), "Bob was shown a question: {bobs:#?}");
+    assert_eq!(chunks(&bobs, "tool_result")[0]["content"], "the user declined to give a name");
+
+    // Bob knows Alice's request and question and answers it: 404, and nothing is decided.
+    bob.send(elicit("r-alice", &alices_question["id"], "accept", Some(json!({"name": "Bob"})))).await;
+    let refused = bob.recv().await;
+    assert_eq!((refused["request_id"].clone(), refused["error"]["code"].clone()), (json!("r-alice"), json!(404)));
+    assert!(app.questions().iter().all(|event| event["extra"]["question"] != "elicitation_result"), "nothing decided");
+
+    alice.send(elicit("r-alice", &alices_question["id"], "accept", Some(json!({"name": "Alice"})))).await;
+    let mut others = Vec::new();
+    alices.extend(alice.collect("r-alice", &mut others).await);
+    assert!(others.is_empty(), "Alice's socket got messages of another request: {others:#?}");
+    assert_well_formed(&alices);
+    assert_eq!(chunks(&alices, "elicitation").len(), 1, "Alice was asked her own question only");
+    assert_eq!(chunks(&alices, "elicitation_result")[0]["by"], "alice");
+    assert_eq!(chunks(&alices, "tool_result")[0]["content"], "Hello, Alice!", "Alice's answer reached her call");
+
+    // Bob alone: his question reaches him, Alice cannot answer it, his answer reaches his call.
+    bob.send(json!({"action": "chat", "request_id": "r-bob-2", "payload": {"text": "ask me again"}})).await;
+    let mut bobs = bob.until_chunk("r-bob-2", "elicitation").await;
+    let bobs_question = chunks(&bobs, "elicitation").remove(0);
+    alice.send(elicit("r-bob-2", &bobs_question["id"], "accept", Some(json!({"name": "Alice"})))).await;
+    let refused = alice.recv().await;
+    assert_eq!((refused["request_id"].clone(), refused["error"]["code"].clone()), (json!("r-bob-2"), json!(404)));
+    bob.send(elicit("r-bob-2", &bobs_question["id"], "accept", Some(json!({"name": "Bob"})))).await;
+    bobs.extend(bob.collect("r-bob-2", &mut Vec::new()).await);
+    assert_well_formed(&bobs);
+    assert_eq!(chunks(&bobs, "elicitation_result")[0]["by"], "bob");
+    assert_eq!(chunks(&bobs, "tool_result")[0]["content"], "Hello, Bob!", "Bob's answer reached his call");
+
+    let answers: Vec<(Value, Value)> = app
+        .questions()
+        .into_iter()
+        .filter(|event| event["extra"]["question"] == "elicitation_result")
+        .map(|event| (event["user"].clone(), event["extra"]["content"].clone()))
+        .collect();
+    assert_eq!(answers, [(json!("alice"), json!({"name": "Alice"})), (json!("bob"), json!({"name": "Bob"}))]);
+    assert_logged_for_their_users(&app, &[("alice", "r-alice"), ("bob", "r-bob-2")]);
+    assert_verifies(&app.store_path);
     app.shutdown().await;
 }
 
@@ -200,7 +252,7 @@ async fn server_everything_asks_in_form_and_url_mode() {
     let mut client = app.client().await;
 
     client.send(json!({"action": "chat", "request_id": "e-form", "payload": {"text": "ask me"}})).await;
-    let mut messages = until_chunk(&mut client, "e-form", "elicitation").await;
+    let mut messages = client.until_chunk("e-form", "elicitation").await;
     let question = chunks(&messages, "elicitation").remove(0);
     assert_eq!((question["server"].as_str(), question["mode"].as_str()), (Some("everything"), Some("form")));
     client.send(elicit("e-form", &question["id"], "accept", Some(json!({"check": true})))).await;
@@ -216,7 +268,7 @@ async fn server_everything_asks_in_form_and_url_mode() {
     assert!(result.contains("declined"), "{result}");
 
     client.send(json!({"action": "chat", "request_id": "e-url", "payload": {"text": "log me in"}})).await;
-    let mut messages = until_chunk(&mut client, "e-url", "elicitation").await;
+    let mut messages = client.until_chunk("e-url", "elicitation").await;
     let question = chunks(&messages, "elicitation").remove(0);
     assert_eq!(question["mode"], "url");
     assert_eq!(question["url"], "https://login.example.com/start?x=1");
@@ -225,7 +277,8 @@ async fn server_everything_asks_in_form_and_url_mode() {
     messages.extend(client.collect("e-url", &mut Vec::new()).await);
     assert_eq!(chunks(&messages, "elicitation_result")[0]["action"], "accept");
 
-    let logged: Vec<Value> = questions(&app)
+    let logged: Vec<Value> = app
+        .questions()
         .into_iter()
         .filter(|event| event["extra"]["question"] == "elicitation_result")
         .map(|event| event["extra"].clone())

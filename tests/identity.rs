@@ -1,6 +1,6 @@
 //! Identity over real sockets (SPEC §8): who may upgrade (credentials, `Origin`), what one user
-//! can see of another's conversations and requests, and the admin endpoints. Every key and
-//! token is made here.
+//! can see of another's conversations and requests, and the admin endpoints. Every token is
+//! made here, every API key in `support::users`.
 
 mod support;
 
@@ -10,42 +10,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mcp_platform::auth::{Role, key_sha256};
-use mcp_platform::config::{ApiKeyEntry, AuthMode, Secret, Settings};
+use mcp_platform::config::AuthMode;
 use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
 use rsa::pkcs8::LineEnding;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
+use support::users::{ALICE_KEY, BOB_KEY, OPS_KEY, api_keys, bearer, connect_as};
 use support::*;
 
-const ALICE_KEY: &str = "alice-key-made-for-this-test";
-const BOB_KEY: &str = "bob-key-made-for-this-test";
-const OPS_KEY: &str = "ops-key-made-for-this-test";
 const ISSUER: &str = "https://id.example.com/";
 const AUDIENCE: &str = "mcp-platform";
 
-fn api_keys(settings: &mut Settings) {
-    settings.auth.mode = AuthMode::ApiKeys;
-    let entry =
-        |user: &str, role, key| ApiKeyEntry { user: user.to_owned(), role, key_sha256: Secret::new(key_sha256(key)) };
-    settings.auth.api_keys = vec![
-        entry("alice", Role::User, ALICE_KEY),
-        entry("bob", Role::User, BOB_KEY),
-        entry("ops", Role::Admin, OPS_KEY),
-    ];
-}
-
 async fn api_keys_app() -> TestApp {
     TestApp::start(Options { configure: Box::new(api_keys), ..Options::default() }).await
-}
-
-fn bearer(key: &str) -> String {
-    format!("Bearer {key}")
-}
-
-async fn connect_as(app: &TestApp, key: &str) -> WsClient {
-    let (client, _) = WsClient::connect_with(app.addr, &[("authorization", &bearer(key))]).await.expect("admitted");
-    client
 }
 
 async fn refused(app: &TestApp, headers: &[(&str, &str)]) -> Refusal {

@@ -7,6 +7,7 @@ mod support;
 use serde_json::{Value, json};
 use support::browser::proxy::CuttingProxy;
 use support::browser::{Browser, ENTER, ESCAPE, RELEASE_MODIFIERS, SHIFT, poll};
+use support::notes::{NotesDemo, annotations_policy};
 use support::*;
 
 const LAST_REQUEST: &str = "[...document.querySelectorAll('.request')].at(-1)";
@@ -215,17 +216,9 @@ async fn approval_and_elicitation_dialogs_send_the_answers() {
     app.shutdown().await;
 }
 
-fn annotations_policy(settings: &mut mcp_platform::config::Settings) {
-    settings.chat.service.tool_approval.policy = mcp_platform::config::ApprovalPolicy::Annotations;
-}
-
 #[tokio::test]
 async fn the_dialogs_answer_the_servers_real_questions() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let notes = dir.path().join("notes.txt");
-    std::fs::write(&notes, "buy milk\ncall Ada\n").expect("write notes");
-    let mut demo = demo_server(&[("DEMO_NOTES_FILE", notes.to_str().expect("utf-8 path"))]);
-    demo.trusted = true;
+    let demo = NotesDemo::new();
     let script = json!([
         {"tool_calls": [
             {"id": "call_del", "name": "demo__delete_note", "arguments": {"note": "buy milk"}},
@@ -233,12 +226,7 @@ async fn the_dialogs_answer_the_servers_real_questions() {
         ]},
         {"text": "All done."}
     ]);
-    let options = Options {
-        script: Some(script),
-        configure: Box::new(annotations_policy),
-        servers: vec![("demo", demo)],
-        store_path: None,
-    };
+    let options = demo.options(script, annotations_policy);
     let Some((browser, app)) = page_on_new_app("the_dialogs_answer_the_servers_real_questions", options).await else {
         return;
     };
@@ -260,7 +248,7 @@ async fn the_dialogs_answer_the_servers_real_questions() {
     assert_eq!(browser.js(greeting).await, "Hello, Ada!");
     let state = browser.js(&format!("document.querySelector(\"{approval} .question-state\").textContent")).await;
     assert_eq!(state, "allow by anonymous", "the server's approval chunk settled the dialog");
-    assert_eq!(std::fs::read_to_string(&notes).expect("notes"), "call Ada\n");
+    assert_eq!(demo.notes(), "call Ada\n");
     browser.close().await;
     app.shutdown().await;
 }

@@ -49,8 +49,15 @@ impl Terminal {
         self.keyboard.flush().await.expect("type on the terminal");
     }
 
-    /// Waits until `wanted` is on the screen after what the last call found.
-    pub async fn expect(&mut self, wanted: &str) {
+    /// Waits until each of `texts` is on the screen, in this order, after what the last call
+    /// found.
+    pub async fn expect(&mut self, texts: &[&str]) {
+        for text in texts {
+            self.expect_one(text).await;
+        }
+    }
+
+    async fn expect_one(&mut self, wanted: &str) {
         let deadline = tokio::time::Instant::now() + RECEIVE_TIMEOUT;
         loop {
             let unread = &self.shown[self.looked_at..];
