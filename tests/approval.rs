@@ -153,22 +153,83 @@ async fn no_answer_within_the_timeout_denies_and_the_turn_completes() {
 async fn a_client_that_lost_its_socket_resumes_sees_the_question_again_and_answers_it() {
     let (app, demo) = start(sum_and_delete(), annotations_policy).await;
     let mut first = app.client().await;
-    first.send(json!({"action": "chat", "request_id": "r-drop", "payload": {"text": "sum, then delete"}})).await;
+    let chat = json!({"action": "chat", "request_id": "r-drop", "payload": {"text": "sum, then delete"}});
+    first.send(chat.clone()).await;
     let seen = first.until_chunk("r-drop", "tool_call").await;
     let last_seq = seen.last().expect("seen")["seq"].as_u64().expect("seq");
+    // The question is open when the socket drops; the client had handled messages up to
+    // `last_seq` only.
+    let question = first.until_chunk("r-drop", "approval_request").await.pop().expect("the question");
     drop(first);
 
     let mut second = app.client().await;
     second.send(json!({"action": "resume", "request_id": "r-drop", "after_seq": last_seq})).await;
     let resumed = second.until_chunk("r-drop", "approval_request").await;
     assert_eq!(resumed[0]["seq"], last_seq + 1, "resumed right after what the client had");
+    assert_eq!(resumed.last(), Some(&question), "the open question is sent again, as it was");
+    // A client that kept nothing sends the same chat again: it is attached from seq 0 and
+    // sees the open question too.
+    let mut third = app.client().await;
+    third.send(chat).await;
+    let attached = third.until_chunk("r-drop", "approval_request").await;
+    assert_eq!(attached[0]["seq"], 0);
+    assert_eq!(attached.last(), Some(&question));
+
     second.send(approve("r-drop", "call_del", "allow")).await;
     let rest = second.collect("r-drop", &mut Vec::new()).await;
     assert_eq!(rest.last().expect("terminal")["status"], "complete");
+    let rest_of_third = third.collect("r-drop", &mut Vec::new()).await;
+    assert_eq!(rest, rest_of_third, "both sockets see the one answer");
     assert_eq!(demo.notes(), "call Ada\n");
     let answers = app.events().iter().filter(|event| event["extra"]["status"] == "complete").count();
     assert_eq!(answers, 1, "the turn completed once");
     assert_eq!(app.model_requests().len(), 2, "nothing was computed twice");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn calls_of_one_hop_that_need_a_person_are_asked_together_and_the_others_run_meanwhile() {
+    let script = json!([
+        {"tool_calls": [
+            {"id": "call_milk", "name": "demo__delete_note", "arguments": {"note": "buy milk"}},
+            {"id": "call_ada", "name": "demo__delete_note", "arguments": {"note": "call Ada"}},
+            {"id": "call_ask", "name": "demo__ask_name", "arguments": {}}
+        ]},
+        {"text": "Done."}
+    ]);
+    let (app, demo) = start(script, annotations_policy).await;
+    let mut client = app.client().await;
+    client.send(json!({"action": "chat", "request_id": "r-hop", "payload": {"text": "tidy up and greet me"}})).await;
+    // Nothing is answered yet: both questions are out, and `ask_name` (read-only, trusted) is
+    // already running, since its own question arrives.
+    let mut messages = client.until_chunk("r-hop", "elicitation").await;
+    let asked: Vec<Value> = chunks(&messages, "approval_request").iter().map(|asked| asked["id"].clone()).collect();
+    assert_eq!(asked, [json!("call_milk"), json!("call_ada")], "asked together");
+    assert_eq!(demo.notes(), NOTES);
+
+    let question = chunks(&messages, "elicitation").remove(0);
+    client
+        .send(json!({"action": "elicit", "request_id": "r-hop",
+                     "payload": {"elicitation_id": question["id"], "action": "accept", "content": {"name": "Ada"}}}))
+        .await;
+    client.send(approve("r-hop", "call_ada", "deny")).await;
+    client.send(approve("r-hop", "call_milk", "allow")).await;
+    messages.extend(client.collect("r-hop", &mut Vec::new()).await);
+    assert_well_formed(&messages);
+    let results: Vec<(Value, Value)> = chunks(&messages, "tool_result")
+        .iter()
+        .map(|result| (result["id"].clone(), result["content"].clone()))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            (json!("call_milk"), json!("deleted \"buy milk\"")),
+            (json!("call_ada"), json!("denied by the user")),
+            (json!("call_ask"), json!("Hello, Ada!")),
+        ],
+        "each decision applies to its own call"
+    );
+    assert_eq!(demo.notes(), "call Ada\n");
     app.shutdown().await;
 }
 

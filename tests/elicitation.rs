@@ -113,6 +113,25 @@ async fn an_unanswered_question_is_cancelled_after_the_timeout() {
     app.shutdown().await;
 }
 
+#[tokio::test]
+async fn an_open_question_survives_a_lost_socket_and_is_answered_after_resume() {
+    let app = demo_app(ask_name_then_answer(1), |_| {}).await;
+    let mut first = app.client().await;
+    first.send(json!({"action": "chat", "request_id": "r-lost", "payload": {"text": "ask me"}})).await;
+    let question = first.until_chunk("r-lost", "elicitation").await.pop().expect("the question");
+    drop(first);
+
+    let mut second = app.client().await;
+    second.send(json!({"action": "resume", "request_id": "r-lost", "after_seq": 0})).await;
+    let resumed = second.until_chunk("r-lost", "elicitation").await;
+    assert_eq!(resumed.last(), Some(&question), "the open question is sent again, as it was");
+    second.send(elicit("r-lost", &question["chunk"]["data"]["id"], "accept", Some(json!({"name": "Ada"})))).await;
+    let rest = second.collect("r-lost", &mut Vec::new()).await;
+    assert_eq!(rest.last().expect("terminal")["status"], "complete");
+    assert_eq!(chunks(&rest, "tool_result")[0]["content"], "Hello, Ada!", "the answer reached the call");
+    app.shutdown().await;
+}
+
 /// Each user answers every question they get with their own name; a question that reached the
 /// wrong user would greet the other name.
 async fn ask_and_answer_with(mut client: WsClient, request_id: &'static str, name: &'static str) -> Vec<Value> {
@@ -219,6 +238,8 @@ async fn while_alices_question_is_open_bobs_is_declined_and_neither_can_answer_t
         .collect();
     assert_eq!(answers, [(json!("alice"), json!({"name": "Alice"})), (json!("bob"), json!({"name": "Bob"}))]);
     assert_logged_for_their_users(&app, &[("alice", "r-alice"), ("bob", "r-bob-2")]);
+    let printed = text(&replay(&[app.store_path.to_str().expect("utf-8 path")]).stdout);
+    assert!(printed.contains("accept by alice") && printed.contains("accept by bob"), "replay shows who:\n{printed}");
     assert_verifies(&app.store_path);
     app.shutdown().await;
 }
