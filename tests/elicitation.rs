@@ -20,6 +20,20 @@ async fn demo_app(script: Value, configure: fn(&mut Settings)) -> TestApp {
     TestApp::start(Options { script: Some(script), configure: Box::new(configure), ..Options::default() }).await
 }
 
+/// An app whose demo server is an older one, of a revision before 2026-07-28
+/// (`DEMO_WITHOUT_DISCOVERY`): it asks with `elicitation/create`, which over stdio nothing ties
+/// to the call it belongs to.
+async fn older_demo_app(script: Value, configure: fn(&mut Settings)) -> TestApp {
+    let older = demo_server(&[("DEMO_WITHOUT_DISCOVERY", "1")]);
+    TestApp::start(Options {
+        script: Some(script),
+        configure: Box::new(configure),
+        servers: vec![("demo", older)],
+        store_path: None,
+    })
+    .await
+}
+
 fn elicit(request_id: &str, id: &Value, action: &str, content: Option<Value>) -> Value {
     let mut payload = json!({"elicitation_id": id, "action": action});
     if let Some(content) = content {
@@ -162,11 +176,9 @@ fn assert_logged_for_their_users(app: &TestApp, owners: &[(&str, &str)]) {
 
 #[tokio::test]
 async fn two_users_asked_at_once_by_one_older_stdio_server_never_get_each_others_question() {
-    // The demo server over stdio speaks a revision before 2026-07-28: it asks with
-    // `elicitation/create`, which nothing ties to a call.
     let call = json!({"tool_calls": [{"name": "demo__ask_name", "arguments": {"delay_ms": 300}}]});
     let answer = json!({"text": "Hello."});
-    let app = demo_app(json!([call, call, answer, answer]), api_keys).await;
+    let app = older_demo_app(json!([call, call, answer, answer]), api_keys).await;
     let (alice, bob) = (connect_as(&app, ALICE_KEY).await, connect_as(&app, BOB_KEY).await);
     let (alice, bob) =
         tokio::join!(ask_and_answer_with(alice, "r-alice", "Alice"), ask_and_answer_with(bob, "r-bob", "Bob"));
@@ -183,11 +195,11 @@ async fn two_users_asked_at_once_by_one_older_stdio_server_never_get_each_others
 }
 
 #[tokio::test]
-async fn while_alices_question_is_open_bobs_is_declined_and_neither_can_answer_the_others() {
+async fn bobs_question_is_declined_while_alices_is_open_and_neither_answers_the_others() {
     let call = json!({"tool_calls": [{"name": "demo__ask_name", "arguments": {}}]});
     let answer = json!({"text": "Nice to meet you."});
     // Alice's call, Bob's call and answer while Alice is asked, Alice's answer, then Bob alone.
-    let app = demo_app(json!([call, call, answer, answer, call, answer]), api_keys).await;
+    let app = older_demo_app(json!([call, call, answer, answer, call, answer]), api_keys).await;
     let mut alice = connect_as(&app, ALICE_KEY).await;
     let mut bob = connect_as(&app, BOB_KEY).await;
 
@@ -196,7 +208,7 @@ async fn while_alices_question_is_open_bobs_is_declined_and_neither_can_answer_t
     let alices_question = chunks(&alices, "elicitation").remove(0);
 
     // Bob's call asks while Alice's question is open: with calls of two users in flight the
-    // server's question cannot be tied to one, so it is declined, shown to nobody.
+    // older server's question cannot be tied to one, so it is declined, shown to nobody.
     let bobs = bob.chat("r-bob", json!({"text": "ask me"})).await;
     assert_well_formed(&bobs);
     assert!(chunks(&bobs, "elicitation").is_empty(), "Bob was shown a question: {bobs:#?}");
