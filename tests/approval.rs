@@ -107,6 +107,12 @@ async fn a_denied_call_does_not_run_and_the_model_reads_why() {
         (Some(false), Some("denied by the user: keep it"))
     );
     assert_eq!(demo.notes(), NOTES, "the denied call never reached the server");
+    let decision = app.questions().pop().expect("the decision is logged");
+    assert_eq!(
+        decision["extra"],
+        json!({"question": "approval", "call_id": "call_del", "decision": "deny", "by": "anonymous", "reason": "keep it"})
+    );
+    assert!(decision["timestamp"].is_string(), "when it was decided: {decision}");
 
     let requests = app.model_requests();
     let tool_messages: Vec<&Value> =
