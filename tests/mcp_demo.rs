@@ -144,14 +144,15 @@ async fn arguments_are_checked_against_the_schema_before_the_call() {
     manager.shutdown().await;
 }
 
+/// The MCP layer hands on the whole output: the chat service cuts what the model and the
+/// client see (tests/mcp_results.rs), the log keeps it whole.
 #[tokio::test]
-async fn long_output_is_cut_and_says_how_much() {
-    let mut defaults = defaults();
-    defaults.max_tool_result_chars = 10;
-    let manager = mcp_platform::mcp::McpManager::start(&servers(vec![("demo", demo())]), &settings(), defaults).await;
-    let outcome = call(&manager, "demo__echo", json!({"text": "x".repeat(25)})).await;
+async fn long_output_is_passed_on_whole() {
+    let manager = start(servers(vec![("demo", demo())])).await;
+    let long = "x".repeat(25_000);
+    let outcome = call(&manager, "demo__echo", json!({"text": long})).await;
     assert!(outcome.ok);
-    assert_eq!(outcome.content, format!("{}\n[output cut: 15 of 25 characters omitted]", "x".repeat(10)));
+    assert_eq!(outcome.content, long);
     manager.shutdown().await;
 }
 

@@ -16,12 +16,16 @@ use tokio_util::sync::CancellationToken;
 use super::breaker::{Breaker, CircuitState};
 use super::elicitation::ElicitationRouter;
 use super::progress::ProgressRouter;
-use super::session::{ClientEvents, Lists, McpService, McpSession, list_all};
+use super::session::{self, ClientEvents, Lists, McpService, McpSession, list_all};
 use super::transport::{McpLink, McpTransport, Opening};
 use crate::config::{ApprovalPolicy, McpConnectionSettings, McpSettings, ServerConfig};
 
 /// How long a session gets to close its transport before the link is stopped.
 const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// `max_tool_timeout` when the entry does not set it: long tools that keep reporting progress
+/// get ten quiet periods' worth of time.
+const DEFAULT_MAX_TOOL_TIMEOUT_FACTOR: u32 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -48,6 +52,8 @@ pub struct Status {
     /// The local process of the live link, as the transport reports it.
     pub pid: Option<u32>,
     pub server_info: Option<String>,
+    /// The MCP revision the live session speaks (`2026-07-28`, `2025-06-18`).
+    pub protocol_version: Option<String>,
     pub lists: Lists,
     /// Counts sessions, so progress of an old session never reaches a new call.
     pub generation: u64,
@@ -56,9 +62,12 @@ pub struct Status {
 /// One configured MCP server and everything known about it.
 pub struct McpServer {
     pub name: String,
-    config: ServerConfig,
+    pub config: ServerConfig,
     connection_settings: McpConnectionSettings,
+    /// How long a call may go without an answer or a progress notification.
     pub tool_timeout: Duration,
+    /// How long a call may run in total, however much progress it reports.
+    pub max_tool_timeout: Duration,
     status: Mutex<Status>,
     session: watch::Sender<Option<Arc<McpSession>>>,
     pub breaker: Mutex<Breaker>,
@@ -90,11 +99,14 @@ fn backoff(settings: &McpConnectionSettings, failed_attempts: u32) -> Duration {
 impl McpServer {
     pub fn new(name: String, config: ServerConfig, settings: &McpSettings, tool_timeout: Duration) -> Self {
         let tool_timeout = config.tool_timeout.map_or(tool_timeout, seconds);
+        let max_tool_timeout =
+            config.max_tool_timeout.map_or(tool_timeout * DEFAULT_MAX_TOOL_TIMEOUT_FACTOR, seconds).max(tool_timeout);
         Self {
             name,
             config,
             connection_settings: settings.connection.clone(),
             tool_timeout,
+            max_tool_timeout,
             status: Mutex::new(Status {
                 state: McpServerState::Connecting,
                 last_error: None,
@@ -103,6 +115,7 @@ impl McpServer {
                 next_attempt_at: None,
                 pid: None,
                 server_info: None,
+                protocol_version: None,
                 lists: Lists::default(),
                 generation: 0,
             }),
@@ -198,6 +211,19 @@ struct Live {
     link: Box<dyn McpLink>,
     service: McpService,
     session: Arc<McpSession>,
+    /// Relays list_changed notifications of a session that has to listen for them.
+    listener: Option<JoinHandle<()>>,
+}
+
+impl Live {
+    /// Closes the session, then stops what carried it.
+    async fn close(mut self) {
+        if let Some(listener) = self.listener.take() {
+            listener.abort();
+        }
+        let _ = self.service.close_with_timeout(SESSION_CLOSE_GRACE).await;
+        self.link.stop().await;
+    }
 }
 
 enum Ended {
@@ -213,6 +239,12 @@ pub struct Supervisor {
     /// Links of timed-out start attempts, still being stopped in the background so the
     /// first attempt is reported without waiting for their grace periods.
     stopping: Vec<JoinHandle<()>>,
+    /// Whether the next start begins with the discovery probe. Until the server has
+    /// connected, each failed attempt switches it, so a server that the probe breaks is
+    /// met with the `initialize` handshake alone on the next attempt; once connected, what
+    /// worked is kept for restarts.
+    probe_discovery: bool,
+    connected_once: bool,
 }
 
 impl Supervisor {
@@ -222,7 +254,15 @@ impl Supervisor {
         shutdown: CancellationToken,
         lists_changed: ListsChanged,
     ) -> Self {
-        Self { server, transport, shutdown, lists_changed, stopping: Vec::new() }
+        Self {
+            server,
+            transport,
+            shutdown,
+            lists_changed,
+            stopping: Vec::new(),
+            probe_discovery: true,
+            connected_once: false,
+        }
     }
 
     /// Keeps the server running until shutdown or until it is given up. `started` fires when
@@ -236,6 +276,7 @@ impl Supervisor {
             match self.connect().await {
                 Ok(mut live) => {
                     failed_attempts = 0;
+                    self.connected_once = true;
                     tracing::info!(server = %server.name, "MCP server connected");
                     if let Some(started) = started.take() {
                         let _ = started.send(());
@@ -244,8 +285,7 @@ impl Supervisor {
                         Ended::Shutdown => {
                             server.session.send_replace(None);
                             live.session.mark_dead("the platform is shutting down");
-                            let _ = live.service.close_with_timeout(SESSION_CLOSE_GRACE).await;
-                            live.link.stop().await;
+                            live.close().await;
                             tracing::info!(server = %server.name, "MCP server stopped");
                             break;
                         }
@@ -258,10 +298,10 @@ impl Supervisor {
                                 status.restarts += 1;
                                 status.last_error = Some(reason);
                                 status.pid = None;
+                                status.protocol_version = None;
                             });
                             (self.lists_changed)();
-                            let _ = live.service.close_with_timeout(SESSION_CLOSE_GRACE).await;
-                            live.link.stop().await;
+                            live.close().await;
                         }
                     }
                 }
@@ -270,11 +310,15 @@ impl Supervisor {
                         break;
                     }
                     failed_attempts += 1;
+                    if !self.connected_once {
+                        self.probe_discovery = !self.probe_discovery;
+                    }
                     tracing::warn!(server = %server.name, attempt = failed_attempts, "MCP server did not start: {error}");
                     server.set_status(|status| {
                         status.failed_attempts = failed_attempts;
                         status.last_error = Some(error);
                         status.pid = None;
+                        status.protocol_version = None;
                     });
                     if let Some(started) = started.take() {
                         let _ = started.send(());
@@ -305,6 +349,7 @@ impl Supervisor {
             status.state = McpServerState::Stopped;
             status.next_attempt_at = None;
             status.pid = None;
+            status.protocol_version = None;
         });
         server.session.send_replace(None);
         self.finish_stops().await;
@@ -326,6 +371,7 @@ impl Supervisor {
         let client = ClientEvents {
             server: server.name.clone(),
             generation,
+            probe_discovery: self.probe_discovery,
             progress: server.progress.clone(),
             elicitations: server.elicitations.clone(),
             relist: server.relist.clone(),
@@ -333,11 +379,14 @@ impl Supervisor {
         let Opening { mut link, handshake } = self.transport.open(client)?;
         server.set_status(|status| status.pid = link.pid());
         let timeout = seconds(server.connection_settings.connection_timeout);
+        let relist = server.relist.clone();
         let setup = async {
             let service = handshake.await?;
             let capabilities = service.peer().peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
-            let lists = list_all(service.peer(), &capabilities).await?;
-            Ok::<_, String>((service, lists))
+            let listener = session::listen_for_list_changes(&server.name, service.peer(), relist).await;
+            let lists = list_all(service.peer(), &capabilities).await;
+            let lists = lists.inspect_err(|_| listener.iter().for_each(JoinHandle::abort))?;
+            Ok::<_, String>((service, lists, listener))
         };
         let mut timed_out = false;
         let outcome = tokio::select! {
@@ -351,7 +400,7 @@ impl Supervisor {
             reason = link.ended() => Err(format!("{reason} during start-up")),
             _ = self.shutdown.cancelled() => Err("shutting down".to_owned()),
         };
-        let (service, lists) = match outcome {
+        let (service, lists, listener) = match outcome {
             Ok(ready) => ready,
             Err(error) => {
                 let error = if timed_out {
@@ -377,18 +426,20 @@ impl Supervisor {
             .peer_info()
             .and_then(|info| info.server_info.clone())
             .map(|info| format!("{} {}", info.name, info.version));
+        let protocol_version = session::revision(service.peer());
         let session = Arc::new(McpSession::new(service.peer().clone(), generation));
         server.set_status(|status| {
             status.state = McpServerState::Connected;
             status.lists = lists;
             status.server_info = server_info;
+            status.protocol_version = protocol_version;
             status.failed_attempts = 0;
             status.next_attempt_at = None;
             status.last_error = None;
         });
         server.session.send_replace(Some(session.clone()));
         (self.lists_changed)();
-        Ok(Live { link, service, session })
+        Ok(Live { link, service, session, listener })
     }
 
     /// Waits for the session to end, refreshing the lists on list_changed.
@@ -396,8 +447,24 @@ impl Supervisor {
         let server = &self.server;
         let refresh_timeout = seconds(server.connection_settings.connection_timeout);
         loop {
+            let Live { link, listener, .. } = &mut *live;
+            // A 2026-07-28 session has no connection of its own to lose: the end of its
+            // list_changed subscription is how a restarted server shows, and the session
+            // is opened again so that nothing it announces is missed.
+            let listener_ended = async {
+                match listener.as_mut() {
+                    Some(handle) => {
+                        let _ = handle.await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                reason = live.link.ended() => return Ended::Died(reason),
+                reason = link.ended() => return Ended::Died(reason),
+                () = listener_ended => {
+                    listener.take();
+                    return Ended::Died("the server ended the list_changed subscription".to_owned());
+                }
                 _ = self.shutdown.cancelled() => return Ended::Shutdown,
                 _ = server.restart.notified() => return Ended::Died("restarted by an admin".to_owned()),
                 _ = server.relist.notified() => {

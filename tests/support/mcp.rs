@@ -16,17 +16,32 @@ use super::process::binary;
 pub fn server(command: impl Into<String>, args: &[&str]) -> ServerConfig {
     ServerConfig {
         enabled: true,
-        command: command.into(),
+        transport_type: None,
+        command: Some(command.into()),
         args: args.iter().map(|arg| arg.to_string()).collect(),
         cwd: None,
         env: BTreeMap::new(),
+        url: None,
+        headers: BTreeMap::new(),
         allowed_tools: None,
         excluded_tools: Vec::new(),
         tool_timeout: None,
+        max_tool_timeout: None,
         approval: None,
         approve_tools: Vec::new(),
         auto_approve_tools: Vec::new(),
         trusted: false,
+    }
+}
+
+/// A remote server at `url` (streamable HTTP), sending `headers` with every request.
+pub fn remote(url: &str, headers: &[(&str, &str)]) -> ServerConfig {
+    ServerConfig {
+        command: None,
+        args: Vec::new(),
+        url: Some(url.to_owned()),
+        headers: headers.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect(),
+        ..server("", &[])
     }
 }
 
@@ -56,7 +71,7 @@ pub fn settings() -> McpSettings {
 }
 
 pub fn defaults() -> ToolDefaults {
-    ToolDefaults { tool_timeout: Duration::from_secs(20), max_tool_result_chars: 20_000 }
+    ToolDefaults { tool_timeout: Duration::from_secs(20) }
 }
 
 pub async fn start(servers: ServersConfig) -> std::sync::Arc<McpManager> {

@@ -1,12 +1,19 @@
-//! `demo-server`: the MCP server shipped with mcp-platform, over stdio.
+//! `demo-server`: the MCP server shipped with mcp-platform, over stdio, or over streamable
+//! HTTP with `--http ADDRESS` (`--http 127.0.0.1:0` picks a free port and prints the URL).
 //!
 //! Arithmetic and echo tools for the offline demo, `slow_count` to show progress and
 //! cancellation, notes to show tool approval (`delete_note` is destructive; the notes live in
 //! the file `DEMO_NOTES_FILE` names, one per line, so a test can see what happened), `ask_name`
 //! to show elicitation, a prompt with an argument, a static resource and a resource template.
-//! Logs go to stderr: stdout carries the protocol.
+//! Logs go to stderr: stdout carries the protocol (stdio) or the one line with the URL.
+//! Over HTTP, `DEMO_REQUIRE_BEARER=TOKEN` makes every request without
+//! `Authorization: Bearer TOKEN` fail with 401, as a remote server behind a token would.
 
+use std::io::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
+
+use axum::response::IntoResponse as _;
 
 use rmcp::{
     ErrorData as McpError, Peer, RoleServer, ServerHandler, ServiceExt,
@@ -25,6 +32,9 @@ use rmcp::{
     prompt, prompt_handler, prompt_router,
     service::RequestContext,
     tool, tool_handler, tool_router,
+    transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    },
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -365,6 +375,60 @@ impl ServerHandler for Demo {
     }
 }
 
+impl Demo {
+    fn new() -> Self {
+        Demo { tool_router: Demo::tool_router(), prompt_router: Demo::prompt_router(), notes: Notes::from_env() }
+    }
+}
+
+/// Refuses requests without the expected bearer token.
+async fn require_bearer(
+    expected: Arc<str>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let authorized = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|token| token == &*expected);
+    if authorized {
+        next.run(request).await
+    } else {
+        (axum::http::StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
+    }
+}
+
+/// Serves MCP at `/mcp` until SIGINT or SIGTERM.
+async fn serve_http(address: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let service = StreamableHttpService::new(
+        || Ok(Demo::new()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let mut router = axum::Router::new().nest_service("/mcp", service);
+    if let Ok(token) = std::env::var("DEMO_REQUIRE_BEARER") {
+        let token: Arc<str> = token.into();
+        router =
+            router.layer(axum::middleware::from_fn(move |request, next| require_bearer(token.clone(), request, next)));
+    }
+    let address = listener.local_addr()?;
+    println!("demo-server listening on {address} (MCP endpoint http://{address}/mcp)");
+    std::io::stdout().flush()?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+        .await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -372,11 +436,18 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
-    let server =
-        Demo { tool_router: Demo::tool_router(), prompt_router: Demo::prompt_router(), notes: Notes::from_env() };
-    let service = server.serve(rmcp::transport::stdio_pipes()).await?;
-    service.waiting().await?;
-    Ok(())
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => {
+            let service = Demo::new().serve(rmcp::transport::stdio_pipes()).await?;
+            service.waiting().await?;
+            Ok(())
+        }
+        (Some("--http"), Some(address)) => serve_http(&address).await,
+        _ => anyhow::bail!(
+            "usage: demo-server [--http ADDRESS]  (stdio without arguments; --http 127.0.0.1:0 for any port)"
+        ),
+    }
 }
 
 #[cfg(test)]
