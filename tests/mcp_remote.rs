@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -15,20 +14,9 @@ use mcp_platform::config::ServerConfig;
 use mcp_platform::mcp::{McpManager, McpServerState, ToolProvider, Unattended};
 use serde_json::{Value, json};
 use support::mcp::*;
-use support::{ChildProcess, Options, TestApp, assert_well_formed, binary, check, chunks};
+use support::{Options, TestApp, assert_well_formed, binary, check, chunks};
 
 const TOKEN: &str = "s3cret-demo-token";
-
-/// `demo-server --http ADDRESS`, with `env` added.
-fn demo_http(address: &str, env: &[(&str, &str)]) -> ChildProcess {
-    let mut command = Command::new(binary("demo-server"));
-    command.args(["--http", address]).envs(env.iter().copied());
-    ChildProcess::start(command)
-}
-
-fn endpoint(addr: SocketAddr) -> String {
-    format!("http://{addr}/mcp")
-}
 
 fn shown(servers: &str, name: &str) -> Value {
     let servers: Value = serde_json::from_str(servers).expect("check --json prints JSON");
@@ -52,7 +40,7 @@ fn check_lists_the_demo_over_http_with_the_token_from_the_environment_and_hides_
     assert_eq!(remote["url"], endpoint(demo.addr));
     assert_eq!(remote["headers"], json!({"Authorization": "***"}));
     assert_eq!(remote["pid"], Value::Null, "a remote server has no local process");
-    assert_eq!(remote["tools"].as_array().expect("tools").len(), 7);
+    assert_eq!(remote["tools"].as_array().expect("tools").len(), 10);
     // Both are rmcp 3.9 servers: discovery, whatever carries it.
     assert_eq!(remote["protocol_version"], "2026-07-28");
     let local = shown(&stdout, "local");
@@ -140,7 +128,7 @@ async fn a_remote_server_killed_and_started_again_on_the_same_port_is_reconnecte
     assert_eq!(back, [McpServerState::Restarting]);
     let snapshot = manager.server("remote").expect("the server");
     assert_eq!(snapshot.restarts, 1);
-    assert_eq!(snapshot.tools.len(), 7, "tools listed again");
+    assert_eq!(snapshot.tools.len(), 10, "tools listed again");
     assert_eq!(snapshot.protocol_version.as_deref(), Some("2026-07-28"));
     let after = call(&manager, "remote__sum", json!({"a": 2, "b": 3})).await;
     assert_eq!((after.ok, after.content.as_str()), (true, "5"));

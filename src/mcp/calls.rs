@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, ErrorCode, InputRequest,
-    InputRequiredResult, InputResponses, RequestId, ServerResult,
+    InputRequiredResult, InputResponses, RequestId, RequestMetaObject, ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, ServiceError};
 use serde_json::{Map, Value};
@@ -264,7 +264,10 @@ async fn answer_input_requests(
     for (key, request) in result.input_requests.unwrap_or_default() {
         let response = match request {
             InputRequest::Elicitation(request) => {
-                let reply = match elicitation::question(server, request.params, None) {
+                // The question's `_meta` (whether its answer is sensitive) was taken off the
+                // parameters while it was read.
+                let meta = request.extensions.get::<RequestMetaObject>();
+                let reply = match elicitation::question(server, request.params, meta) {
                     Some(question) => user.elicit(question).await,
                     None => ElicitationReply::declined(),
                 };

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::process::binary;
+use super::process::{ChildProcess, binary};
 
 pub fn server(command: impl Into<String>, args: &[&str]) -> ServerConfig {
     ServerConfig {
@@ -43,6 +43,18 @@ pub fn remote(url: &str, headers: &[(&str, &str)]) -> ServerConfig {
         headers: headers.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect(),
         ..server("", &[])
     }
+}
+
+/// `demo-server --http ADDRESS`, with `env` added.
+pub fn demo_http(address: &str, env: &[(&str, &str)]) -> ChildProcess {
+    let mut command = std::process::Command::new(binary("demo-server"));
+    command.args(["--http", address]).envs(env.iter().copied());
+    ChildProcess::start(command)
+}
+
+/// The MCP endpoint of a `demo-server --http` at `addr`.
+pub fn endpoint(addr: std::net::SocketAddr) -> String {
+    format!("http://{addr}/mcp")
 }
 
 pub fn demo() -> ServerConfig {

@@ -8,6 +8,9 @@
 //! Logs go to stderr: stdout carries the protocol (stdio) or the one line with the URL.
 //! Over HTTP, `DEMO_REQUIRE_BEARER=TOKEN` makes every request without
 //! `Authorization: Bearer TOKEN` fail with 401, as a remote server behind a token would.
+//! `DEMO_WITHOUT_DISCOVERY=1` makes it an older server that knows only the `initialize`
+//! handshake, so both ways a server asks the user (the question returned with the call in
+//! 2026-07-28, `elicitation/create` before) can be shown over either transport.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -23,11 +26,11 @@ use rmcp::{
         wrapper::Parameters,
     },
     model::{
-        CallToolResponse, CallToolResult, ContentBlock, ElicitRequest, ElicitRequestParams, InputRequest,
-        InputRequiredResult, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
-        ProgressNotificationParam, PromptMessage, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
-        ReadResourceResult, RequestMetaObject, Resource, ResourceContents, ResourceTemplate, Role, ServerCapabilities,
-        ServerConfig,
+        CallToolResponse, CallToolResult, ContentBlock, DiscoverRequestMethod, DiscoverResult, ElicitRequest,
+        ElicitRequestParams, InputRequest, InputRequiredResult, ListResourceTemplatesResult, ListResourcesResult,
+        PaginatedRequestParams, ProgressNotificationParam, PromptMessage, ReadResourceRequestParams,
+        ReadResourceResponse, ReadResourceResult, RequestMetaObject, Resource, ResourceContents, ResourceTemplate,
+        Role, ServerCapabilities, ServerConfig,
     },
     prompt, prompt_handler, prompt_router,
     service::RequestContext,
@@ -185,6 +188,10 @@ struct Demo {
     tool_router: ToolRouter<Self>,
     prompt_router: PromptRouter<Self>,
     notes: Notes,
+    /// `DEMO_WITHOUT_DISCOVERY=1`: answers `server/discover` as a server of a revision before
+    /// 2026-07-28 does (method not found), so clients meet it with the `initialize` handshake
+    /// and its questions go out as `elicitation/create`.
+    without_discovery: bool,
 }
 
 #[tool_router]
@@ -292,11 +299,12 @@ impl Demo {
     async fn ask_name(
         &self,
         Parameters(AskNameArgs { delay_ms }): Parameters<AskNameArgs>,
-        client: Peer<RoleServer>,
+        context: RequestContext<RoleServer>,
         RequestState(state): RequestState,
         InputResponses(responses): InputResponses,
     ) -> Result<CallToolResponse, McpError> {
-        let modern = client.peer_info().is_some_and(|info| info.protocol_version >= ProtocolVersion::V_2026_07_28);
+        // A 2026-07-28 session names its revision in each request, an older one in `initialize`.
+        let modern = context.protocol_version().is_some_and(|revision| !revision.has_initialize());
         if modern {
             if state.is_none() {
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -308,7 +316,8 @@ impl Demo {
             return Ok(greeting(&answer).into());
         }
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        let answer = client
+        let answer = context
+            .peer
             .create_elicitation(name_question())
             .await
             .map_err(|error| McpError::internal_error(format!("the client did not answer: {error}"), None))?;
@@ -330,6 +339,13 @@ impl ServerHandler for Demo {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_prompts().enable_resources().build())
             .with_instructions("Arithmetic, echo and a slow counter for the mcp-platform demo.")
+    }
+
+    async fn discover(&self, _context: RequestContext<RoleServer>) -> Result<DiscoverResult, McpError> {
+        if self.without_discovery {
+            return Err(McpError::method_not_found::<DiscoverRequestMethod>());
+        }
+        Ok(DiscoverResult::from_server_info(self.supported_protocol_versions().into_owned(), self.get_info()))
     }
 
     async fn list_resources(
@@ -377,7 +393,12 @@ impl ServerHandler for Demo {
 
 impl Demo {
     fn new() -> Self {
-        Demo { tool_router: Demo::tool_router(), prompt_router: Demo::prompt_router(), notes: Notes::from_env() }
+        Demo {
+            tool_router: Demo::tool_router(),
+            prompt_router: Demo::prompt_router(),
+            notes: Notes::from_env(),
+            without_discovery: std::env::var("DEMO_WITHOUT_DISCOVERY").is_ok_and(|value| value == "1"),
+        }
     }
 }
 
