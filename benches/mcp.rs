@@ -59,26 +59,10 @@ async fn time_bare(bare: &Bare, arguments: &serde_json::Map<String, serde_json::
     Ok(took)
 }
 
-fn entry(config: impl FnOnce(&mut ServerConfig)) -> ServersConfig {
-    let mut server = ServerConfig {
-        enabled: true,
-        transport_type: None,
-        command: None,
-        args: Vec::new(),
-        cwd: None,
-        env: Default::default(),
-        url: None,
-        headers: Default::default(),
-        allowed_tools: None,
-        excluded_tools: Vec::new(),
-        tool_timeout: None,
-        max_tool_timeout: None,
-        approval: None,
-        approve_tools: Vec::new(),
-        auto_approve_tools: Vec::new(),
-        trusted: false,
-    };
-    config(&mut server);
+/// `servers_config.json` with the one server `demo`, as its entry in that file would read
+/// (`{"command": ...}` or `{"url": ...}`).
+fn entry(server: serde_json::Value) -> ServersConfig {
+    let server: ServerConfig = serde_json::from_value(server).expect("a valid server entry");
     ServersConfig { servers: [("demo".to_owned(), server)].into() }
 }
 
@@ -191,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
     let binary = demo_server();
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let manager = start_ours(&entry(|server| server.command = Some(binary.display().to_string()))).await;
+    let manager = start_ours(&entry(json!({"command": binary.display().to_string()}))).await;
     let bare = ClientConfig::default()
         .serve_with_lifecycle(TokioChildProcess::new(tokio::process::Command::new(&binary))?, lifecycle())
         .await?;
@@ -200,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
     bare.cancel().await?;
 
     let (_http_server, url) = start_http_demo(&binary).await?;
-    let manager = start_ours(&entry(|server| server.url = Some(url.clone()))).await;
+    let manager = start_ours(&entry(json!({"url": url}))).await;
     let bare = ClientConfig::default()
         .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
         .serve_with_lifecycle(StreamableHttpClientTransport::from_uri(url.as_str()), lifecycle())

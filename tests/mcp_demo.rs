@@ -70,21 +70,11 @@ async fn division_by_zero_is_an_error_result_and_the_server_lives_on() {
 #[tokio::test]
 async fn slow_count_progress_arrives_in_order() {
     let manager = start(servers(vec![("demo", demo())])).await;
-    let (progress, mut updates) = mpsc::unbounded_channel();
-    let outcome = manager
-        .call_tool(
-            &tool_call("demo__slow_count", json!({"n": 5, "delay_ms": 20})),
-            progress,
-            CancellationToken::new(),
-            Arc::new(Unattended),
-        )
-        .await;
+    let (outcome, reported) =
+        call_for(&manager, "demo__slow_count", json!({"n": 5, "delay_ms": 20}), Arc::new(Unattended)).await;
     assert!(outcome.ok, "{}", outcome.content);
-    let mut seen = Vec::new();
-    while let Ok(update) = updates.try_recv() {
-        assert_eq!(update.total, Some(5.0));
-        seen.push(update.progress);
-    }
+    assert!(reported.iter().all(|update| update.total == Some(5.0)), "{reported:?}");
+    let seen: Vec<f64> = reported.iter().map(|update| update.progress).collect();
     assert_eq!(seen, [1.0, 2.0, 3.0, 4.0, 5.0]);
     manager.shutdown().await;
 }

@@ -12,10 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use mcp_platform::config::ServerConfig;
 use mcp_platform::domain::{Elicitation, ElicitationAction, ElicitationMode, ElicitationReply};
-use mcp_platform::mcp::{McpManager, ToolProvider, UserInput};
+use mcp_platform::mcp::{McpManager, UserInput};
 use serde_json::json;
 use support::mcp::*;
-use tokio_util::sync::CancellationToken;
 
 const WITHOUT_DISCOVERY: (&str, &str) = ("DEMO_WITHOUT_DISCOVERY", "1");
 
@@ -53,10 +52,7 @@ impl UserInput for Person {
 /// revision the session speaks is returned.
 async fn ask_name(config: ServerConfig, person: Arc<Person>) -> Option<String> {
     let manager: Arc<McpManager> = start(servers(vec![("demo", config)])).await;
-    let (progress, _) = tokio::sync::mpsc::unbounded_channel();
-    let outcome = manager
-        .call_tool(&tool_call("demo__ask_name", json!({})), progress, CancellationToken::new(), person.clone())
-        .await;
+    let (outcome, _) = call_for(&manager, "demo__ask_name", json!({}), person.clone()).await;
     assert!(outcome.ok, "{}", outcome.content);
     assert_eq!(outcome.content, format!("Hello, {}!", person.name));
     let questions = person.questions();
@@ -112,12 +108,8 @@ async fn two_users_at_once(config: ServerConfig) {
     let manager = start(servers(vec![("demo", config)])).await;
     let ask = |person: Arc<Person>| {
         let manager = manager.clone();
-        async move {
-            let (progress, _) = tokio::sync::mpsc::unbounded_channel();
-            // Both calls are sent before either asks.
-            let call = tool_call("demo__ask_name", json!({"delay_ms": 300}));
-            manager.call_tool(&call, progress, CancellationToken::new(), person).await
-        }
+        // Both calls are sent before either asks.
+        async move { call_for(&manager, "demo__ask_name", json!({"delay_ms": 300}), person).await.0 }
     };
     let (ada, grace) = tokio::join!(ask(Person::new("Ada", Duration::ZERO)), ask(Person::new("Grace", Duration::ZERO)));
     assert_eq!((ada.ok, ada.content.as_str()), (true, "Hello, Ada!"));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcp_platform::config::ServerConfig;
-use mcp_platform::mcp::{McpManager, McpServerState, ToolProvider, Unattended};
+use mcp_platform::mcp::{McpManager, McpServerState, Unattended};
 use serde_json::{Value, json};
 use support::mcp::*;
 use support::{Options, TestApp, assert_well_formed, binary, check, chunks};
@@ -181,23 +181,13 @@ async fn progress_restarts_the_tool_timeout_within_the_maximum() {
         start(servers(vec![("remote", with_timeouts(remote(&endpoint(demo.addr), &[]), 2.0, Some(5.0)))])).await;
 
     // Progress every second: four seconds in all, twice the quiet period.
-    let (progress, mut updates) = tokio::sync::mpsc::unbounded_channel();
     let started = Instant::now();
-    let outcome = manager
-        .call_tool(
-            &tool_call("remote__slow_count", json!({"n": 4, "delay_ms": 1000})),
-            progress,
-            Default::default(),
-            Arc::new(Unattended),
-        )
-        .await;
+    let (outcome, reported) =
+        call_for(&manager, "remote__slow_count", json!({"n": 4, "delay_ms": 1000}), Arc::new(Unattended)).await;
     assert!(outcome.ok, "{}", outcome.content);
     assert_eq!(outcome.content, "counted to 4");
     assert!(started.elapsed() >= Duration::from_secs(4));
-    let mut steps = Vec::new();
-    while let Ok(update) = updates.try_recv() {
-        steps.push(update.progress);
-    }
+    let steps: Vec<f64> = reported.iter().map(|update| update.progress).collect();
     assert_eq!(steps, [1.0, 2.0, 3.0, 4.0]);
 
     // Silent for longer than the quiet period: cut at 2 s.

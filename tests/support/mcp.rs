@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use mcp_platform::config::{CircuitBreakerSettings, McpConnectionSettings, McpSettings, ServerConfig, ServersConfig};
 use mcp_platform::domain::ToolCall;
-use mcp_platform::mcp::{McpManager, ToolDefaults, ToolOutcome, ToolProgress, ToolProvider, Unattended};
+use mcp_platform::mcp::{McpManager, ToolDefaults, ToolOutcome, ToolProgress, ToolProvider, Unattended, UserInput};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -91,8 +91,23 @@ pub async fn start(servers: ServersConfig) -> std::sync::Arc<McpManager> {
 }
 
 pub async fn call(manager: &McpManager, name: &str, arguments: Value) -> ToolOutcome {
-    let (progress, _) = mpsc::unbounded_channel::<ToolProgress>();
-    manager.call_tool(&tool_call(name, arguments), progress, CancellationToken::new(), Arc::new(Unattended)).await
+    call_for(manager, name, arguments, Arc::new(Unattended)).await.0
+}
+
+/// Calls a tool on behalf of `user` (whom its server may ask), with the progress it reported.
+pub async fn call_for(
+    manager: &McpManager,
+    name: &str,
+    arguments: Value,
+    user: Arc<dyn UserInput>,
+) -> (ToolOutcome, Vec<ToolProgress>) {
+    let (progress, mut updates) = mpsc::unbounded_channel::<ToolProgress>();
+    let outcome = manager.call_tool(&tool_call(name, arguments), progress, CancellationToken::new(), user).await;
+    let mut reported = Vec::new();
+    while let Ok(update) = updates.try_recv() {
+        reported.push(update);
+    }
+    (outcome, reported)
 }
 
 pub fn tool_call(name: &str, arguments: Value) -> ToolCall {
