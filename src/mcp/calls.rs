@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::Verdict;
+use super::server::{McpServer, McpServerState, lock};
 use super::session::McpSession;
-use super::supervisor::{McpServer, McpServerState, lock};
 use super::{ToolError, ToolProgress, UserInput, convert, elicitation};
 use crate::domain::ElicitationReply;
 

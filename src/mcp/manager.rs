@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::registry::Registry;
-use super::supervisor::{McpServer, McpServerState, Supervisor, lock};
+use super::server::{McpServer, McpServerState, lock};
+use super::supervisor::Supervisor;
 use super::{
     ApprovalFacts, McpServerIssue, ToolError, ToolOutcome, ToolProgress, ToolProvider, UserInput, calls, convert,
     transport,

@@ -1,11 +1,11 @@
 //! Everything between the chat service and the MCP servers.
 //!
 //! The chat service sees only [`ToolProvider`]. Below it, [`McpManager`] wires one concern
-//! per submodule: `supervisor` keeps each server running, reaching it through a `transport`
-//! (a child process over stdio, or a remote server over streamable HTTP); `session` is one
-//! MCP session over it; `registry` names what the servers offer; `calls` runs one request;
-//! `elicitation` takes a server's questions to the user behind the call; `views` shows it all
-//! under `/api`.
+//! per submodule: `server` holds what is known of each server, which `supervisor` keeps
+//! running, reaching it through a `transport` (a child process over stdio, or a remote server
+//! over streamable HTTP); `session` is one MCP session over it; `registry` names what the
+//! servers offer; `calls` runs one request; `elicitation` takes a server's questions to the
+//! user behind the call; `views` shows it all under `/api`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,6 +139,7 @@ mod manager;
 mod names;
 mod progress;
 mod registry;
+mod server;
 mod session;
 mod supervisor;
 mod transport;
@@ -147,7 +148,7 @@ mod views;
 pub use breaker::CircuitState;
 pub use manager::{McpManager, ToolDefaults};
 pub use names::MAX_NAME_LEN;
-pub use supervisor::McpServerState;
+pub use server::McpServerState;
 pub use views::{
     McpServerSnapshot, Offered, PromptArgumentView, PromptView, ResourceListing, ResourceTemplateView, ResourceView,
     ToolView,

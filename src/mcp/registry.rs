@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use serde_json::{Map, Value};
 
-use super::supervisor::{McpServer, McpServerState, Status};
+use super::server::{McpServer, McpServerState, Status};
 use super::{ApprovalFacts, ToolError, convert, names};
 use crate::config::ApprovalPolicy;
 use crate::domain::{ToolCall, ToolSpec};

@@ -15,7 +15,7 @@ use super::breaker::CircuitState;
 use super::convert;
 use super::manager::McpManager;
 use super::registry::{ToolTable, prompt_names};
-use super::supervisor::{McpServer, McpServerState, lock};
+use super::server::{McpServer, McpServerState, lock};
 use crate::config::ServerTransport;
 
 /// What a header value is shown as.
