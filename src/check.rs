@@ -71,6 +71,15 @@ fn render(servers: &[McpServerSnapshot]) -> String {
     }
     for server in servers {
         let _ = writeln!(out, "\n{} ({})", server.name, state_label(server.state));
+        if let Some(url) = &server.url {
+            let _ = writeln!(out, "  url       {url}");
+        }
+        for (header, shown) in &server.headers {
+            let _ = writeln!(out, "  header    {header}: {shown}");
+        }
+        if let Some(revision) = &server.protocol_version {
+            let _ = writeln!(out, "  revision  {revision}");
+        }
         for tool in &server.tools {
             let _ = writeln!(out, "  tool      {}  {}", tool.name, tool.description);
         }

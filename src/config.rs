@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod load;
 mod rules;
@@ -71,6 +71,9 @@ pub struct ProviderSettings {
     pub temperature: f64,
     pub max_tokens: u32,
     pub top_p: f64,
+    /// Whether the model reads images: only then do images that tools return reach it.
+    #[serde(default)]
+    pub vision: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,8 +89,10 @@ pub struct ChatServiceSettings {
     pub streaming: StreamingSettings,
     pub context: ContextSettings,
     pub max_tool_hops: u32,
-    /// Seconds per MCP tool call, unless the server's entry sets its own.
+    /// Seconds an MCP tool call may go without an answer or progress, unless the server's
+    /// entry sets its own.
     pub tool_timeout: f64,
+    /// The most of a tool's output the model reads (head and tail); the log keeps it whole.
     pub max_tool_result_chars: usize,
     pub tool_approval: ToolApprovalSettings,
 }
@@ -294,7 +299,13 @@ pub struct ServersConfig {
 pub struct ServerConfig {
     #[serde(default = "enabled_unless_said_otherwise")]
     pub enabled: bool,
-    pub command: String,
+    /// Optional: `command` or `url` already says which; validation keeps them consistent.
+    #[serde(default, rename = "type")]
+    pub transport_type: Option<ServerTransport>,
+    /// A local server: the program started as a child process (stdio). Exactly one of
+    /// `command` and `url` is set.
+    #[serde(default)]
+    pub command: Option<String>,
     #[serde(default)]
     pub args: Vec<String>,
     /// Absolute: a relative `cwd` is resolved against the folder of `servers_config.json`.
@@ -303,14 +314,26 @@ pub struct ServerConfig {
     /// Added over the inherited environment, `${VAR}` already substituted.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// A remote server: its MCP endpoint (streamable HTTP), `http://` or `https://`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Sent with every request to a remote server, `${VAR}` already substituted. Values
+    /// usually carry tokens: never logged, shown as `***`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     /// `None`: every tool the server offers.
     #[serde(default)]
     pub allowed_tools: Option<Vec<String>>,
     #[serde(default)]
     pub excluded_tools: Vec<String>,
-    /// Seconds; `None` falls back to `chat.service.tool_timeout`.
+    /// Seconds a call may go without news; `None` falls back to `chat.service.tool_timeout`.
+    /// Each progress notification starts it again, up to `max_tool_timeout` in total.
     #[serde(default)]
     pub tool_timeout: Option<f64>,
+    /// Seconds a call may run in total however much progress it reports; `None`: ten
+    /// times the tool timeout.
+    #[serde(default)]
+    pub max_tool_timeout: Option<f64>,
     /// Overrides `chat.service.tool_approval.policy` for this server's tools.
     #[serde(default)]
     pub approval: Option<ApprovalPolicy>,
@@ -325,11 +348,29 @@ pub struct ServerConfig {
     pub trusted: bool,
 }
 
+/// How a server is reached: `type` in `servers_config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerTransport {
+    /// A child process speaking MCP over stdin/stdout.
+    Stdio,
+    /// MCP streamable HTTP.
+    Http,
+}
+
+impl ServerConfig {
+    /// How the server is reached: as `type` says, else a `url` makes it remote.
+    pub fn transport(&self) -> ServerTransport {
+        self.transport_type.unwrap_or(if self.url.is_some() { ServerTransport::Http } else { ServerTransport::Stdio })
+    }
+}
+
 fn enabled_unless_said_otherwise() -> bool {
     true
 }
 
-/// Shows `env` names only: their values often carry tokens (`"TOKEN": "${DEMO_TOKEN}"`).
+/// Shows `env` and `headers` names only: their values often carry tokens
+/// (`"TOKEN": "${DEMO_TOKEN}"`, `"Authorization": "Bearer ${REMOTE_MCP_TOKEN}"`).
 impl std::fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerConfig")
@@ -338,9 +379,12 @@ impl std::fmt::Debug for ServerConfig {
             .field("args", &self.args)
             .field("cwd", &self.cwd)
             .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("url", &self.url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("allowed_tools", &self.allowed_tools)
             .field("excluded_tools", &self.excluded_tools)
             .field("tool_timeout", &self.tool_timeout)
+            .field("max_tool_timeout", &self.max_tool_timeout)
             .field("approval", &self.approval)
             .field("approve_tools", &self.approve_tools)
             .field("auto_approve_tools", &self.auto_approve_tools)

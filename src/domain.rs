@@ -62,11 +62,52 @@ pub struct ToolSpec {
     pub parameters: Value,
 }
 
+/// An image a tool returned, base64-encoded as MCP carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Image {
+    pub mime_type: String,
+    pub data: String,
+}
+
+/// A resource a tool pointed to; its `uri` can be read in a later turn (`payload.resources`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceLink {
+    pub uri: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+}
+
+/// What a tool returned beyond text (SPEC §2.2): shown to the client with the result and
+/// kept in the log with it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolAttachments {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
+    /// The tool's `structuredContent`, valid against its `outputSchema` when it declares one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_links: Vec<ResourceLink>,
+}
+
+impl ToolAttachments {
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty() && self.structured.is_none() && self.resource_links.is_empty()
+    }
+}
+
 /// One message of the conversation as the model sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub role: Role,
     pub content: String,
+    /// Images of a tool message, for a model that reads images; providers without vision
+    /// leave them out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
     /// Tool calls of an assistant message; empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
@@ -89,7 +130,7 @@ impl Message {
         Self { tool_call_id: Some(tool_call_id.into()), ..Self::plain(Role::Tool, content) }
     }
     fn plain(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+        Self { role, content: content.into(), images: Vec::new(), tool_calls: Vec::new(), tool_call_id: None }
     }
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::domain::PromptRef;
+use crate::domain::{PromptRef, ToolAttachments};
 
 mod questions;
 
@@ -526,8 +526,11 @@ pub struct ToolResultChunk {
     pub id: String,
     pub name: String,
     pub ok: bool,
-    /// A preview: long results are shortened for the client (the model gets them whole).
+    /// A preview: long results are shortened for the client (the log keeps them whole).
     pub content: String,
+    /// `images`, `structured`, `resource_links`, each present only when the tool returned it.
+    #[serde(flatten)]
+    pub attachments: ToolAttachments,
     pub duration_ms: f64,
 }
 

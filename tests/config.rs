@@ -133,7 +133,7 @@ fn shipped_servers_config_loads() {
 
     let demo = &config.servers["demo"];
     assert!(demo.enabled);
-    assert_eq!(demo.command, "target/release/demo-server");
+    assert_eq!(demo.command.as_deref(), Some("target/release/demo-server"));
     assert_eq!(
         demo.cwd.as_deref().map(std::fs::canonicalize).transpose().unwrap(),
         Some(std::fs::canonicalize(env!("CARGO_MANIFEST_DIR")).unwrap()),
@@ -547,7 +547,6 @@ fn every_bad_server_entry_is_reported_at_once() {
                  the environment variable NAME, found \"x${{HOME\""
             ),
             format!("{file}.empty.command: expected a non-empty string, found \"\""),
-            format!("{file}.noop.command: missing key, expected a non-empty string"),
             format!("{file}.odd.enabled: expected true or false, found \"yes\""),
             format!("{file}.odd.command: expected a non-empty string, found a list"),
             format!("{file}.odd.excluded_tools: expected a list of strings, found \"sum\""),
@@ -555,11 +554,81 @@ fn every_bad_server_entry_is_reported_at_once() {
             format!("{file}.typo.alowed_tools: unknown key; did you mean \"allowed_tools\"?"),
             format!("{file}.typo.timeout: unknown key; did you mean \"tool_timeout\"?"),
             format!(
+                "{file}.noop: expected command (a local server started as a child process) or url (a remote \
+                 MCP server over streamable HTTP), found neither"
+            ),
+            format!(
                 "{file}.lost.cwd: expected an existing directory, found \"nowhere\" \
                  (DIR/nowhere does not exist; a relative cwd starts at the folder of this file)"
             ),
         ]
     );
+}
+
+#[test]
+fn remote_server_entries_are_validated_without_showing_header_values() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment
+        .set("REMOTE_TEST_TOKEN", "secret-token")
+        .set("REMOTE_TEST_BROKEN", "line\nbreak")
+        .unset("REMOTE_TEST_MISSING");
+    let text = r#"{"mcpServers": {
+        "remote": {"type": "http", "url": "https://mcp.example.com/mcp",
+                   "headers": {"Authorization": "Bearer ${REMOTE_TEST_TOKEN}"}, "max_tool_timeout": 600},
+        "both": {"command": "x", "url": "http://127.0.0.1:1/mcp"},
+        "ftp": {"url": "ftp://example.com/mcp"},
+        "liar": {"type": "stdio", "url": "http://127.0.0.1:1/mcp", "args": ["-v"]},
+        "local": {"type": "http", "command": "x", "headers": {"X-Key": "k"}},
+        "heads": {"url": "http://127.0.0.1:1/mcp", "headers": {"bad header": "x", "X-Missing": "${REMOTE_TEST_MISSING}",
+                  "X-Broken": "${REMOTE_TEST_BROKEN}"}},
+        "short": {"url": "http://127.0.0.1:1/mcp", "tool_timeout": 10, "max_tool_timeout": 5},
+        "sse": {"type": "sse", "url": "http://127.0.0.1:1/sse"}
+    }}"#;
+
+    let problems = servers_problems(&dir, text);
+
+    let file = "DIR/servers_config.json: mcpServers";
+    assert_eq!(
+        problems,
+        [
+            format!("{file}.ftp.url: expected an http:// or https:// URL, found \"ftp://example.com/mcp\""),
+            format!(
+                "{file}.heads.headers.X-Missing: environment variable REMOTE_TEST_MISSING is not set \
+                 (used as ${{REMOTE_TEST_MISSING}}); set it or remove the reference"
+            ),
+            format!(
+                "{file}.heads.headers.\"bad header\": invalid HTTP header name; use letters, digits and \"-\", \
+                 as in \"Authorization\""
+            ),
+            format!("{file}.sse.type: expected one of \"stdio\", \"http\", found \"sse\""),
+            format!(
+                "{file}.both.url: expected either command (a local server) or url (a remote one), found both; remove one"
+            ),
+            format!(
+                "{file}.heads.headers.X-Broken: expected a header value (visible ASCII, no line breaks), found a value \
+                 that is not one (not shown: it may hold a token)"
+            ),
+            format!("{file}.liar.type: \"stdio\" needs a command, found url"),
+            format!("{file}.liar.args: only for a local server (command); remove args"),
+            format!("{file}.local.type: \"http\" needs a url, found command"),
+            format!("{file}.local.headers: only for a remote server (url); remove headers"),
+            format!("{file}.short.max_tool_timeout: expected at least tool_timeout (10), found 5"),
+        ]
+    );
+    assert!(problems.iter().all(|problem| !problem.contains("secret-token") && !problem.contains("line\nbreak")));
+
+    let valid = r#"{"mcpServers": {"remote": {"type": "http", "url": "https://mcp.example.com/mcp",
+        "headers": {"Authorization": "Bearer ${REMOTE_TEST_TOKEN}"}, "max_tool_timeout": 600}}}"#;
+    let path = write(&dir, "remote.json", valid);
+    let config = load_servers_config(Some(&path)).expect("a valid remote entry");
+    let remote = &config.servers["remote"];
+    assert_eq!(remote.url.as_deref(), Some("https://mcp.example.com/mcp"));
+    assert_eq!(remote.headers["Authorization"], "Bearer secret-token");
+    assert_eq!(remote.command, None);
+    assert_eq!(remote.max_tool_timeout, Some(600.0));
+    let shown = format!("{remote:?}");
+    assert!(shown.contains("Authorization") && !shown.contains("secret-token"), "{shown}");
 }
 
 #[test]

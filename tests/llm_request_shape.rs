@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use mcp_platform::config::ProviderKind;
-use mcp_platform::domain::Message;
+use mcp_platform::domain::{Image, Message};
 use mcp_platform::llm::{self, LlmRequest};
 use serde_json::{Value, json};
 use support::llm::*;
@@ -170,4 +170,65 @@ async fn anthropic_requests_without_tools_leave_the_field_out() {
     let sent = sent(ProviderKind::Anthropic, "ak-test", ask("hello", vec![], false)).await;
     assert_eq!(keys(&sent.body), set(&["model", "max_tokens", "system", "messages", "stream", "temperature"]));
     assert_eq!(sent.body["stream"], false);
+}
+
+/// A tool turn whose first result carries an image, as server-everything's tiny image does.
+fn turn_with_an_image() -> LlmRequest {
+    let mut image_result = Message::tool("call_1", "[image: image/png, 8 bytes]");
+    image_result.images = vec![Image { mime_type: "image/png".into(), data: "iVBORw0KGgo=".into() }];
+    LlmRequest {
+        model: None,
+        messages: vec![
+            Message::user("show the image and the sum"),
+            Message::assistant(
+                "",
+                vec![
+                    call("call_1", "everything__get-tiny-image", json!({})),
+                    call("call_2", "demo__sum", json!({"a": 2, "b": 3})),
+                ],
+            ),
+            image_result,
+            Message::tool("call_2", "5"),
+        ],
+        tools: Vec::new(),
+        streaming: false,
+    }
+}
+
+fn body(kind: ProviderKind, vision: bool) -> Value {
+    let mut settings = settings(kind, "http://127.0.0.1:1/v1", "key", 10.0, 0);
+    let provider = settings.providers.get_mut("test").expect("the provider");
+    provider.vision = vision;
+    match kind {
+        ProviderKind::Openai => llm::openai::request_body(&turn_with_an_image(), provider),
+        ProviderKind::Anthropic => llm::anthropic::request_body(&turn_with_an_image(), provider),
+    }
+}
+
+#[test]
+fn tool_images_reach_a_vision_model_in_its_api_shape_and_no_other_model() {
+    let openai = body(ProviderKind::Openai, true);
+    let messages = openai["messages"].as_array().expect("messages");
+    let roles: Vec<&str> = messages.iter().filter_map(|message| message["role"].as_str()).collect();
+    assert_eq!(roles, ["user", "assistant", "tool", "tool", "user"], "the images follow every tool result");
+    assert_eq!(
+        messages[4]["content"][1],
+        json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}})
+    );
+
+    let anthropic = body(ProviderKind::Anthropic, true);
+    let results = &anthropic["messages"][2]["content"];
+    assert_eq!(results[0]["type"], "tool_result");
+    assert_eq!(results[0]["content"][0], json!({"type": "text", "text": "[image: image/png, 8 bytes]"}));
+    assert_eq!(
+        results[0]["content"][1],
+        json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}})
+    );
+    assert_eq!(results[1]["content"], "5");
+
+    for kind in [ProviderKind::Openai, ProviderKind::Anthropic] {
+        let without = body(kind, false).to_string();
+        assert!(!without.contains("iVBORw0KGgo"), "{kind:?} without vision: {without}");
+        assert!(without.contains("[image: image/png, 8 bytes]"), "the model still reads that there was an image");
+    }
 }

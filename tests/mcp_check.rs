@@ -3,33 +3,12 @@
 mod support;
 
 use serde_json::{Value, json};
-
-fn check(servers: &Value, extra: &[&str]) -> (Option<i32>, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let servers_file = dir.path().join("servers_config.json");
-    std::fs::write(&servers_file, servers.to_string()).unwrap();
-    let output = support::mcp_platform(&["check", "--config"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml"))
-        .arg("--servers")
-        .arg(&servers_file)
-        .args(extra)
-        // A provider without a key, so the settings check needs no secret.
-        .env("MCP__LLM__ACTIVE", "ollama")
-        // `check` opens the store as `serve` would; keep it out of the working directory.
-        .env("MCP__STORE__PATH", dir.path().join("events.jsonl"))
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
+use support::check;
 
 #[test]
 fn check_lists_what_each_server_offers_and_fails_on_a_broken_one() {
     let demo = support::binary("demo-server").display().to_string();
-    let (code, stdout, stderr) = check(&json!({"mcpServers": {"demo": {"command": demo}}}), &[]);
+    let (code, stdout, stderr) = check(&json!({"mcpServers": {"demo": {"command": demo}}}), &[], &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("demo    connected"), "{stdout}");
     assert!(stdout.contains("demo__slow_count"), "{stdout}");
@@ -40,7 +19,7 @@ fn check_lists_what_each_server_offers_and_fails_on_a_broken_one() {
         "broken": {"command": "/nonexistent/server"},
         "off": {"command": "/nonexistent/too", "enabled": false}
     }});
-    let (code, stdout, stderr) = check(&broken, &["--json"]);
+    let (code, stdout, stderr) = check(&broken, &["--json"], &[]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     let servers: Value = serde_json::from_str(&stdout).unwrap();
     let servers = servers.as_array().unwrap();

@@ -70,21 +70,11 @@ async fn division_by_zero_is_an_error_result_and_the_server_lives_on() {
 #[tokio::test]
 async fn slow_count_progress_arrives_in_order() {
     let manager = start(servers(vec![("demo", demo())])).await;
-    let (progress, mut updates) = mpsc::unbounded_channel();
-    let outcome = manager
-        .call_tool(
-            &tool_call("demo__slow_count", json!({"n": 5, "delay_ms": 20})),
-            progress,
-            CancellationToken::new(),
-            Arc::new(Unattended),
-        )
-        .await;
+    let (outcome, reported) =
+        call_for(&manager, "demo__slow_count", json!({"n": 5, "delay_ms": 20}), Arc::new(Unattended)).await;
     assert!(outcome.ok, "{}", outcome.content);
-    let mut seen = Vec::new();
-    while let Ok(update) = updates.try_recv() {
-        assert_eq!(update.total, Some(5.0));
-        seen.push(update.progress);
-    }
+    assert!(reported.iter().all(|update| update.total == Some(5.0)), "{reported:?}");
+    let seen: Vec<f64> = reported.iter().map(|update| update.progress).collect();
     assert_eq!(seen, [1.0, 2.0, 3.0, 4.0, 5.0]);
     manager.shutdown().await;
 }
@@ -144,14 +134,15 @@ async fn arguments_are_checked_against_the_schema_before_the_call() {
     manager.shutdown().await;
 }
 
+/// The MCP layer hands on the whole output: the chat service cuts what the model and the
+/// client see (tests/mcp_results.rs), the log keeps it whole.
 #[tokio::test]
-async fn long_output_is_cut_and_says_how_much() {
-    let mut defaults = defaults();
-    defaults.max_tool_result_chars = 10;
-    let manager = mcp_platform::mcp::McpManager::start(&servers(vec![("demo", demo())]), &settings(), defaults).await;
-    let outcome = call(&manager, "demo__echo", json!({"text": "x".repeat(25)})).await;
+async fn long_output_is_passed_on_whole() {
+    let manager = start(servers(vec![("demo", demo())])).await;
+    let long = "x".repeat(25_000);
+    let outcome = call(&manager, "demo__echo", json!({"text": long})).await;
     assert!(outcome.ok);
-    assert_eq!(outcome.content, format!("{}\n[output cut: 15 of 25 characters omitted]", "x".repeat(10)));
+    assert_eq!(outcome.content, long);
     manager.shutdown().await;
 }
 

@@ -158,7 +158,7 @@ async fn same_tool_names_and_long_names_stay_distinct_and_callable() {
         start(servers(vec![("calc.a", demo()), ("calc_a", demo()), (long_server, demo()), ("faulty", faulty(&[]))]))
             .await;
     let names = tool_names(&manager);
-    assert_eq!(names.len(), 10 * 3 + 11);
+    assert_eq!(names.len(), 10 * 3 + 12);
     let mut unique = names.clone();
     unique.sort();
     unique.dedup();
@@ -196,6 +196,26 @@ async fn list_changed_refreshes_the_tools() {
         .await;
     let extra = call(&manager, "faulty__extra", json!({})).await;
     assert_eq!((extra.ok, extra.content.as_str()), (true, "extra"));
+    manager.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_ends_the_list_changed_subscription_gets_a_new_session() {
+    let manager = start(servers(vec![("faulty", faulty(&[]))])).await;
+    let first = manager.server("faulty").unwrap();
+    assert_eq!(first.protocol_version.as_deref(), Some("2026-07-28"), "subscriptions belong to 2026-07-28");
+    let ended = call(&manager, "faulty__end_subscriptions", json!({})).await;
+    assert!(ended.ok, "{}", ended.content);
+    wait_for(Duration::from_secs(5), "a new session", || {
+        manager.server("faulty").is_some_and(|server| server.restarts == 1 && server.state == McpServerState::Connected)
+    })
+    .await;
+    assert_ne!(manager.server("faulty").unwrap().pid, first.pid);
+    call(&manager, "faulty__add_tool", json!({})).await;
+    wait_for(Duration::from_secs(3), "list_changed in the new session", || {
+        tool_names(&manager).contains(&"faulty__extra".to_owned())
+    })
+    .await;
     manager.shutdown().await;
 }
 
@@ -283,5 +303,25 @@ async fn a_failed_refresh_is_reported_and_the_last_lists_kept() {
     assert!(error.contains("refreshing the lists"), "{error}");
     assert!(error.contains("broken on purpose"), "{error}");
     assert_eq!(tool_names(&manager), before);
+    manager.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_server_that_the_discovery_probe_breaks_is_started_with_initialize_alone_from_then_on() {
+    let manager = start(servers(vec![("old", faulty(&["--exit-on-discover"]))])).await;
+    let connected =
+        |manager: &McpManager| manager.server("old").is_some_and(|server| server.state == McpServerState::Connected);
+    wait_for(Duration::from_secs(5), "the second attempt, without the probe", || connected(&manager)).await;
+    let server = manager.server("old").unwrap();
+    assert_eq!(server.failed_attempts, 0);
+    assert_eq!(server.protocol_version.as_deref(), Some("2025-11-25"));
+    assert_eq!(call(&manager, "old__ok", json!({})).await.content, "ok");
+
+    call(&manager, "old__crash", json!({})).await;
+    wait_for(Duration::from_secs(5), "a restart that does not probe again", || {
+        manager.server("old").is_some_and(|server| server.restarts == 1) && connected(&manager)
+    })
+    .await;
+    assert_eq!(manager.server("old").unwrap().protocol_version.as_deref(), Some("2025-11-25"));
     manager.shutdown().await;
 }

@@ -8,7 +8,7 @@ use crate::protocol::{Chunk, ErrorBody, Metadata, RequestMessage, ToolCallChunk,
 use crate::store::ChatEvent;
 use crate::store::record::{AnswerFigures, Ending, Failure, Record, RecordError, ToolResult, UserTurn};
 
-/// Longest tool output shown to the client; the model always gets the whole result.
+/// Longest tool output shown to the client; the model gets up to `max_tool_result_chars`.
 const PREVIEW_CHARS: usize = 2000;
 
 pub enum StoredRequest {
@@ -75,6 +75,7 @@ pub fn tool_result_chunk(result: &ToolResult) -> Chunk {
         name: result.name.clone(),
         ok: result.ok,
         content: crate::text::truncate(result.content.clone(), PREVIEW_CHARS),
+        attachments: result.attachments.clone(),
         duration_ms: result.duration_ms,
     })
 }

@@ -64,7 +64,13 @@ impl ToolProvider for SumTool {
     ) -> ToolOutcome {
         let _ = progress.send(ToolProgress { progress: 1.0, total: Some(1.0), message: None });
         let sum = call.arguments["a"].as_i64().unwrap_or(0) + call.arguments["b"].as_i64().unwrap_or(0);
-        ToolOutcome { ok: true, content: sum.to_string(), duration: Duration::from_micros(700) }
+        ToolOutcome {
+            ok: true,
+            content: sum.to_string(),
+            attachments: Default::default(),
+            notices: Vec::new(),
+            duration: Duration::from_micros(700),
+        }
     }
 
     async fn get_prompt(&self, name: &str, _: Map<String, Value>) -> Result<Vec<Message>, ToolError> {

@@ -153,7 +153,7 @@ impl Turn<'_> {
             }
             let results = self.run_tools(&reply).await?;
             messages.push(reply);
-            messages.extend(results.into_iter().map(|result| Message::tool(result.call_id, result.content)));
+            messages.extend(results.iter().map(ToolResult::for_model));
             self.tool_hops += 1;
         }
     }
@@ -364,21 +364,31 @@ impl Turn<'_> {
         if self.request.cancel.is_cancelled() {
             return Err(self.interruption());
         }
+        let max_chars = self.service.settings.max_tool_result_chars;
+        let mut notices = Vec::new();
         let results: Vec<ToolResult> = calls
             .iter()
             .zip(outcomes)
-            .map(|(call, outcome)| ToolResult {
-                call_id: call.id.clone(),
-                name: call.name.clone(),
-                ok: outcome.ok,
-                content: outcome.content,
-                duration_ms: duration_ms(outcome.duration),
+            .map(|(call, outcome)| {
+                notices.extend(outcome.notices);
+                ToolResult {
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    ok: outcome.ok,
+                    model_content: crate::text::head_and_tail(&outcome.content, max_chars),
+                    content: outcome.content,
+                    attachments: outcome.attachments,
+                    duration_ms: duration_ms(outcome.duration),
+                }
             })
             .collect();
         let events = results.iter().map(|result| self.event(Record::ToolResult(result.clone()))).collect();
         self.service.deps.store.append(events).await?;
         for result in &results {
             self.chunk(cached::tool_result_chunk(result));
+        }
+        for notice in notices {
+            self.chunk(Chunk::Notice(notice));
         }
         Ok(results)
     }
@@ -398,7 +408,7 @@ impl Turn<'_> {
                 None => Some("cancelled before it was approved".to_owned()),
             };
             if let Some(content) = refusal {
-                return Ok(ToolOutcome { ok: false, content, duration: Duration::ZERO });
+                return Ok(ToolOutcome::not_run(content));
             }
         }
         Ok(self.run_tool(call).await)

@@ -52,6 +52,7 @@ const PROVIDER: Shape = Shape::Section(&[
     required("temperature", number_from(0.0, 2.0)),
     required("max_tokens", integer_at_least(1)),
     required("top_p", number_from(0.0, 1.0)),
+    optional("vision", BOOL),
 ]);
 
 /// The values of `chat.service.tool_approval.policy` and of a server's `approval`.
@@ -186,13 +187,17 @@ const SERVERS: Shape = Shape::Section(&[required(
         names: NameRule::ServerName,
         values: &Shape::Section(&[
             optional("enabled", BOOL),
-            required("command", NON_EMPTY_TEXT),
+            optional("type", choice(&["stdio", "http"])),
+            optional("command", NON_EMPTY_TEXT),
             optional("args", STRINGS),
             optional("cwd", NON_EMPTY_TEXT),
             optional("env", Shape::Map { names: NameRule::EnvironmentVariable, values: &Shape::Template }),
+            optional("url", HTTP_URL),
+            optional("headers", Shape::Map { names: NameRule::HeaderName, values: &Shape::Template }),
             optional("allowed_tools", STRINGS),
             optional("excluded_tools", STRINGS),
             optional("tool_timeout", POSITIVE_NUMBER),
+            optional("max_tool_timeout", POSITIVE_NUMBER),
             optional("approval", choice(APPROVAL_POLICIES)),
             optional("approve_tools", STRINGS),
             optional("auto_approve_tools", STRINGS),
@@ -243,8 +248,8 @@ pub fn load_settings(path: Option<&Path>) -> Result<Settings, ConfigError> {
 /// Loads and validates `servers_config.json`: from `path`, else `$MCP_SERVERS_CONFIG_PATH`,
 /// else `servers_config.json` in the working directory.
 ///
-/// `${VAR}` in `env` values is replaced by the environment variable VAR (an unset one is an
-/// error). A relative `cwd` is taken relative to the file's folder and, for an enabled server,
+/// `${VAR}` in `env` and `headers` values is replaced by the environment variable VAR (an
+/// unset one is an error). Each server is either local (`command`) or remote (`url`). A relative `cwd` is taken relative to the file's folder and, for an enabled server,
 /// must be an existing directory: caught here it is a clear message, while at spawn time it
 /// would look like a missing command. Disabled servers are validated but their `cwd` may be
 /// absent, so a server can be switched off without deleting its folder reference.
@@ -259,6 +264,7 @@ pub fn load_servers_config(path: Option<&Path>) -> Result<ServersConfig, ConfigE
     let origins = Origins::default();
     let mut checker = Checker::new(&file, &origins, None);
     checker.check(&KeyPath::default(), &SERVERS, &mut tree);
+    check_server_kinds(&mut checker, &tree);
     check_working_directories(&mut checker, &tree, &folder);
     let problems = checker.into_problems();
     if !problems.is_empty() {
@@ -382,6 +388,80 @@ fn check_working_directories(checker: &mut Checker, tree: &Value, folder: &Path)
                     directory.display()
                 ),
             );
+        }
+    }
+}
+
+/// The keys that belong to one kind of server only.
+const LOCAL_ONLY: [&str; 4] = ["command", "args", "cwd", "env"];
+const REMOTE_ONLY: [&str; 2] = ["url", "headers"];
+
+/// Each server is local (`command`, started as a child process) or remote (`url`), never
+/// both, and agrees with its `type`; a header value must be sendable, which is checked here
+/// without showing it (it usually holds a token).
+fn check_server_kinds(checker: &mut Checker, tree: &Value) {
+    let servers_path = KeyPath::default().key("mcpServers");
+    let Some(servers) = servers_path.lookup(tree).and_then(Value::as_object) else {
+        return;
+    };
+    for (name, server) in servers {
+        let server_path = servers_path.key(name);
+        let Some(entry) = server.as_object() else {
+            continue;
+        };
+        let has = |key: &str| entry.contains_key(key);
+        let declared = entry.get("type").and_then(Value::as_str);
+        match (has("command"), has("url")) {
+            (true, true) => checker.report(
+                &server_path.key("url"),
+                "expected either command (a local server) or url (a remote one), found both; remove one".to_owned(),
+            ),
+            (false, false) => checker.report(
+                &server_path,
+                "expected command (a local server started as a child process) or url (a remote MCP server \
+                 over streamable HTTP), found neither"
+                    .to_owned(),
+            ),
+            (true, false) => {
+                if declared == Some("http") {
+                    checker.report(&server_path.key("type"), "\"http\" needs a url, found command".to_owned());
+                }
+                for key in REMOTE_ONLY.into_iter().filter(|key| has(key)) {
+                    checker.report(&server_path.key(key), format!("only for a remote server (url); remove {key}"));
+                }
+            }
+            (false, true) => {
+                if declared == Some("stdio") {
+                    checker.report(&server_path.key("type"), "\"stdio\" needs a command, found url".to_owned());
+                }
+                for key in LOCAL_ONLY.into_iter().filter(|key| has(key)) {
+                    checker.report(&server_path.key(key), format!("only for a local server (command); remove {key}"));
+                }
+            }
+        }
+        let headers_path = server_path.key("headers");
+        if !checker.was_reported(&headers_path)
+            && let Some(headers) = entry.get("headers").and_then(Value::as_object)
+        {
+            for (header, value) in headers {
+                let sendable = value.as_str().is_some_and(|text| reqwest::header::HeaderValue::from_str(text).is_ok());
+                if !sendable && !checker.was_reported(&headers_path.key(header)) {
+                    checker.report(
+                        &headers_path.key(header),
+                        "expected a header value (visible ASCII, no line breaks), found a value that is not one \
+                         (not shown: it may hold a token)"
+                            .to_owned(),
+                    );
+                }
+            }
+        }
+        let (tool_timeout, max_tool_timeout) = (server_path.key("tool_timeout"), server_path.key("max_tool_timeout"));
+        if let (Some(low), Some(high)) =
+            (tool_timeout.lookup(tree).and_then(Value::as_f64), max_tool_timeout.lookup(tree).and_then(Value::as_f64))
+            && low > high
+            && !checker.was_reported(&max_tool_timeout)
+        {
+            checker.report(&max_tool_timeout, format!("expected at least tool_timeout ({low}), found {high}"));
         }
     }
 }

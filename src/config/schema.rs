@@ -103,6 +103,8 @@ pub(super) enum NameRule {
     /// Letters, digits, `_` and `-`: server names become tool-name prefixes.
     ServerName,
     EnvironmentVariable,
+    /// An HTTP header name (`Authorization`, `X-Api-Key`).
+    HeaderName,
 }
 
 impl NameRule {
@@ -115,6 +117,9 @@ impl NameRule {
             ),
             NameRule::EnvironmentVariable if name.is_empty() || name.contains(['=', '\0']) => {
                 Some("invalid environment variable name; it must be non-empty, without \"=\"")
+            }
+            NameRule::HeaderName if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() => {
+                Some("invalid HTTP header name; use letters, digits and \"-\", as in \"Authorization\"")
             }
             _ => None,
         }
@@ -230,7 +235,11 @@ pub(super) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a s
             (if contains(candidate) { similarity.max(0.8) } else { similarity }, candidate)
         })
         .filter(|(similarity, _)| *similarity >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
+        // Equally similar: the one nearest in length (`tool_timeout` over `max_tool_timeout`).
+        .max_by(|a, b| {
+            let length_gap = |candidate: &str| candidate.len().abs_diff(word.len());
+            a.0.total_cmp(&b.0).then_with(|| length_gap(b.1).cmp(&length_gap(a.1)))
+        })
         .map(|(_, candidate)| candidate)
 }
 

@@ -69,7 +69,7 @@ pub fn request_body(request: &LlmRequest, settings: &ProviderSettings) -> Value 
     let mut body = json!({
         "model": request.model.as_deref().unwrap_or(&settings.model),
         "max_tokens": settings.max_tokens,
-        "messages": messages_json(&request.messages),
+        "messages": messages_json(&request.messages, settings.vision),
         "stream": request.streaming,
         "temperature": settings.temperature,
     });
@@ -82,21 +82,32 @@ pub fn request_body(request: &LlmRequest, settings: &ProviderSettings) -> Value 
     body
 }
 
-/// The conversation as alternating user/assistant messages of content blocks.
-fn messages_json(messages: &[Message]) -> Vec<Value> {
+/// The conversation as alternating user/assistant messages of content blocks. Images of a
+/// tool result go inside its `tool_result` block, and only to a model that reads them.
+fn messages_json(messages: &[Message], vision: bool) -> Vec<Value> {
     let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
     for message in messages {
         let (role, blocks) = match message.role {
             Role::System => continue,
             Role::User => ("user", vec![text_block(&message.content)]),
-            Role::Tool => (
-                "user",
-                vec![json!({
-                    "type": "tool_result",
-                    "tool_use_id": message.tool_call_id.as_deref().unwrap_or_default(),
-                    "content": message.content,
-                })],
-            ),
+            Role::Tool => {
+                let content = if vision && !message.images.is_empty() {
+                    let images = message.images.iter().map(|image| {
+                        json!({"type": "image", "source": {"type": "base64", "media_type": image.mime_type, "data": image.data}})
+                    });
+                    Value::Array(std::iter::once(text_block(&message.content)).chain(images).collect())
+                } else {
+                    Value::String(message.content.clone())
+                };
+                (
+                    "user",
+                    vec![json!({
+                        "type": "tool_result",
+                        "tool_use_id": message.tool_call_id.as_deref().unwrap_or_default(),
+                        "content": content,
+                    })],
+                )
+            }
             Role::Assistant => {
                 let text = (!message.content.is_empty()).then(|| text_block(&message.content));
                 let calls = message.tool_calls.iter().map(|call| {

@@ -35,7 +35,7 @@ use super::{
     tool_arguments_text,
 };
 use crate::config::ProviderSettings;
-use crate::domain::{FinishReason, Message, Role, ToolCall, ToolSpec, Usage};
+use crate::domain::{FinishReason, Image, Message, Role, ToolCall, ToolSpec, Usage};
 
 /// A configured OpenAI-compatible endpoint.
 pub struct OpenAiProvider {
@@ -74,7 +74,7 @@ impl LlmProvider for OpenAiProvider {
 pub fn request_body(request: &LlmRequest, settings: &ProviderSettings) -> Value {
     let mut body = json!({
         "model": request.model.as_deref().unwrap_or(&settings.model),
-        "messages": request.messages.iter().map(message_json).collect::<Vec<_>>(),
+        "messages": messages_json(&request.messages, settings.vision),
         "stream": request.streaming,
         "temperature": settings.temperature,
         "max_tokens": settings.max_tokens,
@@ -87,6 +87,35 @@ pub fn request_body(request: &LlmRequest, settings: &ProviderSettings) -> Value 
         body["stream_options"] = json!({"include_usage": true});
     }
     body
+}
+
+/// The messages; images of tool results follow the results as a user message (tool messages
+/// carry text only in this API), and only for a model that reads them.
+fn messages_json(messages: &[Message], vision: bool) -> Vec<Value> {
+    let mut out = Vec::with_capacity(messages.len());
+    let mut images: Vec<&Image> = Vec::new();
+    for message in messages {
+        if message.role != Role::Tool {
+            push_images(&mut out, &mut images);
+        }
+        out.push(message_json(message));
+        if vision && message.role == Role::Tool {
+            images.extend(&message.images);
+        }
+    }
+    push_images(&mut out, &mut images);
+    out
+}
+
+fn push_images(out: &mut Vec<Value>, images: &mut Vec<&Image>) {
+    if images.is_empty() {
+        return;
+    }
+    let parts = images.drain(..).map(|image| {
+        json!({"type": "image_url", "image_url": {"url": format!("data:{};base64,{}", image.mime_type, image.data)}})
+    });
+    let intro = json!({"type": "text", "text": "The images the tool results above returned:"});
+    out.push(json!({"role": "user", "content": std::iter::once(intro).chain(parts).collect::<Vec<_>>()}));
 }
 
 fn message_json(message: &Message) -> Value {

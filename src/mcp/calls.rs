@@ -1,7 +1,8 @@
-//! One request to one MCP server: waiting for a restart in progress, the timeout (paused while
-//! the server waits for the user), progress routing, the server's questions (`input_required`
-//! rounds of 2026-07-28), cancellation (`notifications/cancelled`), the circuit breaker's verdict, the one
-//! safe retry, and turning the answer into text for the model.
+//! One request to one MCP server: waiting for a restart in progress, the timeouts (a quiet
+//! period that progress restarts, within a total, neither running while the server waits for
+//! the user), progress routing, the server's questions (`input_required` rounds of
+//! 2026-07-28), cancellation (`notifications/cancelled`), the circuit breaker's verdict, the one
+//! safe retry, and reading the answer (its structured content checked against the outputSchema).
 //!
 //! Separate from the supervisor: a call only reads the server's live session, so the rules
 //! of a call change without touching how servers are kept running.
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CancelledNotificationParam, ClientRequest, ErrorCode, InputRequest,
-    InputRequiredResult, InputResponses, RequestId, ServerResult,
+    InputRequiredResult, InputResponses, RequestId, RequestMetaObject, ServerResult,
 };
 use rmcp::service::{PeerRequestOptions, ServiceError};
 use serde_json::{Map, Value};
@@ -19,8 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::Verdict;
+use super::server::{McpServer, McpServerState, lock};
 use super::session::McpSession;
-use super::supervisor::{McpServer, McpServerState, lock};
 use super::{ToolError, ToolProgress, UserInput, convert, elicitation};
 use crate::domain::ElicitationReply;
 
@@ -77,19 +78,72 @@ fn send_cancel(session: &McpSession, id: RequestId, reason: &str) {
 /// `input_required` rounds one call may take: a server that keeps asking is cut off.
 const MAX_INPUT_ROUNDS: usize = 10;
 
+/// When a call gives up: `tool_timeout` after the last sign of life (the call being sent, a
+/// progress notification), and `max_tool_timeout` after it began, whatever it reports. The
+/// time a person spends answering the server's questions counts against neither.
+struct Deadlines {
+    quiet: tokio::time::Instant,
+    total: tokio::time::Instant,
+}
+
+impl Deadlines {
+    fn new(server: &McpServer) -> Self {
+        let now = tokio::time::Instant::now();
+        Self { quiet: now + server.tool_timeout, total: now + server.max_tool_timeout }
+    }
+
+    fn heard_from(&mut self, server: &McpServer) {
+        self.quiet = tokio::time::Instant::now() + server.tool_timeout;
+    }
+
+    /// The server is waiting for a person: both clocks are given a quiet period from now,
+    /// checked again when it has passed.
+    fn waiting_for_user(&mut self, server: &McpServer) {
+        self.heard_from(server);
+        self.total = self.total.max(self.quiet);
+    }
+
+    /// A person answered an `input_required` round for `asked`: the total moves on by as much
+    /// (the quiet period starts again when the call is sent anew).
+    fn answered(&mut self, asked: Duration) {
+        self.total += asked;
+    }
+
+    fn next(&self) -> tokio::time::Instant {
+        self.quiet.min(self.total)
+    }
+
+    fn timeout_message(&self, server: &McpServer, tool: &str) -> String {
+        if self.total <= self.quiet {
+            format!(
+                "`{tool}` on server `{}` ran past {:.1}s in total (the server's max_tool_timeout); it was asked to cancel",
+                server.name,
+                server.max_tool_timeout.as_secs_f64()
+            )
+        } else {
+            format!(
+                "`{tool}` on server `{}` timed out after {:.1}s without an answer or progress (the server's \
+                 tool_timeout); it was asked to cancel",
+                server.name,
+                server.tool_timeout.as_secs_f64()
+            )
+        }
+    }
+}
+
 async fn call_once(
     server: &McpServer,
     tool: &str,
     arguments: &Map<String, Value>,
     context: &CallContext<'_>,
-    deadline: tokio::time::Instant,
-) -> Result<(bool, String), CallFailure> {
+    deadlines: &mut Deadlines,
+) -> Result<convert::ToolAnswer, CallFailure> {
     let name = &server.name;
     let CallContext { progress, cancel, user } = context;
-    let session =
-        live_session(server, deadline, cancel).await.map_err(|reason| CallFailure::Failed(reason, Verdict::Neutral))?;
+    let session = live_session(server, deadlines.quiet, cancel)
+        .await
+        .map_err(|reason| CallFailure::Failed(reason, Verdict::Neutral))?;
     let mut params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments.clone());
-    let mut deadline = deadline;
     for _round in 0..MAX_INPUT_ROUNDS {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()));
         // Listed before the send: the server may ask before the send returns.
@@ -100,7 +154,11 @@ async fn call_once(
             .await
             .map_err(|error| CallFailure::NotSent(format!("server `{name}` could not be reached: {error}")))?;
         in_flight.sent(handle.id.clone());
-        let route = server.progress.register(session.generation, handle.progress_token.clone(), (*progress).clone());
+        deadlines.heard_from(server);
+        // Progress passes through here on its way to the caller: each notification is a sign of
+        // life that starts the quiet period again.
+        let (heard, mut news) = mpsc::unbounded_channel();
+        let route = server.progress.register(session.generation, handle.progress_token.clone(), heard);
         let stopped_while_running = || {
             format!(
                 "server `{name}` stopped while `{tool}` was running: {}; it is being restarted",
@@ -116,28 +174,42 @@ async fn call_once(
                     send_cancel(&session, handle.id.clone(), "cancelled by the user");
                     return Err(CallFailure::Failed(format!("`{tool}` was cancelled"), Verdict::Neutral));
                 }
-                _ = tokio::time::sleep_until(deadline) => {
+                Some(update) = news.recv() => {
+                    deadlines.heard_from(server);
+                    let _ = progress.send(update);
+                }
+                _ = tokio::time::sleep_until(deadlines.next()) => {
                     // A person answering the server's question is not the tool being slow.
                     if in_flight.is_asking() {
-                        deadline = tokio::time::Instant::now() + server.tool_timeout;
+                        deadlines.waiting_for_user(server);
                         continue;
                     }
                     send_cancel(&session, handle.id.clone(), "timed out");
-                    return Err(CallFailure::Failed(format!(
-                        "`{tool}` on server `{name}` timed out after {:.1}s (the server's tool_timeout); it was asked to cancel",
-                        server.tool_timeout.as_secs_f64()
-                    ), Verdict::Failure));
+                    return Err(CallFailure::Failed(deadlines.timeout_message(server, tool), Verdict::Failure));
                 }
             }
         };
         drop(route);
         drop(in_flight);
+        // Progress that arrived with the answer still reaches the caller, in order.
+        while let Ok(update) = news.try_recv() {
+            let _ = progress.send(update);
+        }
         match answer {
-            Ok(Ok(ServerResult::CallToolResult(result))) => return Ok(convert::result_text(&result)),
+            Ok(Ok(ServerResult::CallToolResult(result))) => {
+                let output_schema = server
+                    .status()
+                    .lists
+                    .tools
+                    .iter()
+                    .find(|listed| listed.name == tool)
+                    .and_then(|listed| listed.output_schema.clone());
+                return Ok(convert::tool_answer(tool, &result, output_schema.as_deref()));
+            }
             Ok(Ok(ServerResult::InputRequiredResult(result))) => {
                 let asked = tokio::time::Instant::now();
                 (params.input_responses, params.request_state) = answer_input_requests(name, result, user).await;
-                deadline += asked.elapsed();
+                deadlines.answered(asked.elapsed());
             }
             Ok(Ok(_)) => {
                 return Err(CallFailure::Failed(
@@ -192,7 +264,10 @@ async fn answer_input_requests(
     for (key, request) in result.input_requests.unwrap_or_default() {
         let response = match request {
             InputRequest::Elicitation(request) => {
-                let reply = match elicitation::question(server, request.params, None) {
+                // The question's `_meta` (whether its answer is sensitive) was taken off the
+                // parameters while it was read.
+                let meta = request.extensions.get::<RequestMetaObject>();
+                let reply = match elicitation::question(server, request.params, meta) {
                     Some(question) => user.elicit(question).await,
                     None => ElicitationReply::declined(),
                 };
@@ -215,27 +290,27 @@ pub struct CallContext<'a> {
     pub user: &'a Arc<dyn UserInput>,
 }
 
-/// Runs a tool call with the breaker, the timeout and the one safe retry: `(ok, text)`.
+/// Runs a tool call with the breaker, the timeout and the one safe retry.
 pub async fn call_tool(
     server: &McpServer,
     tool: &str,
     arguments: &Map<String, Value>,
     context: &CallContext<'_>,
-) -> (bool, String) {
+) -> convert::ToolAnswer {
     let trial = match lock(&server.breaker).admit(&server.name) {
         Ok(trial) => trial,
-        Err(refusal) => return (false, refusal),
+        Err(refusal) => return convert::ToolAnswer::failed(refusal),
     };
-    let deadline = tokio::time::Instant::now() + server.tool_timeout;
-    let mut outcome = call_once(server, tool, arguments, context, deadline).await;
+    let mut deadlines = Deadlines::new(server);
+    let mut outcome = call_once(server, tool, arguments, context, &mut deadlines).await;
     if let Err(CallFailure::NotSent(first)) = &outcome {
         tracing::info!(server = %server.name, tool, "retrying a call that was never sent: {first}");
-        outcome = call_once(server, tool, arguments, context, deadline).await;
+        outcome = call_once(server, tool, arguments, context, &mut deadlines).await;
     }
     let (verdict, result) = match outcome {
         Ok(answer) => (Verdict::Success, answer),
-        Err(CallFailure::NotSent(message)) => (Verdict::Failure, (false, message)),
-        Err(CallFailure::Failed(message, verdict)) => (verdict, (false, message)),
+        Err(CallFailure::NotSent(message)) => (Verdict::Failure, convert::ToolAnswer::failed(message)),
+        Err(CallFailure::Failed(message, verdict)) => (verdict, convert::ToolAnswer::failed(message)),
     };
     lock(&server.breaker).record(verdict, trial);
     result

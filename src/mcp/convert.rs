@@ -1,9 +1,9 @@
 //! Conversions between MCP shapes and what the model sees.
 
-use rmcp::model::{CallToolResult, ContentBlock, PromptMessage, ResourceContents, Role, Tool};
+use rmcp::model::{CallToolResult, ContentBlock, JsonObject, PromptMessage, ResourceContents, Role, Tool};
 use serde_json::{Map, Value, json};
 
-use crate::domain::{Message, ToolSpec};
+use crate::domain::{Image, Message, ResourceLink, ToolAttachments, ToolSpec};
 
 /// Top-level schema keys every model API understands; anything else (`$schema`, vendor
 /// extensions, `anyOf` at the root) is dropped because some providers reject it.
@@ -62,19 +62,92 @@ fn content_text(block: &ContentBlock) -> String {
     }
 }
 
-/// The text the model reads for a tool result, and whether the tool reported an error.
+/// A tool's answer as the chat service uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolAnswer {
+    /// False when the tool reported an error or its structured content broke its schema.
+    pub ok: bool,
+    /// Every content block as text (an image as `[image: …]`), whole.
+    pub text: String,
+    pub attachments: ToolAttachments,
+    /// What was returned but is passed on to no one (audio, binary resources), phrased
+    /// for the client.
+    pub notices: Vec<String>,
+}
+
+impl ToolAnswer {
+    pub fn failed(text: String) -> Self {
+        Self { ok: false, text, attachments: ToolAttachments::default(), notices: Vec::new() }
+    }
+}
+
+/// Reads a tool result: text for the model, images, structured content and resource links
+/// for the client (and images for a model that reads them).
 ///
-/// `structuredContent` is included as JSON unless a text block already carries the same
-/// JSON (servers are asked to mirror it there for older clients).
-pub fn result_text(result: &CallToolResult) -> (bool, String) {
+/// `structuredContent` is checked against the tool's `outputSchema`: a mismatch is an error
+/// the model reads, because the tool broke its own contract. The JSON is added to the text
+/// unless a text block already carries it (servers are asked to mirror it for older clients).
+pub fn tool_answer(tool: &str, result: &CallToolResult, output_schema: Option<&JsonObject>) -> ToolAnswer {
     let mut parts: Vec<String> = result.content.iter().map(content_text).collect();
+    let mut attachments = ToolAttachments::default();
+    let mut notices = Vec::new();
+    for block in &result.content {
+        match block {
+            ContentBlock::Image(image) => {
+                attachments.images.push(Image { mime_type: image.mime_type.clone(), data: image.data.clone() })
+            }
+            ContentBlock::ResourceLink(link) => attachments.resource_links.push(ResourceLink {
+                uri: link.uri.clone(),
+                name: link.name.clone(),
+                description: link.description.clone(),
+                mime_type: link.mime_type.clone(),
+            }),
+            ContentBlock::Audio(audio) => notices.push(format!(
+                "`{tool}` returned audio ({}, {} bytes), which is not passed on",
+                audio.mime_type,
+                base64_size(&audio.data)
+            )),
+            ContentBlock::Resource(embedded) => {
+                if let ResourceContents::BlobResourceContents { uri, mime_type, blob, .. } = &embedded.resource {
+                    notices.push(format!(
+                        "`{tool}` returned binary data ({uri}: {}, {} bytes), which is not passed on",
+                        mime_type.as_deref().unwrap_or("binary"),
+                        base64_size(blob)
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut ok = result.is_error != Some(true);
     if let Some(structured) = &result.structured_content {
         let mirrored = parts.iter().any(|part| serde_json::from_str::<Value>(part).ok().as_ref() == Some(structured));
         if !mirrored {
             parts.push(structured.to_string());
         }
+        match output_schema.map(|schema| schema_violations(schema, structured)) {
+            Some(Err(problem)) => {
+                ok = false;
+                parts.push(format!("the structured content of `{tool}` does not match its outputSchema: {problem}"));
+            }
+            _ => attachments.structured = Some(structured.clone()),
+        }
+    } else if output_schema.is_some() && ok {
+        ok = false;
+        parts.push(format!("`{tool}` declares an outputSchema but returned no structured content"));
     }
-    (result.is_error != Some(true), parts.join("\n"))
+    ToolAnswer { ok, text: parts.join("\n"), attachments, notices }
+}
+
+/// `Err` with the first problems when `value` breaks `schema`; a schema that does not
+/// compile is not held against the tool's answer.
+fn schema_violations(schema: &JsonObject, value: &Value) -> Result<(), String> {
+    let Ok(validator) = jsonschema::validator_for(&Value::Object(schema.clone())) else {
+        return Ok(());
+    };
+    let problems: Vec<String> =
+        validator.iter_errors(value).take(3).map(|error| format!("{} at `{}`", error, error.instance_path())).collect();
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
 }
 
 pub fn prompt_message(message: &PromptMessage) -> Message {
@@ -150,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn results_describe_every_content_kind() {
+    fn results_describe_every_content_kind_and_carry_what_is_beyond_text() {
         let mut result = CallToolResult::success(vec![
             ContentBlock::text("hello"),
             ContentBlock::image("aGVsbG8=", "image/png"),
@@ -159,15 +232,37 @@ mod tests {
             ContentBlock::Resource(EmbeddedResource::new(ResourceContents::text("inside", "mem://x"))),
         ]);
         result.structured_content = Some(json!({"n": 1}));
-        let (ok, text) = result_text(&result);
-        assert!(ok);
+        let answer = tool_answer("t", &result, None);
+        assert!(answer.ok);
         assert_eq!(
-            text,
+            answer.text,
             "hello\n[image: image/png, 5 bytes]\n[audio: audio/wav, 2 bytes]\n\
              [resource link file:///a.txt (a)]\n[resource mem://x]\ninside\n{\"n\":1}"
         );
-        let (ok, _) = result_text(&CallToolResult::error(vec![ContentBlock::text("bad")]));
-        assert!(!ok);
+        assert_eq!(answer.attachments.images, [Image { mime_type: "image/png".into(), data: "aGVsbG8=".into() }]);
+        assert_eq!(answer.attachments.structured, Some(json!({"n": 1})));
+        assert_eq!(answer.attachments.resource_links[0].uri, "file:///a.txt");
+        assert_eq!(answer.notices, ["`t` returned audio (audio/wav, 2 bytes), which is not passed on"]);
+        assert!(!tool_answer("t", &CallToolResult::error(vec![ContentBlock::text("bad")]), None).ok);
+    }
+
+    #[test]
+    fn structured_content_that_breaks_the_output_schema_is_an_error() {
+        let Value::Object(schema) =
+            json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+        else {
+            unreachable!()
+        };
+        let mut result = CallToolResult::success(vec![ContentBlock::text("{\"n\":\"one\"}")]);
+        result.structured_content = Some(json!({"n": "one"}));
+        let answer = tool_answer("count", &result, Some(&schema));
+        assert!(!answer.ok);
+        assert!(answer.text.contains("does not match its outputSchema"), "{}", answer.text);
+        assert_eq!(answer.attachments.structured, None);
+        result.structured_content = Some(json!({"n": 1}));
+        let answer = tool_answer("count", &result, Some(&schema));
+        assert!(answer.ok, "{}", answer.text);
+        assert_eq!(answer.attachments.structured, Some(json!({"n": 1})));
     }
 
     #[test]

@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::registry::Registry;
-use super::supervisor::{McpServer, McpServerState, Supervisor, lock};
+use super::server::{McpServer, McpServerState, lock};
+use super::supervisor::Supervisor;
 use super::{
     ApprovalFacts, McpServerIssue, ToolError, ToolOutcome, ToolProgress, ToolProvider, UserInput, calls, convert,
     transport,
@@ -31,23 +32,18 @@ use crate::domain::{Message, ToolCall, ToolSpec};
 pub struct ToolDefaults {
     /// Per call, unless the server's entry sets `tool_timeout`.
     pub tool_timeout: Duration,
-    pub max_tool_result_chars: usize,
 }
 
 impl ToolDefaults {
     /// The defaults `chat.service` sets for every tool call.
     pub fn from_chat(service: &crate::config::ChatServiceSettings) -> Self {
-        Self {
-            tool_timeout: Duration::from_secs_f64(service.tool_timeout),
-            max_tool_result_chars: service.max_tool_result_chars,
-        }
+        Self { tool_timeout: Duration::from_secs_f64(service.tool_timeout) }
     }
 }
 
 /// Every enabled MCP server, supervised. Cheap to share: hand out the `Arc`.
 pub struct McpManager {
     pub(super) registry: Arc<Registry>,
-    defaults: ToolDefaults,
     shutdown: CancellationToken,
     supervisors: Mutex<Vec<JoinHandle<()>>>,
     /// Servers whose first start attempt has not yet connected or failed.
@@ -95,7 +91,7 @@ impl McpManager {
                 starting.send_modify(|count| *count -= 1);
             });
         }
-        Arc::new(Self { registry, defaults, shutdown, supervisors: Mutex::new(supervisors), starting })
+        Arc::new(Self { registry, shutdown, supervisors: Mutex::new(supervisors), starting })
     }
 
     /// Waits until every server's first start attempt has connected or failed.
@@ -162,13 +158,15 @@ impl ToolProvider for McpManager {
     ) -> ToolOutcome {
         let started = Instant::now();
         let context = calls::CallContext { progress: &progress, cancel: &cancel, user: &user };
-        let (ok, content) = match self.registry.route(call) {
+        let answer = match self.registry.route(call) {
             Ok(routed) => calls::call_tool(routed.server, &routed.tool, &routed.arguments, &context).await,
-            Err(refusal) => (false, refusal),
+            Err(refusal) => convert::ToolAnswer::failed(refusal),
         };
         ToolOutcome {
-            ok,
-            content: crate::text::truncate(content, self.defaults.max_tool_result_chars),
+            ok: answer.ok,
+            content: answer.text,
+            attachments: answer.attachments,
+            notices: answer.notices,
             duration: started.elapsed(),
         }
     }

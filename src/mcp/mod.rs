@@ -1,10 +1,11 @@
 //! Everything between the chat service and the MCP servers.
 //!
 //! The chat service sees only [`ToolProvider`]. Below it, [`McpManager`] wires one concern
-//! per submodule: `supervisor` keeps each server running, reaching it through a `transport`
-//! (stdio child processes today); `session` is one MCP session over it; `registry` names
-//! what the servers offer; `calls` runs one request; `elicitation` takes a server's questions to
-//! the user behind the call; `views` shows it all under `/api`.
+//! per submodule: `server` holds what is known of each server, which `supervisor` keeps
+//! running, reaching it through a `transport` (a child process over stdio, or a remote server
+//! over streamable HTTP); `session` is one MCP session over it; `registry` names what the
+//! servers offer; `calls` runs one request; `elicitation` takes a server's questions to the
+//! user behind the call; `views` shows it all under `/api`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ApprovalPolicy;
-use crate::domain::{Elicitation, ElicitationReply, Message, ToolCall, ToolSpec};
+use crate::domain::{Elicitation, ElicitationReply, Message, ToolAttachments, ToolCall, ToolSpec};
 
 /// A progress notification of a running tool call.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,9 +31,27 @@ pub struct ToolProgress {
 pub struct ToolOutcome {
     /// False when the call failed, timed out, was refused, or the tool returned `isError`.
     pub ok: bool,
-    /// Text for the model, already cut to `max_tool_result_chars` (saying so when cut).
+    /// The whole output as text; the chat service cuts what the model and the client see.
     pub content: String,
+    /// Images, structured content and resource links.
+    pub attachments: ToolAttachments,
+    /// What the tool returned that reaches no one (audio, binary data), for the client.
+    pub notices: Vec<String>,
     pub duration: Duration,
+}
+
+impl ToolOutcome {
+    /// A call that never ran (a person refused it, or its turn ended first): `content` says
+    /// why, in the words the model reads.
+    pub fn not_run(content: String) -> Self {
+        Self {
+            ok: false,
+            content,
+            attachments: ToolAttachments::default(),
+            notices: Vec::new(),
+            duration: Duration::ZERO,
+        }
+    }
 }
 
 /// An enabled MCP server that cannot serve right now.
@@ -120,6 +139,7 @@ mod manager;
 mod names;
 mod progress;
 mod registry;
+mod server;
 mod session;
 mod supervisor;
 mod transport;
@@ -128,7 +148,7 @@ mod views;
 pub use breaker::CircuitState;
 pub use manager::{McpManager, ToolDefaults};
 pub use names::MAX_NAME_LEN;
-pub use supervisor::McpServerState;
+pub use server::McpServerState;
 pub use views::{
     McpServerSnapshot, Offered, PromptArgumentView, PromptView, ResourceListing, ResourceTemplateView, ResourceView,
     ToolView,

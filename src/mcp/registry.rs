@@ -6,11 +6,11 @@
 //! with the same tool), so they are computed here whenever any server's lists change.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use serde_json::{Map, Value};
 
-use super::supervisor::{McpServer, McpServerState, Status};
+use super::server::{McpServer, McpServerState, Status};
 use super::{ApprovalFacts, ToolError, convert, names};
 use crate::config::ApprovalPolicy;
 use crate::domain::{ToolCall, ToolSpec};
@@ -59,11 +59,14 @@ pub struct Routed<'a> {
 pub struct Registry {
     servers: Vec<Arc<McpServer>>,
     table: RwLock<Arc<ToolTable>>,
+    /// Held for a whole rebuild: two servers connecting at once each rebuild, and the one that
+    /// read the statuses first must not write its older table last.
+    rebuilding: Mutex<()>,
 }
 
 impl Registry {
     pub fn new(servers: Vec<Arc<McpServer>>) -> Self {
-        Self { servers, table: RwLock::default() }
+        Self { servers, table: RwLock::default(), rebuilding: Mutex::new(()) }
     }
 
     pub fn servers(&self) -> &[Arc<McpServer>] {
@@ -77,6 +80,7 @@ impl Registry {
     /// Recomputes model-facing names from every server's last known tools, so a server that
     /// is restarting does not rename the tools of another.
     pub fn rebuild(&self) {
+        let _rebuilding = self.rebuilding.lock().unwrap_or_else(PoisonError::into_inner);
         let mut pairs = Vec::new();
         let mut entries = Vec::new();
         for (index, server) in self.servers.iter().enumerate() {

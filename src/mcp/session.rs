@@ -13,9 +13,13 @@ use rmcp::{
         ClientCapabilities, ClientConfig, ClientRequest, ElicitRequestParams, ElicitResult, ElicitationCapability,
         FormElicitationCapability, Implementation, ListPromptsRequest, ListResourceTemplatesRequest,
         ListResourcesRequest, ListToolsRequest, PaginatedRequestParams, ProgressNotificationParam, Prompt,
-        ProtocolVersion, Resource, ResourceTemplate, ServerCapabilities, ServerResult, Tool, UrlElicitationCapability,
+        ProtocolVersion, Resource, ResourceTemplate, ServerCapabilities, ServerNotification, ServerResult,
+        SubscriptionFilter, Tool, UrlElicitationCapability,
     },
-    service::{InboundStreamOrigin, NotificationContext, RequestContext, RunningService},
+    service::{
+        ClientLifecycleMode, ClientServiceExt, InboundStreamOrigin, NotificationContext, RequestContext, RunningService,
+    },
+    transport::Transport,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -72,6 +76,8 @@ pub struct Lists {
 pub struct ClientEvents {
     pub server: String,
     pub generation: u64,
+    /// Whether the handshake starts with `server/discover` (see [`handshake`]).
+    pub probe_discovery: bool,
     pub progress: Arc<ProgressRouter>,
     pub elicitations: Arc<ElicitationRouter>,
     pub relist: Arc<Notify>,
@@ -126,8 +132,7 @@ impl ClientHandler for ClientEvents {
     }
 
     fn get_info(&self) -> ClientConfig {
-        // The last revision with the `initialize` handshake: every server we meet speaks it,
-        // and list_changed notifications arrive without a subscription.
+        // What the `initialize` handshake offers a server that does not know discovery.
         ClientConfig::new(capabilities(), Implementation::new("mcp-platform", env!("CARGO_PKG_VERSION")))
             .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
     }
@@ -142,6 +147,94 @@ fn capabilities() -> ClientCapabilities {
             .with_url(UrlElicitationCapability::new()),
     );
     capabilities
+}
+
+/// Starts a session in the newest revision the server offers: `server/discover` (2026-07-28)
+/// first; a server that answers it with a JSON-RPC error (every older server: an unknown
+/// method) gets the `initialize` handshake on the same connection, in which it names its own
+/// revision. The probe costs older servers one round trip. Without `probe_discovery`, only
+/// the `initialize` handshake: for a server that could not start after the probe (some older
+/// servers close the connection on any first request but `initialize`).
+pub async fn handshake<T>(client: ClientEvents, transport: T) -> Result<McpService, String>
+where
+    T: Transport<RoleClient> + 'static,
+{
+    let lifecycle = if client.probe_discovery {
+        ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::NO_INITIALIZE],
+            legacy_version: Some(ProtocolVersion::LATEST_WITH_INITIALIZE),
+        }
+    } else {
+        ClientLifecycleMode::Initialize
+    };
+    client
+        .serve_with_lifecycle(transport, lifecycle)
+        .await
+        .map_err(|error| format!("MCP initialisation failed: {error}"))
+}
+
+/// The revision a session speaks, as `/api/servers` shows it (`2026-07-28`).
+pub fn revision(peer: &Peer<RoleClient>) -> Option<String> {
+    peer.peer_info().map(|info| info.protocol_version.to_string())
+}
+
+/// From 2026-07-28 on, list_changed notifications come only to a client that listens for
+/// them (`subscriptions/listen`); older revisions send them unasked, to [`ClientEvents`].
+/// Listens for the lists the server says can change and wakes `relist` for each change, for
+/// as long as the session lasts. `None` when there is nothing to listen for, or the server
+/// refuses to be listened to (a warning: its lists then change only with a new session).
+pub async fn listen_for_list_changes(
+    server: &str,
+    peer: &Peer<RoleClient>,
+    relist: Arc<Notify>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let info = peer.peer_info()?;
+    if info.protocol_version.has_initialize() {
+        return None;
+    }
+    let capabilities = &info.capabilities;
+    let changes = |declared: Option<Option<bool>>| declared.flatten().unwrap_or(false);
+    let mut filter = SubscriptionFilter::builder();
+    let (tools, prompts, resources) = (
+        changes(capabilities.tools.as_ref().map(|c| c.list_changed)),
+        changes(capabilities.prompts.as_ref().map(|c| c.list_changed)),
+        changes(capabilities.resources.as_ref().map(|c| c.list_changed)),
+    );
+    if !(tools || prompts || resources) {
+        return None;
+    }
+    if tools {
+        filter = filter.tools_list_changed();
+    }
+    if prompts {
+        filter = filter.prompts_list_changed();
+    }
+    if resources {
+        filter = filter.resources_list_changed();
+    }
+    let mut subscription = match peer.listen(filter.build()).await {
+        Ok(subscription) => subscription,
+        Err(error) => {
+            tracing::warn!(
+                server,
+                "the server announces list changes but refused subscriptions/listen ({error}); \
+                 its tools are listed again only when it reconnects"
+            );
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        while let Ok(Some(notification)) = subscription.next().await {
+            if matches!(
+                notification,
+                ServerNotification::ToolListChangedNotification(_)
+                    | ServerNotification::PromptListChangedNotification(_)
+                    | ServerNotification::ResourceListChangedNotification(_)
+            ) {
+                relist.notify_one();
+            }
+        }
+    }))
 }
 
 /// A server that answers with endless cursors is cut off here.

@@ -1,82 +1,24 @@
 //! Supervision of one MCP server: start, connection timeout, restart with backoff, giving
-//! up, list_changed refreshes, shutdown, and [`McpServer`], everything known about the
-//! server, which the supervisor writes and the registry, calls and views read.
+//! up, list_changed refreshes, shutdown. What it learns goes into the server's [`McpServer`],
+//! which the registry, calls and views read.
 //!
 //! The supervisor reaches its server only through a [`McpTransport`]: it knows that a link
 //! ended and why, never which process or connection carried it.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::breaker::{Breaker, CircuitState};
-use super::elicitation::ElicitationRouter;
-use super::progress::ProgressRouter;
-use super::session::{ClientEvents, Lists, McpService, McpSession, list_all};
+use super::server::{McpServer, McpServerState, seconds};
+use super::session::{self, ClientEvents, McpService, McpSession, list_all};
 use super::transport::{McpLink, McpTransport, Opening};
-use crate::config::{ApprovalPolicy, McpConnectionSettings, McpSettings, ServerConfig};
+use crate::config::McpConnectionSettings;
 
 /// How long a session gets to close its transport before the link is stopped.
 const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum McpServerState {
-    Connecting,
-    Connected,
-    Restarting,
-    /// Gave up after `max_reconnect_attempts`.
-    Failed,
-    /// Connected, but its circuit breaker refuses calls.
-    CircuitOpen,
-    Stopped,
-}
-
-/// What the supervisor last learned about its server.
-pub struct Status {
-    pub state: McpServerState,
-    pub last_error: Option<String>,
-    /// Restarts after the server had been connected.
-    pub restarts: u32,
-    /// Consecutive failed start attempts.
-    pub failed_attempts: u32,
-    pub next_attempt_at: Option<SystemTime>,
-    /// The local process of the live link, as the transport reports it.
-    pub pid: Option<u32>,
-    pub server_info: Option<String>,
-    pub lists: Lists,
-    /// Counts sessions, so progress of an old session never reaches a new call.
-    pub generation: u64,
-}
-
-/// One configured MCP server and everything known about it.
-pub struct McpServer {
-    pub name: String,
-    config: ServerConfig,
-    connection_settings: McpConnectionSettings,
-    pub tool_timeout: Duration,
-    status: Mutex<Status>,
-    session: watch::Sender<Option<Arc<McpSession>>>,
-    pub breaker: Mutex<Breaker>,
-    pub progress: Arc<ProgressRouter>,
-    pub elicitations: Arc<ElicitationRouter>,
-    /// Woken by list_changed notifications.
-    relist: Arc<Notify>,
-    /// Woken by an admin's restart: the live session is stopped and started again.
-    restart: Notify,
-}
-
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn seconds(value: f64) -> Duration {
-    Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
-}
 
 /// The delay before start attempt number `failed_attempts + 1`: doubling from the initial
 /// delay, capped, plus up to 20% jitter so many servers do not retry in lockstep.
@@ -87,109 +29,6 @@ fn backoff(settings: &McpConnectionSettings, failed_attempts: u32) -> Duration {
     seconds(jittered.min(settings.max_reconnect_delay.max(base)))
 }
 
-impl McpServer {
-    pub fn new(name: String, config: ServerConfig, settings: &McpSettings, tool_timeout: Duration) -> Self {
-        let tool_timeout = config.tool_timeout.map_or(tool_timeout, seconds);
-        Self {
-            name,
-            config,
-            connection_settings: settings.connection.clone(),
-            tool_timeout,
-            status: Mutex::new(Status {
-                state: McpServerState::Connecting,
-                last_error: None,
-                restarts: 0,
-                failed_attempts: 0,
-                next_attempt_at: None,
-                pid: None,
-                server_info: None,
-                lists: Lists::default(),
-                generation: 0,
-            }),
-            session: watch::Sender::new(None),
-            breaker: Mutex::new(Breaker::new(
-                settings.circuit_breaker.failure_threshold,
-                seconds(settings.circuit_breaker.cooldown),
-            )),
-            progress: Arc::default(),
-            elicitations: Arc::default(),
-            relist: Arc::default(),
-            restart: Notify::new(),
-        }
-    }
-
-    pub fn status(&self) -> MutexGuard<'_, Status> {
-        lock(&self.status)
-    }
-
-    fn set_status(&self, update: impl FnOnce(&mut Status)) {
-        update(&mut self.status());
-    }
-
-    /// The state as shown: a connected server whose circuit is open is `circuit_open`.
-    pub fn state(&self) -> McpServerState {
-        Self::shown_state(self.status().state, lock(&self.breaker).state())
-    }
-
-    pub fn shown_state(state: McpServerState, circuit: CircuitState) -> McpServerState {
-        if state == McpServerState::Connected && circuit == CircuitState::Open {
-            McpServerState::CircuitOpen
-        } else {
-            state
-        }
-    }
-
-    /// Whether the entry's `allowed_tools` / `excluded_tools` let the tool through.
-    pub fn allowed(&self, tool: &str) -> bool {
-        self.config.allowed_tools.as_ref().is_none_or(|allowed| allowed.iter().any(|name| name == tool))
-            && !self.config.excluded_tools.iter().any(|name| name == tool)
-    }
-
-    /// The entry's verdict on `tool` by name: `approve_tools` asks, `auto_approve_tools` does
-    /// not (that wins when a tool is in both: naming it there is the explicit exception).
-    pub fn approval_rule(&self, tool: &str) -> Option<bool> {
-        let named = |tools: &[String]| tools.iter().any(|name| name == tool);
-        if named(&self.config.auto_approve_tools) {
-            Some(false)
-        } else if named(&self.config.approve_tools) {
-            Some(true)
-        } else {
-            None
-        }
-    }
-
-    /// The entry's `approval`, overriding the global policy.
-    pub fn approval_policy(&self) -> Option<ApprovalPolicy> {
-        self.config.approval
-    }
-
-    /// Whether the server's tool annotations are believed.
-    pub fn trusted(&self) -> bool {
-        self.config.trusted
-    }
-
-    pub fn unavailable_reason(&self) -> String {
-        let status = self.status();
-        let error = status.last_error.as_deref().map(|error| format!("; last error: {error}")).unwrap_or_default();
-        match status.state {
-            McpServerState::Failed => format!("server `{}` failed and is no longer restarted{error}", self.name),
-            McpServerState::Stopped => format!("server `{}` is stopped", self.name),
-            _ => format!("server `{}` is not connected{error}", self.name),
-        }
-    }
-
-    /// Stops the live session so the supervisor starts the server again (an admin's restart).
-    /// Asked while it is between sessions, the next session is restarted at once.
-    pub fn request_restart(&self) {
-        self.restart.notify_one();
-    }
-
-    /// The live session, if any, and every change of it: restarts replace it.
-    pub fn sessions(&self) -> watch::Receiver<Option<Arc<McpSession>>> {
-        self.session.subscribe()
-    }
-}
-
 /// Called whenever a server's lists (or whether it offers them) change.
 pub type ListsChanged = Arc<dyn Fn() + Send + Sync>;
 
@@ -198,6 +37,19 @@ struct Live {
     link: Box<dyn McpLink>,
     service: McpService,
     session: Arc<McpSession>,
+    /// Relays list_changed notifications of a session that has to listen for them.
+    listener: Option<JoinHandle<()>>,
+}
+
+impl Live {
+    /// Closes the session, then stops what carried it.
+    async fn close(mut self) {
+        if let Some(listener) = self.listener.take() {
+            listener.abort();
+        }
+        let _ = self.service.close_with_timeout(SESSION_CLOSE_GRACE).await;
+        self.link.stop().await;
+    }
 }
 
 enum Ended {
@@ -213,6 +65,12 @@ pub struct Supervisor {
     /// Links of timed-out start attempts, still being stopped in the background so the
     /// first attempt is reported without waiting for their grace periods.
     stopping: Vec<JoinHandle<()>>,
+    /// Whether the next start begins with the discovery probe. Until the server has
+    /// connected, each failed attempt switches it, so a server that the probe breaks is
+    /// met with the `initialize` handshake alone on the next attempt; once connected, what
+    /// worked is kept for restarts.
+    probe_discovery: bool,
+    connected_once: bool,
 }
 
 impl Supervisor {
@@ -222,7 +80,15 @@ impl Supervisor {
         shutdown: CancellationToken,
         lists_changed: ListsChanged,
     ) -> Self {
-        Self { server, transport, shutdown, lists_changed, stopping: Vec::new() }
+        Self {
+            server,
+            transport,
+            shutdown,
+            lists_changed,
+            stopping: Vec::new(),
+            probe_discovery: true,
+            connected_once: false,
+        }
     }
 
     /// Keeps the server running until shutdown or until it is given up. `started` fires when
@@ -236,6 +102,7 @@ impl Supervisor {
             match self.connect().await {
                 Ok(mut live) => {
                     failed_attempts = 0;
+                    self.connected_once = true;
                     tracing::info!(server = %server.name, "MCP server connected");
                     if let Some(started) = started.take() {
                         let _ = started.send(());
@@ -244,8 +111,7 @@ impl Supervisor {
                         Ended::Shutdown => {
                             server.session.send_replace(None);
                             live.session.mark_dead("the platform is shutting down");
-                            let _ = live.service.close_with_timeout(SESSION_CLOSE_GRACE).await;
-                            live.link.stop().await;
+                            live.close().await;
                             tracing::info!(server = %server.name, "MCP server stopped");
                             break;
                         }
@@ -258,10 +124,10 @@ impl Supervisor {
                                 status.restarts += 1;
                                 status.last_error = Some(reason);
                                 status.pid = None;
+                                status.protocol_version = None;
                             });
                             (self.lists_changed)();
-                            let _ = live.service.close_with_timeout(SESSION_CLOSE_GRACE).await;
-                            live.link.stop().await;
+                            live.close().await;
                         }
                     }
                 }
@@ -270,11 +136,15 @@ impl Supervisor {
                         break;
                     }
                     failed_attempts += 1;
+                    if !self.connected_once {
+                        self.probe_discovery = !self.probe_discovery;
+                    }
                     tracing::warn!(server = %server.name, attempt = failed_attempts, "MCP server did not start: {error}");
                     server.set_status(|status| {
                         status.failed_attempts = failed_attempts;
                         status.last_error = Some(error);
                         status.pid = None;
+                        status.protocol_version = None;
                     });
                     if let Some(started) = started.take() {
                         let _ = started.send(());
@@ -305,6 +175,7 @@ impl Supervisor {
             status.state = McpServerState::Stopped;
             status.next_attempt_at = None;
             status.pid = None;
+            status.protocol_version = None;
         });
         server.session.send_replace(None);
         self.finish_stops().await;
@@ -326,6 +197,7 @@ impl Supervisor {
         let client = ClientEvents {
             server: server.name.clone(),
             generation,
+            probe_discovery: self.probe_discovery,
             progress: server.progress.clone(),
             elicitations: server.elicitations.clone(),
             relist: server.relist.clone(),
@@ -333,11 +205,14 @@ impl Supervisor {
         let Opening { mut link, handshake } = self.transport.open(client)?;
         server.set_status(|status| status.pid = link.pid());
         let timeout = seconds(server.connection_settings.connection_timeout);
+        let relist = server.relist.clone();
         let setup = async {
             let service = handshake.await?;
             let capabilities = service.peer().peer_info().map(|info| info.capabilities.clone()).unwrap_or_default();
-            let lists = list_all(service.peer(), &capabilities).await?;
-            Ok::<_, String>((service, lists))
+            let listener = session::listen_for_list_changes(&server.name, service.peer(), relist).await;
+            let lists = list_all(service.peer(), &capabilities).await;
+            let lists = lists.inspect_err(|_| listener.iter().for_each(JoinHandle::abort))?;
+            Ok::<_, String>((service, lists, listener))
         };
         let mut timed_out = false;
         let outcome = tokio::select! {
@@ -351,7 +226,7 @@ impl Supervisor {
             reason = link.ended() => Err(format!("{reason} during start-up")),
             _ = self.shutdown.cancelled() => Err("shutting down".to_owned()),
         };
-        let (service, lists) = match outcome {
+        let (service, lists, listener) = match outcome {
             Ok(ready) => ready,
             Err(error) => {
                 let error = if timed_out {
@@ -377,18 +252,20 @@ impl Supervisor {
             .peer_info()
             .and_then(|info| info.server_info.clone())
             .map(|info| format!("{} {}", info.name, info.version));
+        let protocol_version = session::revision(service.peer());
         let session = Arc::new(McpSession::new(service.peer().clone(), generation));
         server.set_status(|status| {
             status.state = McpServerState::Connected;
             status.lists = lists;
             status.server_info = server_info;
+            status.protocol_version = protocol_version;
             status.failed_attempts = 0;
             status.next_attempt_at = None;
             status.last_error = None;
         });
         server.session.send_replace(Some(session.clone()));
         (self.lists_changed)();
-        Ok(Live { link, service, session })
+        Ok(Live { link, service, session, listener })
     }
 
     /// Waits for the session to end, refreshing the lists on list_changed.
@@ -396,8 +273,24 @@ impl Supervisor {
         let server = &self.server;
         let refresh_timeout = seconds(server.connection_settings.connection_timeout);
         loop {
+            let Live { link, listener, .. } = &mut *live;
+            // A 2026-07-28 session has no connection of its own to lose: the end of its
+            // list_changed subscription is how a restarted server shows, and the session
+            // is opened again so that nothing it announces is missed.
+            let listener_ended = async {
+                match listener.as_mut() {
+                    Some(handle) => {
+                        let _ = handle.await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                reason = live.link.ended() => return Ended::Died(reason),
+                reason = link.ended() => return Ended::Died(reason),
+                () = listener_ended => {
+                    listener.take();
+                    return Ended::Died("the server ended the list_changed subscription".to_owned());
+                }
                 _ = self.shutdown.cancelled() => return Ended::Shutdown,
                 _ = server.restart.notified() => return Ended::Died("restarted by an admin".to_owned()),
                 _ = server.relist.notified() => {

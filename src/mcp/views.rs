@@ -15,7 +15,11 @@ use super::breaker::CircuitState;
 use super::convert;
 use super::manager::McpManager;
 use super::registry::{ToolTable, prompt_names};
-use super::supervisor::{McpServer, McpServerState, lock};
+use super::server::{McpServer, McpServerState, lock};
+use crate::config::ServerTransport;
+
+/// What a header value is shown as.
+const HIDDEN: &str = "***";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ToolView {
@@ -71,8 +75,16 @@ pub struct McpServerSnapshot {
     pub failed_attempts: u32,
     /// When the next start attempt is due, while restarting.
     pub next_attempt_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// `stdio` (a local process) or `http` (a remote server).
+    pub transport: ServerTransport,
+    /// A remote server's endpoint.
+    pub url: Option<String>,
+    /// A remote server's header names, each value shown as `***`: they carry tokens.
+    pub headers: BTreeMap<String, String>,
     pub pid: Option<u32>,
     pub server_info: Option<String>,
+    /// The MCP revision the live session speaks (`2026-07-28`, `2025-06-18`).
+    pub protocol_version: Option<String>,
     pub tools: Vec<ToolView>,
     pub prompts: Vec<PromptView>,
     pub resources: Vec<ResourceView>,
@@ -135,8 +147,12 @@ fn snapshot(server: &McpServer, table: &ToolTable) -> McpServerSnapshot {
         restarts: status.restarts,
         failed_attempts: status.failed_attempts,
         next_attempt_at: status.next_attempt_at.map(chrono::DateTime::from),
+        transport: server.config.transport(),
+        url: server.config.url.clone(),
+        headers: server.config.headers.keys().map(|name| (name.clone(), HIDDEN.to_owned())).collect(),
         pid: status.pid,
         server_info: status.server_info.clone(),
+        protocol_version: status.protocol_version.clone(),
         tools,
         prompts: status
             .lists

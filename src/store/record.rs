@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{ChatEvent, EventType, NewEvent};
-use crate::domain::{Decision, ElicitationAction, FinishReason, Message, PromptRef, Role, ToolCall, Usage};
+use crate::domain::{
+    Decision, ElicitationAction, FinishReason, Message, PromptRef, Role, ToolAttachments, ToolCall, Usage,
+};
 
 /// One thing the chat service records about a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,9 +154,26 @@ pub struct ToolResult {
     /// The model-facing tool name (`<server>__<tool>`).
     pub name: String,
     pub ok: bool,
-    /// What the model got, whole.
+    /// The tool's whole output as text: the log is the audit record.
     pub content: String,
+    /// What the model got instead, when `content` was longer than `max_tool_result_chars`:
+    /// its head and tail and a line saying how much was cut.
+    pub model_content: Option<String>,
+    /// Images, structured content and resource links the tool returned.
+    pub attachments: ToolAttachments,
     pub duration_ms: f64,
+}
+
+impl ToolResult {
+    /// The tool message the model reads in the turn that ran the tool: its text and images.
+    /// Later turns read [`Record::message`], the text only.
+    pub fn for_model(&self) -> Message {
+        Message { images: self.attachments.images.clone(), ..self.model_message() }
+    }
+
+    fn model_message(&self) -> Message {
+        Message::tool(self.call_id.clone(), self.model_content.as_ref().unwrap_or(&self.content).clone())
+    }
 }
 
 /// What answering cost and how it ended.
@@ -210,6 +229,10 @@ struct ToolResultExtra {
     name: String,
     ok: bool,
     duration_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model_content: Option<String>,
+    #[serde(flatten)]
+    attachments: ToolAttachments,
 }
 
 /// `extra` of the event that ends a request, tagged by `status`.
@@ -241,7 +264,7 @@ impl Record {
         match self {
             Record::UserTurn(turn) => Message::user(turn.text.clone()),
             Record::ToolCalls { text, calls, .. } => Message::assistant(text.clone(), calls.clone()),
-            Record::ToolResult(result) => Message::tool(result.call_id.clone(), result.content.clone()),
+            Record::ToolResult(result) => result.model_message(),
             Record::Answer { text, .. } => Message::assistant(text.clone(), Vec::new()),
             Record::Ended { partial_text, .. } => Message::assistant(partial_text.clone(), Vec::new()),
             Record::Question(question) => Message::system(question.summary()),
@@ -279,11 +302,13 @@ impl Record {
                 model: Some(model),
                 ..event(EventType::AssistantMessage, Role::Assistant, text)
             },
-            Record::ToolResult(ToolResult { call_id, name, ok, content, duration_ms }) => NewEvent {
-                tool_call_id: Some(call_id),
-                extra: to_extra(ToolResultExtra { name, ok, duration_ms }),
-                ..event(EventType::ToolResult, Role::Tool, content)
-            },
+            Record::ToolResult(ToolResult { call_id, name, ok, content, model_content, attachments, duration_ms }) => {
+                NewEvent {
+                    tool_call_id: Some(call_id),
+                    extra: to_extra(ToolResultExtra { name, ok, duration_ms, model_content, attachments }),
+                    ..event(EventType::ToolResult, Role::Tool, content)
+                }
+            }
             Record::Answer { text, figures } => NewEvent {
                 model: Some(figures.model.clone()),
                 usage: Some(figures.usage),
@@ -325,10 +350,10 @@ impl Record {
                 Record::UserTurn(UserTurn { text: content, fingerprint, prompt, resources })
             }
             EventType::ToolResult => {
-                let ToolResultExtra { name, ok, duration_ms } =
+                let ToolResultExtra { name, ok, duration_ms, model_content, attachments } =
                     from_extra(&event.extra, "a tool result").map_err(error)?;
                 let call_id = required(event.tool_call_id.as_ref(), "tool_call_id")?;
-                Record::ToolResult(ToolResult { call_id, name, ok, content, duration_ms })
+                Record::ToolResult(ToolResult { call_id, name, ok, content, model_content, attachments, duration_ms })
             }
             EventType::AssistantMessage | EventType::Meta if ends => {
                 match from_extra(&event.extra, "the end of a request").map_err(error)? {
@@ -376,6 +401,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::domain::Image;
     use crate::store::EventStore;
     use crate::store::memory::MemoryStore;
 
@@ -423,9 +449,29 @@ mod tests {
                     name: "demo__sum".into(),
                     ok: true,
                     content: "5".into(),
+                    model_content: None,
+                    attachments: ToolAttachments::default(),
                     duration_ms: 0.7,
                 }),
                 json!({"name": "demo__sum", "ok": true, "duration_ms": 0.7}),
+            ),
+            (
+                Record::ToolResult(ToolResult {
+                    call_id: "call_2".into(),
+                    name: "everything__get-tiny-image".into(),
+                    ok: true,
+                    content: "a long text".into(),
+                    model_content: Some("a lo… cut …ext".into()),
+                    attachments: ToolAttachments {
+                        images: vec![Image { mime_type: "image/png".into(), data: "iVBO".into() }],
+                        structured: Some(json!({"n": 1})),
+                        resource_links: Vec::new(),
+                    },
+                    duration_ms: 2.0,
+                }),
+                json!({"name": "everything__get-tiny-image", "ok": true, "duration_ms": 2.0,
+                       "model_content": "a lo… cut …ext",
+                       "images": [{"mime_type": "image/png", "data": "iVBO"}], "structured": {"n": 1}}),
             ),
             (
                 Record::Answer { text: "5".into(), figures: figures() },
@@ -525,6 +571,8 @@ mod tests {
             name: "demo__sum".into(),
             ok: true,
             content: "5".into(),
+            model_content: None,
+            attachments: ToolAttachments::default(),
             duration_ms: 1.0,
         }))
         .await;

@@ -33,6 +33,7 @@ pub fn settings(base_url: &str, store_path: PathBuf) -> Settings {
         temperature: 0.7,
         max_tokens: 4000,
         top_p: 0.9,
+        vision: false,
     };
     Settings {
         llm: LlmSettings {

@@ -45,6 +45,7 @@ pub fn settings(
         temperature: 0.5,
         max_tokens: 321,
         top_p: 0.9,
+        vision: false,
     };
     LlmSettings {
         active: "test".to_owned(),

@@ -6,28 +6,55 @@ use std::time::{Duration, Instant};
 
 use mcp_platform::config::{CircuitBreakerSettings, McpConnectionSettings, McpSettings, ServerConfig, ServersConfig};
 use mcp_platform::domain::ToolCall;
-use mcp_platform::mcp::{McpManager, ToolDefaults, ToolOutcome, ToolProgress, ToolProvider, Unattended};
+use mcp_platform::mcp::{McpManager, ToolDefaults, ToolOutcome, ToolProgress, ToolProvider, Unattended, UserInput};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::process::binary;
+use super::process::{ChildProcess, binary};
 
 pub fn server(command: impl Into<String>, args: &[&str]) -> ServerConfig {
     ServerConfig {
         enabled: true,
-        command: command.into(),
+        transport_type: None,
+        command: Some(command.into()),
         args: args.iter().map(|arg| arg.to_string()).collect(),
         cwd: None,
         env: BTreeMap::new(),
+        url: None,
+        headers: BTreeMap::new(),
         allowed_tools: None,
         excluded_tools: Vec::new(),
         tool_timeout: None,
+        max_tool_timeout: None,
         approval: None,
         approve_tools: Vec::new(),
         auto_approve_tools: Vec::new(),
         trusted: false,
     }
+}
+
+/// A remote server at `url` (streamable HTTP), sending `headers` with every request.
+pub fn remote(url: &str, headers: &[(&str, &str)]) -> ServerConfig {
+    ServerConfig {
+        command: None,
+        args: Vec::new(),
+        url: Some(url.to_owned()),
+        headers: headers.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect(),
+        ..server("", &[])
+    }
+}
+
+/// `demo-server --http ADDRESS`, with `env` added.
+pub fn demo_http(address: &str, env: &[(&str, &str)]) -> ChildProcess {
+    let mut command = std::process::Command::new(binary("demo-server"));
+    command.args(["--http", address]).envs(env.iter().copied());
+    ChildProcess::start(command)
+}
+
+/// The MCP endpoint of a `demo-server --http` at `addr`.
+pub fn endpoint(addr: std::net::SocketAddr) -> String {
+    format!("http://{addr}/mcp")
 }
 
 pub fn demo() -> ServerConfig {
@@ -56,7 +83,7 @@ pub fn settings() -> McpSettings {
 }
 
 pub fn defaults() -> ToolDefaults {
-    ToolDefaults { tool_timeout: Duration::from_secs(20), max_tool_result_chars: 20_000 }
+    ToolDefaults { tool_timeout: Duration::from_secs(20) }
 }
 
 pub async fn start(servers: ServersConfig) -> std::sync::Arc<McpManager> {
@@ -64,8 +91,23 @@ pub async fn start(servers: ServersConfig) -> std::sync::Arc<McpManager> {
 }
 
 pub async fn call(manager: &McpManager, name: &str, arguments: Value) -> ToolOutcome {
-    let (progress, _) = mpsc::unbounded_channel::<ToolProgress>();
-    manager.call_tool(&tool_call(name, arguments), progress, CancellationToken::new(), Arc::new(Unattended)).await
+    call_for(manager, name, arguments, Arc::new(Unattended)).await.0
+}
+
+/// Calls a tool on behalf of `user` (whom its server may ask), with the progress it reported.
+pub async fn call_for(
+    manager: &McpManager,
+    name: &str,
+    arguments: Value,
+    user: Arc<dyn UserInput>,
+) -> (ToolOutcome, Vec<ToolProgress>) {
+    let (progress, mut updates) = mpsc::unbounded_channel::<ToolProgress>();
+    let outcome = manager.call_tool(&tool_call(name, arguments), progress, CancellationToken::new(), user).await;
+    let mut reported = Vec::new();
+    while let Ok(update) = updates.try_recv() {
+        reported.push(update);
+    }
+    (outcome, reported)
 }
 
 pub fn tool_call(name: &str, arguments: Value) -> ToolCall {

@@ -129,3 +129,24 @@ pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines().map(|line| serde_json::from_str(line).expect("every log line is JSON")).collect()
 }
+
+/// Runs `mcp-platform check` on `servers` (the JSON of a `servers_config.json`) with the
+/// shipped config.yaml, `extra` flags and `env` added: the exit code, stdout and stderr.
+pub fn check(servers: &serde_json::Value, extra: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let servers_file = dir.path().join("servers_config.json");
+    std::fs::write(&servers_file, servers.to_string()).unwrap();
+    let output = mcp_platform(&["check", "--config"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config.yaml"))
+        .arg("--servers")
+        .arg(&servers_file)
+        .args(extra)
+        // A provider without a key, so the settings check needs no secret.
+        .env("MCP__LLM__ACTIVE", "ollama")
+        // `check` opens the store as `serve` would; keep it out of the working directory.
+        .env("MCP__STORE__PATH", dir.path().join("events.jsonl"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (output.status.code(), text(&output.stdout), text(&output.stderr))
+}

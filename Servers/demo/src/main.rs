@@ -1,12 +1,22 @@
-//! `demo-server`: the MCP server shipped with mcp-platform, over stdio.
+//! `demo-server`: the MCP server shipped with mcp-platform, over stdio, or over streamable
+//! HTTP with `--http ADDRESS` (`--http 127.0.0.1:0` picks a free port and prints the URL).
 //!
 //! Arithmetic and echo tools for the offline demo, `slow_count` to show progress and
 //! cancellation, notes to show tool approval (`delete_note` is destructive; the notes live in
 //! the file `DEMO_NOTES_FILE` names, one per line, so a test can see what happened), `ask_name`
 //! to show elicitation, a prompt with an argument, a static resource and a resource template.
-//! Logs go to stderr: stdout carries the protocol.
+//! Logs go to stderr: stdout carries the protocol (stdio) or the one line with the URL.
+//! Over HTTP, `DEMO_REQUIRE_BEARER=TOKEN` makes every request without
+//! `Authorization: Bearer TOKEN` fail with 401, as a remote server behind a token would.
+//! `DEMO_WITHOUT_DISCOVERY=1` makes it an older server that knows only the `initialize`
+//! handshake, so both ways a server asks the user (the question returned with the call in
+//! 2026-07-28, `elicitation/create` before) can be shown over either transport.
 
+use std::io::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
+
+use axum::response::IntoResponse as _;
 
 use rmcp::{
     ErrorData as McpError, Peer, RoleServer, ServerHandler, ServiceExt,
@@ -16,15 +26,18 @@ use rmcp::{
         wrapper::Parameters,
     },
     model::{
-        CallToolResponse, CallToolResult, ContentBlock, ElicitRequest, ElicitRequestParams, InputRequest,
-        InputRequiredResult, ListResourceTemplatesResult, ListResourcesResult, PaginatedRequestParams,
-        ProgressNotificationParam, PromptMessage, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
-        ReadResourceResult, RequestMetaObject, Resource, ResourceContents, ResourceTemplate, Role, ServerCapabilities,
-        ServerConfig,
+        CallToolResponse, CallToolResult, ContentBlock, DiscoverRequestMethod, DiscoverResult, ElicitRequest,
+        ElicitRequestParams, InputRequest, InputRequiredResult, ListResourceTemplatesResult, ListResourcesResult,
+        PaginatedRequestParams, ProgressNotificationParam, PromptMessage, ReadResourceRequestParams,
+        ReadResourceResponse, ReadResourceResult, RequestMetaObject, Resource, ResourceContents, ResourceTemplate,
+        Role, ServerCapabilities, ServerConfig,
     },
     prompt, prompt_handler, prompt_router,
     service::RequestContext,
     tool, tool_handler, tool_router,
+    transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    },
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -175,6 +188,10 @@ struct Demo {
     tool_router: ToolRouter<Self>,
     prompt_router: PromptRouter<Self>,
     notes: Notes,
+    /// `DEMO_WITHOUT_DISCOVERY=1`: answers `server/discover` as a server of a revision before
+    /// 2026-07-28 does (method not found), so clients meet it with the `initialize` handshake
+    /// and its questions go out as `elicitation/create`.
+    without_discovery: bool,
 }
 
 #[tool_router]
@@ -282,11 +299,12 @@ impl Demo {
     async fn ask_name(
         &self,
         Parameters(AskNameArgs { delay_ms }): Parameters<AskNameArgs>,
-        client: Peer<RoleServer>,
+        context: RequestContext<RoleServer>,
         RequestState(state): RequestState,
         InputResponses(responses): InputResponses,
     ) -> Result<CallToolResponse, McpError> {
-        let modern = client.peer_info().is_some_and(|info| info.protocol_version >= ProtocolVersion::V_2026_07_28);
+        // A 2026-07-28 session names its revision in each request, an older one in `initialize`.
+        let modern = context.protocol_version().is_some_and(|revision| !revision.has_initialize());
         if modern {
             if state.is_none() {
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -298,7 +316,8 @@ impl Demo {
             return Ok(greeting(&answer).into());
         }
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        let answer = client
+        let answer = context
+            .peer
             .create_elicitation(name_question())
             .await
             .map_err(|error| McpError::internal_error(format!("the client did not answer: {error}"), None))?;
@@ -320,6 +339,13 @@ impl ServerHandler for Demo {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_prompts().enable_resources().build())
             .with_instructions("Arithmetic, echo and a slow counter for the mcp-platform demo.")
+    }
+
+    async fn discover(&self, _context: RequestContext<RoleServer>) -> Result<DiscoverResult, McpError> {
+        if self.without_discovery {
+            return Err(McpError::method_not_found::<DiscoverRequestMethod>());
+        }
+        Ok(DiscoverResult::from_server_info(self.supported_protocol_versions().into_owned(), self.get_info()))
     }
 
     async fn list_resources(
@@ -365,6 +391,65 @@ impl ServerHandler for Demo {
     }
 }
 
+impl Demo {
+    fn new() -> Self {
+        Demo {
+            tool_router: Demo::tool_router(),
+            prompt_router: Demo::prompt_router(),
+            notes: Notes::from_env(),
+            without_discovery: std::env::var("DEMO_WITHOUT_DISCOVERY").is_ok_and(|value| value == "1"),
+        }
+    }
+}
+
+/// Refuses requests without the expected bearer token.
+async fn require_bearer(
+    expected: Arc<str>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let authorized = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|token| token == &*expected);
+    if authorized {
+        next.run(request).await
+    } else {
+        (axum::http::StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
+    }
+}
+
+/// Serves MCP at `/mcp` until SIGINT or SIGTERM.
+async fn serve_http(address: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    let service = StreamableHttpService::new(
+        || Ok(Demo::new()),
+        Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    );
+    let mut router = axum::Router::new().nest_service("/mcp", service);
+    if let Ok(token) = std::env::var("DEMO_REQUIRE_BEARER") {
+        let token: Arc<str> = token.into();
+        router =
+            router.layer(axum::middleware::from_fn(move |request, next| require_bearer(token.clone(), request, next)));
+    }
+    let address = listener.local_addr()?;
+    println!("demo-server listening on {address} (MCP endpoint http://{address}/mcp)");
+    std::io::stdout().flush()?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        })
+        .await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -372,11 +457,18 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
-    let server =
-        Demo { tool_router: Demo::tool_router(), prompt_router: Demo::prompt_router(), notes: Notes::from_env() };
-    let service = server.serve(rmcp::transport::stdio_pipes()).await?;
-    service.waiting().await?;
-    Ok(())
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => {
+            let service = Demo::new().serve(rmcp::transport::stdio_pipes()).await?;
+            service.waiting().await?;
+            Ok(())
+        }
+        (Some("--http"), Some(address)) => serve_http(&address).await,
+        _ => anyhow::bail!(
+            "usage: demo-server [--http ADDRESS]  (stdio without arguments; --http 127.0.0.1:0 for any port)"
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -4,18 +4,22 @@
 //! - `--exit-at-start`: exit with status 2 before speaking MCP (a server that cannot start);
 //! - `--grandchild PIDFILE`: spawn `sleep 1000` in our process group and write its pid to PIDFILE;
 //! - `--ignore-sigterm`: ignore SIGTERM and keep running after stdin closes (only SIGKILL stops it);
-//! - `--marker-dir DIR`: where `hang` records that its cancellation arrived (`DIR/hang-cancelled`).
+//! - `--marker-dir DIR`: where `hang` records that its cancellation arrived (`DIR/hang-cancelled`);
+//! - `--exit-on-discover`: exit when the first request is `server/discover`, as some servers
+//!   older than the 2026-07-28 revision do with any first request but `initialize`.
 //!
 //! Tools: `ok`, `sum`, `crash` (exits the process), `hang` (never answers), `fail` (a JSON-RPC
 //! error), `garbage` (non-JSON on stdout, then an answer), `flood` (a burst of stderr),
 //! `add_tool` (adds `extra` and sends `tools/list_changed`), `break_listing` (fails every later
-//! `tools/list`, then sends `tools/list_changed`), and two awkwardly named tools.
+//! `tools/list`, then sends `tools/list_changed`), `end_subscriptions` (ends the client's
+//! `subscriptions/listen`, as a 2026-07-28 server that restarts would), and two awkwardly
+//! named tools.
 
 use std::{
     io::Write,
     path::PathBuf,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -24,11 +28,12 @@ use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler, ServiceExt,
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, JsonObject, ListToolsResult,
-        PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+        PaginatedRequestParams, ServerCapabilities, ServerConfig, SubscriptionFilter, Tool,
     },
-    service::RequestContext,
+    service::{RequestContext, SubscriptionContext, SubscriptionSink},
 };
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 /// A tool name beyond the 64 characters models accept, to exercise the registry's cutting.
 const LONG_TOOL_NAME: &str = "report_every_single_detail_of_the_current_configuration_in_a_very_verbose_way";
@@ -38,6 +43,11 @@ struct Faulty {
     marker_dir: Option<PathBuf>,
     extra_tool: Arc<AtomicBool>,
     listing_broken: Arc<AtomicBool>,
+    /// Clients listening for list changes (2026-07-28 `subscriptions/listen`); older
+    /// revisions get them unasked through the request's peer.
+    listeners: Arc<Mutex<Vec<SubscriptionSink>>>,
+    /// Woken by `end_subscriptions`: every `subscriptions/listen` then ends gracefully.
+    end_listening: Arc<tokio::sync::Notify>,
 }
 
 fn schema(properties: Value, required: &[&str]) -> Arc<JsonObject> {
@@ -94,6 +104,7 @@ impl Faulty {
                 "Fail every tools/list from now on, and announce a list change.",
                 no_arguments(),
             ),
+            Tool::new("end_subscriptions", "End every subscriptions/listen of the client.", no_arguments()),
             Tool::new(LONG_TOOL_NAME, "A tool with a long name.", no_arguments()),
             Tool::new("dotted.name", "A tool with a dot in its name.", no_arguments()),
         ];
@@ -101,6 +112,22 @@ impl Faulty {
             tools.push(Tool::new("extra", "Added at run time.", no_arguments()));
         }
         tools
+    }
+
+    async fn announce_tool_list_change(&self, context: &RequestContext<RoleServer>) {
+        let listeners = self.listeners.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let sent = if listeners.is_empty() {
+            context.peer.notify_tool_list_changed().await.map_err(|error| error.to_string())
+        } else {
+            let mut sent = Ok(());
+            for listener in listeners {
+                sent = sent.and(listener.notify_tool_list_changed().await.map_err(|error| error.to_string()));
+            }
+            sent
+        };
+        if let Err(error) = sent {
+            eprintln!("cannot send tools/list_changed: {error}");
+        }
     }
 
     async fn hang(&self, context: &RequestContext<RoleServer>) -> CallToolResponse {
@@ -165,6 +192,19 @@ impl ServerHandler for Faulty {
         Ok(ListToolsResult::with_all_items(self.tools()))
     }
 
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        Some(SubscriptionFilter::builder().tools_list_changed().build().intersection(requested))
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        self.listeners.lock().unwrap_or_else(PoisonError::into_inner).push(context.sink().clone());
+        tokio::select! {
+            _ = context.cancelled() => {}
+            _ = self.end_listening.notified() => {}
+        }
+        Ok(())
+    }
+
     fn get_tool(&self, name: &str) -> Option<Tool> {
         self.tools().into_iter().find(|tool| tool.name == name)
     }
@@ -200,17 +240,17 @@ impl ServerHandler for Faulty {
             }
             "add_tool" => {
                 self.extra_tool.store(true, Ordering::SeqCst);
-                if let Err(error) = context.peer.notify_tool_list_changed().await {
-                    eprintln!("cannot send tools/list_changed: {error}");
-                }
+                self.announce_tool_list_change(&context).await;
                 Ok(text("added"))
             }
             "break_listing" => {
                 self.listing_broken.store(true, Ordering::SeqCst);
-                if let Err(error) = context.peer.notify_tool_list_changed().await {
-                    eprintln!("cannot send tools/list_changed: {error}");
-                }
+                self.announce_tool_list_change(&context).await;
                 Ok(text("broken"))
+            }
+            "end_subscriptions" => {
+                self.end_listening.notify_waiters();
+                Ok(text("ended"))
             }
             "extra" if self.extra_tool.load(Ordering::SeqCst) => Ok(text("extra")),
             LONG_TOOL_NAME => Ok(text("long")),
@@ -222,19 +262,26 @@ impl ServerHandler for Faulty {
 
 struct Options {
     exit_at_start: bool,
+    exit_on_discover: bool,
     grandchild_pidfile: Option<PathBuf>,
     ignore_sigterm: bool,
     marker_dir: Option<PathBuf>,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
-    let mut options =
-        Options { exit_at_start: false, grandchild_pidfile: None, ignore_sigterm: false, marker_dir: None };
+    let mut options = Options {
+        exit_at_start: false,
+        exit_on_discover: false,
+        grandchild_pidfile: None,
+        ignore_sigterm: false,
+        marker_dir: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--exit-at-start" => options.exit_at_start = true,
             "--ignore-sigterm" => options.ignore_sigterm = true,
+            "--exit-on-discover" => options.exit_on_discover = true,
             "--grandchild" => {
                 options.grandchild_pidfile =
                     Some(args.next().ok_or_else(|| anyhow::anyhow!("--grandchild needs a file"))?.into())
@@ -273,8 +320,20 @@ async fn main() -> anyhow::Result<()> {
         marker_dir: options.marker_dir,
         extra_tool: Arc::new(AtomicBool::new(false)),
         listing_broken: Arc::new(AtomicBool::new(false)),
+        listeners: Arc::default(),
+        end_listening: Arc::default(),
     };
-    let service = server.serve(rmcp::transport::stdio_pipes()).await?;
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut first = String::new();
+    if options.exit_on_discover {
+        stdin.read_line(&mut first).await?;
+        if first.contains("\"server/discover\"") {
+            eprintln!("faulty-server: the first request is not initialize; exiting as asked");
+            std::process::exit(4);
+        }
+    }
+    let stdin = std::io::Cursor::new(first.into_bytes()).chain(stdin);
+    let service = server.serve((stdin, tokio::io::stdout())).await?;
     service.waiting().await?;
     if options.ignore_sigterm {
         eprintln!("faulty-server: stdin closed, staying alive anyway");

@@ -36,8 +36,12 @@ fn resolve_command(command: &str, cwd: Option<&Path>) -> PathBuf {
     }
 }
 
-pub fn spawn(server: &str, config: &ServerConfig) -> Result<(McpServerProcess, ChildStdout, ChildStdin), String> {
-    let program = resolve_command(&config.command, config.cwd.as_deref());
+pub fn spawn(
+    server: &str,
+    command: &str,
+    config: &ServerConfig,
+) -> Result<(McpServerProcess, ChildStdout, ChildStdin), String> {
+    let program = resolve_command(command, config.cwd.as_deref());
     let mut command = Command::new(&program);
     command
         .args(&config.args)

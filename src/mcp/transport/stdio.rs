@@ -5,37 +5,35 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rmcp::{ServiceExt, transport::async_rw::AsyncRwTransport};
-use tokio_util::sync::CancellationToken;
+use rmcp::transport::async_rw::AsyncRwTransport;
 
 use super::process::{self, McpServerProcess};
-use super::{McpLink, McpTransport, Opening, WatchedTransport};
+use super::{LinkEnd, McpLink, McpTransport, Opening, WatchedTransport};
 use crate::config::ServerConfig;
-use crate::mcp::session::ClientEvents;
+use crate::mcp::session::{self, ClientEvents};
 
 /// How long a stopping server gets at each step (after stdin closes, after SIGTERM).
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 pub struct StdioTransport {
     server: String,
+    command: String,
     config: ServerConfig,
 }
 
 impl StdioTransport {
-    pub fn new(server: &str, config: &ServerConfig) -> Self {
-        Self { server: server.to_owned(), config: config.clone() }
+    pub fn new(server: &str, command: &str, config: &ServerConfig) -> Self {
+        Self { server: server.to_owned(), command: command.to_owned(), config: config.clone() }
     }
 }
 
 impl McpTransport for StdioTransport {
     fn open(&self, client: ClientEvents) -> Result<Opening, String> {
-        let (process, stdout, stdin) = process::spawn(&self.server, &self.config)?;
-        let stdout_closed = CancellationToken::new();
+        let (process, stdout, stdin) = process::spawn(&self.server, &self.command, &self.config)?;
+        let stdout_closed = LinkEnd::default();
         let transport =
-            WatchedTransport { inner: AsyncRwTransport::new_client(stdout, stdin), closed: stdout_closed.clone() };
-        let handshake = Box::pin(async move {
-            client.serve(transport).await.map_err(|error| format!("MCP initialisation failed: {error}"))
-        });
+            WatchedTransport { inner: AsyncRwTransport::new_client(stdout, stdin), end: stdout_closed.clone() };
+        let handshake = Box::pin(session::handshake(client, transport));
         let link = StdioLink { server: self.server.clone(), process, stdout_closed, ended: false };
         Ok(Opening { link: Box::new(link), handshake })
     }
@@ -44,7 +42,7 @@ impl McpTransport for StdioTransport {
 struct StdioLink {
     server: String,
     process: McpServerProcess,
-    stdout_closed: CancellationToken,
+    stdout_closed: LinkEnd,
     /// Set once the process was seen gone, so a stop kills its leftovers at once.
     ended: bool,
 }
@@ -65,7 +63,7 @@ impl McpLink for StdioLink {
     async fn ended(&mut self) -> String {
         let reason = tokio::select! {
             status = self.process.exited() => exit_reason(status),
-            _ = self.stdout_closed.cancelled() => {
+            _ = self.stdout_closed.wait() => {
                 // Usually the process is exiting: its status says more than the EOF.
                 match tokio::time::timeout(Duration::from_millis(200), self.process.exited()).await {
                     Ok(Ok(status)) => exit_reason(Ok(status)),
