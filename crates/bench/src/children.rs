@@ -9,12 +9,16 @@ use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::auth::ServerAuth;
+
 /// A running `serve` child.
 pub struct Server {
     child: Child,
     pub pid: u32,
     /// `ws://…/ws/chat`.
     pub url: String,
+    /// What each client presents on its upgrade.
+    pub bearer: Option<String>,
     address: String,
 }
 
@@ -41,9 +45,15 @@ impl MockLlm {
 }
 
 impl Server {
-    /// `serve` with `store.fsync: true` and a fresh events file in `dir`; with `demo_server`,
-    /// that MCP server is configured (tool turns), else none.
-    pub async fn start(exe: &Path, dir: &Path, mock: &MockLlm, demo_server: Option<&Path>) -> anyhow::Result<Self> {
+    /// `serve` with `store.fsync: true`, a fresh events file in `dir` and `auth`; with
+    /// `demo_server`, that MCP server is configured (tool turns), else none.
+    pub async fn start(
+        exe: &Path,
+        dir: &Path,
+        mock: &MockLlm,
+        demo_server: Option<&Path>,
+        auth: &ServerAuth,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let servers = dir.join("servers_config.json");
         let config = match demo_server {
@@ -67,11 +77,15 @@ impl Server {
             .env("MCP__LIMITS__CHATS_PER_MINUTE", "0")
             .env("MCP__LIMITS__CONNECTIONS_PER_USER", "0")
             .env("MCP__LIMITS__CONNECTIONS_PER_IP", "0")
-            .env("MCP__WEBSOCKET__MAX_IN_FLIGHT_PER_CONNECTION", "8");
+            .env("MCP__WEBSOCKET__MAX_IN_FLIGHT_PER_CONNECTION", "8")
+            .envs(auth.env.iter().map(|(name, value)| (name, value)));
+        if let Some(config) = &auth.config_file {
+            serve.env("MCP_CONFIG_PATH", config);
+        }
         let (child, address) = spawn_and_read_address(&mut serve, "serve").await?;
         let pid = child.id().context("server pid")?;
         let url = format!("{}/ws/chat", address.replace("http://", "ws://"));
-        let server = Self { child, pid, url, address };
+        let server = Self { child, pid, url, bearer: auth.bearer.clone(), address };
         server.wait_ready().await?;
         Ok(server)
     }
