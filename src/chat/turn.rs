@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::dedup::Standing;
 use super::questions::{Asker, Verdict, Waiter};
 use super::{ChatService, Run, cached, context, internal_error, shutting_down};
-use crate::domain::{FinishReason, Message, ToolCall, ToolSpec, Usage};
+use crate::domain::{FinishReason, Message, ToolCall, Usage};
 use crate::llm::{LlmError, LlmEvent, LlmRequest};
 use crate::mcp::{ToolOutcome, ToolProgress, UserInput};
 use crate::protocol::{ChatPayload, Chunk, ErrorBody, FieldError, ProgressChunk, RequestMessage, ToolCallChunk};
@@ -142,18 +142,24 @@ impl Turn<'_> {
         }
 
         let settings = &self.service.settings;
-        let mut messages = self.context(history, user_text).await?;
+        // One request for every hop: each extends its messages, nothing copies them.
+        let mut request = LlmRequest {
+            model: Some(self.model.clone()),
+            messages: self.context(history, user_text).await?,
+            tools: Vec::new(),
+            streaming: self.streaming,
+        };
         loop {
             let tool_limit_reached = self.tool_hops >= settings.max_tool_hops;
-            let offered = if tool_limit_reached { Vec::new() } else { self.service.deps.tools.tools() };
-            let (reply, finish) = self.call_model(&messages, offered).await?;
+            request.tools = if tool_limit_reached { Vec::new() } else { self.service.deps.tools.tools() };
+            let (reply, finish) = self.call_model(&request).await?;
             if reply.tool_calls.is_empty() || tool_limit_reached {
                 let finish = if tool_limit_reached { FinishReason::ToolLimit } else { finish };
                 return Ok((reply.content, finish));
             }
             let results = self.run_tools(&reply).await?;
-            messages.push(reply);
-            messages.extend(results.into_iter().map(|result| Message::tool(result.call_id, result.content)));
+            request.messages.push(reply);
+            request.messages.extend(results.into_iter().map(|result| Message::tool(result.call_id, result.content)));
             self.tool_hops += 1;
         }
     }
@@ -173,19 +179,19 @@ impl Turn<'_> {
         let tools = self.service.deps.tools.tools();
         let mut limit = context::history_limit(&settings.context);
         loop {
+            let whole = history.first().is_none_or(|event| event.seq <= 1);
+            let last_seq = history.last().map_or(0, |event| event.seq);
             let built = context::build(
                 &settings.system_prompt,
-                &history,
+                history,
                 vec![Message::user(user_text.clone())],
                 &tools,
                 &self.counter,
                 &settings.context,
             );
-            let whole = history.first().is_none_or(|event| event.seq <= 1);
             if whole || !built.kept_oldest {
                 return Ok(built.messages);
             }
-            let last_seq = history.last().map_or(0, |event| event.seq);
             limit = RecentLimit { tokens: limit.tokens.saturating_mul(2).max(1), messages: limit.messages * 2 + 1 };
             history = self.service.deps.store.recent(&self.request.conversation_id, limit).await?;
             // This request's own events (already claimed) are not history.
@@ -266,17 +272,7 @@ impl Turn<'_> {
 
     /// One model call: streams text to the client, collects tool calls and usage. The reply
     /// is the assistant message as the model wrote it.
-    async fn call_model(
-        &mut self,
-        messages: &[Message],
-        tools: Vec<ToolSpec>,
-    ) -> Result<(Message, FinishReason), Interruption> {
-        let request = LlmRequest {
-            model: Some(self.model.clone()),
-            messages: messages.to_vec(),
-            tools: tools.clone(),
-            streaming: self.streaming,
-        };
+    async fn call_model(&mut self, request: &LlmRequest) -> Result<(Message, FinishReason), Interruption> {
         let started = Instant::now();
         let mut stream = self.service.deps.llm.chat(request);
         let mut text = String::new();
@@ -309,7 +305,8 @@ impl Turn<'_> {
         // Counting the whole prompt is the costliest step of a turn's own work: only done when
         // the provider reports no usage.
         let usage = usage.unwrap_or_else(|| {
-            let estimated_prompt = self.counter.count_messages(messages) + self.counter.count_tools(&tools);
+            let estimated_prompt =
+                self.counter.count_messages(&request.messages) + self.counter.count_tools(&request.tools);
             let completion = self.counter.count_content(&reply);
             Usage {
                 prompt_tokens: estimated_prompt as u64,

@@ -90,7 +90,8 @@ fn write_config_with_api_key(path: &Path, key_sha256: &str) -> anyhow::Result<()
     let source = std::env::var_os("MCP_CONFIG_PATH").map_or_else(|| "config.yaml".into(), std::path::PathBuf::from);
     let text = std::fs::read_to_string(&source)
         .with_context(|| format!("cannot read {} (run the bench where `serve` finds its config)", source.display()))?;
-    let mut documents = YamlLoader::load_from_str(&text).with_context(|| format!("{}: invalid YAML", source.display()))?;
+    let mut documents =
+        YamlLoader::load_from_str(&text).with_context(|| format!("{}: invalid YAML", source.display()))?;
     let Some(Yaml::Hash(root)) = documents.first_mut() else {
         anyhow::bail!("{}: expected a mapping at the top", source.display());
     };
@@ -113,7 +114,8 @@ fn rs256_key_and_token() -> anyhow::Result<(serde_json::Value, String)> {
     let jwks = serde_json::json!({"keys": [{"kty": "RSA", "kid": "bench", "use": "sig", "alg": "RS256",
         "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()), "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be())}]});
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let claims = serde_json::json!({"sub": "bench", "iss": ISSUER, "aud": AUDIENCE, "exp": now + TOKEN_LIFETIME_SECONDS});
+    let claims =
+        serde_json::json!({"sub": "bench", "iss": ISSUER, "aud": AUDIENCE, "exp": now + TOKEN_LIFETIME_SECONDS});
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some("bench".to_owned());
     let der = key.to_pkcs1_der().context("encode the RSA key")?;

@@ -22,6 +22,34 @@ pub struct Server {
     address: String,
 }
 
+/// A process's CPU time, in its own code and in the kernel on its behalf (system calls: socket
+/// reads and writes, `fdatasync`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTime {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl std::ops::Sub for CpuTime {
+    type Output = CpuTime;
+    fn sub(self, earlier: CpuTime) -> CpuTime {
+        CpuTime { user: self.user.saturating_sub(earlier.user), system: self.system.saturating_sub(earlier.system) }
+    }
+}
+
+impl std::ops::AddAssign for CpuTime {
+    fn add_assign(&mut self, other: CpuTime) {
+        self.user += other.user;
+        self.system += other.system;
+    }
+}
+
+impl CpuTime {
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
+}
+
 /// The `mock-llm` child every server of a run talks to.
 pub struct MockLlm {
     child: Child,
@@ -103,20 +131,20 @@ impl Server {
         }
     }
 
-    /// User plus system CPU time the server has used so far.
-    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+    /// CPU time the server has used so far.
+    pub fn cpu_time(&self) -> anyhow::Result<CpuTime> {
         let path = format!("/proc/{}/stat", self.pid);
         let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
         // The command name (field 2) may hold spaces; the fields after its `)` are plain.
         let fields: Vec<&str> = stat.rsplit_once(')').context("no command name")?.1.split_whitespace().collect();
-        let ticks = |index: usize| -> anyhow::Result<u64> {
-            fields.get(index).context("short /proc stat")?.parse().context("CPU ticks")
-        };
-        // utime and stime are fields 14 and 15; `fields` starts at field 3.
-        let total = ticks(11)? + ticks(12)?;
         // SAFETY: sysconf only reads a constant of the system.
         let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Ok(Duration::from_secs_f64(total as f64 / per_second))
+        let seconds = |index: usize| -> anyhow::Result<Duration> {
+            let ticks: u64 = fields.get(index).context("short /proc stat")?.parse().context("CPU ticks")?;
+            Ok(Duration::from_secs_f64(ticks as f64 / per_second))
+        };
+        // utime and stime are fields 14 and 15; `fields` starts at field 3.
+        Ok(CpuTime { user: seconds(11)?, system: seconds(12)? })
     }
 
     pub fn resident_kib(&self) -> anyhow::Result<u64> {

@@ -51,8 +51,9 @@ pub struct BenchArgs {
     /// JWKS file.
     #[arg(long, value_delimiter = ',', default_value = "none")]
     pub auth: Vec<AuthMode>,
-    /// Rounds of the plain-turn measurements, alternating between the `--auth` modes so that
-    /// the machine's changing load falls on each alike.
+    /// Rounds of the plain-turn measurements, alternating between the `--auth` modes (each
+    /// round starting with the next one) so that the machine's changing load falls on each
+    /// alike.
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// WebSocket upgrades to measure per `--auth` mode, 16 clients at a time (0 skips).
@@ -85,7 +86,10 @@ async fn measure(args: &BenchArgs, exe: &Path, dir: &Path, mock: &MockLlm) -> an
     let mut servers = Vec::with_capacity(modes.len());
     for &mode in &modes {
         let auth = ServerAuth::prepare(mode, &dir.join(format!("auth-{}", mode.name())))?;
-        servers.push((auth.mode, Server::start(exe, &dir.join(format!("plain-{}", mode.name())), mock, None, &auth).await?));
+        servers.push((
+            auth.mode,
+            Server::start(exe, &dir.join(format!("plain-{}", mode.name())), mock, None, &auth).await?,
+        ));
     }
     let outcome = measure_on(args, exe, dir, mock, &servers).await;
     for (_, server) in servers {
@@ -104,6 +108,9 @@ async fn measure_on(
     let (first_mode, server) = &servers[0];
     let first = load::first_turn(server).await?;
     let warm = load::measure_turns(server, 1, 50, load::PLAIN).await?;
+    for (_, other) in &servers[1..] {
+        load::measure_turns(other, 1, 51, load::PLAIN).await?;
+    }
     println!(
         "first turn of a fresh server: {first:.2} ms; warm turns after it: p50 {:.2} ms ({:.1}×)\n",
         warm.percentile(0.5),
@@ -116,15 +123,20 @@ async fn measure_on(
         server.stop().await;
         return outcome;
     }
-    println!("| turns | auth | connections | count | turns/s | p50 ms | p99 ms | server CPU ms/turn |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| turns | auth | connections | count | turns/s | p50 ms | p99 ms | server CPU ms/turn | of it in the kernel |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for &connections in args.connections.iter().filter(|&&count| count > 0) {
         let mut totals = vec![load::Measurement::default(); servers.len()];
-        for _ in 0..args.rounds.max(1) {
-            for ((mode, server), total) in servers.iter().zip(&mut totals) {
+        for round in 0..args.rounds.max(1) {
+            // Each round starts with the next mode, so none is always measured first.
+            for offset in 0..servers.len() {
+                let index = (round + offset) % servers.len();
+                let (mode, server) = &servers[index];
                 let measured = load::measure_turns(server, connections, args.turns, load::PLAIN).await?;
                 report("plain", *mode, connections, &measured);
-                total.add(measured);
+                totals[index].add(measured);
             }
         }
         if servers.len() > 1 || args.rounds > 1 {
@@ -171,13 +183,15 @@ async fn measure_on(
 
 fn report(kind: &str, mode: AuthMode, connections: usize, measured: &load::Measurement) {
     let turns = measured.latencies.len();
+    let per_turn_ms = |time: std::time::Duration| time.as_secs_f64() * 1e3 / turns as f64;
     println!(
-        "| {kind} | {} | {connections} | {turns} | {:.0} | {:.2} | {:.2} | {:.3} |",
+        "| {kind} | {} | {connections} | {turns} | {:.0} | {:.2} | {:.2} | {:.3} | {:.3} |",
         mode.name(),
         turns as f64 / measured.elapsed.as_secs_f64(),
         measured.percentile(0.50),
         measured.percentile(0.99),
-        measured.server_cpu.as_secs_f64() * 1e3 / turns as f64
+        per_turn_ms(measured.server_cpu.total()),
+        per_turn_ms(measured.server_cpu.system),
     );
 }
 

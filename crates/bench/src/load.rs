@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::children::Server;
+use crate::children::{CpuTime, Server};
 
 /// A turn's user text: mock-llm answers plain text with a sentence, arithmetic with a tool call
 /// when a fitting tool is offered.
@@ -23,7 +23,7 @@ pub struct Measurement {
     /// Milliseconds, sorted.
     pub latencies: Vec<f64>,
     /// The server's CPU time over the measurement.
-    pub server_cpu: Duration,
+    pub server_cpu: CpuTime,
 }
 
 impl Measurement {
@@ -74,7 +74,7 @@ pub async fn measure_turns(
         latencies.extend(task.await??);
     }
     let elapsed = started.elapsed();
-    let server_cpu = server.cpu_time()?.saturating_sub(cpu_before);
+    let server_cpu = server.cpu_time()? - cpu_before;
     latencies.sort_by(f64::total_cmp);
     Ok(Measurement { elapsed, latencies, server_cpu })
 }
@@ -166,7 +166,7 @@ pub async fn measure_upgrades(server: &Server, count: usize, parallel: usize) ->
     });
     futures::future::try_join_all(clients).await?;
     let elapsed = started.elapsed();
-    let server_cpu = server.cpu_time()?.saturating_sub(cpu_before);
+    let server_cpu = (server.cpu_time()? - cpu_before).total();
     Ok((count as f64 / elapsed.as_secs_f64(), server_cpu / count.max(1) as u32))
 }
 
