@@ -13,6 +13,7 @@
 //! the conversation's length.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::config::ContextSettings;
 use crate::domain::{Message, Role, ToolSpec};
@@ -38,10 +39,10 @@ pub fn history_limit(budget: &ContextSettings) -> RecentLimit {
 
 /// Builds `system + kept history + new_turn`. `history` is the end of the conversation's stored
 /// events before this request, in `seq` order; each event's stored `token_count` is reused,
-/// never recounted, and its content moves into the context instead of being copied.
+/// never recounted.
 pub fn build(
     system_prompt: &str,
-    history: Vec<ChatEvent>,
+    history: &[Arc<ChatEvent>],
     new_turn: Vec<Message>,
     tools: &[ToolSpec],
     counter: &TokenCounter,
@@ -80,12 +81,12 @@ struct Unit {
 
 /// Groups stored events into units, leaving out what the model must not see: bookkeeping
 /// events, and tool calls whose results never arrived (a turn cut off mid-hop).
-fn history_units(history: Vec<ChatEvent>, counter: &TokenCounter) -> Vec<Unit> {
+fn history_units(history: &[Arc<ChatEvent>], counter: &TokenCounter) -> Vec<Unit> {
     let mut units: Vec<Unit> = Vec::new();
     let mut open_calls: HashSet<String> = HashSet::new();
     let mut open_unit: Option<Unit> = None;
     for event in history {
-        let content = event.content.unwrap_or_default();
+        let content = event.content.clone().unwrap_or_default();
         match event.kind {
             EventType::ToolResult => {
                 let Some(call_id) = &event.tool_call_id else { continue };
@@ -100,7 +101,7 @@ fn history_units(history: Vec<ChatEvent>, counter: &TokenCounter) -> Vec<Unit> {
             EventType::UserMessage | EventType::AssistantMessage => {
                 open_unit = None;
                 open_calls.clear();
-                let tool_calls = event.tool_calls.unwrap_or_default();
+                let tool_calls = event.tool_calls.clone().unwrap_or_default();
                 let message = match event.role {
                     Some(Role::Assistant) | None if event.kind == EventType::AssistantMessage => {
                         Message::assistant(content, tool_calls)
@@ -183,28 +184,27 @@ mod tests {
     #[test]
     fn everything_fits_and_the_new_message_appears_once() {
         let counter = TokenCounter::for_model("gpt-4o");
-        let history = [user("one", 5), answer("two", 5)];
-        let built =
-            build("sys", history.to_vec(), vec![Message::user("three")], &[], &counter, &budget(4000, 2)).messages;
+        let history = [user("one", 5), answer("two", 5)].map(Arc::new);
+        let built = build("sys", &history, vec![Message::user("three")], &[], &counter, &budget(4000, 2)).messages;
         assert_eq!(contents(&built), ["sys", "one", "two", "three"]);
     }
 
     #[test]
     fn oldest_units_go_first_and_recent_ones_stay_even_over_budget() {
         let counter = TokenCounter::for_model("gpt-4o");
-        let history = [user("old", 500), answer("older answer", 500), user("recent", 500), answer("last", 500)];
-        let built = build("sys", history.to_vec(), vec![Message::user("new")], &[], &counter, &budget(800, 1)).messages;
+        let history =
+            [user("old", 500), answer("older answer", 500), user("recent", 500), answer("last", 500)].map(Arc::new);
+        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(800, 1)).messages;
         assert_eq!(contents(&built), ["sys", "last", "new"], "only what fits, newest first");
-        let built = build("sys", history.to_vec(), vec![Message::user("new")], &[], &counter, &budget(10, 2)).messages;
+        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(10, 2)).messages;
         assert_eq!(contents(&built), ["sys", "recent", "last", "new"], "preserve_recent wins over the budget");
     }
 
     #[test]
     fn tool_calls_and_results_stay_together() {
         let counter = TokenCounter::for_model("gpt-4o");
-        let history = [user("q", 5), call("a"), result("a"), answer("done", 5), call("lost")];
-        let built =
-            build("sys", history.to_vec(), vec![Message::user("new")], &[], &counter, &budget(4000, 1)).messages;
+        let history = [user("q", 5), call("a"), result("a"), answer("done", 5), call("lost")].map(Arc::new);
+        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(4000, 1)).messages;
         let roles: Vec<Role> = built.iter().map(|message| message.role).collect();
         assert_eq!(
             roles,
@@ -213,15 +213,9 @@ mod tests {
         );
         let fixed = counter.count_message(&Message::system("sys")) + counter.count_message(&Message::user("new"));
         let answer_and_most_of_the_group = fixed + 9 + 27;
-        let tight = build(
-            "sys",
-            history.to_vec(),
-            vec![Message::user("new")],
-            &[],
-            &counter,
-            &budget(answer_and_most_of_the_group, 0),
-        )
-        .messages;
+        let tight =
+            build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(answer_and_most_of_the_group, 0))
+                .messages;
         assert_eq!(contents(&tight), ["sys", "done", "new"], "the call and its result leave together");
     }
 }

@@ -166,7 +166,7 @@ impl Turn<'_> {
 
     /// The end of the conversation a context within the budget can hold, read before the claim
     /// so that it ends before this request.
-    async fn history(&self) -> Result<Vec<ChatEvent>, StoreError> {
+    async fn history(&self) -> Result<Vec<Arc<ChatEvent>>, StoreError> {
         let limit = context::history_limit(&self.service.settings.context);
         self.service.deps.store.recent(&self.request.conversation_id, limit).await
     }
@@ -174,24 +174,24 @@ impl Turn<'_> {
     /// The context of the first model call. When the history read was too short for the
     /// budget after all (see [`context::Context::kept_oldest`]), it is read again further back,
     /// ending at the same event.
-    async fn context(&self, mut history: Vec<ChatEvent>, user_text: String) -> Result<Vec<Message>, StoreError> {
+    async fn context(&self, mut history: Vec<Arc<ChatEvent>>, user_text: String) -> Result<Vec<Message>, StoreError> {
         let settings = &self.service.settings;
         let tools = self.service.deps.tools.tools();
         let mut limit = context::history_limit(&settings.context);
         loop {
-            let whole = history.first().is_none_or(|event| event.seq <= 1);
-            let last_seq = history.last().map_or(0, |event| event.seq);
             let built = context::build(
                 &settings.system_prompt,
-                history,
+                &history,
                 vec![Message::user(user_text.clone())],
                 &tools,
                 &self.counter,
                 &settings.context,
             );
+            let whole = history.first().is_none_or(|event| event.seq <= 1);
             if whole || !built.kept_oldest {
                 return Ok(built.messages);
             }
+            let last_seq = history.last().map_or(0, |event| event.seq);
             limit = RecentLimit { tokens: limit.tokens.saturating_mul(2).max(1), messages: limit.messages * 2 + 1 };
             history = self.service.deps.store.recent(&self.request.conversation_id, limit).await?;
             // This request's own events (already claimed) are not history.
