@@ -200,7 +200,10 @@ fn body(kind: ProviderKind, vision: bool) -> Value {
     let provider = settings.providers.get_mut("test").expect("the provider");
     provider.vision = vision;
     match kind {
-        ProviderKind::Openai => llm::openai::request_body(&turn_with_an_image(), provider),
+        ProviderKind::Openai => {
+            let bytes = llm::openai::request_body(&turn_with_an_image(), provider);
+            serde_json::from_slice(&bytes).expect("the request body is JSON")
+        }
         ProviderKind::Anthropic => llm::anthropic::request_body(&turn_with_an_image(), provider),
     }
 }

@@ -348,13 +348,18 @@ async fn a_history_read_costs_what_it_returns_whatever_the_conversation_length()
         assert_eq!(seqs, ((4 * requests - 11)..=4 * requests).collect::<Vec<_>>(), "{conversation}");
         assert_eq!(recent[0].kind, EventType::UserMessage, "whole requests only");
         let in_memory = memory.recent(conversation, limit).await.unwrap();
-        let shape = |events: &[ChatEvent]| events.iter().map(|event| (event.seq, event.kind)).collect::<Vec<_>>();
+        let shape = |events: &[Arc<ChatEvent>]| events.iter().map(|event| (event.seq, event.kind)).collect::<Vec<_>>();
         assert_eq!(shape(&in_memory), shape(&recent), "every backend keeps the same rule");
     }
     assert_eq!(parsed, [13, 13], "the returned events and the one before them, for both lengths");
 
     let whole = store.recent("short", RecentLimit { tokens: 10_000, messages: 5 }).await.unwrap();
-    assert_eq!(whole, store.conversation("short").await.unwrap(), "a short conversation comes whole");
+    let conversation = store.conversation("short").await.unwrap();
+    assert_eq!(
+        whole.iter().map(|event| &**event).collect::<Vec<_>>(),
+        conversation.iter().collect::<Vec<_>>(),
+        "a short conversation comes whole"
+    );
     assert_eq!(whole[0].seq, 1);
     assert!(store.recent("nobody", limit).await.unwrap().is_empty());
 

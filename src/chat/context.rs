@@ -13,6 +13,7 @@
 //! the conversation's length.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::config::ContextSettings;
 use crate::domain::{Message, Role, ToolSpec};
@@ -41,7 +42,7 @@ pub fn history_limit(budget: &ContextSettings) -> RecentLimit {
 /// never recounted.
 pub fn build(
     system_prompt: &str,
-    history: &[ChatEvent],
+    history: &[Arc<ChatEvent>],
     new_turn: Vec<Message>,
     tools: &[ToolSpec],
     counter: &TokenCounter,
@@ -80,7 +81,7 @@ struct Unit {
 
 /// Groups stored events into units, leaving out what the model must not see: bookkeeping
 /// events, and tool calls whose results never arrived (a turn cut off mid-hop).
-fn history_units(history: &[ChatEvent], counter: &TokenCounter) -> Vec<Unit> {
+fn history_units(history: &[Arc<ChatEvent>], counter: &TokenCounter) -> Vec<Unit> {
     let mut units: Vec<Unit> = Vec::new();
     let mut open_calls: HashSet<String> = HashSet::new();
     let mut open_unit: Option<Unit> = None;
@@ -183,7 +184,7 @@ mod tests {
     #[test]
     fn everything_fits_and_the_new_message_appears_once() {
         let counter = TokenCounter::for_model("gpt-4o");
-        let history = [user("one", 5), answer("two", 5)];
+        let history = [user("one", 5), answer("two", 5)].map(Arc::new);
         let built = build("sys", &history, vec![Message::user("three")], &[], &counter, &budget(4000, 2)).messages;
         assert_eq!(contents(&built), ["sys", "one", "two", "three"]);
     }
@@ -191,7 +192,8 @@ mod tests {
     #[test]
     fn oldest_units_go_first_and_recent_ones_stay_even_over_budget() {
         let counter = TokenCounter::for_model("gpt-4o");
-        let history = [user("old", 500), answer("older answer", 500), user("recent", 500), answer("last", 500)];
+        let history =
+            [user("old", 500), answer("older answer", 500), user("recent", 500), answer("last", 500)].map(Arc::new);
         let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(800, 1)).messages;
         assert_eq!(contents(&built), ["sys", "last", "new"], "only what fits, newest first");
         let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(10, 2)).messages;
@@ -201,7 +203,7 @@ mod tests {
     #[test]
     fn tool_calls_and_results_stay_together() {
         let counter = TokenCounter::for_model("gpt-4o");
-        let history = [user("q", 5), call("a"), result("a"), answer("done", 5), call("lost")];
+        let history = [user("q", 5), call("a"), result("a"), answer("done", 5), call("lost")].map(Arc::new);
         let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(4000, 1)).messages;
         let roles: Vec<Role> = built.iter().map(|message| message.role).collect();
         assert_eq!(

@@ -31,8 +31,8 @@ impl LlmProvider for ScriptedModel {
         "gpt-4"
     }
 
-    fn chat(&self, request: LlmRequest) -> LlmStream {
-        self.requests.lock().unwrap().push(request);
+    fn chat(&self, request: &LlmRequest) -> LlmStream {
+        self.requests.lock().unwrap().push(request.clone());
         let reply = self.replies.lock().unwrap().pop_front().expect("a scripted reply for every model call");
         Box::pin(futures::stream::iter(reply.into_iter().map(Ok)))
     }

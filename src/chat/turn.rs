@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::dedup::Standing;
 use super::questions::{Asker, Verdict, Waiter};
 use super::{ChatService, Run, cached, context, internal_error, shutting_down};
-use crate::domain::{FinishReason, Message, ToolCall, ToolSpec, Usage};
+use crate::domain::{FinishReason, Message, ToolCall, Usage};
 use crate::llm::{LlmError, LlmEvent, LlmRequest};
 use crate::mcp::{ToolOutcome, ToolProgress, UserInput};
 use crate::protocol::{ChatPayload, Chunk, ErrorBody, FieldError, ProgressChunk, RequestMessage, ToolCallChunk};
@@ -142,25 +142,31 @@ impl Turn<'_> {
         }
 
         let settings = &self.service.settings;
-        let mut messages = self.context(history, user_text).await?;
+        // One request for every hop: each extends its messages, nothing copies them.
+        let mut request = LlmRequest {
+            model: Some(self.model.clone()),
+            messages: self.context(history, user_text).await?,
+            tools: Vec::new(),
+            streaming: self.streaming,
+        };
         loop {
             let tool_limit_reached = self.tool_hops >= settings.max_tool_hops;
-            let offered = if tool_limit_reached { Vec::new() } else { self.service.deps.tools.tools() };
-            let (reply, finish) = self.call_model(&messages, offered).await?;
+            request.tools = if tool_limit_reached { Vec::new() } else { self.service.deps.tools.tools() };
+            let (reply, finish) = self.call_model(&request).await?;
             if reply.tool_calls.is_empty() || tool_limit_reached {
                 let finish = if tool_limit_reached { FinishReason::ToolLimit } else { finish };
                 return Ok((reply.content, finish));
             }
             let results = self.run_tools(&reply).await?;
-            messages.push(reply);
-            messages.extend(results.iter().map(ToolResult::for_model));
+            request.messages.push(reply);
+            request.messages.extend(results.iter().map(ToolResult::for_model));
             self.tool_hops += 1;
         }
     }
 
     /// The end of the conversation a context within the budget can hold, read before the claim
     /// so that it ends before this request.
-    async fn history(&self) -> Result<Vec<ChatEvent>, StoreError> {
+    async fn history(&self) -> Result<Vec<Arc<ChatEvent>>, StoreError> {
         let limit = context::history_limit(&self.service.settings.context);
         self.service.deps.store.recent(&self.request.conversation_id, limit).await
     }
@@ -168,7 +174,7 @@ impl Turn<'_> {
     /// The context of the first model call. When the history read was too short for the
     /// budget after all (see [`context::Context::kept_oldest`]), it is read again further back,
     /// ending at the same event.
-    async fn context(&self, mut history: Vec<ChatEvent>, user_text: String) -> Result<Vec<Message>, StoreError> {
+    async fn context(&self, mut history: Vec<Arc<ChatEvent>>, user_text: String) -> Result<Vec<Message>, StoreError> {
         let settings = &self.service.settings;
         let tools = self.service.deps.tools.tools();
         let mut limit = context::history_limit(&settings.context);
@@ -266,17 +272,7 @@ impl Turn<'_> {
 
     /// One model call: streams text to the client, collects tool calls and usage. The reply
     /// is the assistant message as the model wrote it.
-    async fn call_model(
-        &mut self,
-        messages: &[Message],
-        tools: Vec<ToolSpec>,
-    ) -> Result<(Message, FinishReason), Interruption> {
-        let request = LlmRequest {
-            model: Some(self.model.clone()),
-            messages: messages.to_vec(),
-            tools: tools.clone(),
-            streaming: self.streaming,
-        };
+    async fn call_model(&mut self, request: &LlmRequest) -> Result<(Message, FinishReason), Interruption> {
         let started = Instant::now();
         let mut stream = self.service.deps.llm.chat(request);
         let mut text = String::new();
@@ -309,7 +305,8 @@ impl Turn<'_> {
         // Counting the whole prompt is the costliest step of a turn's own work: only done when
         // the provider reports no usage.
         let usage = usage.unwrap_or_else(|| {
-            let estimated_prompt = self.counter.count_messages(messages) + self.counter.count_tools(&tools);
+            let estimated_prompt =
+                self.counter.count_messages(&request.messages) + self.counter.count_tools(&request.tools);
             let completion = self.counter.count_content(&reply);
             Usage {
                 prompt_tokens: estimated_prompt as u64,

@@ -51,8 +51,8 @@ impl LlmProvider for AnthropicProvider {
         &self.settings.model
     }
 
-    fn chat(&self, request: LlmRequest) -> LlmStream {
-        let body = Bytes::from(request_body(&request, &self.settings).to_string());
+    fn chat(&self, request: &LlmRequest) -> LlmStream {
+        let body = Bytes::from(request_body(request, &self.settings).to_string());
         let wire = Wire { stream_decoder: AnthropicStreamDecoder::default, decode_complete };
         transport::call(Arc::clone(&self.endpoint), body, request.streaming, wire)
     }

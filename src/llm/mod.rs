@@ -58,8 +58,9 @@ pub trait LlmProvider: Send + Sync {
 
     /// Starts one model call. Retries happen inside the stream, and only while it has yielded
     /// nothing, so text the client has seen is never repeated. Dropping the stream cancels the
-    /// call.
-    fn chat(&self, request: LlmRequest) -> LlmStream;
+    /// call. The request is only borrowed: the provider serialises it at once, and the turn
+    /// keeps the context to extend it for the next hop.
+    fn chat(&self, request: &LlmRequest) -> LlmStream;
 }
 
 pub mod anthropic;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::sse::{Flow, StreamDecoder, WireError};
@@ -63,42 +63,40 @@ impl LlmProvider for OpenAiProvider {
         &self.settings.model
     }
 
-    fn chat(&self, request: LlmRequest) -> LlmStream {
-        let body = Bytes::from(request_body(&request, &self.settings).to_string());
+    fn chat(&self, request: &LlmRequest) -> LlmStream {
+        let body = request_body(request, &self.settings);
         let wire = Wire { stream_decoder: OpenAiStreamDecoder::default, decode_complete };
         transport::call(Arc::clone(&self.endpoint), body, request.streaming, wire)
     }
 }
 
-/// The chat completions request for `request`, with the model parameters of `settings`.
-pub fn request_body(request: &LlmRequest, settings: &ProviderSettings) -> Value {
-    let mut body = json!({
-        "model": request.model.as_deref().unwrap_or(&settings.model),
-        "messages": messages_json(&request.messages, settings.vision),
-        "stream": request.streaming,
-        "temperature": settings.temperature,
-        "max_tokens": settings.max_tokens,
-        "top_p": settings.top_p,
-    });
-    if !request.tools.is_empty() {
-        body["tools"] = request.tools.iter().map(tool_json).collect();
-    }
-    if request.streaming {
-        body["stream_options"] = json!({"include_usage": true});
-    }
-    body
+/// The chat completions request for `request`, with the model parameters of `settings`,
+/// serialised straight from the request: the whole context goes out with every model call, so
+/// it is written once, not copied into a JSON tree first.
+pub fn request_body(request: &LlmRequest, settings: &ProviderSettings) -> Bytes {
+    let body = WireRequest {
+        model: request.model.as_deref().unwrap_or(&settings.model),
+        messages: wire_messages(&request.messages, settings.vision),
+        stream: request.streaming,
+        temperature: settings.temperature,
+        max_tokens: settings.max_tokens,
+        top_p: settings.top_p,
+        tools: request.tools.iter().map(WireTool::from).collect(),
+        stream_options: request.streaming.then_some(StreamOptions { include_usage: true }),
+    };
+    Bytes::from(serde_json::to_vec(&body).expect("a request of strings and JSON values serialises"))
 }
 
 /// The messages; images of tool results follow the results as a user message (tool messages
 /// carry text only in this API), and only for a model that reads them.
-fn messages_json(messages: &[Message], vision: bool) -> Vec<Value> {
+fn wire_messages(messages: &[Message], vision: bool) -> Vec<WireMessage<'_>> {
     let mut out = Vec::with_capacity(messages.len());
     let mut images: Vec<&Image> = Vec::new();
     for message in messages {
         if message.role != Role::Tool {
             push_images(&mut out, &mut images);
         }
-        out.push(message_json(message));
+        out.push(WireMessage::from(message));
         if vision && message.role == Role::Tool {
             images.extend(&message.images);
         }
@@ -107,60 +105,141 @@ fn messages_json(messages: &[Message], vision: bool) -> Vec<Value> {
     out
 }
 
-fn push_images(out: &mut Vec<Value>, images: &mut Vec<&Image>) {
+fn push_images<'a>(out: &mut Vec<WireMessage<'a>>, images: &mut Vec<&'a Image>) {
     if images.is_empty() {
         return;
     }
-    let parts = images.drain(..).map(|image| {
-        json!({"type": "image_url", "image_url": {"url": format!("data:{};base64,{}", image.mime_type, image.data)}})
+    let intro = WirePart::Text { text: "The images the tool results above returned:" };
+    let parts = images.drain(..).map(|image| WirePart::ImageUrl {
+        image_url: WireImageUrl { url: format!("data:{};base64,{}", image.mime_type, image.data) },
     });
-    let intro = json!({"type": "text", "text": "The images the tool results above returned:"});
-    out.push(json!({"role": "user", "content": std::iter::once(intro).chain(parts).collect::<Vec<_>>()}));
+    out.push(WireMessage {
+        role: "user",
+        content: WireContent::Parts(std::iter::once(intro).chain(parts).collect()),
+        tool_calls: Vec::new(),
+        tool_call_id: None,
+    });
 }
 
-fn message_json(message: &Message) -> Value {
-    match message.role {
-        Role::System => json!({"role": "system", "content": message.content}),
-        Role::User => json!({"role": "user", "content": message.content}),
-        Role::Assistant if message.tool_calls.is_empty() => {
-            json!({"role": "assistant", "content": message.content})
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    model: &'a str,
+    messages: Vec<WireMessage<'a>>,
+    stream: bool,
+    temperature: f64,
+    max_tokens: u32,
+    top_p: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<WireTool<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: WireContent<'a>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireToolCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    /// `None` (null) only for an assistant turn that only calls tools: the API wants null, not "".
+    Text(Option<&'a str>),
+    Parts(Vec<WirePart<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WirePart<'a> {
+    Text { text: &'a str },
+    ImageUrl { image_url: WireImageUrl },
+}
+
+#[derive(Serialize)]
+struct WireImageUrl {
+    url: String,
+}
+
+impl<'a> From<&'a Message> for WireMessage<'a> {
+    fn from(message: &'a Message) -> Self {
+        let text = |role| WireMessage {
+            role,
+            content: WireContent::Text(Some(&message.content)),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        };
+        match message.role {
+            Role::System => text("system"),
+            Role::User => text("user"),
+            Role::Assistant if message.tool_calls.is_empty() => text("assistant"),
+            Role::Assistant => WireMessage {
+                role: "assistant",
+                content: WireContent::Text(Some(message.content.as_str()).filter(|content| !content.is_empty())),
+                tool_calls: message.tool_calls.iter().map(WireToolCall::from).collect(),
+                tool_call_id: None,
+            },
+            Role::Tool => {
+                WireMessage { tool_call_id: Some(message.tool_call_id.as_deref().unwrap_or_default()), ..text("tool") }
+            }
         }
-        Role::Assistant => {
-            let calls: Vec<Value> = message
-                .tool_calls
-                .iter()
-                .map(|call| {
-                    json!({
-                        "id": call.id,
-                        "type": "function",
-                        "function": {
-                            "name": call.name,
-                            "arguments": tool_arguments_text(&call.arguments),
-                        },
-                    })
-                })
-                .collect();
-            // The API wants null, not "", for an assistant turn that only calls tools.
-            let content = if message.content.is_empty() { Value::Null } else { Value::String(message.content.clone()) };
-            json!({"role": "assistant", "content": content, "tool_calls": calls})
-        }
-        Role::Tool => json!({
-            "role": "tool",
-            "tool_call_id": message.tool_call_id.as_deref().unwrap_or_default(),
-            "content": message.content,
-        }),
     }
 }
 
-fn tool_json(tool: &ToolSpec) -> Value {
-    json!({
-        "type": "function",
-        "function": {
-            "name": tool.name,
-            "description": tool.description,
-            "parameters": tool.parameters,
-        },
-    })
+#[derive(Serialize)]
+struct WireToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunction<'a> {
+    name: &'a str,
+    arguments: String,
+}
+
+impl<'a> From<&'a ToolCall> for WireToolCall<'a> {
+    fn from(call: &'a ToolCall) -> Self {
+        WireToolCall {
+            id: &call.id,
+            kind: "function",
+            function: WireFunction { name: &call.name, arguments: tool_arguments_text(&call.arguments) },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WireTool<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireToolSpec<'a>,
+}
+
+#[derive(Serialize)]
+struct WireToolSpec<'a> {
+    name: &'a str,
+    description: &'a str,
+    parameters: &'a Value,
+}
+
+impl<'a> From<&'a ToolSpec> for WireTool<'a> {
+    fn from(tool: &'a ToolSpec) -> Self {
+        WireTool {
+            kind: "function",
+            function: WireToolSpec { name: &tool.name, description: &tool.description, parameters: &tool.parameters },
+        }
+    }
 }
 
 fn finish_reason(reason: &str) -> FinishReason {

@@ -38,8 +38,11 @@ use listener::{ConnectionLimits, ConnectionSlot, HttpServer};
 /// A frame this many times `websocket.max_message_bytes` is not even read: the socket is
 /// closed with 1009. Frames between the two limits get a 413 error and the socket stays.
 const HARD_LIMIT_FACTOR: usize = 16;
-/// Read and write buffer of each WebSocket; larger frames still arrive, in several reads.
-const SOCKET_BUFFER_BYTES: usize = 4096;
+/// Read buffer of each WebSocket: a client sends small requests (a chat's text, a cancel), and
+/// every idle socket holds this buffer; larger frames still arrive, in several reads.
+const SOCKET_READ_BUFFER_BYTES: usize = 2048;
+/// Write buffer of each WebSocket: answers stream out in chunks of a few hundred bytes.
+const SOCKET_WRITE_BUFFER_BYTES: usize = 4096;
 /// How long closing sockets may take once their last messages are out.
 const SOCKET_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -216,8 +219,8 @@ async fn upgrade(
         // Browsers offer it beside `bearer.<credential>` (SPEC §8) and fail the socket unless one is selected.
         .protocols([ws::SUBPROTOCOL])
         // tungstenite's default buffers are 128 KiB each; an idle socket should cost a few KiB.
-        .read_buffer_size(SOCKET_BUFFER_BYTES)
-        .write_buffer_size(SOCKET_BUFFER_BYTES)
+        .read_buffer_size(SOCKET_READ_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_WRITE_BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {

@@ -486,7 +486,7 @@ impl Shared {
 
     /// The conversation's newest events: from its cached tail, lines read backwards a page of
     /// index entries at a time where the tail does not reach, until [`RecentCut`] stops.
-    fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<ChatEvent>, StoreError> {
+    fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<Arc<ChatEvent>>, StoreError> {
         self.refresh()?;
         let indexed =
             self.index().conversations.get(conversation_id).map_or(0, |conversation| conversation.lines.len());
@@ -770,7 +770,7 @@ impl EventStore for JsonlStore {
         self.blocking(move |shared| shared.conversation(&conversation_id)).await
     }
 
-    async fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<ChatEvent>, StoreError> {
+    async fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<Arc<ChatEvent>>, StoreError> {
         let conversation_id = conversation_id.to_string();
         self.blocking(move |shared| shared.recent(&conversation_id, limit)).await
     }

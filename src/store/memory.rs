@@ -2,7 +2,7 @@
 //! hash-chain rules as the file store, without a file.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -84,12 +84,17 @@ impl EventStore for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<ChatEvent>, StoreError> {
+    async fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<Arc<ChatEvent>>, StoreError> {
         let state = self.state();
         let Some(positions) = state.conversations.get(conversation_id) else { return Ok(Vec::new()) };
         let mut cut = RecentCut::new(limit);
-        let mut events: Vec<ChatEvent> =
-            positions.iter().rev().map(|&at| &state.events[at]).take_while(|event| cut.take(event)).cloned().collect();
+        let mut events: Vec<Arc<ChatEvent>> = positions
+            .iter()
+            .rev()
+            .map(|&at| &state.events[at])
+            .take_while(|event| cut.take(event))
+            .map(|event| Arc::new(event.clone()))
+            .collect();
         events.reverse();
         Ok(events)
     }

@@ -4,6 +4,8 @@
 //! `memory` the one for unit tests of the turn. `record` says what the chat service's lines
 //! mean.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -146,8 +148,9 @@ pub trait EventStore: Send + Sync {
     /// the caller sees from its first event's `seq` being 1. Events without a `request_id`
     /// are a request of their own. Like every method it sees what other processes appended
     /// up to the call. (JSONL: the index's byte offsets, read backwards; PostgreSQL: rows by
-    /// descending `seq`, fetched in limited pages.)
-    async fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<ChatEvent>, StoreError>;
+    /// descending `seq`, fetched in limited pages.) The events are shared, not copied: every
+    /// turn reads a whole context's worth, and a backend that keeps them hands out its own.
+    async fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<Arc<ChatEvent>>, StoreError>;
 
     /// The events of `user` carrying `request_id`, in log order; empty when unknown. Request
     /// ids are per user: another user's equal `request_id` is another request.

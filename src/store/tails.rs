@@ -9,7 +9,7 @@
 //! holds more than one context's worth of events.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::ChatEvent;
 use super::recent::RecentCut;
@@ -30,7 +30,8 @@ pub struct Tails {
 struct Tail {
     /// How many of the conversation's indexed lines the tail reaches to.
     end: usize,
-    events: VecDeque<ChatEvent>,
+    /// Shared with the reads that returned them, which never copy an event.
+    events: VecDeque<Arc<ChatEvent>>,
 }
 
 impl Tails {
@@ -41,7 +42,7 @@ impl Tails {
     /// The store indexed `event` as line `position` of its conversation.
     pub fn appended(&self, event: &ChatEvent, position: usize) {
         if let Some(tail) = self.lock().get_mut(&event.conversation_id).filter(|tail| tail.end == position) {
-            tail.events.push_back(event.clone());
+            tail.events.push_back(Arc::new(event.clone()));
             tail.end += 1;
         }
     }
@@ -54,20 +55,20 @@ impl Tails {
         indexed: usize,
         mut cut: RecentCut,
         mut read: impl FnMut(usize) -> Result<ChatEvent, E>,
-    ) -> Result<Vec<ChatEvent>, E> {
+    ) -> Result<Vec<Arc<ChatEvent>>, E> {
         let cached = self.lock().remove(conversation_id);
         let mut tail = cached
             .filter(|tail| tail.end >= indexed || indexed - tail.end <= MAX_GAP)
             .unwrap_or(Tail { end: indexed, events: VecDeque::new() });
         for position in tail.end..indexed {
-            tail.events.push_back(read(position)?);
+            tail.events.push_back(Arc::new(read(position)?));
         }
         tail.end = tail.end.max(indexed);
         let mut kept = tail.events.iter().rev().take_while(|event| cut.take(event)).count();
         let mut stopped = kept < tail.events.len();
         if !stopped {
             for position in (0..tail.end - tail.events.len()).rev() {
-                let event = read(position)?;
+                let event = Arc::new(read(position)?);
                 let taken = cut.take(&event);
                 tail.events.push_front(event);
                 if !taken {
@@ -80,7 +81,7 @@ impl Tails {
         // The event the read stopped at stays too: the next read stops there without parsing.
         let boundary = usize::from(stopped);
         tail.events.drain(..tail.events.len() - kept - boundary);
-        let events: Vec<ChatEvent> = tail.events.iter().skip(boundary).cloned().collect();
+        let events: Vec<Arc<ChatEvent>> = tail.events.iter().skip(boundary).cloned().collect();
         let mut tails = self.lock();
         if tails.len() >= MAX_TAILS {
             tails.clear();

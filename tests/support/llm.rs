@@ -142,7 +142,7 @@ pub async fn collect(mut stream: LlmStream) -> Outcome {
 }
 
 pub async fn chat(provider: &Arc<dyn LlmProvider>, request: LlmRequest) -> Outcome {
-    collect(provider.chat(request)).await
+    collect(provider.chat(&request)).await
 }
 
 pub fn usage(prompt_tokens: u64, completion_tokens: u64) -> Usage {

@@ -9,13 +9,45 @@ use anyhow::Context as _;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::auth::ServerAuth;
+
 /// A running `serve` child.
 pub struct Server {
     child: Child,
     pub pid: u32,
     /// `ws://…/ws/chat`.
     pub url: String,
+    /// What each client presents on its upgrade.
+    pub bearer: Option<String>,
     address: String,
+}
+
+/// A process's CPU time, in its own code and in the kernel on its behalf (system calls: socket
+/// reads and writes, `fdatasync`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTime {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl std::ops::Sub for CpuTime {
+    type Output = CpuTime;
+    fn sub(self, earlier: CpuTime) -> CpuTime {
+        CpuTime { user: self.user.saturating_sub(earlier.user), system: self.system.saturating_sub(earlier.system) }
+    }
+}
+
+impl std::ops::AddAssign for CpuTime {
+    fn add_assign(&mut self, other: CpuTime) {
+        self.user += other.user;
+        self.system += other.system;
+    }
+}
+
+impl CpuTime {
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
 }
 
 /// The `mock-llm` child every server of a run talks to.
@@ -41,9 +73,15 @@ impl MockLlm {
 }
 
 impl Server {
-    /// `serve` with `store.fsync: true` and a fresh events file in `dir`; with `demo_server`,
-    /// that MCP server is configured (tool turns), else none.
-    pub async fn start(exe: &Path, dir: &Path, mock: &MockLlm, demo_server: Option<&Path>) -> anyhow::Result<Self> {
+    /// `serve` with `store.fsync: true`, a fresh events file in `dir` and `auth`; with
+    /// `demo_server`, that MCP server is configured (tool turns), else none.
+    pub async fn start(
+        exe: &Path,
+        dir: &Path,
+        mock: &MockLlm,
+        demo_server: Option<&Path>,
+        auth: &ServerAuth,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let servers = dir.join("servers_config.json");
         let config = match demo_server {
@@ -67,11 +105,15 @@ impl Server {
             .env("MCP__LIMITS__CHATS_PER_MINUTE", "0")
             .env("MCP__LIMITS__CONNECTIONS_PER_USER", "0")
             .env("MCP__LIMITS__CONNECTIONS_PER_IP", "0")
-            .env("MCP__WEBSOCKET__MAX_IN_FLIGHT_PER_CONNECTION", "8");
+            .env("MCP__WEBSOCKET__MAX_IN_FLIGHT_PER_CONNECTION", "8")
+            .envs(auth.env.iter().map(|(name, value)| (name, value)));
+        if let Some(config) = &auth.config_file {
+            serve.env("MCP_CONFIG_PATH", config);
+        }
         let (child, address) = spawn_and_read_address(&mut serve, "serve").await?;
         let pid = child.id().context("server pid")?;
         let url = format!("{}/ws/chat", address.replace("http://", "ws://"));
-        let server = Self { child, pid, url, address };
+        let server = Self { child, pid, url, bearer: auth.bearer.clone(), address };
         server.wait_ready().await?;
         Ok(server)
     }
@@ -89,20 +131,20 @@ impl Server {
         }
     }
 
-    /// User plus system CPU time the server has used so far.
-    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+    /// CPU time the server has used so far.
+    pub fn cpu_time(&self) -> anyhow::Result<CpuTime> {
         let path = format!("/proc/{}/stat", self.pid);
         let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
         // The command name (field 2) may hold spaces; the fields after its `)` are plain.
         let fields: Vec<&str> = stat.rsplit_once(')').context("no command name")?.1.split_whitespace().collect();
-        let ticks = |index: usize| -> anyhow::Result<u64> {
-            fields.get(index).context("short /proc stat")?.parse().context("CPU ticks")
-        };
-        // utime and stime are fields 14 and 15; `fields` starts at field 3.
-        let total = ticks(11)? + ticks(12)?;
         // SAFETY: sysconf only reads a constant of the system.
         let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Ok(Duration::from_secs_f64(total as f64 / per_second))
+        let seconds = |index: usize| -> anyhow::Result<Duration> {
+            let ticks: u64 = fields.get(index).context("short /proc stat")?.parse().context("CPU ticks")?;
+            Ok(Duration::from_secs_f64(ticks as f64 / per_second))
+        };
+        // utime and stime are fields 14 and 15; `fields` starts at field 3.
+        Ok(CpuTime { user: seconds(11)?, system: seconds(12)? })
     }
 
     pub fn resident_kib(&self) -> anyhow::Result<u64> {

@@ -6,8 +6,11 @@
 //! per connection count, turns per second, latency percentiles and the server's CPU time per
 //! turn (from `/proc/<pid>/stat`), for plain turns and for tool turns (one call to the demo
 //! MCP server); the first turn of a fresh server; latency along one long conversation; and the
-//! server's resident memory per idle socket.
+//! server's resident memory per idle socket. With several `--auth` modes, one server per mode
+//! runs the same plain-turn load in alternating rounds, and each measures WebSocket upgrades
+//! per second with its credential.
 
+mod auth;
 mod children;
 mod load;
 
@@ -16,6 +19,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use auth::{AuthMode, ServerAuth};
 use children::{MockLlm, Server};
 
 #[derive(Debug, clap::Args)]
@@ -42,7 +46,23 @@ pub struct BenchArgs {
     /// so that two builds can be compared by the same load generator.
     #[arg(long)]
     pub server: Option<PathBuf>,
+    /// Authentication modes to measure plain turns and upgrades under, one server each (the
+    /// first also serves the other measurements); `jwt` is an RS256 token checked against a
+    /// JWKS file.
+    #[arg(long, value_delimiter = ',', default_value = "none")]
+    pub auth: Vec<AuthMode>,
+    /// Rounds of the plain-turn measurements, alternating between the `--auth` modes (each
+    /// round starting with the next one) so that the machine's changing load falls on each
+    /// alike.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// WebSocket upgrades to measure per `--auth` mode, 16 clients at a time (0 skips).
+    #[arg(long, default_value_t = 0)]
+    pub upgrades: usize,
 }
+
+/// Clients upgrading at once in the upgrade measurement.
+const UPGRADING_CLIENTS: usize = 16;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     raise_open_file_limit();
@@ -60,25 +80,77 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn measure(args: &BenchArgs, exe: &Path, dir: &Path, mock: &MockLlm) -> anyhow::Result<()> {
-    let server = Server::start(exe, &dir.join("plain"), mock, None).await?;
-    let first = load::first_turn(&server.url).await?;
-    let warm = load::measure_turns(&server, 1, 50, load::PLAIN).await?;
+    let mut modes = args.auth.clone();
+    modes.dedup();
+    anyhow::ensure!(!modes.is_empty(), "--auth needs at least one mode");
+    let mut servers = Vec::with_capacity(modes.len());
+    for &mode in &modes {
+        let auth = ServerAuth::prepare(mode, &dir.join(format!("auth-{}", mode.name())))?;
+        servers.push((
+            auth.mode,
+            Server::start(exe, &dir.join(format!("plain-{}", mode.name())), mock, None, &auth).await?,
+        ));
+    }
+    let outcome = measure_on(args, exe, dir, mock, &servers).await;
+    for (_, server) in servers {
+        server.stop().await;
+    }
+    outcome
+}
+
+async fn measure_on(
+    args: &BenchArgs,
+    exe: &Path,
+    dir: &Path,
+    mock: &MockLlm,
+    servers: &[(AuthMode, Server)],
+) -> anyhow::Result<()> {
+    let (first_mode, server) = &servers[0];
+    // One sample of a once-only cost is noise on a shared machine: every fresh server gives one.
+    let mut firsts = Vec::with_capacity(servers.len());
+    for (_, fresh) in servers {
+        firsts.push(load::first_turn(fresh).await?);
+    }
+    let mut warm = load::Measurement::default();
+    for (_, started) in servers {
+        warm.add(load::measure_turns(started, 1, 50, load::PLAIN).await?);
+    }
+    let shown: Vec<String> = firsts.iter().map(|first| format!("{first:.2}")).collect();
     println!(
-        "first turn of a fresh server: {first:.2} ms; warm turns after it: p50 {:.2} ms ({:.1}×)\n",
+        "first turn of a fresh server ({} servers): {} ms; warm turns after them: p50 {:.2} ms (worst first turn {:.1}×)\n",
+        servers.len(),
+        shown.join(", "),
         warm.percentile(0.5),
-        first / warm.percentile(0.5)
+        firsts.iter().copied().fold(0.0, f64::max) / warm.percentile(0.5)
     );
     if args.one_conversation > 0 {
-        server.stop().await;
-        let server = Server::start(exe, &dir.join("one"), mock, None).await?;
+        let auth = ServerAuth::prepare(*first_mode, &dir.join("auth-one"))?;
+        let server = Server::start(exe, &dir.join("one"), mock, None, &auth).await?;
         let outcome = one_conversation(&server, args.one_conversation).await;
         server.stop().await;
         return outcome;
     }
-    println!("| turns | connections | count | turns/s | p50 ms | p99 ms | server CPU ms/turn |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| turns | auth | connections | count | turns/s | p50 ms | p99 ms | server CPU ms/turn | of it in the kernel |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for &connections in args.connections.iter().filter(|&&count| count > 0) {
-        report("plain", connections, &load::measure_turns(&server, connections, args.turns, load::PLAIN).await?);
+        let mut totals = vec![load::Measurement::default(); servers.len()];
+        for round in 0..args.rounds.max(1) {
+            // Each round starts with the next mode, so none is always measured first.
+            for offset in 0..servers.len() {
+                let index = (round + offset) % servers.len();
+                let (mode, server) = &servers[index];
+                let measured = load::measure_turns(server, connections, args.turns, load::PLAIN).await?;
+                report("plain", *mode, connections, &measured);
+                totals[index].add(measured);
+            }
+        }
+        if servers.len() > 1 || args.rounds > 1 {
+            for ((mode, _), total) in servers.iter().zip(&totals) {
+                report("plain, all rounds", *mode, connections, total);
+            }
+        }
     }
     let demo = exe.with_file_name("demo-server");
     if !demo.exists() {
@@ -87,15 +159,25 @@ async fn measure(args: &BenchArgs, exe: &Path, dir: &Path, mock: &MockLlm) -> an
             demo.display()
         );
     } else if args.tool_connections.iter().any(|&count| count > 0) {
-        let tools = Server::start(exe, &dir.join("tools"), mock, Some(&demo)).await?;
+        let auth = ServerAuth::prepare(*first_mode, &dir.join("auth-tools"))?;
+        let tools = Server::start(exe, &dir.join("tools"), mock, Some(&demo), &auth).await?;
         for &connections in args.tool_connections.iter().filter(|&&count| count > 0) {
-            report("tool", connections, &load::measure_turns(&tools, connections, args.turns, load::TOOL).await?);
+            let measured = load::measure_turns(&tools, connections, args.turns, load::TOOL).await;
+            report("tool", *first_mode, connections, &measured?);
         }
         tools.stop().await;
     }
+    if args.upgrades > 0 {
+        println!("\n| auth | upgrades | upgrades/s | server CPU ms/upgrade |");
+        println!("|---|---:|---:|---:|");
+        for (mode, server) in servers {
+            let (per_second, cpu) = load::measure_upgrades(server, args.upgrades, UPGRADING_CLIENTS).await?;
+            println!("| {} | {} | {per_second:.0} | {:.3} |", mode.name(), args.upgrades, cpu.as_secs_f64() * 1e3);
+        }
+    }
     if args.idle > 0 {
         let before = server.resident_kib()?;
-        let sockets = load::open_idle(&server.url, args.idle).await?;
+        let sockets = load::open_idle(server, args.idle).await?;
         let after = server.resident_kib()?;
         println!(
             "\nidle sockets: {} open; server RSS {before} KiB → {after} KiB: {:.1} KiB per connection",
@@ -103,23 +185,25 @@ async fn measure(args: &BenchArgs, exe: &Path, dir: &Path, mock: &MockLlm) -> an
             (after.saturating_sub(before)) as f64 / sockets.len() as f64
         );
     }
-    server.stop().await;
     Ok(())
 }
 
-fn report(kind: &str, connections: usize, measured: &load::Measurement) {
+fn report(kind: &str, mode: AuthMode, connections: usize, measured: &load::Measurement) {
     let turns = measured.latencies.len();
+    let per_turn_ms = |time: std::time::Duration| time.as_secs_f64() * 1e3 / turns as f64;
     println!(
-        "| {kind} | {connections} | {turns} | {:.0} | {:.2} | {:.2} | {:.3} |",
+        "| {kind} | {} | {connections} | {turns} | {:.0} | {:.2} | {:.2} | {:.3} | {:.3} |",
+        mode.name(),
         turns as f64 / measured.elapsed.as_secs_f64(),
         measured.percentile(0.50),
         measured.percentile(0.99),
-        measured.server_cpu.as_secs_f64() * 1e3 / turns as f64
+        per_turn_ms(measured.server_cpu.total()),
+        per_turn_ms(measured.server_cpu.system),
     );
 }
 
 async fn one_conversation(server: &Server, turns: usize) -> anyhow::Result<()> {
-    let measured = load::one_conversation(&server.url, turns).await.context("one conversation")?;
+    let measured = load::one_conversation(server, turns).await.context("one conversation")?;
     println!("one conversation of {turns} turns on one connection (median of the 11 turns ending at each):");
     println!("| turn | latency ms |");
     println!("|---:|---:|");
