@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::cached::{self, StoredRequest};
-use super::{ChatService, Run, internal_error};
+use super::{ChatService, Run, internal_error, store_error};
 use crate::protocol::{ErrorBody, RequestMessage};
 
 /// Where a request stands, in this process and in the store.
@@ -46,7 +46,7 @@ impl ChatService {
         request_id: &str,
         fingerprint: Option<&str>,
     ) -> Result<Standing, ErrorBody> {
-        let events = self.deps.store.request(user, request_id).await.map_err(|error| internal_error(&error))?;
+        let events = self.deps.store.request(user, request_id).await.map_err(|error| store_error(&error))?;
         match cached::stored_request(&events).map_err(|error| internal_error(&error))? {
             StoredRequest::Unknown => Ok(Standing::New),
             StoredRequest::Running { fingerprint: stored } => {

@@ -7,6 +7,7 @@
 mod cached;
 mod context;
 mod dedup;
+pub mod leases;
 mod questions;
 mod run;
 #[cfg(test)]
@@ -75,15 +76,22 @@ pub struct ChatService {
 }
 
 impl ChatService {
+    /// With a store that leases claims, also starts keeping this process's leases and
+    /// finishing the requests of processes that are gone (`leases`); needs a tokio runtime then.
     pub fn new(settings: ChatServiceSettings, deps: ChatDeps) -> Arc<Self> {
-        Arc::new(Self {
+        let renewal = deps.store.sweep_every();
+        let service = Arc::new(Self {
             settings,
             deps,
             runs: Mutex::new(HashMap::new()),
             draining: CancellationToken::new(),
             abort: CancellationToken::new(),
             turns: TaskTracker::new(),
-        })
+        });
+        if let Some(every) = renewal {
+            tokio::spawn(leases::keep(Arc::downgrade(&service), every));
+        }
+        service
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -121,6 +129,7 @@ impl ChatService {
         let turn = turn::TurnRequest { run: run.clone(), user: user.to_owned(), conversation_id, fingerprint, cancel };
         let service = self.clone();
         self.turns.spawn(async move {
+            let _in_flight = crate::metrics::Open::request();
             turn::run_turn(&service, &turn, payload).await;
             service.lock_runs().remove(&request_key(&turn.user, &turn.run.request_id));
         });
@@ -229,6 +238,22 @@ fn not_running(request_id: &str) -> ErrorBody {
 
 fn shutting_down() -> ErrorBody {
     ErrorBody::new(503, "the server is shutting down; send the request again to reach another instance")
+}
+
+/// An unreachable database is a 503 the client can act on (send again, possibly to another
+/// replica); anything else is an internal error.
+pub fn store_error(error: &crate::store::StoreError) -> ErrorBody {
+    match error {
+        crate::store::StoreError::Unavailable { .. } => {
+            tracing::warn!(%error, "the event store is unavailable");
+            ErrorBody::new(
+                503,
+                "the event store is unavailable, so this request could not be completed; send it \
+                 again with a new request_id once the service is back",
+            )
+        }
+        other => internal_error(other),
+    }
 }
 
 /// A bug or an infrastructure failure: logged with a correlation id that the client sees.

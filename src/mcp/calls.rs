@@ -226,6 +226,7 @@ pub async fn call_tool(
         Ok(trial) => trial,
         Err(refusal) => return (false, refusal),
     };
+    let started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + server.tool_timeout;
     let mut outcome = call_once(server, tool, arguments, context, deadline).await;
     if let Err(CallFailure::NotSent(first)) = &outcome {
@@ -238,6 +239,7 @@ pub async fn call_tool(
         Err(CallFailure::Failed(message, verdict)) => (verdict, (false, message)),
     };
     lock(&server.breaker).record(verdict, trial);
+    crate::metrics::tool_call(&server.name, tool, result.0, started.elapsed());
     result
 }
 

@@ -1,6 +1,7 @@
 //! Everything the integration tests share, in one place: the application started on
 //! loopback ([`app`]), a WebSocket client of the protocol ([`ws`]), child processes of the
-//! workspace's binaries ([`process`]), a real Chromium ([`browser`]), and builders for the LLM ([`llm`]), MCP ([`mcp`]) and
+//! workspace's binaries ([`process`]), a real Chromium ([`browser`]), PostgreSQL
+//! ([`postgres`]) and nginx ([`nginx`]), and builders for the LLM ([`llm`]), MCP ([`mcp`]) and
 //! store ([`store`]) tests.
 //!
 //! Tests never build crates themselves: `./run_tests.sh` builds every workspace binary first
@@ -11,6 +12,8 @@ pub mod app;
 pub mod browser;
 pub mod llm;
 pub mod mcp;
+pub mod nginx;
+pub mod postgres;
 pub mod process;
 pub mod store;
 pub mod ws;
