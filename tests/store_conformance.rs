@@ -12,7 +12,9 @@ use std::sync::Arc;
 use mcp_platform::store::chain::{GENESIS_PREV, recompute_hash};
 use mcp_platform::store::jsonl::JsonlStore;
 use mcp_platform::store::postgres::PostgresStore;
-use mcp_platform::store::{ChatEvent, EventStore, EventType, StoreError};
+use mcp_platform::store::chain::utc_day;
+use mcp_platform::store::memory::MemoryStore;
+use mcp_platform::store::{ChatEvent, EventStore, EventType, NewEvent, RecentLimit, StoreError};
 use support::postgres::Postgres;
 use support::store::*;
 use support::{mcp_platform, replay, text};
@@ -126,6 +128,9 @@ conformance!(
     concurrent_appenders_on_two_handles_never_fork,
     event_kinds_round_trip,
     an_edited_line_is_named_by_verify,
+    recent_reads_whole_requests_newest_first_within_the_limit,
+    request_ids_and_conversations_are_per_user,
+    tokens_are_summed_by_user_and_day,
 );
 
 /// `mcp-platform export --store LOCATION [ARGS]`'s lines.
@@ -186,12 +191,12 @@ async fn another_handle_reads_and_continues(backend: impl Backend) {
     let a_events: Vec<_> = written.iter().filter(|event| event.conversation_id == "a").cloned().collect();
     assert_eq!(second.conversation("a").await.unwrap(), a_events);
     assert_eq!(
-        second.request("b-2").await.unwrap(),
+        second.request("anonymous", "b-2").await.unwrap(),
         written.iter().filter(|event| event.request_id.as_deref() == Some("b-2")).cloned().collect::<Vec<_>>()
     );
     assert!(second.conversation("nobody").await.unwrap().is_empty());
-    assert!(second.request("nothing").await.unwrap().is_empty());
-    let listed = second.conversations().await.unwrap();
+    assert!(second.request("anonymous", "nothing").await.unwrap().is_empty());
+    let listed = second.conversations("anonymous").await.unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0].conversation_id, "a");
     assert_eq!(listed[0].events, 12);
@@ -223,14 +228,14 @@ async fn a_claimed_request_id_refuses_the_whole_batch(backend: impl Backend) {
         other => panic!("expected DuplicateRequest, got {other}"),
     }
     assert_eq!(export(&backend, &[]).len(), 2, "nothing of the refused batch");
-    assert!(other.request("r-2").await.unwrap().is_empty());
+    assert!(other.request("anonymous", "r-2").await.unwrap().is_empty());
     assert!(matches!(
         store.append(vec![user("c", "r-3", "x"), user("c", "r-3", "y")]).await,
         Err(StoreError::DuplicateRequest { .. })
     ));
     // Later events of a request are not claims.
     other.append(vec![assistant("a", "r-1", "late answer", "m")]).await.unwrap();
-    assert_eq!(store.request("r-1").await.unwrap().len(), 3);
+    assert_eq!(store.request("anonymous", "r-1").await.unwrap().len(), 3);
     assert_store_verifies(&backend);
 }
 
@@ -274,4 +279,98 @@ async fn an_edited_line_is_named_by_verify(backend: impl Backend) {
     assert!(!output.status.success(), "{said}");
     assert!(said.contains("line 2:") && said.contains("the hash does not match"), "{said}");
     assert!(said.contains("1 lines before it are intact"), "{said}");
+}
+
+/// `count` whole requests in `conversation`: a question, a tool call with its result, an answer.
+fn tool_requests(conversation: &str, count: usize) -> Vec<NewEvent> {
+    (0..count)
+        .flat_map(|turn| {
+            let request = format!("{conversation}-{turn}");
+            let mut events = vec![user(conversation, &request, "q")];
+            events.extend(tool_turn(conversation, &request, "m"));
+            events.push(assistant(conversation, &request, "a", "m"));
+            events
+        })
+        .collect()
+}
+
+async fn recent_reads_whole_requests_newest_first_within_the_limit(backend: impl Backend) {
+    let store = backend.open().await;
+    let memory = MemoryStore::new();
+    for (conversation, requests) in [("short", 10), ("long", 300)] {
+        store.append(tool_requests(conversation, requests)).await.unwrap();
+        memory.append(tool_requests(conversation, requests)).await.unwrap();
+    }
+    // A request holds 3 + 20 + 1 + 12 = 36 tokens in 4 messages: 100 tokens are passed in the
+    // third request from the end, at its tool call, and its question comes along.
+    let limit = RecentLimit { tokens: 100, messages: 5 };
+    let shape = |events: &[ChatEvent]| events.iter().map(|event| (event.seq, event.kind)).collect::<Vec<_>>();
+    for (conversation, requests) in [("short", 10u64), ("long", 300)] {
+        let recent = store.recent(conversation, limit).await.unwrap();
+        let seqs: Vec<u64> = recent.iter().map(|event| event.seq).collect();
+        assert_eq!(seqs, ((4 * requests - 11)..=4 * requests).collect::<Vec<_>>(), "{conversation}");
+        assert_eq!(recent[0].kind, EventType::UserMessage, "whole requests only");
+        assert_eq!(shape(&memory.recent(conversation, limit).await.unwrap()), shape(&recent), "the same rule");
+    }
+    // More than one page of rows: a limit that needs 150 requests of the long conversation.
+    let wide = RecentLimit { tokens: 36 * 150, messages: 5 };
+    let recent = store.recent("long", wide).await.unwrap();
+    assert_eq!(shape(&recent), shape(&memory.recent("long", wide).await.unwrap()));
+    assert_eq!(recent.len(), 4 * 151, "{} events", recent.len());
+
+    let whole = store.recent("short", RecentLimit { tokens: 10_000, messages: 5 }).await.unwrap();
+    assert_eq!(whole, store.conversation("short").await.unwrap(), "a short conversation comes whole");
+    assert_eq!(whole[0].seq, 1);
+    assert!(store.recent("nobody", limit).await.unwrap().is_empty());
+
+    // Another handle's append is in the next read.
+    let other = backend.open().await;
+    other.append(vec![user("long", "elsewhere", "written by the other handle")]).await.unwrap();
+    let newest = store.recent("long", limit).await.unwrap().pop().unwrap();
+    assert_eq!((newest.seq, newest.content.as_deref()), (1201, Some("written by the other handle")));
+}
+
+fn by(user_name: &str, conversation: &str, request: &str) -> NewEvent {
+    NewEvent { user: user_name.into(), ..user(conversation, request, "hi") }
+}
+
+async fn request_ids_and_conversations_are_per_user(backend: impl Backend) {
+    let store = backend.open().await;
+    let other = backend.open().await;
+    let alice = store.append(vec![by("alice", "a", "r-1")]).await.unwrap();
+    let bob = other.append(vec![by("bob", "b", "r-1")]).await.expect("bob's r-1 is his own request");
+    assert_eq!(other.request("alice", "r-1").await.unwrap(), alice);
+    assert_eq!(store.request("bob", "r-1").await.unwrap(), bob);
+    assert!(store.request("carol", "r-1").await.unwrap().is_empty());
+    assert!(matches!(
+        other.append(vec![by("alice", "c", "r-1")]).await,
+        Err(StoreError::DuplicateRequest { conversation_id, .. }) if conversation_id == "a"
+    ));
+    let refused = store.append(vec![by("bob", "a", "r-2")]).await.unwrap_err();
+    assert!(matches!(&refused, StoreError::ConversationOwned { conversation_id } if conversation_id == "a"), "{refused}");
+    store.append(vec![by("alice", "a", "r-2")]).await.expect("alice continues her conversation");
+    let listed = |summaries: Vec<mcp_platform::store::ConversationSummary>| {
+        summaries.into_iter().map(|summary| (summary.conversation_id, summary.user, summary.events)).collect::<Vec<_>>()
+    };
+    assert_eq!(listed(other.conversations("alice").await.unwrap()), [("a".into(), "alice".into(), 2)]);
+    assert_eq!(listed(store.conversations("bob").await.unwrap()), [("b".into(), "bob".into(), 1)]);
+    assert!(store.conversations("carol").await.unwrap().is_empty());
+    assert_store_verifies(&backend);
+}
+
+async fn tokens_are_summed_by_user_and_day(backend: impl Backend) {
+    let store = backend.open().await;
+    let answer = |user_name: &str, conversation: &str, request: &str| NewEvent {
+        user: user_name.into(),
+        ..assistant(conversation, request, "5", "m")
+    };
+    let stored =
+        store.append(vec![by("alice", "a", "r-1"), answer("alice", "a", "r-1"), answer("alice", "a", "r-1")]).await.unwrap();
+    store.append(vec![by("bob", "b", "r-1"), answer("bob", "b", "r-1")]).await.unwrap();
+    let day = utc_day(&stored[0].timestamp).to_owned();
+    let other = backend.open().await;
+    assert_eq!(other.tokens_spent("alice", &day).await.unwrap(), 84, "two answers of 42 tokens");
+    assert_eq!(other.tokens_spent("bob", &day).await.unwrap(), 42);
+    assert_eq!(other.tokens_spent("carol", &day).await.unwrap(), 0);
+    assert_eq!(other.tokens_spent("alice", "1999-01-01").await.unwrap(), 0);
 }

@@ -145,12 +145,20 @@ impl Postgres {
 
     /// Runs SQL with `psql`, returning its unaligned output.
     pub fn psql(&self, database_url: &str, sql: &str) -> String {
+        self.try_psql(database_url, sql).unwrap_or_else(|error| panic!("psql failed: {error}"))
+    }
+
+    /// Runs SQL with `psql`: its unaligned output, or what the server refused.
+    pub fn try_psql(&self, database_url: &str, sql: &str) -> Result<String, String> {
         let output = command(&self.bin, "psql")
             .args([database_url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()
             .expect("run psql");
-        assert!(output.status.success(), "psql failed: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
     }
 
     /// Fast shutdown (open connections are cut), then the same port again.
