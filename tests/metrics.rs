@@ -1,10 +1,13 @@
-//! `/metrics` (SPEC §3): Prometheus text whose counters match the turns driven. The recorder
-//! is global to a process, so this binary holds this one test only.
+//! `/metrics` (SPEC §3): Prometheus text whose counters match the turns driven, for admins
+//! only once authentication is on (SPEC §8). The recorder is global to a process, so this
+//! binary holds one test that drives turns; the other drives none.
 
 mod support;
 
 use std::collections::HashMap;
 
+use mcp_platform::auth::{Role, key_sha256};
+use mcp_platform::config::{ApiKeyEntry, AuthMode, Secret};
 use serde_json::json;
 use support::*;
 
@@ -73,5 +76,42 @@ async fn metrics_parse_as_prometheus_text_and_count_the_turns() {
     assert_eq!(sample(r#"mcp_platform_mcp_server_state{server="demo",state="connected"}"#), 1.0);
     assert_eq!(sample(r#"mcp_platform_mcp_server_state{server="demo",state="failed"}"#), 0.0);
     assert!(body.contains("# TYPE mcp_platform_turn_duration_seconds histogram"), "{body}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_on_only_an_admin_reads_metrics() {
+    const USER_KEY: &str = "user-key-made-for-this-test";
+    const ADMIN_KEY: &str = "admin-key-made-for-this-test";
+    let app = TestApp::start(Options {
+        configure: Box::new(|settings| {
+            settings.auth.mode = AuthMode::ApiKeys;
+            let entry = |user: &str, role, key| ApiKeyEntry {
+                user: user.to_owned(),
+                role,
+                key_sha256: Secret::new(key_sha256(key)),
+            };
+            settings.auth.api_keys = vec![entry("alice", Role::User, USER_KEY), entry("ops", Role::Admin, ADMIN_KEY)];
+        }),
+        ..Options::default()
+    })
+    .await;
+    let get = |key: Option<&'static str>| {
+        let mut request = reqwest::Client::new().get(format!("http://{}/metrics", app.addr));
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        request.send()
+    };
+    let anonymous = get(None).await.expect("GET /metrics");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    assert!(anonymous.headers().contains_key("www-authenticate"), "{:?}", anonymous.headers());
+    assert_eq!(get(Some("not-a-key")).await.expect("GET /metrics").status().as_u16(), 401);
+    let user = get(Some(USER_KEY)).await.expect("GET /metrics");
+    assert_eq!(user.status().as_u16(), 403);
+    assert!(!user.text().await.unwrap().contains("mcp_platform_"), "no figures for a user");
+    let admin = get(Some(ADMIN_KEY)).await.expect("GET /metrics");
+    assert_eq!(admin.status().as_u16(), 200);
+    assert!(parse(&admin.text().await.unwrap()).contains_key(r#"mcp_platform_mcp_server_state{server="demo",state="connected"}"#));
     app.shutdown().await;
 }
