@@ -103,7 +103,8 @@ impl App {
 
     /// Takes over a listener that has served start-up's `/healthz` and `/readyz` so far.
     pub fn serve_on(self, starting: Starting) -> RunningServer {
-        let store_problem = self.store_report.as_ref().and_then(|report| report.chain_break.as_ref()).map(ToString::to_string);
+        let store_problem =
+            self.store_report.as_ref().and_then(|report| report.chain_break.as_ref()).map(ToString::to_string);
         starting.serve(Arc::new(self.settings), self.chat, self.mcp, self.authenticator, store_problem)
     }
 

@@ -79,7 +79,10 @@ async fn the_image_contract_unprivileged_read_only_env_configured_drains_on_sigt
     let ready = reqwest::get(format!("http://{addr}/readyz")).await.expect("GET /readyz");
     assert_eq!(ready.status().as_u16(), 200);
 
-    let mut client = WsClient::connect_with(addr, &[("authorization", &format!("Bearer {key}"))]).await.expect("an accepted upgrade").0;
+    let mut client = WsClient::connect_with(addr, &[("authorization", &format!("Bearer {key}"))])
+        .await
+        .expect("an accepted upgrade")
+        .0;
     client.send(json!({"action": "chat", "request_id": "in-container", "payload": {"text": "talk"}})).await;
     let mut messages = vec![client.recv().await, client.recv().await];
     server.signal(libc::SIGTERM);

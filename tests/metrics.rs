@@ -112,6 +112,9 @@ async fn with_auth_on_only_an_admin_reads_metrics() {
     assert!(!user.text().await.unwrap().contains("mcp_platform_"), "no figures for a user");
     let admin = get(Some(ADMIN_KEY)).await.expect("GET /metrics");
     assert_eq!(admin.status().as_u16(), 200);
-    assert!(parse(&admin.text().await.unwrap()).contains_key(r#"mcp_platform_mcp_server_state{server="demo",state="connected"}"#));
+    assert!(
+        parse(&admin.text().await.unwrap())
+            .contains_key(r#"mcp_platform_mcp_server_state{server="demo",state="connected"}"#)
+    );
     app.shutdown().await;
 }

@@ -9,11 +9,11 @@ mod support;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use mcp_platform::store::chain::utc_day;
 use mcp_platform::store::chain::{GENESIS_PREV, recompute_hash};
 use mcp_platform::store::jsonl::JsonlStore;
-use mcp_platform::store::postgres::PostgresStore;
-use mcp_platform::store::chain::utc_day;
 use mcp_platform::store::memory::MemoryStore;
+use mcp_platform::store::postgres::PostgresStore;
 use mcp_platform::store::{ChatEvent, EventStore, EventType, NewEvent, RecentLimit, StoreError};
 use support::postgres::Postgres;
 use support::store::*;
@@ -347,7 +347,10 @@ async fn request_ids_and_conversations_are_per_user(backend: impl Backend) {
         Err(StoreError::DuplicateRequest { conversation_id, .. }) if conversation_id == "a"
     ));
     let refused = store.append(vec![by("bob", "a", "r-2")]).await.unwrap_err();
-    assert!(matches!(&refused, StoreError::ConversationOwned { conversation_id } if conversation_id == "a"), "{refused}");
+    assert!(
+        matches!(&refused, StoreError::ConversationOwned { conversation_id } if conversation_id == "a"),
+        "{refused}"
+    );
     store.append(vec![by("alice", "a", "r-2")]).await.expect("alice continues her conversation");
     let listed = |summaries: Vec<mcp_platform::store::ConversationSummary>| {
         summaries.into_iter().map(|summary| (summary.conversation_id, summary.user, summary.events)).collect::<Vec<_>>()
@@ -364,8 +367,10 @@ async fn tokens_are_summed_by_user_and_day(backend: impl Backend) {
         user: user_name.into(),
         ..assistant(conversation, request, "5", "m")
     };
-    let stored =
-        store.append(vec![by("alice", "a", "r-1"), answer("alice", "a", "r-1"), answer("alice", "a", "r-1")]).await.unwrap();
+    let stored = store
+        .append(vec![by("alice", "a", "r-1"), answer("alice", "a", "r-1"), answer("alice", "a", "r-1")])
+        .await
+        .unwrap();
     store.append(vec![by("bob", "b", "r-1"), answer("bob", "b", "r-1")]).await.unwrap();
     let day = utc_day(&stored[0].timestamp).to_owned();
     let other = backend.open().await;

@@ -333,7 +333,8 @@ impl Index {
                 request.claim =
                     Some(Claim { conversation_id: head.conversation_id.to_string(), event_id: head.id.to_string() });
                 if let Some(owner) = &head.extra.owner {
-                    let unfinished = Unfinished { conversation_id: head.conversation_id.to_string(), owner: owner.to_string() };
+                    let unfinished =
+                        Unfinished { conversation_id: head.conversation_id.to_string(), owner: owner.to_string() };
                     self.unfinished.entry(user.to_owned()).or_default().insert(request_id.to_string(), unfinished);
                 }
             } else if head.extra.status.is_some()

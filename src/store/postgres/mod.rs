@@ -144,7 +144,8 @@ impl PostgresStore {
         parameters: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<ChatEvent>, StoreError> {
         let client = self.client().await?;
-        let rows = client.query(sql, parameters).await.map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
+        let rows =
+            client.query(sql, parameters).await.map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
         rows.iter()
             .map(|row| {
                 let position: i64 = row.get(0);
