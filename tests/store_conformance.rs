@@ -281,19 +281,6 @@ async fn an_edited_line_is_named_by_verify(backend: impl Backend) {
     assert!(said.contains("1 lines before it are intact"), "{said}");
 }
 
-/// `count` whole requests in `conversation`: a question, a tool call with its result, an answer.
-fn tool_requests(conversation: &str, count: usize) -> Vec<NewEvent> {
-    (0..count)
-        .flat_map(|turn| {
-            let request = format!("{conversation}-{turn}");
-            let mut events = vec![user(conversation, &request, "q")];
-            events.extend(tool_turn(conversation, &request, "m"));
-            events.push(assistant(conversation, &request, "a", "m"));
-            events
-        })
-        .collect()
-}
-
 async fn recent_reads_whole_requests_newest_first_within_the_limit(backend: impl Backend) {
     let store = backend.open().await;
     let memory = MemoryStore::new();

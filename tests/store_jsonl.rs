@@ -232,19 +232,6 @@ async fn a_tampered_line_fails_its_read_naming_the_line() {
     assert!(message.contains("events.jsonl: line 2: not a valid event"), "{message}");
 }
 
-/// `count` whole requests in `conversation`: a question, a tool call with its result, an answer.
-fn tool_requests(conversation: &str, count: usize) -> Vec<mcp_platform::store::NewEvent> {
-    (0..count)
-        .flat_map(|turn| {
-            let request = format!("{conversation}-{turn}");
-            let mut events = vec![user(conversation, &request, "q")];
-            events.extend(tool_turn(conversation, &request, "m"));
-            events.push(assistant(conversation, &request, "a", "m"));
-            events
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_history_read_costs_what_it_returns_whatever_the_conversation_length() {
     let dir = tempfile::tempdir().unwrap();

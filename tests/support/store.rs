@@ -76,6 +76,19 @@ pub async fn append_turns(store: &dyn EventStore, turns: usize) -> Vec<ChatEvent
     written
 }
 
+/// `count` whole requests in `conversation`: a question, a tool call with its result, an answer.
+pub fn tool_requests(conversation: &str, count: usize) -> Vec<NewEvent> {
+    (0..count)
+        .flat_map(|turn| {
+            let request = format!("{conversation}-{turn}");
+            let mut events = vec![user(conversation, &request, "q")];
+            events.extend(tool_turn(conversation, &request, "m"));
+            events.push(assistant(conversation, &request, "a", "m"));
+            events
+        })
+        .collect()
+}
+
 pub fn file_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap().lines().map(str::to_string).collect()
 }
