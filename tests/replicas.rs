@@ -30,6 +30,10 @@ fn replica_command(dir: &Path, mock: &ChildProcess, url: &str) -> std::process::
         ("MCP__LLM__ACTIVE", "mock".to_owned()),
         ("MCP__LLM__PROVIDERS__MOCK__BASE_URL", format!("http://{}/v1", mock.addr)),
         ("MCP__LIMITS__CHATS_PER_MINUTE", "0".to_owned()),
+        // Every client here is `anonymous` from 127.0.0.1, through nginx: no per-user or
+        // per-address socket limit applies to a load test.
+        ("MCP__LIMITS__CONNECTIONS_PER_USER", "0".to_owned()),
+        ("MCP__LIMITS__CONNECTIONS_PER_IP", "0".to_owned()),
         ("MCP__LOGGING__LEVEL", "warn".to_owned()),
         ("MCP_SERVERS_CONFIG_PATH", servers.display().to_string()),
     ]);
