@@ -151,23 +151,24 @@ async fn a_request_of_a_killed_replica_ends_with_a_503_within_the_lease() {
     let killed_at = Instant::now();
     doomed.wait_exit(Duration::from_secs(10));
 
-    // Until the lease runs out the request still counts as running elsewhere; then it has
-    // its terminal 503, which a resent chat receives as the stored result.
+    // A resent chat on the survivor follows the request where the killed replica left it, and
+    // gets its terminal 503 once the lease has run out.
     let limit = Duration::from_secs(15);
-    let answer = loop {
-        let mut again = WsClient::connect(survivor.addr).await;
-        again.send(chat.clone()).await;
-        let messages = again.collect("doomed", &mut Vec::new()).await;
-        let last = messages.last().unwrap().clone();
-        if last["error"]["code"] != 409 {
-            break messages;
-        }
-        assert!(killed_at.elapsed() < limit, "no terminal message within {limit:?}: {last}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    let last = answer.last().unwrap();
-    assert_eq!(last["error"]["code"], 503, "{answer:#?}");
+    let mut again = WsClient::connect(survivor.addr).await;
+    again.send(chat.clone()).await;
+    let followed = again.collect("doomed", &mut Vec::new()).await;
+    assert!(killed_at.elapsed() < limit, "no terminal message within {limit:?}");
+    // What the killed replica shared before it died comes first, as it was sent; a message it
+    // sent its client but had not shared yet is lost with it.
+    let (last, shared) = followed.split_last().unwrap();
+    let sent = [processing, first_chunk];
+    let compared = shared.len().min(sent.len());
+    assert_eq!(shared[..compared], sent[..compared], "{followed:#?}");
+    assert_eq!(last["error"]["code"], 503, "{followed:#?}");
     assert!(last["error"]["message"].as_str().unwrap().contains("send it again with a new request_id"), "{last}");
+    // Sent again now, it gets the stored result.
+    let answer = again.chat("doomed", chat["payload"].clone()).await;
+    assert_eq!(answer.last().unwrap()["error"]["code"], 503, "{answer:#?}");
     assert_eq!(answer[0]["replayed"], true, "{answer:#?}");
 
     // What was acknowledged before the kill is stored; the end was stored once.
@@ -277,4 +278,71 @@ async fn a_postgres_restart_fails_requests_clearly_and_service_resumes() {
     }
     let verified = replay(&[&url, "--verify"]);
     assert!(verified.status.success(), "{}", text(&verified.stdout));
+}
+
+/// `mcp_platform_requests_in_flight` of one replica.
+async fn requests_in_flight(addr: SocketAddr) -> f64 {
+    let body = reqwest::get(format!("http://{addr}/metrics")).await.expect("GET /metrics").text().await.unwrap();
+    body.lines()
+        .find_map(|line| line.strip_prefix("mcp_platform_requests_in_flight "))
+        .map_or(0.0, |value| value.parse().expect("a number"))
+}
+
+/// Resumes `request_id` after `after_seq` through a new socket to `addr`: the messages up to
+/// its end.
+async fn resume(addr: SocketAddr, request_id: &str, after_seq: u64) -> Vec<Value> {
+    let mut client = WsClient::connect(addr).await;
+    client.send(json!({"action": "resume", "request_id": request_id, "after_seq": after_seq})).await;
+    client.collect(request_id, &mut Vec::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cut_mid_answer_resumes_through_another_replica_and_gets_the_whole_answer_once() {
+    let test = "a_client_cut_mid_answer_resumes_through_another_replica_and_gets_the_whole_answer_once";
+    let Some(bin) = support::postgres::available(test) else { return };
+    if !support::nginx::available(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut database = Postgres::start(&bin);
+    let url = database.database();
+    let words: Vec<String> = (0..80).map(|n| format!("w{n}")).collect();
+    let script = dir.path().join("slow.json");
+    std::fs::write(&script, json!([{"text": words.join(" "), "delay_ms": 50}]).to_string()).unwrap();
+    let mock = ChildProcess::start(mcp_platform(&["mock-llm", "--port", "0", "--script", script.to_str().unwrap()]));
+    let replicas: Vec<ChildProcess> = (0..REPLICAS).map(|_| replica(dir.path(), &mock, &url)).collect();
+    let nginx = Nginx::start(&replicas.iter().map(|replica| replica.addr).collect::<Vec<_>>());
+
+    let mut client = WsClient::connect(nginx.addr).await;
+    client.send(json!({"action": "chat", "request_id": "cut", "payload": {"text": "talk"}})).await;
+    let mut before_cut = vec![client.recv().await];
+    for _ in 0..3 {
+        before_cut.push(client.recv().await);
+    }
+    assert_eq!(before_cut[3]["status"], "chunk", "{before_cut:#?}");
+    drop(client);
+    let seen = before_cut.last().unwrap()["seq"].as_u64().unwrap();
+
+    // The replica running it is the one with a request in flight; the others follow it.
+    let mut running = Vec::new();
+    for replica in &replicas {
+        running.push(requests_in_flight(replica.addr).await);
+    }
+    assert_eq!(running.iter().filter(|count| **count == 1.0).count(), 1, "{running:?}");
+    let other = replicas[running.iter().position(|count| *count == 0.0).unwrap()].addr;
+    let (through_nginx, elsewhere) = tokio::join!(resume(nginx.addr, "cut", seen), resume(other, "cut", seen));
+
+    for resumed in [through_nginx, elsewhere] {
+        let mut messages = before_cut.clone();
+        messages.extend(resumed);
+        assert_well_formed(&messages);
+        assert_eq!(messages.last().unwrap()["status"], "complete", "{messages:#?}");
+        assert_eq!(text_of(&messages).trim(), words.join(" "), "the whole answer, once");
+    }
+    let exported = mcp_platform(&["export", "--store", &url]).output().unwrap();
+    let events: Vec<Value> = text(&exported.stdout).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().map(|event| event["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["user_message", "assistant_message"], "the turn ran once: {events:#?}");
+    drop(nginx);
+    drop(replicas);
 }

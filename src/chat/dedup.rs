@@ -17,6 +17,8 @@ pub enum Standing {
     New,
     /// Running in this process: follow its run.
     RunningHere(Arc<Run>),
+    /// Running in another process whose messages the store shares: follow them from there.
+    RunningElsewhere,
     /// Finished, in any process sharing the store: its compact replay, unnumbered.
     Finished(Vec<RequestMessage>),
 }
@@ -51,7 +53,11 @@ impl ChatService {
             StoredRequest::Unknown => Ok(Standing::New),
             StoredRequest::Running { fingerprint: stored } => {
                 same_payload(request_id, &stored, fingerprint)?;
-                Err(running_elsewhere(request_id))
+                if self.deps.store.shares_frames() {
+                    Ok(Standing::RunningElsewhere)
+                } else {
+                    Err(running_elsewhere(request_id))
+                }
             }
             StoredRequest::Finished { fingerprint: stored, replay } => {
                 same_payload(request_id, &stored, fingerprint)?;

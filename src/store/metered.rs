@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{ChatEvent, ConversationSummary, EventStore, NewEvent, RecentLimit, StoreError};
+use super::{ChatEvent, ConversationSummary, EventStore, FrameFeed, NewEvent, RecentLimit, StoreError};
 
 pub struct MeteredStore(pub Arc<dyn EventStore>);
 
@@ -55,5 +55,24 @@ impl EventStore for MeteredStore {
 
     async fn finish_orphans(&self) -> Result<Vec<ChatEvent>, StoreError> {
         self.0.finish_orphans().await
+    }
+
+    fn shares_frames(&self) -> bool {
+        self.0.shares_frames()
+    }
+
+    async fn share_frames(
+        &self,
+        user: &str,
+        request_id: &str,
+        first_seq: u64,
+        frames: &[Arc<str>],
+        terminal: bool,
+    ) -> Result<(), StoreError> {
+        self.0.share_frames(user, request_id, first_seq, frames, terminal).await
+    }
+
+    async fn follow_frames(&self, user: &str, request_id: &str) -> Result<FrameFeed, StoreError> {
+        self.0.follow_frames(user, request_id).await
     }
 }

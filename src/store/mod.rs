@@ -4,6 +4,8 @@
 //! the production implementations and `memory` the one for unit tests of the turn. `record` says what the chat service's lines
 //! mean.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -184,7 +186,46 @@ pub trait EventStore: Send + Sync {
     async fn finish_orphans(&self) -> Result<Vec<ChatEvent>, StoreError> {
         Ok(Vec::new())
     }
+
+    /// Whether the frames of running requests are shared with processes on other hosts
+    /// ([`EventStore::share_frames`], [`EventStore::follow_frames`]), so that a `resume`
+    /// reaching another replica follows its request live.
+    fn shares_frames(&self) -> bool {
+        false
+    }
+
+    /// Shares the next `frames` (JSON text as the clients were sent it, numbered from
+    /// `first_seq`) of `user`'s request running in this process; `terminal` when the last
+    /// of them ends it.
+    async fn share_frames(
+        &self,
+        _user: &str,
+        _request_id: &str,
+        _first_seq: u64,
+        _frames: &[Arc<str>],
+        _terminal: bool,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The shared frames of `user`'s request running in another process, from its first on,
+    /// as they come; the feed ends after the terminal frame. A store that shares none ends it
+    /// at once.
+    async fn follow_frames(&self, _user: &str, _request_id: &str) -> Result<FrameFeed, StoreError> {
+        Ok(tokio::sync::mpsc::unbounded_channel().1)
+    }
 }
+
+/// One frame of a request running in another process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFrame {
+    /// Empty when the request's process is gone: the request's end is in the store.
+    pub frame: Arc<str>,
+    pub terminal: bool,
+}
+
+/// What [`EventStore::follow_frames`] yields.
+pub type FrameFeed = tokio::sync::mpsc::UnboundedReceiver<Result<SharedFrame, StoreError>>;
 
 pub mod chain;
 pub mod jsonl;

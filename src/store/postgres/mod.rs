@@ -25,6 +25,7 @@
 //! that is gone: [`EventStore::finish_orphans`] deletes it and stores the request's end in
 //! the same transaction, so exactly one process finishes it.
 
+mod frames;
 pub mod migrations;
 pub mod rows;
 
@@ -41,11 +42,13 @@ use tokio_postgres::NoTls;
 use super::chain::{Claim, Ledger, Staging, Work};
 use super::recent::RecentCut;
 use super::record::{END_KEY, interrupted};
-use super::{ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, RecentLimit, StoreError};
+use super::{ChatEvent, ConversationSummary, EventStore, EventType, FrameFeed, NewEvent, RecentLimit, StoreError};
 
 /// How long a claim stays leased without renewal: longer than any stall of a live process,
 /// short enough that a client waiting on a dead one gets its answer soon.
 pub const LEASE: Duration = Duration::from_secs(6);
+/// How long the frames of an ended request stay for followers still reading them.
+const FRAMES_KEPT: Duration = Duration::from_secs(60);
 /// How often a live process renews its leases.
 pub const RENEW_EVERY: Duration = Duration::from_secs(2);
 
@@ -63,6 +66,8 @@ pub struct PostgresStore {
     pool: Pool,
     /// The URL without its password, for messages.
     shown_url: String,
+    /// For the dedicated connection of each follower's `LISTEN`.
+    url: String,
     /// This process among those sharing the database: host, pid and a random part, so a
     /// restarted process with the same pid is another owner.
     owner: Arc<str>,
@@ -124,7 +129,7 @@ impl PostgresStore {
         let owner: Arc<str> = owner_name().into();
         let (jobs, queue) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(pool.clone(), shown_url.clone(), owner.clone(), queue));
-        Ok(PostgresStore { pool, shown_url, owner, jobs })
+        Ok(PostgresStore { pool, shown_url, url: url.to_owned(), owner, jobs })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -285,10 +290,21 @@ async fn commit_group(
     Ok(outcomes)
 }
 
-/// Deletes the leases that ran out and returns the ends their requests need.
+/// Deletes the leases that ran out and returns the ends their requests need; their followers
+/// on other replicas get the empty terminal frame that sends them to the stored end.
 async fn take_orphans(transaction: &tokio_postgres::Transaction<'_>) -> Result<Vec<NewEvent>, tokio_postgres::Error> {
     let rows = transaction
-        .query("DELETE FROM leases WHERE expires_at < now() RETURNING conversation_id, request_id, \"user\"", &[])
+        .query(
+            "WITH gone AS (DELETE FROM leases WHERE expires_at < now() RETURNING conversation_id, request_id, \"user\"),
+                  ended AS (INSERT INTO frames (\"user\", request_id, seq, frame, terminal)
+                            SELECT g.\"user\", g.request_id,
+                                   coalesce((SELECT max(seq) + 1 FROM frames f
+                                             WHERE f.\"user\" = g.\"user\" AND f.request_id = g.request_id), 0),
+                                   '', true
+                            FROM gone g ON CONFLICT DO NOTHING)
+             SELECT conversation_id, request_id, \"user\" FROM gone",
+            &[],
+        )
         .await?;
     Ok(rows.iter().map(|row| interrupted(row.get(0), row.get(1), row.get(2))).collect())
 }
@@ -514,12 +530,23 @@ impl EventStore for PostgresStore {
     }
 
     async fn renew_leases(&self, requests: &[(String, String)]) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        // The frames of requests that ended a while ago: their followers have read them, and a
+        // later `resume` replays the stored request.
+        client
+            .execute(
+                "DELETE FROM frames f USING frames ended
+                 WHERE ended.terminal AND ended.written_at < now() - make_interval(secs => $1)
+                   AND f.\"user\" = ended.\"user\" AND f.request_id = ended.request_id",
+                &[&FRAMES_KEPT.as_secs_f64()],
+            )
+            .await
+            .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
         if requests.is_empty() {
             return Ok(());
         }
         let (users, request_ids): (Vec<&str>, Vec<&str>) =
             requests.iter().map(|(user, request_id)| (user.as_str(), request_id.as_str())).unzip();
-        let client = self.client().await?;
         client
             .execute(
                 "UPDATE leases SET expires_at = now() + make_interval(secs => $2)
@@ -533,5 +560,24 @@ impl EventStore for PostgresStore {
 
     async fn finish_orphans(&self) -> Result<Vec<ChatEvent>, StoreError> {
         self.write(Work::FinishOrphans).await
+    }
+
+    fn shares_frames(&self) -> bool {
+        true
+    }
+
+    async fn share_frames(
+        &self,
+        user: &str,
+        request_id: &str,
+        first_seq: u64,
+        frames: &[Arc<str>],
+        terminal: bool,
+    ) -> Result<(), StoreError> {
+        self.insert_frames(user, request_id, first_seq, frames, terminal).await
+    }
+
+    async fn follow_frames(&self, user: &str, request_id: &str) -> Result<FrameFeed, StoreError> {
+        self.follow(user, request_id).await
     }
 }
