@@ -88,7 +88,7 @@ async fn a_database_of_schema_version_2_is_migrated_with_its_rows() {
 
     let store = PostgresStore::open(&url, 2).await.unwrap();
     let versions = server.psql(&url, "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations");
-    assert_eq!(versions.trim(), "1,2,3");
+    assert_eq!(versions.trim(), "1,2,3,4");
     let day = mcp_platform::store::chain::utc_day(&last.timestamp);
     assert_eq!(store.tokens_spent("alice", day).await.unwrap(), 42, "tokens filled from the lines");
     assert_eq!(store.request("alice", "r-1").await.unwrap(), events, "users filled from the lines");
