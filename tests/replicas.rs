@@ -40,6 +40,26 @@ fn replica_command(dir: &Path, mock: &ChildProcess, url: &str) -> std::process::
     command
 }
 
+/// A temp dir and a new database on a PostgreSQL started for `test`; `None` (the test
+/// skipped) without PostgreSQL, or without nginx when the test needs it.
+fn set_up(test: &str, needs_nginx: bool) -> Option<(tempfile::TempDir, Postgres, String)> {
+    let bin = support::postgres::available(test)?;
+    if needs_nginx && !support::nginx::available(test) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut database = Postgres::start(&bin);
+    let url = database.database();
+    Some((dir, database, url))
+}
+
+/// A mock model that answers every request with `words`, one every `delay_ms`.
+fn slow_mock(dir: &Path, words: &[String], delay_ms: u64) -> ChildProcess {
+    let script = dir.join("slow.json");
+    std::fs::write(&script, json!([{"text": words.join(" "), "delay_ms": delay_ms}]).to_string()).unwrap();
+    ChildProcess::start(mcp_platform(&["mock-llm", "--port", "0", "--script", script.to_str().unwrap()]))
+}
+
 /// `mcp_platform_turns_total{outcome="completed"}` of one replica.
 async fn completed_turns(addr: SocketAddr) -> f64 {
     let body = reqwest::get(format!("http://{addr}/metrics")).await.expect("GET /metrics").text().await.unwrap();
@@ -53,13 +73,7 @@ async fn sixty_clients_hop_between_three_replicas_and_every_turn_runs_once() {
     const CLIENTS: usize = 60;
     const TURNS: usize = 3;
     let test = "sixty_clients_hop_between_three_replicas_and_every_turn_runs_once";
-    let Some(bin) = support::postgres::available(test) else { return };
-    if !support::nginx::available(test) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut database = Postgres::start(&bin);
-    let url = database.database();
+    let Some((dir, database, url)) = set_up(test, true) else { return };
     let mock = ChildProcess::start(mcp_platform(&["mock-llm", "--port", "0", "--word-delay-ms", "0"]));
     let replicas: Vec<ChildProcess> = (0..REPLICAS).map(|_| replica(dir.path(), &mock, &url)).collect();
     let nginx = Nginx::start(&replicas.iter().map(|replica| replica.addr).collect::<Vec<_>>());
@@ -126,15 +140,9 @@ async fn sixty_clients_hop_between_three_replicas_and_every_turn_runs_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_of_a_killed_replica_ends_with_a_503_within_the_lease() {
     let test = "a_request_of_a_killed_replica_ends_with_a_503_within_the_lease";
-    let Some(bin) = support::postgres::available(test) else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let mut database = Postgres::start(&bin);
-    let url = database.database();
+    let Some((dir, _database, url)) = set_up(test, false) else { return };
     let words: Vec<String> = (0..60).map(|n| format!("w{n}")).collect();
-    let script = dir.path().join("slow.json");
-    std::fs::write(&script, json!([{"text": words.join(" "), "delay_ms": 100}]).to_string()).unwrap();
-    let slow_mock =
-        ChildProcess::start(mcp_platform(&["mock-llm", "--port", "0", "--script", script.to_str().unwrap()]));
+    let slow_mock = slow_mock(dir.path(), &words, 100);
     let mock = ChildProcess::start(mcp_platform(&["mock-llm", "--port", "0", "--word-delay-ms", "0"]));
     let mut doomed = replica(dir.path(), &slow_mock, &url);
     let survivor = replica(dir.path(), &mock, &url);
@@ -190,10 +198,7 @@ async fn a_request_of_a_killed_replica_ends_with_a_503_within_the_lease() {
 async fn a_postgres_restart_fails_requests_clearly_and_service_resumes() {
     const CLIENTS: usize = 16;
     let test = "a_postgres_restart_fails_requests_clearly_and_service_resumes";
-    let Some(bin) = support::postgres::available(test) else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let mut database = Postgres::start(&bin);
-    let url = database.database();
+    let Some((dir, mut database, url)) = set_up(test, false) else { return };
     let mock = ChildProcess::start(mcp_platform(&["mock-llm", "--port", "0", "--word-delay-ms", "20"]));
     let server = replica(dir.path(), &mock, &url);
     let addr = server.addr;
@@ -299,17 +304,9 @@ async fn resume(addr: SocketAddr, request_id: &str, after_seq: u64) -> Vec<Value
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cut_mid_answer_resumes_through_another_replica_and_gets_the_whole_answer_once() {
     let test = "a_client_cut_mid_answer_resumes_through_another_replica_and_gets_the_whole_answer_once";
-    let Some(bin) = support::postgres::available(test) else { return };
-    if !support::nginx::available(test) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut database = Postgres::start(&bin);
-    let url = database.database();
+    let Some((dir, _database, url)) = set_up(test, true) else { return };
     let words: Vec<String> = (0..80).map(|n| format!("w{n}")).collect();
-    let script = dir.path().join("slow.json");
-    std::fs::write(&script, json!([{"text": words.join(" "), "delay_ms": 50}]).to_string()).unwrap();
-    let mock = ChildProcess::start(mcp_platform(&["mock-llm", "--port", "0", "--script", script.to_str().unwrap()]));
+    let mock = slow_mock(dir.path(), &words, 50);
     let replicas: Vec<ChildProcess> = (0..REPLICAS).map(|_| replica(dir.path(), &mock, &url)).collect();
     let nginx = Nginx::start(&replicas.iter().map(|replica| replica.addr).collect::<Vec<_>>());
 

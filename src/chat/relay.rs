@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::cached::{self, StoredRequest};
 use super::{Run, internal_error, store_error};
 use crate::protocol::{ErrorBody, RequestMessage};
-use crate::store::EventStore;
+use crate::store::{EventStore, FrameBatch};
 
 /// Tries to share one batch before the share is given up for that batch's followers.
 const SHARE_ATTEMPTS: u32 = 3;
@@ -20,7 +20,14 @@ pub(super) async fn share(store: Arc<dyn EventStore>, user: String, run: Arc<Run
     let mut cursor = 0;
     while let Some((messages, next, ends)) = run.next_ending(cursor).await {
         for attempt in 1..=SHARE_ATTEMPTS {
-            match store.share_frames(&user, &run.request_id, cursor as u64, &messages, ends).await {
+            let batch = FrameBatch {
+                user: &user,
+                request_id: &run.request_id,
+                first_seq: cursor as u64,
+                frames: &messages,
+                terminal: ends,
+            };
+            match store.share_frames(batch).await {
                 Ok(()) => break,
                 Err(error) if attempt == SHARE_ATTEMPTS => {
                     tracing::warn!(request_id = %run.request_id, %error, "cannot share a request's messages; its followers on other replicas get a 503");

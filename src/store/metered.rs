@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{ChatEvent, ConversationSummary, EventStore, FrameFeed, NewEvent, RecentLimit, StoreError};
+use super::{ChatEvent, ConversationSummary, EventStore, FrameBatch, FrameFeed, NewEvent, RecentLimit, StoreError};
 
 pub struct MeteredStore(pub Arc<dyn EventStore>);
 
@@ -61,15 +61,8 @@ impl EventStore for MeteredStore {
         self.0.shares_frames()
     }
 
-    async fn share_frames(
-        &self,
-        user: &str,
-        request_id: &str,
-        first_seq: u64,
-        frames: &[Arc<str>],
-        terminal: bool,
-    ) -> Result<(), StoreError> {
-        self.0.share_frames(user, request_id, first_seq, frames, terminal).await
+    async fn share_frames(&self, batch: FrameBatch<'_>) -> Result<(), StoreError> {
+        self.0.share_frames(batch).await
     }
 
     async fn follow_frames(&self, user: &str, request_id: &str) -> Result<FrameFeed, StoreError> {

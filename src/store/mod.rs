@@ -194,17 +194,8 @@ pub trait EventStore: Send + Sync {
         false
     }
 
-    /// Shares the next `frames` (JSON text as the clients were sent it, numbered from
-    /// `first_seq`) of `user`'s request running in this process; `terminal` when the last
-    /// of them ends it.
-    async fn share_frames(
-        &self,
-        _user: &str,
-        _request_id: &str,
-        _first_seq: u64,
-        _frames: &[Arc<str>],
-        _terminal: bool,
-    ) -> Result<(), StoreError> {
+    /// Shares the next frames of a request running in this process.
+    async fn share_frames(&self, _batch: FrameBatch<'_>) -> Result<(), StoreError> {
         Ok(())
     }
 
@@ -214,6 +205,17 @@ pub trait EventStore: Send + Sync {
     async fn follow_frames(&self, _user: &str, _request_id: &str) -> Result<FrameFeed, StoreError> {
         Ok(tokio::sync::mpsc::unbounded_channel().1)
     }
+}
+
+/// The next frames of `user`'s request running in this process: JSON text as its clients were
+/// sent it, numbered from `first_seq`; `terminal` when the last of them ends the request.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameBatch<'a> {
+    pub user: &'a str,
+    pub request_id: &'a str,
+    pub first_seq: u64,
+    pub frames: &'a [Arc<str>],
+    pub terminal: bool,
 }
 
 /// One frame of a request running in another process.

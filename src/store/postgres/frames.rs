@@ -7,7 +7,6 @@
 //! the sweep writes for a request whose process is gone (its end is then in `events`).
 //! Frames of ended requests are deleted a while after their end, by the lease beat.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{PostgresStore, unavailable};
-use crate::store::{FrameFeed, SharedFrame, StoreError};
+use crate::store::{FrameBatch, FrameFeed, SharedFrame, StoreError};
 
 /// How often a follower looks for frames without being woken.
 const POLL_EVERY: Duration = Duration::from_millis(500);
@@ -26,14 +25,8 @@ fn channel_key(user: &str, request_id: &str) -> String {
 }
 
 impl PostgresStore {
-    pub(super) async fn insert_frames(
-        &self,
-        user: &str,
-        request_id: &str,
-        first_seq: u64,
-        frames: &[Arc<str>],
-        terminal: bool,
-    ) -> Result<(), StoreError> {
+    pub(super) async fn insert_frames(&self, batch: FrameBatch<'_>) -> Result<(), StoreError> {
+        let FrameBatch { user, request_id, first_seq, frames, terminal } = batch;
         if frames.is_empty() {
             return Ok(());
         }

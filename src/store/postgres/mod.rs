@@ -42,7 +42,9 @@ use tokio_postgres::NoTls;
 use super::chain::{Claim, Ledger, Staging, Work};
 use super::recent::RecentCut;
 use super::record::{END_KEY, interrupted};
-use super::{ChatEvent, ConversationSummary, EventStore, EventType, FrameFeed, NewEvent, RecentLimit, StoreError};
+use super::{
+    ChatEvent, ConversationSummary, EventStore, EventType, FrameBatch, FrameFeed, NewEvent, RecentLimit, StoreError,
+};
 
 /// How long a claim stays leased without renewal: longer than any stall of a live process,
 /// short enough that a client waiting on a dead one gets its answer soon.
@@ -566,15 +568,8 @@ impl EventStore for PostgresStore {
         true
     }
 
-    async fn share_frames(
-        &self,
-        user: &str,
-        request_id: &str,
-        first_seq: u64,
-        frames: &[Arc<str>],
-        terminal: bool,
-    ) -> Result<(), StoreError> {
-        self.insert_frames(user, request_id, first_seq, frames, terminal).await
+    async fn share_frames(&self, batch: FrameBatch<'_>) -> Result<(), StoreError> {
+        self.insert_frames(batch).await
     }
 
     async fn follow_frames(&self, user: &str, request_id: &str) -> Result<FrameFeed, StoreError> {
