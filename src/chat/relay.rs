@@ -15,8 +15,15 @@ use crate::store::{EventStore, FrameBatch};
 const SHARE_ATTEMPTS: u32 = 3;
 const SHARE_RETRY_AFTER: Duration = Duration::from_millis(200);
 
-/// Shares `run`'s messages until it ends; runs beside the turn that claimed the request.
-pub(super) async fn share(store: Arc<dyn EventStore>, user: String, run: Arc<Run>) {
+/// With a store that shares frames, shares `run`'s messages until it ends, beside the turn;
+/// called once the turn holds the request's claim, so only the claiming process shares.
+pub(super) fn start_sharing(store: &Arc<dyn EventStore>, user: &str, run: &Arc<Run>) {
+    if store.shares_frames() {
+        tokio::spawn(share(store.clone(), user.to_owned(), run.clone()));
+    }
+}
+
+async fn share(store: Arc<dyn EventStore>, user: String, run: Arc<Run>) {
     let mut cursor = 0;
     while let Some((messages, next, ends)) = run.next_ending(cursor).await {
         for attempt in 1..=SHARE_ATTEMPTS {
@@ -42,14 +49,15 @@ pub(super) async fn share(store: Arc<dyn EventStore>, user: String, run: Arc<Run
 /// A run that follows `user`'s request running in another process.
 pub(super) fn follow(store: Arc<dyn EventStore>, user: &str, request_id: &str) -> Arc<Run> {
     let run = Run::new(request_id.to_owned());
-    tokio::spawn(relay(store, user.to_owned(), request_id.to_owned(), run.clone()));
+    tokio::spawn(relay(store, user.to_owned(), run.clone()));
     run
 }
 
 /// Relays the shared messages into `run`; when they stop before the request's end (its
 /// process is gone, or the store is unreachable), ends `run` with what the store holds.
-pub(super) async fn relay(store: Arc<dyn EventStore>, user: String, request_id: String, run: Arc<Run>) {
-    let failure = match store.follow_frames(&user, &request_id).await {
+pub(super) async fn relay(store: Arc<dyn EventStore>, user: String, run: Arc<Run>) {
+    let request_id = &run.request_id;
+    let failure = match store.follow_frames(&user, request_id).await {
         Ok(mut feed) => loop {
             match feed.recv().await {
                 Some(Ok(shared)) if !shared.frame.is_empty() => {
@@ -66,7 +74,7 @@ pub(super) async fn relay(store: Arc<dyn EventStore>, user: String, request_id: 
     };
     let end = match failure {
         Some(error) => RequestMessage::Failed(store_error(&error)),
-        None => stored_end(store.as_ref(), &user, &request_id).await,
+        None => stored_end(store.as_ref(), &user, request_id).await,
     };
     run.push(end);
 }

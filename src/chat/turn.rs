@@ -130,12 +130,7 @@ impl Turn<'_> {
         if !self.claim(payload, user_text.clone()).await? {
             return Err(Interruption::Answered);
         }
-        if self.service.deps.store.shares_frames() {
-            // Only the process that holds the claim shares the request's messages.
-            let (store, user, run) =
-                (self.service.deps.store.clone(), self.request.user.clone(), self.request.run.clone());
-            tokio::spawn(super::relay::share(store, user, run));
-        }
+        super::relay::start_sharing(&self.service.deps.store, &self.request.user, &self.request.run);
         self.request.run.push(RequestMessage::Processing {
             conversation_id: self.request.conversation_id.clone(),
             replayed: false,
@@ -259,9 +254,8 @@ impl Turn<'_> {
                         replay.into_iter().for_each(|message| self.request.run.push(message))
                     }
                     Ok(Standing::RunningElsewhere) => {
-                        let store = self.service.deps.store.clone();
-                        let (user, request_id) = (self.request.user.clone(), self.request.run.request_id.clone());
-                        super::relay::relay(store, user, request_id, self.request.run.clone()).await;
+                        let (store, user) = (self.service.deps.store.clone(), self.request.user.clone());
+                        super::relay::relay(store, user, self.request.run.clone()).await;
                     }
                     Ok(Standing::New | Standing::RunningHere(_)) => self.request.run.reject(internal_error(&format!(
                         "the store refused the claim of request_id {:?} but holds no user turn for it",
