@@ -34,16 +34,16 @@ impl PostgresStore {
         let texts: Vec<&str> = frames.iter().map(|frame| &**frame).collect();
         let ends: Vec<bool> = (0..frames.len()).map(|at| terminal && at + 1 == frames.len()).collect();
         let client = self.client().await?;
+        // One statement, one round trip: a data-modifying CTE always runs, and the notification
+        // goes out when the insert commits.
         client
             .execute(
-                "INSERT INTO frames (\"user\", request_id, seq, frame, terminal)
-                 SELECT $1, $2, * FROM UNNEST($3::bigint[], $4::text[], $5::bool[]) ON CONFLICT DO NOTHING",
-                &[&user, &request_id, &seqs, &texts, &ends],
+                "WITH shared AS (INSERT INTO frames (\"user\", request_id, seq, frame, terminal)
+                                 SELECT $1, $2, * FROM UNNEST($3::bigint[], $4::text[], $5::bool[])
+                                 ON CONFLICT DO NOTHING)
+                 SELECT pg_notify('frames', $6)",
+                &[&user, &request_id, &seqs, &texts, &ends, &channel_key(user, request_id)],
             )
-            .await
-            .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
-        client
-            .execute("SELECT pg_notify('frames', $1)", &[&channel_key(user, request_id)])
             .await
             .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
         Ok(())
