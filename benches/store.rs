@@ -1,7 +1,8 @@
 //! Event store throughput: `cargo bench --bench store`.
 //!
 //! - the disk's raw `write` + `fdatasync` rate, the ceiling a durable single appender meets;
-//! - appends/s with fsync for 1 and for 64 concurrent appenders (group commit);
+//! - appends/s with fsync for 1 and for 64 concurrent appenders (group commit), and the same
+//!   on PostgreSQL when `STORE_BENCH_POSTGRES_URL` names an empty database;
 //! - indexing speed of `JsonlStore::open` on a large file (`STORE_BENCH_OPEN_MB`, default
 //!   1024), with the file evicted from the page cache and again warm;
 //! - reading one 50-event conversation from a 10,000- and a 1,000,000-event store.
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use mcp_platform::domain::Role;
 use mcp_platform::store::chain::{Claim, GENESIS_PREV, Ledger, Staging};
 use mcp_platform::store::jsonl::JsonlStore;
+use mcp_platform::store::postgres::PostgresStore;
 use mcp_platform::store::{EventStore, EventType, NewEvent};
 
 const APPEND_SECONDS: u64 = 3;
@@ -67,10 +69,9 @@ fn raw_sync_rate(dir: &Path) -> f64 {
     rate
 }
 
-fn append_rate(runtime: &tokio::runtime::Runtime, dir: &Path, appenders: usize) -> f64 {
-    let path = dir.join(format!("appends-{appenders}.jsonl"));
-    let (store, _) = JsonlStore::open(&path, true).unwrap();
-    let store = Arc::new(store);
+/// Appends/s of `appenders` tasks appending one event each, back to back, for
+/// [`APPEND_SECONDS`].
+fn drive_appends(runtime: &tokio::runtime::Runtime, store: Arc<dyn EventStore>, appenders: usize) -> (u64, f64) {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(APPEND_SECONDS);
     let appended: u64 = runtime.block_on(async {
@@ -80,7 +81,7 @@ fn append_rate(runtime: &tokio::runtime::Runtime, dir: &Path, appenders: usize) 
                 tokio::spawn(async move {
                     let mut done = 0u64;
                     while Instant::now() < deadline {
-                        let request = format!("a{appender}-{done}");
+                        let request = format!("a{appender}-{done}-{}", uuid::Uuid::now_v7());
                         let conversation = format!("c{appender}");
                         store.append(vec![event(&conversation, request, EventType::UserMessage)]).await.unwrap();
                         done += 1;
@@ -95,17 +96,31 @@ fn append_rate(runtime: &tokio::runtime::Runtime, dir: &Path, appenders: usize) 
         }
         total
     });
-    let elapsed = start.elapsed().as_secs_f64();
+    (appended, appended as f64 / start.elapsed().as_secs_f64())
+}
+
+fn append_rate(runtime: &tokio::runtime::Runtime, dir: &Path, appenders: usize) -> f64 {
+    let path = dir.join(format!("appends-{appenders}.jsonl"));
+    let (store, _) = JsonlStore::open(&path, true).unwrap();
+    let store = Arc::new(store);
+    let (appended, rate) = drive_appends(runtime, Arc::clone(&store) as Arc<dyn EventStore>, appenders);
     let stats = store.stats();
     println!(
-        "  {appenders:>2} appender(s): {:>9.0} appends/s  ({appended} appends, {} fsyncs, {:.1} appends per fsync)",
-        appended as f64 / elapsed,
+        "  {appenders:>2} appender(s): {rate:>9.0} appends/s  ({appended} appends, {} fsyncs, {:.1} appends per fsync)",
         stats.fsyncs,
         appended as f64 / stats.fsyncs.max(1) as f64
     );
     drop(store);
     std::fs::remove_file(path).unwrap();
-    appended as f64 / elapsed
+    rate
+}
+
+/// The same appends on PostgreSQL (`STORE_BENCH_POSTGRES_URL`, an empty database).
+fn postgres_append_rate(runtime: &tokio::runtime::Runtime, url: &str, appenders: usize) -> f64 {
+    let store = runtime.block_on(PostgresStore::open(url, 16)).unwrap();
+    let (appended, rate) = drive_appends(runtime, Arc::new(store), appenders);
+    println!("  {appenders:>2} appender(s): {rate:>9.0} appends/s  ({appended} appends)");
+    rate
 }
 
 /// Remembers the `seq` of each conversation while the generator stages lines directly.
@@ -257,6 +272,12 @@ fn main() {
         many / single,
         100.0 * single / raw
     );
+    if let Ok(url) = std::env::var("STORE_BENCH_POSTGRES_URL") {
+        println!("durable appends on PostgreSQL (synchronous commit), {APPEND_SECONDS} s each:");
+        postgres_append_rate(&runtime, &url, 1);
+        let postgres = postgres_append_rate(&runtime, &url, 64);
+        println!("  64 appenders: PostgreSQL / JSONL = {:.2}", postgres / many);
+    }
 
     println!("indexing at open:");
     let megabytes: u64 = std::env::var("STORE_BENCH_OPEN_MB").ok().and_then(|value| value.parse().ok()).unwrap_or(1024);

@@ -13,11 +13,13 @@ use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
 use crate::chat::{ChatDeps, ChatService};
-use crate::config::{ConfigError, ServersConfig, Settings};
+use crate::config::{ConfigError, ServersConfig, Settings, StoreBackend};
 use crate::mcp::{McpManager, ToolDefaults};
 use crate::server::{RunningServer, Starting};
 use crate::store::EventStore;
 use crate::store::jsonl::{JsonlStore, OpenReport};
+use crate::store::metered::MeteredStore;
+use crate::store::postgres::{PostgresStore, redacted_url};
 use crate::tokens::TokenCounter;
 
 /// Where the two config files are, as every command that reads them takes it.
@@ -47,7 +49,7 @@ pub struct App {
     authenticator: Arc<Authenticator>,
     chat: Arc<ChatService>,
     mcp: Arc<McpManager>,
-    store_report: OpenReport,
+    store_report: Option<OpenReport>,
 }
 
 impl App {
@@ -63,9 +65,12 @@ impl App {
     /// future (a signal during start-up) leaves no MCP server behind.
     pub async fn build(settings: Settings, servers: &ServersConfig) -> anyhow::Result<Self> {
         let authenticator = Arc::new(Authenticator::new(&settings.auth)?);
+        crate::metrics::handle();
         let llm = crate::llm::from_settings(&settings.llm)?;
         let token_tables = TokenCounter::warm_up(llm.default_model());
         let (store, store_report) = open_store(&settings).await?;
+        let store: Arc<dyn EventStore> = Arc::new(MeteredStore(store));
+        crate::chat::leases::finish_orphans(store.as_ref()).await;
         let mcp = McpManager::launch(servers, &settings.mcp, ToolDefaults::from_chat(&settings.chat.service));
         if let Some(token_tables) = token_tables {
             // A panic there was reported on its thread; the first turn then builds the table.
@@ -83,9 +88,10 @@ impl App {
         &self.mcp
     }
 
-    /// What opening the store found (events indexed, a torn tail moved aside).
-    pub fn store_report(&self) -> &OpenReport {
-        &self.store_report
+    /// What opening the JSONL store found (events indexed, a torn tail moved aside); `None`
+    /// for PostgreSQL.
+    pub fn store_report(&self) -> Option<&OpenReport> {
+        self.store_report.as_ref()
     }
 
     /// Starts serving HTTP and WebSockets on `listener`; the returned server owns the app and
@@ -97,7 +103,8 @@ impl App {
 
     /// Takes over a listener that has served start-up's `/healthz` and `/readyz` so far.
     pub fn serve_on(self, starting: Starting) -> RunningServer {
-        let store_problem = self.store_report.chain_break.as_ref().map(ToString::to_string);
+        let store_problem =
+            self.store_report.as_ref().and_then(|report| report.chain_break.as_ref()).map(ToString::to_string);
         starting.serve(Arc::new(self.settings), self.chat, self.mcp, self.authenticator, store_problem)
     }
 
@@ -107,9 +114,25 @@ impl App {
     }
 }
 
+/// Opens the backend `store.backend` names; PostgreSQL is migrated to the current schema.
+async fn open_store(settings: &Settings) -> anyhow::Result<(Arc<dyn EventStore>, Option<OpenReport>)> {
+    match settings.store.backend {
+        StoreBackend::Jsonl => {
+            let (store, report) = open_jsonl(settings).await?;
+            Ok((store, Some(report)))
+        }
+        StoreBackend::Postgres => {
+            let postgres = &settings.store.postgres;
+            let store = PostgresStore::open(postgres.url.expose(), postgres.pool_size).await?;
+            tracing::info!(url = %redacted_url(postgres.url.expose()), "event store open");
+            Ok((Arc::new(store), None))
+        }
+    }
+}
+
 /// Opening indexes the whole file, which can take seconds on a large log: it runs on a
 /// blocking thread so the runtime keeps serving meanwhile.
-async fn open_store(settings: &Settings) -> anyhow::Result<(Arc<dyn EventStore>, OpenReport)> {
+async fn open_jsonl(settings: &Settings) -> anyhow::Result<(Arc<dyn EventStore>, OpenReport)> {
     let path = settings.store.path.clone();
     let fsync = settings.store.fsync;
     let (store, report) = tokio::task::spawn_blocking(move || JsonlStore::open(path, fsync)).await??;

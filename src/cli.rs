@@ -20,8 +20,12 @@ enum Command {
     Serve(mcp_platform::app::ServeArgs),
     /// Build the application as `serve` would, list what each MCP server offers, and stop.
     Check(mcp_platform::check::CheckArgs),
-    /// Print transcripts and token totals of an events file, or verify its hash chain.
+    /// Print transcripts and token totals of an events file, or verify the hash chain of a file or a postgres:// database.
     Replay(mcp_platform::replay::ReplayArgs),
+    /// Write the store's events as events.jsonl lines on stdout (a JSONL file or PostgreSQL).
+    Export(mcp_platform::export::ExportArgs),
+    /// Apply the pending schema migrations of a PostgreSQL store.
+    Migrate(mcp_platform::migrate::MigrateArgs),
     /// A terminal client of the WebSocket protocol.
     Chat(mcp_platform::client::ChatArgs),
     /// A scripted, OpenAI- and Anthropic-compatible stand-in model for tests and the offline demo.
@@ -46,6 +50,8 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => mcp_platform::app::serve(args).await,
             Command::Check(args) => mcp_platform::check::run(args).await,
             Command::Replay(args) => mcp_platform::replay::run(args).await,
+            Command::Export(args) => mcp_platform::export::run(args).await,
+            Command::Migrate(args) => mcp_platform::migrate::run(args).await,
             Command::Chat(args) => mcp_platform::client::run(args).await,
             Command::MockLlm(args) => mock_llm::run(args).await,
             Command::Bench(args) => mcp_bench::run(args).await,

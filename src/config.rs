@@ -154,9 +154,31 @@ pub struct WebSocketSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
+    pub backend: StoreBackend,
+    /// The events file of the `jsonl` backend.
     pub path: PathBuf,
-    /// An event is acknowledged only once it is on disk.
+    /// An event is acknowledged only once it is on disk (`jsonl`; PostgreSQL commits durably).
     pub fsync: bool,
+    pub postgres: PostgresSettings,
+}
+
+/// Where the events live (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// `events.jsonl`: processes on one host.
+    Jsonl,
+    /// A PostgreSQL database: processes on several hosts.
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// `postgres://user:pass@host:5432/db`; empty only when the backend is not `postgres` and
+    /// its `env:` variable is unset.
+    pub url: Secret,
+    pub pool_size: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -18,7 +18,11 @@ use serde::Serialize;
 
 use crate::domain::Usage;
 use crate::store::ChatEvent;
-use crate::store::chain::{GENESIS_PREV, recompute_hash};
+use crate::store::location::StoreLocation;
+use crate::store::postgres::redacted_url;
+use crate::store::verify::ChainCheck;
+
+mod database;
 use crate::store::lines::{ScanEnd, ScanError, scan_lines};
 
 /// Files at least this large get a progress bar (when stderr is a terminal).
@@ -26,8 +30,9 @@ const PROGRESS_MIN_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// The events file. It may be one a running server is appending to: replay reads up to
-    /// the last complete line and mentions a partial one.
+    /// The events file, or a postgres:// URL (with --verify). A file may be one a running
+    /// server is appending to: replay reads up to the last complete line and mentions a
+    /// partial one.
     pub file: PathBuf,
     /// Only this conversation.
     #[arg(long, value_name = "ID")]
@@ -72,7 +77,23 @@ fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
 }
 
 pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    if let StoreLocation::Postgres(url) = StoreLocation::parse(&args.file) {
+        anyhow::ensure!(
+            args.verify,
+            "replay reads transcripts from a file: run `mcp-platform export --store URL > events.jsonl` \
+             and replay that, or add --verify to check the database's chain"
+        );
+        let report = database::verify(&url).await?;
+        let (output, code) = render_verification(args.format, &redacted_url(&url), &report);
+        print_out(&output)?;
+        return Ok(code);
+    }
     tokio::task::spawn_blocking(move || run_blocking(&args)).await.context("the replay task failed")?
+}
+
+fn print_out(output: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(output.as_bytes()).and_then(|()| stdout.flush()).context("cannot write to stdout")
 }
 
 fn run_blocking(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
@@ -86,7 +107,8 @@ fn run_blocking(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
     let length = file.metadata().with_context(|| format!("cannot read {}", args.file.display()))?.len();
     let progress = progress_bar(length);
     let result = if args.verify {
-        verify(&file, &progress).map(|report| render_verification(args, &report))
+        verify(&file, &progress)
+            .map(|report| render_verification(args.format, &args.file.display().to_string(), &report))
     } else {
         transcripts(&file, args, &progress).map(|report| render_transcripts(args, &report))
     };
@@ -97,8 +119,7 @@ fn run_blocking(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
         }
         ScanError::Visit(problem) => anyhow::anyhow!("{}: {problem}", args.file.display()),
     })?;
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(output.as_bytes()).and_then(|()| stdout.flush()).context("cannot write to stdout")?;
+    print_out(&output)?;
     Ok(code)
 }
 
@@ -140,54 +161,10 @@ struct Verification {
 
 /// Checks every complete line of the file; stops at the first bad one.
 fn verify(file: &std::fs::File, progress: &indicatif::ProgressBar) -> Result<Verification, ScanError<Problem>> {
-    let mut lines = 0u64;
-    let mut prev_hash = GENESIS_PREV.to_string();
-    let mut last_seqs: HashMap<String, u64> = HashMap::new();
+    let mut check = ChainCheck::default();
     let scanned = scan_lines(file, 0, |offset, bytes| {
-        lines += 1;
         progress.set_position(offset);
-        let problem = |reason: String| Problem { line: lines, reason };
-        let event: ChatEvent =
-            serde_json::from_slice(bytes).map_err(|error| problem(format!("not a valid event line: {error}")))?;
-        let recomputed = recompute_hash(bytes).ok_or_else(|| problem("the line has no \"hash\" key".to_string()))?;
-        if recomputed != event.hash {
-            return Err(problem(format!(
-                "the hash does not match the line's bytes (the line was edited): \
-                 it says {}, its bytes hash to {recomputed}",
-                event.hash
-            )));
-        }
-        if event.prev != prev_hash {
-            let reason = if lines == 1 {
-                format!(
-                    "prev is {} but the first line's prev must be 64 zeros \
-                     (lines before it were removed)",
-                    event.prev
-                )
-            } else {
-                format!(
-                    "prev does not match the hash of line {} (a line was removed, inserted \
-                     or moved here): it says {}, line {} has hash {prev_hash}",
-                    lines - 1,
-                    event.prev,
-                    lines - 1
-                )
-            };
-            return Err(problem(reason));
-        }
-        let last_seq = last_seqs.entry(event.conversation_id.clone()).or_insert(0);
-        if event.seq != *last_seq + 1 {
-            return Err(problem(format!(
-                "seq {} in conversation {:?}, expected {} (its previous event has seq {})",
-                event.seq,
-                event.conversation_id,
-                *last_seq + 1,
-                last_seq
-            )));
-        }
-        *last_seq = event.seq;
-        prev_hash = event.hash;
-        Ok(())
+        check.check(bytes).map(drop).map_err(|reason| Problem { line: check.lines() + 1, reason })
     });
     let (first_problem, end) = match scanned {
         Ok(end) => (None, end),
@@ -196,35 +173,28 @@ fn verify(file: &std::fs::File, progress: &indicatif::ProgressBar) -> Result<Ver
     };
     Ok(Verification {
         ok: first_problem.is_none(),
-        lines: if first_problem.is_some() { lines - 1 } else { lines },
-        conversations: last_seqs.len(),
+        lines: check.lines(),
+        conversations: check.conversations(),
         partial_last_line_bytes: end.trailing,
         first_problem,
     })
 }
 
-fn render_verification(args: &ReplayArgs, report: &Verification) -> (String, ExitCode) {
+fn render_verification(format: Format, source: &str, report: &Verification) -> (String, ExitCode) {
     let code = if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     let mut out = String::new();
-    match args.format {
+    match format {
         Format::Json => out = json_line(report),
         Format::Text => {
             match &report.first_problem {
                 Some(problem) => {
-                    let _ = writeln!(
-                        out,
-                        "FAILED {}: {problem}\n{} lines before it are intact.",
-                        args.file.display(),
-                        report.lines
-                    );
+                    let _ = writeln!(out, "FAILED {}: {problem}\n{} lines before it are intact.", source, report.lines);
                 }
                 None => {
                     let _ = writeln!(
                         out,
                         "OK {}: {} lines, {} conversations; every hash, prev link and seq checks out.",
-                        args.file.display(),
-                        report.lines,
-                        report.conversations
+                        source, report.lines, report.conversations
                     );
                 }
             }

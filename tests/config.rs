@@ -28,8 +28,12 @@ impl Environment {
             .filter_map(|(name, _)| name.into_string().ok())
             .filter(|name| name.to_uppercase().starts_with("MCP_"))
             .collect();
-        for name in inherited.iter().map(String::as_str).chain(["GROQ_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"])
-        {
+        for name in inherited.iter().map(String::as_str).chain([
+            "GROQ_API_KEY",
+            "OPENAI_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "DATABASE_URL",
+        ]) {
             environment.unset(name);
         }
         environment
@@ -282,7 +286,7 @@ fn unknown_keys_are_refused_with_a_suggestion_when_one_is_close() {
         [
             "DIR/config.yaml: chat.service.max_tool_hops: missing key, expected an integer of at least 0",
             "DIR/config.yaml: chat.service.max_tool_hop: unknown key; did you mean \"max_tool_hops\"?",
-            "DIR/config.yaml: store.compress: unknown key; allowed keys are path, fsync",
+            "DIR/config.yaml: store.compress: unknown key; allowed keys are backend, path, fsync, postgres",
         ]
     );
 }
@@ -297,7 +301,7 @@ fn wrong_types_show_the_value_found() {
         ("  enabled: true", "  enabled: \"yes\""),
         ("websocket:\n", "websocket:\n  host: [a, b]\n"),
         ("  host: \"localhost\"\n", ""),
-        ("store:\n  path: \"events.jsonl\"", "store:\n  path:"),
+        ("  path: \"events.jsonl\"", "  path:"),
         ("mcp:\n  connection:\n", "mcp:\n  connection: 5\n  old_connection:\n"),
     ]);
 
@@ -383,6 +387,34 @@ fn a_missing_variable_of_the_active_provider_is_named_with_its_key() {
         ["DIR/config.yaml: llm.providers.groq.api_key: environment variable GROQ_API_KEY \
           is not set; set it, or change the value \"env:GROQ_API_KEY\""]
     );
+}
+
+#[test]
+fn the_postgres_backend_needs_its_url_and_jsonl_does_not() {
+    let dir = TempDir::new().unwrap();
+    let path = write(&dir, "config.yaml", &shipped_settings());
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k");
+    let jsonl = load_settings(Some(&path)).expect("DATABASE_URL is needed only by the postgres backend");
+    assert!(jsonl.store.postgres.url.is_empty());
+
+    environment.set("MCP__STORE__BACKEND", "postgres");
+    let error = load_settings(Some(&path)).expect_err("DATABASE_URL is unset");
+    assert_eq!(
+        problems_with_placeholder(&error, &dir),
+        ["DIR/config.yaml: store.postgres.url: environment variable DATABASE_URL \
+          is not set; set it, or change the value \"env:DATABASE_URL\""]
+    );
+    environment.set("DATABASE_URL", "mysql://secret@db/events");
+    let error = load_settings(Some(&path)).expect_err("not a PostgreSQL URL");
+    let problems = problems_with_placeholder(&error, &dir);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("DIR/config.yaml: store.postgres.url: store.backend \"postgres\" needs a URL"));
+    assert!(!problems[0].contains("secret"), "the URL is a secret: {problems:?}");
+    environment.set("DATABASE_URL", "postgres://mcp:pa55word@db:5432/events");
+    let settings = load_settings(Some(&path)).expect("a PostgreSQL URL");
+    assert_eq!(settings.store.postgres.url.expose(), "postgres://mcp:pa55word@db:5432/events");
+    assert!(!format!("{settings:?}").contains("pa55word"), "Debug hides the URL");
 }
 
 #[test]

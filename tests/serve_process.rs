@@ -143,3 +143,51 @@ async fn two_server_processes_share_one_log_while_conversations_hop_between_them
         assert_eq!(server.wait_exit(Duration::from_secs(15)).code(), Some(0));
     }
 }
+
+#[tokio::test]
+async fn a_request_of_a_killed_process_is_finished_with_a_503_at_the_next_start_and_never_run_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let words: Vec<String> = (0..400).map(|n| format!("w{n}")).collect();
+    let mock = mock_llm(dir.path(), Some(json!([{"text": words.join(" "), "delay_ms": 50}])));
+    let store = dir.path().join("events.jsonl");
+    let mut server = serve(dir.path(), &mock, &store, 10.0);
+    let mut client = WsClient::connect(server.addr).await;
+    client.send(json!({"action": "chat", "request_id": "cut", "payload": {"text": "talk"}})).await;
+    // Streaming text means the claim is stored and the turn is mid-answer.
+    let first = client.recv().await;
+    assert_eq!(first["status"], "processing", "{first}");
+    let chunk = client.recv().await;
+    assert_eq!(chunk["chunk"]["type"], "text", "{chunk}");
+    server.signal(libc::SIGKILL);
+    server.wait_exit(Duration::from_secs(10));
+
+    let events = read_events(&store);
+    let claim: Vec<&Value> = events.iter().filter(|event| event["request_id"] == "cut").collect();
+    assert_eq!(claim.len(), 1, "only the claim was stored before the kill: {claim:#?}");
+    assert_eq!(claim[0]["type"], "user_message");
+    assert!(claim[0]["extra"]["owner"].as_str().is_some_and(|owner| owner.contains(&format!("/{}/", server.pid()))));
+
+    // The next process on the file finishes it before it listens.
+    let restarted = serve(dir.path(), &mock, &store, 10.0);
+    let events = read_events(&store);
+    let cut: Vec<&Value> = events.iter().filter(|event| event["request_id"] == "cut").collect();
+    assert_eq!(cut.len(), 2, "{cut:#?}");
+    let end = cut[1];
+    assert_eq!((end["type"].clone(), end["extra"]["status"].clone()), (json!("meta"), json!("error")));
+    assert_eq!(end["extra"]["error"]["code"], 503);
+    let told = end["extra"]["error"]["message"].as_str().expect("a message").to_owned();
+    assert!(told.contains("interrupted") && told.contains("new request_id"), "{told}");
+
+    // Resending it, or resuming it, gets that terminal message; the turn does not run again.
+    let mut client = WsClient::connect(restarted.addr).await;
+    let resent = client.chat("cut", json!({"text": "talk"})).await;
+    let last = resent.last().expect("a terminal message");
+    assert_eq!((last["status"].clone(), last["error"]["code"].clone()), (json!("error"), json!(503)), "{resent:#?}");
+    assert_eq!(last["error"]["message"], told.as_str());
+    client.send(json!({"action": "resume", "request_id": "cut", "after_seq": 0})).await;
+    let resumed = client.collect("cut", &mut Vec::new()).await;
+    assert_eq!(resumed.last().expect("a terminal message")["error"]["message"], told.as_str());
+    let after: Vec<Value> = read_events(&store).into_iter().filter(|event| event["request_id"] == "cut").collect();
+    assert_eq!(after.len(), 2, "nothing of a second run: {after:#?}");
+    assert_verifies(&store);
+}

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::cached::{self, StoredRequest};
-use super::{ChatService, Run, internal_error};
+use super::{ChatService, Run, internal_error, store_error};
 use crate::protocol::{ErrorBody, RequestMessage};
 
 /// Where a request stands, in this process and in the store.
@@ -17,6 +17,8 @@ pub enum Standing {
     New,
     /// Running in this process: follow its run.
     RunningHere(Arc<Run>),
+    /// Running in another process whose messages the store shares: follow them from there.
+    RunningElsewhere,
     /// Finished, in any process sharing the store: its compact replay, unnumbered.
     Finished(Vec<RequestMessage>),
 }
@@ -46,12 +48,16 @@ impl ChatService {
         request_id: &str,
         fingerprint: Option<&str>,
     ) -> Result<Standing, ErrorBody> {
-        let events = self.deps.store.request(user, request_id).await.map_err(|error| internal_error(&error))?;
+        let events = self.deps.store.request(user, request_id).await.map_err(|error| store_error(&error))?;
         match cached::stored_request(&events).map_err(|error| internal_error(&error))? {
             StoredRequest::Unknown => Ok(Standing::New),
             StoredRequest::Running { fingerprint: stored } => {
                 same_payload(request_id, &stored, fingerprint)?;
-                Err(running_elsewhere(request_id))
+                if self.deps.store.shares_frames() {
+                    Ok(Standing::RunningElsewhere)
+                } else {
+                    Err(running_elsewhere(request_id))
+                }
             }
             StoredRequest::Finished { fingerprint: stored, replay } => {
                 same_payload(request_id, &stored, fingerprint)?;

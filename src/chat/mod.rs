@@ -7,7 +7,9 @@
 mod cached;
 mod context;
 mod dedup;
+pub mod leases;
 mod questions;
+mod relay;
 mod run;
 #[cfg(test)]
 mod tests;
@@ -75,15 +77,22 @@ pub struct ChatService {
 }
 
 impl ChatService {
+    /// With a store that leases claims, also starts keeping this process's leases and
+    /// finishing the requests of processes that are gone (`leases`); needs a tokio runtime then.
     pub fn new(settings: ChatServiceSettings, deps: ChatDeps) -> Arc<Self> {
-        Arc::new(Self {
+        let renewal = deps.store.sweep_every();
+        let service = Arc::new(Self {
             settings,
             deps,
             runs: Mutex::new(HashMap::new()),
             draining: CancellationToken::new(),
             abort: CancellationToken::new(),
             turns: TaskTracker::new(),
-        })
+        });
+        if let Some(every) = renewal {
+            tokio::spawn(leases::keep(Arc::downgrade(&service), every));
+        }
+        service
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -106,6 +115,12 @@ impl ChatService {
         let (run, cancel) = loop {
             match self.standing(user, &request_id, Some(&fingerprint)).await? {
                 Standing::RunningHere(run) => return Ok(Subscription { run, from: 0 }),
+                Standing::RunningElsewhere => {
+                    return Ok(Subscription {
+                        run: relay::follow(self.deps.store.clone(), user, &request_id),
+                        from: 0,
+                    });
+                }
                 Standing::Finished(replay) => {
                     return Ok(Subscription { run: Run::replay(request_id, replay), from: 0 });
                 }
@@ -121,6 +136,7 @@ impl ChatService {
         let turn = turn::TurnRequest { run: run.clone(), user: user.to_owned(), conversation_id, fingerprint, cancel };
         let service = self.clone();
         self.turns.spawn(async move {
+            let _in_flight = crate::metrics::Open::request();
             turn::run_turn(&service, &turn, payload).await;
             service.lock_runs().remove(&request_key(&turn.user, &turn.run.request_id));
         });
@@ -152,6 +168,10 @@ impl ChatService {
     ) -> Result<Subscription, ErrorBody> {
         match self.standing(user, request_id, None).await? {
             Standing::RunningHere(run) => Ok(Subscription { run, from: after_seq.map_or(0, |seq| seq as usize + 1) }),
+            Standing::RunningElsewhere => Ok(Subscription {
+                run: relay::follow(self.deps.store.clone(), user, request_id),
+                from: after_seq.map_or(0, |seq| seq as usize + 1),
+            }),
             Standing::Finished(replay) => Ok(Subscription { run: Run::replay(request_id.to_owned(), replay), from: 0 }),
             Standing::New => Err(ErrorBody::new(404, format!("unknown request_id {request_id:?}: nothing to resume"))),
         }
@@ -229,6 +249,22 @@ fn not_running(request_id: &str) -> ErrorBody {
 
 fn shutting_down() -> ErrorBody {
     ErrorBody::new(503, "the server is shutting down; send the request again to reach another instance")
+}
+
+/// An unreachable database is a 503 the client can act on (send again, possibly to another
+/// replica); anything else is an internal error.
+pub fn store_error(error: &crate::store::StoreError) -> ErrorBody {
+    match error {
+        crate::store::StoreError::Unavailable { .. } => {
+            tracing::warn!(%error, "the event store is unavailable");
+            ErrorBody::new(
+                503,
+                "the event store is unavailable, so this request could not be completed; send it \
+                 again with a new request_id once the service is back",
+            )
+        }
+        other => internal_error(other),
+    }
 }
 
 /// A bug or an infrastructure failure: logged with a correlation id that the client sees.

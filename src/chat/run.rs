@@ -47,22 +47,29 @@ impl Run {
         let terminal = message.is_terminal();
         let messages = self.messages.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let seq = messages.len() as u64;
-        self.publish(messages, message.numbered(&self.request_id, seq), terminal);
+        self.publish(messages, message.numbered(&self.request_id, seq).to_json().into(), terminal);
+    }
+
+    /// Publishes a message numbered by the process that runs the request: a `resume` on
+    /// another replica follows it through the store (`relay`).
+    pub fn relay(&self, message: SerializedMessage, terminal: bool) {
+        let messages = self.messages.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.publish(messages, message, terminal);
     }
 
     /// Ends a request that never started with an error outside the numbered stream.
     pub fn reject(&self, error: ErrorBody) {
         let messages = self.messages.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.publish(messages, ServerMessage::rejection(Some(self.request_id.clone()), error), true);
+        self.publish(messages, ServerMessage::rejection(Some(self.request_id.clone()), error).to_json().into(), true);
     }
 
     fn publish(
         &self,
         mut messages: std::sync::MutexGuard<'_, Vec<SerializedMessage>>,
-        message: ServerMessage,
+        message: SerializedMessage,
         terminal: bool,
     ) {
-        messages.push(message.to_json().into());
+        messages.push(message);
         let length = messages.len();
         drop(messages);
         self.progress.send_replace((length, terminal));
@@ -82,6 +89,11 @@ impl Run {
     /// end (a `resume` with an `after_seq` beyond the last message) waits like any other and
     /// still gets the terminal message, so every follower sees how the request ended.
     pub async fn next(&self, cursor: usize) -> Option<(Vec<SerializedMessage>, usize)> {
+        self.next_ending(cursor).await.map(|(messages, cursor, _)| (messages, cursor))
+    }
+
+    /// [`Run::next`], and whether the last message returned ends the request.
+    pub async fn next_ending(&self, cursor: usize) -> Option<(Vec<SerializedMessage>, usize, bool)> {
         let mut watcher = self.progress.subscribe();
         let (length, finished) = *watcher.wait_for(|(length, finished)| *length > cursor || *finished).await.ok()?;
         if length == cursor && finished {
@@ -89,9 +101,10 @@ impl Run {
         }
         let messages = self.messages.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if cursor > length {
-            return Some((messages.last().cloned().into_iter().collect(), length));
+            return Some((messages.last().cloned().into_iter().collect(), length, finished));
         }
-        Some((messages[cursor..].to_vec(), messages.len()))
+        // Up to the length seen with `finished`, so that the flag belongs to the last message.
+        Some((messages[cursor..length].to_vec(), length, finished))
     }
 }
 

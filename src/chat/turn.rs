@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::dedup::Standing;
 use super::questions::{Asker, Verdict, Waiter};
-use super::{ChatService, Run, cached, context, internal_error, shutting_down};
+use super::{ChatService, Run, cached, context, internal_error, shutting_down, store_error};
 use crate::domain::{FinishReason, Message, ToolCall, Usage};
 use crate::llm::{LlmError, LlmEvent, LlmRequest};
 use crate::mcp::{ToolOutcome, ToolProgress, UserInput};
@@ -46,7 +46,7 @@ enum Interruption {
 
 impl From<StoreError> for Interruption {
     fn from(error: StoreError) -> Self {
-        Interruption::Failed(internal_error(&error))
+        Interruption::Failed(store_error(&error))
     }
 }
 
@@ -130,6 +130,7 @@ impl Turn<'_> {
         if !self.claim(payload, user_text.clone()).await? {
             return Err(Interruption::Answered);
         }
+        super::relay::start_sharing(&self.service.deps.store, &self.request.user, &self.request.run);
         self.request.run.push(RequestMessage::Processing {
             conversation_id: self.request.conversation_id.clone(),
             replayed: false,
@@ -258,6 +259,10 @@ impl Turn<'_> {
                     Ok(Standing::Finished(replay)) => {
                         replay.into_iter().for_each(|message| self.request.run.push(message))
                     }
+                    Ok(Standing::RunningElsewhere) => {
+                        let (store, user) = (self.service.deps.store.clone(), self.request.user.clone());
+                        super::relay::relay(store, user, self.request.run.clone()).await;
+                    }
                     Ok(Standing::New | Standing::RunningHere(_)) => self.request.run.reject(internal_error(&format!(
                         "the store refused the claim of request_id {:?} but holds no user turn for it",
                         self.request.run.request_id
@@ -296,6 +301,7 @@ impl Turn<'_> {
                 Some(Ok(LlmEvent::Usage(reported))) => usage = Some(reported),
                 Some(Ok(LlmEvent::Finish(reason))) => finish = reason,
                 Some(Err(error)) => {
+                    crate::metrics::model_call(false, started.elapsed(), 0, 0);
                     tracing::warn!(model = %self.model, duration_ms = started.elapsed().as_millis() as u64, %error, "model call failed");
                     return Err(error.into());
                 }
@@ -315,6 +321,7 @@ impl Turn<'_> {
             }
         });
         self.usage.add(usage);
+        crate::metrics::model_call(true, started.elapsed(), usage.prompt_tokens, usage.completion_tokens);
         tracing::info!(
             model = %self.model,
             duration_ms = started.elapsed().as_millis() as u64,
@@ -432,6 +439,13 @@ impl Turn<'_> {
 
     /// Records how the turn ended, then tells the client.
     async fn finish(&mut self, outcome: Result<(String, FinishReason), Interruption>) {
+        let ended = match &outcome {
+            Ok(_) => "completed",
+            Err(Interruption::Cancelled) => "cancelled",
+            Err(Interruption::Answered) => "not_run",
+            Err(Interruption::Failed(_)) => "failed",
+        };
+        crate::metrics::turn_ended(ended, self.started.elapsed());
         let (record, message) = match outcome {
             Ok((text, finish_reason)) => {
                 let figures = AnswerFigures {
@@ -462,7 +476,7 @@ impl Turn<'_> {
             event.usage = Some(self.usage);
         }
         if let Err(error) = self.service.deps.store.append(vec![event]).await {
-            self.request.run.push(RequestMessage::Failed(internal_error(&error)));
+            self.request.run.push(RequestMessage::Failed(store_error(&error)));
             return;
         }
         self.request.run.push(message);

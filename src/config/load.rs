@@ -111,7 +111,18 @@ const SETTINGS: Shape = Shape::Section(&[
             required("first_frame_timeout", POSITIVE_NUMBER),
         ]),
     ),
-    required("store", Shape::Section(&[required("path", NON_EMPTY_TEXT), required("fsync", BOOL)])),
+    required(
+        "store",
+        Shape::Section(&[
+            required("backend", choice(&["jsonl", "postgres"])),
+            required("path", NON_EMPTY_TEXT),
+            required("fsync", BOOL),
+            required(
+                "postgres",
+                Shape::Section(&[required("url", SECRET), required("pool_size", integer_from(1, 1024))]),
+            ),
+        ]),
+    ),
     required(
         "mcp",
         Shape::Section(&[

@@ -12,6 +12,7 @@ pub(super) fn check_settings(checker: &mut Checker, tree: &Value) {
     check_orderings(checker, tree);
     check_active_provider(checker, tree);
     check_auth(checker, tree);
+    check_postgres_url(checker, tree);
 }
 
 /// Two numeric settings whose order matters: `lower` must stay below `upper`.
@@ -41,6 +42,8 @@ const AUTH_MODE: &str = "auth.mode";
 const API_KEYS: &str = "auth.api_keys";
 const JWT: &str = "auth.jwt";
 const WEBSOCKET_HOST: &str = "websocket.host";
+const STORE_BACKEND: &str = "store.backend";
+const POSTGRES: &str = "store.postgres";
 
 /// A part of `config.yaml` whose secrets the server reads only with some settings (SPEC §4:
 /// "for the settings in use"), so that its `env:` variables need not be set otherwise.
@@ -55,6 +58,7 @@ const SECRETS_IN_USE: &[SecretsInUse] = &[
     SecretsInUse::EntryNamedBy { entries: PROVIDERS, selector: ACTIVE_PROVIDER },
     SecretsInUse::When { scope: API_KEYS, selector: AUTH_MODE, value: "api_keys" },
     SecretsInUse::When { scope: JWT, selector: AUTH_MODE, value: "jwt" },
+    SecretsInUse::When { scope: POSTGRES, selector: STORE_BACKEND, value: "postgres" },
 ];
 
 /// HS256 keys shorter than the hash (RFC 7518 §3.2) can be guessed offline from one token.
@@ -134,6 +138,28 @@ fn check_active_provider(checker: &mut Checker, tree: &Value) {
             quoted_list(&names)
         ),
     );
+}
+
+/// The `postgres` backend needs its database; the URL is a secret (it holds the password),
+/// so it is described, never shown.
+fn check_postgres_url(checker: &mut Checker, tree: &Value) {
+    if KeyPath::parse_dotted(STORE_BACKEND).lookup(tree).and_then(Value::as_str) != Some("postgres") {
+        return;
+    }
+    let url_path = KeyPath::parse_dotted(POSTGRES).key("url");
+    let Some(url) = text_at_unreported(checker, tree, &url_path) else {
+        return;
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        checker.report(
+            &url_path,
+            format!(
+                "store.backend \"postgres\" needs a URL postgres://user:pass@host:5432/db \
+                 (\"env:DATABASE_URL\"), found {} characters not starting with postgres://",
+                url.len()
+            ),
+        );
+    }
 }
 
 /// The rules of SPEC §8 that tie `auth` keys to each other and to `websocket.host`. Secrets

@@ -164,6 +164,7 @@ impl<D: StreamDecoder + 'static> Call<D> {
             match self.retry_delay(&failure) {
                 Some(delay) => {
                     self.retries += 1;
+                    crate::metrics::model_retry();
                     tracing::warn!(
                         provider = %self.endpoint.name,
                         retry = self.retries,

@@ -301,6 +301,7 @@ pub async fn call_tool(
         Ok(trial) => trial,
         Err(refusal) => return convert::ToolAnswer::failed(refusal),
     };
+    let started = std::time::Instant::now();
     let mut deadlines = Deadlines::new(server);
     let mut outcome = call_once(server, tool, arguments, context, &mut deadlines).await;
     if let Err(CallFailure::NotSent(first)) = &outcome {
@@ -313,6 +314,7 @@ pub async fn call_tool(
         Err(CallFailure::Failed(message, verdict)) => (verdict, convert::ToolAnswer::failed(message)),
     };
     lock(&server.breaker).record(verdict, trial);
+    crate::metrics::tool_call(&server.name, tool, result.ok, started.elapsed());
     result
 }
 

@@ -34,6 +34,30 @@ pub enum McpServerState {
     Stopped,
 }
 
+impl McpServerState {
+    /// Every state, for a gauge per state (`/metrics`).
+    pub const ALL: [McpServerState; 6] = [
+        McpServerState::Connecting,
+        McpServerState::Connected,
+        McpServerState::Restarting,
+        McpServerState::Failed,
+        McpServerState::CircuitOpen,
+        McpServerState::Stopped,
+    ];
+
+    /// The name the JSON views use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            McpServerState::Connecting => "connecting",
+            McpServerState::Connected => "connected",
+            McpServerState::Restarting => "restarting",
+            McpServerState::Failed => "failed",
+            McpServerState::CircuitOpen => "circuit_open",
+            McpServerState::Stopped => "stopped",
+        }
+    }
+}
+
 /// What the supervisor last learned about its server.
 pub struct Status {
     pub state: McpServerState,

@@ -110,6 +110,12 @@ async fn admin_action(
     Json(json!({ "server": server, "action": action, "by": admin })).into_response()
 }
 
+/// `GET /metrics`: admin only once authentication is on (SPEC §3, §8), like `/api/servers`.
+pub async fn metrics(_: Admin, State(state): State<Arc<AppState>>) -> Response {
+    let body = crate::metrics::render(&state.mcp.server_states());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
 pub async fn tools(_: Caller, State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "tools": state.mcp.tools_view() }))
 }

@@ -177,6 +177,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/servers", get(http::servers))
         .route("/api/servers/{name}/restart", axum::routing::post(http::restart_server))
         .route("/api/servers/{name}/breaker/reset", axum::routing::post(http::reset_breaker))
+        .route("/metrics", get(http::metrics))
         .route("/api/tools", get(http::tools))
         .route("/api/prompts", get(http::prompts))
         .route("/api/resources", get(http::resources))

@@ -144,6 +144,7 @@ impl Connection {
 }
 
 pub async fn serve_socket(socket: WebSocket, state: Arc<AppState>, authenticated: Authenticated) {
+    let _open = crate::metrics::Open::socket();
     let (sink, mut stream) = socket.split();
     let (queue, outgoing) = mpsc::unbounded();
     let websocket = &state.settings.websocket;

@@ -80,6 +80,15 @@ pub trait Ledger {
     fn owner(&self, conversation_id: &str) -> Option<String>;
 }
 
+/// What a store's writer is asked to stage. The ends of orphaned requests are worked out by
+/// the writer itself, under the same lock as their write, so that two processes sweeping at
+/// once cannot both finish one request.
+#[derive(Debug)]
+pub enum Work {
+    Append(Vec<NewEvent>),
+    FinishOrphans,
+}
+
 /// A claim's key: request ids are unique per user.
 type ClaimKey = (String, String);
 

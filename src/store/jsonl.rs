@@ -42,11 +42,16 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::chain::{Claim, GENESIS_PREV, Ledger, Staging, recompute_hash, utc_day};
+use super::chain::{Claim, GENESIS_PREV, Ledger, Staging, Work, recompute_hash, utc_day};
 use super::lines::{ScanError, scan_lines};
 use super::recent::RecentCut;
+use super::record::{END_KEY, OWNER_KEY, interrupted};
 use super::tails::Tails;
 use super::{ANONYMOUS, ChatEvent, ConversationSummary, EventStore, EventType, NewEvent, RecentLimit, StoreError};
+
+/// How often a process looks for requests whose owner process died: a few seconds of a
+/// resent request's 409 at most, and a few reads of `/proc` when there is anything to look at.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Upper bound of batches merged into one write, so one group cannot hold the lock for long.
 const MAX_GROUP_BATCHES: usize = 1024;
@@ -142,7 +147,7 @@ struct Shared {
 }
 
 struct Job {
-    batch: Vec<NewEvent>,
+    work: Work,
     reply: oneshot::Sender<Result<Vec<ChatEvent>, StoreError>>,
 }
 
@@ -182,7 +187,16 @@ struct Index {
     requests: HashMap<String, HashMap<String, RequestIndex>>,
     /// Model tokens by user, then UTC day (`YYYY-MM-DD`), for the daily budget.
     spent: HashMap<String, HashMap<String, u64>>,
+    /// Claims whose end is not stored yet and whose line names its owner process, by user,
+    /// then `request_id`: the requests that may be orphaned.
+    unfinished: HashMap<String, HashMap<String, Unfinished>>,
     chain_break: Option<ChainBreak>,
+}
+
+#[derive(Debug)]
+struct Unfinished {
+    conversation_id: String,
+    owner: String,
 }
 
 /// The fields of a line the index needs; the rest is skipped without being built.
@@ -203,10 +217,23 @@ struct LineHead<'a> {
     kind: EventType,
     #[serde(default)]
     usage: Option<UsageHead>,
+    #[serde(borrow, default)]
+    extra: ExtraHead<'a>,
     #[serde(borrow)]
     prev: Cow<'a, str>,
     #[serde(borrow)]
     hash: Cow<'a, str>,
+}
+
+/// The keys of `extra` that tell whether a request is finished and who owns its claim.
+#[derive(Deserialize, Default)]
+struct ExtraHead<'a> {
+    /// [`END_KEY`]: present on the event that ends a request.
+    #[serde(default)]
+    status: Option<serde::de::IgnoredAny>,
+    /// [`OWNER_KEY`].
+    #[serde(borrow, default)]
+    owner: Option<Cow<'a, str>>,
 }
 
 /// The part of a line's `usage` the daily token budget counts.
@@ -226,6 +253,10 @@ impl<'a> LineHead<'a> {
             timestamp: Cow::Borrowed(&event.timestamp),
             kind: event.kind,
             usage: event.usage.map(|usage| UsageHead { total_tokens: usage.total_tokens }),
+            extra: ExtraHead {
+                status: event.extra.contains_key(END_KEY).then_some(serde::de::IgnoredAny),
+                owner: event.extra.get(OWNER_KEY).and_then(serde_json::Value::as_str).map(Cow::Borrowed),
+            },
             prev: Cow::Borrowed(&event.prev),
             hash: Cow::Borrowed(&event.hash),
         }
@@ -241,6 +272,7 @@ impl Index {
             conversations: HashMap::new(),
             requests: HashMap::new(),
             spent: HashMap::new(),
+            unfinished: HashMap::new(),
             chain_break: None,
         }
     }
@@ -300,12 +332,39 @@ impl Index {
             if head.kind == EventType::UserMessage && request.claim.is_none() {
                 request.claim =
                     Some(Claim { conversation_id: head.conversation_id.to_string(), event_id: head.id.to_string() });
+                if let Some(owner) = &head.extra.owner {
+                    let unfinished =
+                        Unfinished { conversation_id: head.conversation_id.to_string(), owner: owner.to_string() };
+                    self.unfinished.entry(user.to_owned()).or_default().insert(request_id.to_string(), unfinished);
+                }
+            } else if head.extra.status.is_some()
+                && let Some(requests) = self.unfinished.get_mut(user)
+            {
+                requests.remove(request_id.as_ref());
+                if requests.is_empty() {
+                    self.unfinished.remove(user);
+                }
             }
         }
         self.lines += 1;
         self.end = at.offset + u64::from(at.len) + 1;
         self.last_hash.clear();
         self.last_hash.push_str(&head.hash);
+    }
+}
+
+impl Index {
+    /// The ends the unfinished requests of processes that are gone need.
+    fn orphan_ends(&self) -> Vec<NewEvent> {
+        let mut ends = Vec::new();
+        for (user, requests) in &self.unfinished {
+            for (request_id, unfinished) in requests {
+                if super::process::is_gone(&unfinished.owner) {
+                    ends.push(interrupted(unfinished.conversation_id.clone(), request_id.clone(), user.clone()));
+                }
+            }
+        }
+        ends
     }
 }
 
@@ -622,6 +681,13 @@ impl JsonlStore {
         }
     }
 
+    async fn write(&self, work: Work) -> Result<Vec<ChatEvent>, StoreError> {
+        let stopped = || io_error(&self.shared.path, std::io::Error::other("the store's writer thread has stopped"));
+        let (reply, answer) = oneshot::channel();
+        self.jobs.as_ref().ok_or_else(stopped)?.send(Job { work, reply }).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
@@ -658,15 +724,24 @@ fn write_loop(shared: &Shared, writer: &File, fsync: bool, queue: &mpsc::Receive
 
 /// Writes a group of batches with one lock, one `write` and one sync, and answers each.
 fn commit_group(shared: &Shared, writer: &File, fsync: bool, group: Vec<Job>) {
-    let (batches, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|job| (job.batch, job.reply)).unzip();
-    let mut outcomes: Vec<Result<Vec<ChatEvent>, StoreError>> = Vec::with_capacity(batches.len());
+    let (work, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|job| (job.work, job.reply)).unzip();
+    let mut outcomes: Vec<Result<Vec<ChatEvent>, StoreError>> = Vec::with_capacity(work.len());
     let written = (|| {
         let _lock = FileLock::exclusive(&shared.path, writer)?;
         let (start, lines) = {
             let mut index = shared.index();
             catch_up_exclusive(shared, writer, &mut index)?;
             let mut staging = Staging::new(index.last_hash.clone());
-            for batch in batches {
+            let mut orphans = Some(());
+            for work in work {
+                let batch = match work {
+                    Work::Append(batch) => batch,
+                    // Worked out under the lock, once per group: no other process can be
+                    // finishing the same requests, and the group's later sweeps would find them
+                    // again.
+                    Work::FinishOrphans if orphans.take().is_some() => index.orphan_ends(),
+                    Work::FinishOrphans => Vec::new(),
+                };
                 outcomes.push(staging.stage(&*index, batch));
             }
             (index.end, staging.lines)
@@ -750,19 +825,24 @@ fn copy_error(error: &StoreError) -> StoreError {
             conversation_id: conversation_id.clone(),
             event_id: event_id.clone(),
         },
+        StoreError::Unavailable { store, message } => {
+            StoreError::Unavailable { store: store.clone(), message: message.clone() }
+        }
     }
 }
 
 #[async_trait]
 impl EventStore for JsonlStore {
-    async fn append(&self, batch: Vec<NewEvent>) -> Result<Vec<ChatEvent>, StoreError> {
+    async fn append(&self, mut batch: Vec<NewEvent>) -> Result<Vec<ChatEvent>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let stopped = || io_error(&self.shared.path, std::io::Error::other("the store's writer thread has stopped"));
-        let (reply, answer) = oneshot::channel();
-        self.jobs.as_ref().ok_or_else(stopped)?.send(Job { batch, reply }).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        for event in &mut batch {
+            if event.kind == EventType::UserMessage && event.request_id.is_some() {
+                event.extra.insert(OWNER_KEY.to_owned(), super::process::this_process().into());
+            }
+        }
+        self.write(Work::Append(batch)).await
     }
 
     async fn conversation(&self, conversation_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
@@ -788,5 +868,24 @@ impl EventStore for JsonlStore {
     async fn tokens_spent(&self, user: &str, day: &str) -> Result<u64, StoreError> {
         let (user, day) = (user.to_string(), day.to_string());
         self.blocking(move |shared| shared.tokens_spent(&user, &day)).await
+    }
+
+    fn sweep_every(&self) -> Option<std::time::Duration> {
+        Some(SWEEP_EVERY)
+    }
+
+    async fn finish_orphans(&self) -> Result<Vec<ChatEvent>, StoreError> {
+        // Looked at first without the lock: the writer and the lock are needed only when a
+        // process is gone.
+        let any = self
+            .blocking(|shared| {
+                shared.refresh()?;
+                Ok(!shared.index().orphan_ends().is_empty())
+            })
+            .await?;
+        if !any {
+            return Ok(Vec::new());
+        }
+        self.write(Work::FinishOrphans).await
     }
 }

@@ -1,7 +1,7 @@
 //! The event log (SPEC §6): the event type and the store interface the chat service uses.
 //!
-//! The chat service sees only [`EventStore`]; `jsonl` is the production implementation and
-//! `memory` the one for unit tests of the turn. `record` says what the chat service's lines
+//! The chat service sees only [`EventStore`]; `jsonl` (one host) and `postgres` (several hosts) are
+//! the production implementations and `memory` the one for unit tests of the turn. `record` says what the chat service's lines
 //! mean.
 
 use std::sync::Arc;
@@ -121,6 +121,9 @@ pub enum StoreError {
     Io { path: String, source: std::io::Error },
     #[error("{path}: line {line}: {message}")]
     Corrupt { path: String, line: u64, message: String },
+    /// The database did not answer or refused the statement; nothing of the batch is stored.
+    #[error("the event database {store} is unavailable: {message}")]
+    Unavailable { store: String, message: String },
 }
 
 /// The conversation log. Every method sees what other processes sharing the store have
@@ -162,12 +165,80 @@ pub trait EventStore: Send + Sync {
     /// Model tokens `user` spent on the UTC day `day` (`YYYY-MM-DD`): the `usage` of the
     /// user's events stamped that day, in every process sharing the store.
     async fn tokens_spent(&self, user: &str, day: &str) -> Result<u64, StoreError>;
+
+    /// How often this process renews the leases of the requests it runs and finishes the
+    /// requests of processes that are gone ([`EventStore::finish_orphans`]); `None` for a
+    /// store no other process shares.
+    fn sweep_every(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Extends this process's leases on `requests`, the `(user, request_id)` it is still
+    /// running; a no-op for a store whose claims carry no lease.
+    async fn renew_leases(&self, _requests: &[(String, String)]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Stores the end of every request claimed by a process that is gone (its lease ran out
+    /// on PostgreSQL; its process is dead for JSONL) without its end being stored: an
+    /// `error` 503 [`record::INTERRUPTED`], so that a resent request gets a terminal message
+    /// and the half-done turn never runs twice. Each such request is finished once, whichever
+    /// processes sweep at the same time. Returns the stored ends.
+    async fn finish_orphans(&self) -> Result<Vec<ChatEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Whether the frames of running requests are shared with processes on other hosts
+    /// ([`EventStore::share_frames`], [`EventStore::follow_frames`]), so that a `resume`
+    /// reaching another replica follows its request live.
+    fn shares_frames(&self) -> bool {
+        false
+    }
+
+    /// Shares the next frames of a request running in this process.
+    async fn share_frames(&self, _batch: FrameBatch<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The shared frames of `user`'s request running in another process, from its first on,
+    /// as they come; the feed ends after the terminal frame. A store that shares none ends it
+    /// at once.
+    async fn follow_frames(&self, _user: &str, _request_id: &str) -> Result<FrameFeed, StoreError> {
+        Ok(tokio::sync::mpsc::unbounded_channel().1)
+    }
 }
+
+/// The next frames of `user`'s request running in this process: JSON text as its clients were
+/// sent it, numbered from `first_seq`; `terminal` when the last of them ends the request.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameBatch<'a> {
+    pub user: &'a str,
+    pub request_id: &'a str,
+    pub first_seq: u64,
+    pub frames: &'a [Arc<str>],
+    pub terminal: bool,
+}
+
+/// One frame of a request running in another process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFrame {
+    /// Empty when the request's process is gone: the request's end is in the store.
+    pub frame: Arc<str>,
+    pub terminal: bool,
+}
+
+/// What [`EventStore::follow_frames`] yields.
+pub type FrameFeed = tokio::sync::mpsc::UnboundedReceiver<Result<SharedFrame, StoreError>>;
 
 pub mod chain;
 pub mod jsonl;
 pub mod lines;
+pub mod location;
 pub mod memory;
+pub mod metered;
+pub mod postgres;
+pub mod process;
 pub mod recent;
 pub mod record;
 mod tails;
+pub mod verify;

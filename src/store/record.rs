@@ -203,6 +203,19 @@ pub struct Failure {
     pub data: Option<Value>,
 }
 
+/// What a client is told about a request whose server process stopped mid-turn.
+pub const INTERRUPTED: &str =
+    "interrupted: the server process answering this request stopped; send it again with a new request_id";
+
+/// The end stored for a request whose owner process is gone (SPEC §6, no stuck requests): an
+/// `error` 503, so that resending it gets a terminal message instead of running a half-done
+/// turn, whose tools may have had side effects, a second time.
+pub fn interrupted(conversation_id: String, request_id: String, user: String) -> NewEvent {
+    let failure = Failure { code: 503, message: INTERRUPTED.to_owned(), data: None };
+    let ended = Record::Ended { model: String::new(), partial_text: String::new(), ending: Ending::Failed(failure) };
+    ended.into_event(conversation_id, request_id, user, 0)
+}
+
 /// A stored event that is not a record this version can read.
 #[derive(Debug, thiserror::Error)]
 #[error("event {event_id} (seq {seq} of conversation {conversation_id:?}) is not a readable record: {reason}")]
@@ -244,8 +257,12 @@ enum EndExtra {
     Error { error: Failure },
 }
 
-/// The key whose presence marks the event that ends a request.
-const END_KEY: &str = "status";
+/// The key of `extra` whose presence marks the event that ends a request; stores that track
+/// running requests (PostgreSQL's leases) recognise the end by it.
+pub const END_KEY: &str = "status";
+/// The key of a claim's `extra` (a `user_message`) naming the process that stored it, where the
+/// store tracks owners in its lines (JSONL: [`super::process`]).
+pub const OWNER_KEY: &str = "owner";
 /// The key whose presence marks a question or its answer.
 const QUESTION_KEY: &str = "question";
 

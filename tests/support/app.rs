@@ -10,8 +10,8 @@ use mcp_platform::app::App;
 use mcp_platform::config::{
     ApprovalPolicy, AuthMode, AuthSettings, ChatServiceSettings, ChatSettings, CircuitBreakerSettings, ContextSettings,
     JwtSettings, LimitsSettings, LlmSettings, LogFormat, LoggingSettings, McpConnectionSettings, McpSettings,
-    ProviderKind, ProviderSettings, Secret, ServerConfig, ServersConfig, Settings, ShutdownSettings, StoreSettings,
-    StreamingSettings, ToolApprovalSettings, WebSocketSettings,
+    PostgresSettings, ProviderKind, ProviderSettings, Secret, ServerConfig, ServersConfig, Settings, ShutdownSettings,
+    StoreBackend, StoreSettings, StreamingSettings, ToolApprovalSettings, WebSocketSettings,
 };
 use mcp_platform::server::RunningServer;
 use mock_llm::{MockLlm, Script};
@@ -63,7 +63,12 @@ pub fn settings(base_url: &str, store_path: PathBuf) -> Settings {
             header_timeout: 10.0,
             first_frame_timeout: 60.0,
         },
-        store: StoreSettings { path: store_path, fsync: true },
+        store: StoreSettings {
+            backend: StoreBackend::Jsonl,
+            path: store_path,
+            fsync: true,
+            postgres: PostgresSettings { url: Secret::default(), pool_size: 8 },
+        },
         mcp: McpSettings {
             connection: McpConnectionSettings {
                 max_reconnect_attempts: 5,

@@ -1,9 +1,9 @@
 //! Everything the integration tests share, in one place: the application started on
 //! loopback ([`app`]), a WebSocket client of the protocol ([`ws`]), child processes of the
 //! workspace's binaries ([`process`]), a program in a pseudo-terminal ([`terminal`]), a real
-//! Chromium ([`browser`]), users with API keys ([`users`]), the demo server with its notes in
-//! a file ([`notes`]), and builders for the LLM ([`llm`]), MCP ([`mcp`]) and store ([`store`])
-//! tests.
+//! Chromium ([`browser`]), PostgreSQL ([`postgres`]) and nginx ([`nginx`]), users with API
+//! keys ([`users`]), the demo server with its notes in a file ([`notes`]), and builders for the
+//! LLM ([`llm`]), MCP ([`mcp`]) and store ([`store`]) tests.
 //!
 //! Tests never build crates themselves: `./run_tests.sh` builds every workspace binary first
 //! (`cargo build --workspace --bins`), and [`process::binary`] says so when one is missing.
@@ -13,7 +13,9 @@ pub mod app;
 pub mod browser;
 pub mod llm;
 pub mod mcp;
+pub mod nginx;
 pub mod notes;
+pub mod postgres;
 pub mod process;
 pub mod store;
 pub mod terminal;

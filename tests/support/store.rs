@@ -1,9 +1,11 @@
 //! Store and replay tests: events built in code, and the lines of an events file.
 
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use mcp_platform::domain::{Role, ToolCall, Usage};
-use mcp_platform::store::{ChatEvent, EventType, NewEvent};
+use mcp_platform::store::{ChatEvent, EventStore, EventType, NewEvent};
 use serde_json::{Map, json};
 
 pub fn user(conversation: &str, request: &str, text: &str) -> NewEvent {
@@ -58,10 +60,64 @@ pub fn tool_turn(conversation: &str, request: &str, model: &str) -> Vec<NewEvent
     ]
 }
 
+/// `turns` rounds of a whole tool-calling turn in conversations "a" and "b", appended through
+/// `store` (request ids `a-0`, `b-0`, `a-1`, …); the events stored.
+pub async fn append_turns(store: &dyn EventStore, turns: usize) -> Vec<ChatEvent> {
+    let mut written = Vec::new();
+    for turn in 0..turns {
+        for conversation in ["a", "b"] {
+            let request = format!("{conversation}-{turn}");
+            let mut batch = vec![user(conversation, &request, "hi")];
+            batch.extend(tool_turn(conversation, &request, "gpt-4o"));
+            batch.push(assistant(conversation, &request, "5", "gpt-4o"));
+            written.extend(store.append(batch).await.unwrap());
+        }
+    }
+    written
+}
+
+/// `count` whole requests in `conversation`: a question, a tool call with its result, an answer.
+pub fn tool_requests(conversation: &str, count: usize) -> Vec<NewEvent> {
+    (0..count)
+        .flat_map(|turn| {
+            let request = format!("{conversation}-{turn}");
+            let mut events = vec![user(conversation, &request, "q")];
+            events.extend(tool_turn(conversation, &request, "m"));
+            events.push(assistant(conversation, &request, "a", "m"));
+            events
+        })
+        .collect()
+}
+
 pub fn file_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap().lines().map(str::to_string).collect()
 }
 
 pub fn parsed_lines(path: &Path) -> Vec<ChatEvent> {
     file_lines(path).iter().map(|line| serde_json::from_str(line).unwrap()).collect()
+}
+
+/// `appenders` tasks, released together, each appending one user turn to conversation
+/// `c{n % conversations}` through `handles[n % handles.len()]`; the ids stored.
+pub async fn append_concurrently(
+    handles: &[Arc<dyn EventStore>],
+    appenders: usize,
+    conversations: usize,
+) -> HashSet<String> {
+    let start = Arc::new(tokio::sync::Barrier::new(appenders));
+    let tasks: Vec<_> = (0..appenders)
+        .map(|n| {
+            let store = Arc::clone(&handles[n % handles.len()]);
+            let start = Arc::clone(&start);
+            tokio::spawn(async move {
+                start.wait().await;
+                store.append(vec![user(&format!("c{}", n % conversations), &format!("r{n}"), "hi")]).await
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.unwrap().unwrap()[0].id.clone());
+    }
+    ids
 }

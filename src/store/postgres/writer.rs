@@ -1,0 +1,286 @@
+//! The writer task of a [`PostgresStore`](super::PostgresStore): group commit under the
+//! chain lock, and the leases that go with claims and ends (see the parent module).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{LEASE, unavailable};
+use crate::store::chain::{Claim, Ledger, Staging, Work};
+use crate::store::record::{END_KEY, interrupted};
+use crate::store::{ChatEvent, EventType, NewEvent, StoreError};
+
+/// Upper bound of batches merged into one transaction, so one group cannot hold the chain
+/// lock for long.
+const MAX_GROUP_BATCHES: usize = 1024;
+
+pub(super) struct Job {
+    pub work: Work,
+    pub reply: oneshot::Sender<Result<Vec<ChatEvent>, StoreError>>,
+}
+
+/// The `seq`, owners and claims a group's batches depend on, read under the chain lock.
+#[derive(Default)]
+struct Prefetched {
+    last_seqs: HashMap<String, u64>,
+    owners: HashMap<String, String>,
+    /// By `(user, request_id)`.
+    claims: HashMap<(String, String), Claim>,
+}
+
+impl Ledger for Prefetched {
+    fn last_seq(&self, conversation_id: &str) -> u64 {
+        self.last_seqs.get(conversation_id).copied().unwrap_or(0)
+    }
+
+    fn claim(&self, user: &str, request_id: &str) -> Option<Claim> {
+        self.claims.get(&(user.to_owned(), request_id.to_owned())).cloned()
+    }
+
+    fn owner(&self, conversation_id: &str) -> Option<String> {
+        self.owners.get(conversation_id).cloned()
+    }
+}
+
+pub(super) async fn write_loop(
+    pool: Pool,
+    shown_url: String,
+    owner: Arc<str>,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_BATCHES {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let (work, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|job| (job.work, job.reply)).unzip();
+        let outcomes = match commit_group(&pool, &owner, work).await {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                tracing::warn!(url = %shown_url, %error, "appending to the database failed");
+                let message = format!("the append was not stored: {error}");
+                replies.iter().map(|_| Err(unavailable(&shown_url)(message.clone()))).collect()
+            }
+        };
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            // The appender may have given up waiting; a committed batch is stored all the same.
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// One transaction for the whole group: lock the head, take the expired leases if asked to,
+/// stage every batch on what the database holds, insert the accepted rows, move the head,
+/// commit.
+async fn commit_group(
+    pool: &Pool,
+    owner: &str,
+    work: Vec<Work>,
+) -> Result<Vec<Result<Vec<ChatEvent>, StoreError>>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let head = transaction.query_one("SELECT position, hash FROM chain_head FOR UPDATE", &[]).await?;
+    let mut position: i64 = head.get(0);
+    let prev: String = head.get(1);
+    let mut orphans = Some(());
+    let mut batches = Vec::with_capacity(work.len());
+    for work in work {
+        batches.push(match work {
+            Work::Append(batch) => batch,
+            // Once per group: the later sweeps of the group would find the same leases.
+            Work::FinishOrphans if orphans.take().is_some() => take_orphans(&transaction).await?,
+            Work::FinishOrphans => Vec::new(),
+        });
+    }
+    let ledger = prefetch(&transaction, &batches).await?;
+    let mut staging = Staging::new(prev);
+    let outcomes: Vec<_> = batches.into_iter().map(|batch| staging.stage(&ledger, batch)).collect();
+    let accepted: Vec<&ChatEvent> = outcomes.iter().filter_map(|outcome| outcome.as_ref().ok()).flatten().collect();
+    if accepted.is_empty() {
+        return Ok(outcomes);
+    }
+    let mut columns = Rows::default();
+    let lines = std::str::from_utf8(&staging.lines)?;
+    for (event, line) in accepted.iter().zip(lines.lines()) {
+        position += 1;
+        columns.push(position, event, line);
+    }
+    transaction
+        .execute(
+            "INSERT INTO events (position, id, conversation_id, seq, request_id, \"user\", kind, timestamp, tokens,
+                                 line, prev, hash)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                                  $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])",
+            &[
+                &columns.position,
+                &columns.id,
+                &columns.conversation_id,
+                &columns.seq,
+                &columns.request_id,
+                &columns.user,
+                &columns.kind,
+                &columns.timestamp,
+                &columns.tokens,
+                &columns.line,
+                &columns.prev,
+                &columns.hash,
+            ],
+        )
+        .await?;
+    transaction.execute("UPDATE chain_head SET position = $1, hash = $2", &[&position, &staging.prev]).await?;
+    update_leases(&transaction, owner, &accepted).await?;
+    transaction.commit().await?;
+    Ok(outcomes)
+}
+
+/// Deletes the leases that ran out and returns the ends their requests need; their followers
+/// on other replicas get the empty terminal frame that sends them to the stored end.
+async fn take_orphans(transaction: &tokio_postgres::Transaction<'_>) -> Result<Vec<NewEvent>, tokio_postgres::Error> {
+    let rows = transaction
+        .query(
+            "WITH gone AS (DELETE FROM leases WHERE expires_at < now() RETURNING conversation_id, request_id, \"user\"),
+                  ended AS (INSERT INTO frames (\"user\", request_id, seq, frame, terminal)
+                            SELECT g.\"user\", g.request_id,
+                                   coalesce((SELECT max(seq) + 1 FROM frames f
+                                             WHERE f.\"user\" = g.\"user\" AND f.request_id = g.request_id), 0),
+                                   '', true
+                            FROM gone g ON CONFLICT DO NOTHING)
+             SELECT conversation_id, request_id, \"user\" FROM gone",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| interrupted(row.get(0), row.get(1), row.get(2))).collect())
+}
+
+/// Leases the requests the group claims to `owner` and drops those it ends.
+async fn update_leases(
+    transaction: &tokio_postgres::Transaction<'_>,
+    owner: &str,
+    accepted: &[&ChatEvent],
+) -> Result<(), tokio_postgres::Error> {
+    let (mut claimed, mut conversations, mut claimed_by) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ended, mut ended_by) = (Vec::new(), Vec::new());
+    for event in accepted {
+        let Some(request_id) = event.request_id.as_deref() else { continue };
+        if event.kind == EventType::UserMessage {
+            claimed.push(request_id);
+            conversations.push(event.conversation_id.as_str());
+            claimed_by.push(event.user());
+        } else if event.extra.contains_key(END_KEY) {
+            ended.push(request_id);
+            ended_by.push(event.user());
+        }
+    }
+    if !claimed.is_empty() {
+        transaction
+            .execute(
+                "INSERT INTO leases (\"user\", request_id, conversation_id, owner, expires_at)
+                 SELECT \"user\", request_id, conversation_id, $4, now() + make_interval(secs => $5)
+                 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS claimed(\"user\", request_id, conversation_id)",
+                &[&claimed_by, &claimed, &conversations, &owner, &LEASE.as_secs_f64()],
+            )
+            .await?;
+    }
+    if !ended.is_empty() {
+        transaction
+            .execute(
+                "DELETE FROM leases WHERE (\"user\", request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+                &[&ended_by, &ended],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+async fn prefetch(
+    transaction: &tokio_postgres::Transaction<'_>,
+    batches: &[Vec<NewEvent>],
+) -> Result<Prefetched, tokio_postgres::Error> {
+    let events = batches.iter().flatten();
+    let mut conversations: Vec<&str> = events.clone().map(|event| event.conversation_id.as_str()).collect();
+    conversations.sort_unstable();
+    conversations.dedup();
+    let (users, requests): (Vec<&str>, Vec<&str>) = events
+        .filter(|event| event.kind == EventType::UserMessage)
+        .filter_map(|event| Some((event.user.as_str(), event.request_id.as_deref()?)))
+        .unzip();
+    let mut ledger = Prefetched::default();
+    // Each conversation's newest and first row through the (conversation_id, seq) index, so
+    // the cost does not grow with the conversation.
+    let known = transaction
+        .query(
+            "SELECT c.id, newest.seq, first.\"user\" FROM UNNEST($1::text[]) AS c(id)
+             CROSS JOIN LATERAL (SELECT seq FROM events WHERE conversation_id = c.id ORDER BY seq DESC LIMIT 1) newest
+             CROSS JOIN LATERAL (SELECT \"user\" FROM events WHERE conversation_id = c.id AND seq = 1) first",
+            &[&conversations],
+        )
+        .await?;
+    for row in known {
+        let conversation_id: String = row.get(0);
+        ledger.last_seqs.insert(conversation_id.clone(), row.get::<_, i64>(1) as u64);
+        ledger.owners.insert(conversation_id, row.get(2));
+    }
+    if !requests.is_empty() {
+        let claims = transaction
+            .query(
+                "SELECT \"user\", request_id, conversation_id, id FROM events
+                 WHERE kind = 'user_message' AND (\"user\", request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+                &[&users, &requests],
+            )
+            .await?;
+        for row in claims {
+            ledger.claims.insert((row.get(0), row.get(1)), Claim { conversation_id: row.get(2), event_id: row.get(3) });
+        }
+    }
+    Ok(ledger)
+}
+
+/// The inserted rows as one array per column, for a single `INSERT … SELECT FROM UNNEST`.
+#[derive(Default)]
+struct Rows<'a> {
+    position: Vec<i64>,
+    id: Vec<&'a str>,
+    conversation_id: Vec<&'a str>,
+    seq: Vec<i64>,
+    request_id: Vec<Option<&'a str>>,
+    user: Vec<&'a str>,
+    kind: Vec<&'static str>,
+    timestamp: Vec<&'a str>,
+    /// The model tokens of its `usage`, summed for the daily budget.
+    tokens: Vec<i64>,
+    line: Vec<&'a str>,
+    prev: Vec<&'a str>,
+    hash: Vec<&'a str>,
+}
+
+impl<'a> Rows<'a> {
+    fn push(&mut self, position: i64, event: &'a ChatEvent, line: &'a str) {
+        self.position.push(position);
+        self.id.push(&event.id);
+        self.conversation_id.push(&event.conversation_id);
+        self.seq.push(event.seq as i64);
+        self.request_id.push(event.request_id.as_deref());
+        self.user.push(event.user());
+        self.kind.push(kind_name(event.kind));
+        self.timestamp.push(&event.timestamp);
+        self.tokens.push(event.usage.map_or(0, |usage| usage.total_tokens as i64));
+        self.line.push(line);
+        self.prev.push(&event.prev);
+        self.hash.push(&event.hash);
+    }
+}
+
+fn kind_name(kind: EventType) -> &'static str {
+    match kind {
+        EventType::UserMessage => "user_message",
+        EventType::AssistantMessage => "assistant_message",
+        EventType::ToolResult => "tool_result",
+        EventType::SystemUpdate => "system_update",
+        EventType::Meta => "meta",
+    }
+}
