@@ -291,7 +291,8 @@ async fn recent_reads_whole_requests_newest_first_within_the_limit(backend: impl
     // A request holds 3 + 20 + 1 + 12 = 36 tokens in 4 messages: 100 tokens are passed in the
     // third request from the end, at its tool call, and its question comes along.
     let limit = RecentLimit { tokens: 100, messages: 5 };
-    let shape = |events: &[std::sync::Arc<ChatEvent>]| events.iter().map(|event| (event.seq, event.kind)).collect::<Vec<_>>();
+    let shape =
+        |events: &[std::sync::Arc<ChatEvent>]| events.iter().map(|event| (event.seq, event.kind)).collect::<Vec<_>>();
     for (conversation, requests) in [("short", 10u64), ("long", 300)] {
         let recent = store.recent(conversation, limit).await.unwrap();
         let seqs: Vec<u64> = recent.iter().map(|event| event.seq).collect();
