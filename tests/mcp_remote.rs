@@ -267,11 +267,33 @@ async fn server_everything_over_streamable_http_and_the_demo_speak_their_newest_
         everything_shown["tools"].as_array().expect("tools").iter().filter_map(|tool| tool["name"].as_str()).collect();
     assert!(names.contains(&"everything__echo"), "{names:?}");
 
-    let manager = start(servers(vec![("everything", remote(&format!("http://127.0.0.1:{port}/mcp"), &[]))])).await;
-    let echo = call(&manager, "everything__echo", json!({"message": "over http"})).await;
-    assert!(echo.ok && echo.content.contains("over http"), "{}", echo.content);
-    let sum = call(&manager, "everything__get-sum", json!({"a": 2, "b": 3})).await;
-    assert!(sum.ok && sum.content.contains('5'), "{}", sum.content);
-    manager.shutdown().await;
+    // Its tools in a chat turn, as a user meets them.
+    let script = json!([
+        {"tool_calls": [
+            {"name": "everything__echo", "arguments": {"message": "over http"}},
+            {"name": "everything__get-sum", "arguments": {"a": 2, "b": 3}}
+        ]},
+        {"text": "Echoed, and it is 5."}
+    ]);
+    let app = TestApp::start(Options {
+        script: Some(script),
+        servers: vec![("everything", remote(&format!("http://127.0.0.1:{port}/mcp"), &[]))],
+        ..Options::default()
+    })
+    .await;
+    let messages = app.client().await.chat("r-everything", json!({"text": "echo, then 2+3"})).await;
+    assert_well_formed(&messages);
+    let results = chunks(&messages, "tool_result");
+    let outcome = |name: &str| {
+        let result =
+            results.iter().find(|result| result["name"] == name).unwrap_or_else(|| panic!("{name}: {messages:?}"));
+        (result["ok"].as_bool(), result["content"].as_str().unwrap_or_default().to_owned())
+    };
+    let (echo_ok, echo) = outcome("everything__echo");
+    assert!(echo_ok == Some(true) && echo.contains("over http"), "{echo}");
+    let (sum_ok, sum) = outcome("everything__get-sum");
+    assert!(sum_ok == Some(true) && sum.contains('5'), "{sum}");
+    assert_eq!(messages.last().expect("terminal")["status"], "complete");
+    app.shutdown().await;
     drop(everything);
 }
