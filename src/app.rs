@@ -55,8 +55,9 @@ pub struct App {
 impl App {
     /// Sets up authentication, opens the store, configures the LLM provider and launches the
     /// MCP servers, without waiting for them ([`McpManager::settled`] does), while the default
-    /// model's token table is built: the app is returned only once it is, so no first turn
-    /// stalls on it.
+    /// model's token table is built and a connection to the provider is opened: the app is
+    /// returned only once both are done (the connection given up after two seconds), so no
+    /// first turn stalls on them.
     ///
     /// Fails on auth settings that cannot work (an unreadable JWKS file), a store that cannot be
     /// opened or a provider that cannot be configured; an MCP
@@ -68,6 +69,7 @@ impl App {
         crate::metrics::handle();
         let llm = crate::llm::from_settings(&settings.llm)?;
         let token_tables = TokenCounter::warm_up(llm.default_model());
+        let provider_connected = tokio::spawn(llm.connect_ahead());
         let (store, store_report) = open_store(&settings).await?;
         let store: Arc<dyn EventStore> = Arc::new(MeteredStore(store));
         crate::chat::leases::finish_orphans(store.as_ref()).await;
@@ -76,6 +78,7 @@ impl App {
             // A panic there was reported on its thread; the first turn then builds the table.
             let _ = tokio::task::spawn_blocking(move || token_tables.join()).await;
         }
+        let _ = provider_connected.await;
         let chat = ChatService::new(settings.chat.service.clone(), ChatDeps { llm, tools: mcp.clone(), store });
         Ok(Self { settings, authenticator, chat, mcp, store_report })
     }

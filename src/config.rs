@@ -123,6 +123,10 @@ pub enum ApprovalPolicy {
 #[serde(deny_unknown_fields)]
 pub struct StreamingSettings {
     pub enabled: bool,
+    /// Seconds between two `text` chunks of an answer at the least: deltas the model sends
+    /// sooner wait and go out together. 0 (the default) sends every delta as it comes.
+    #[serde(default)]
+    pub min_text_interval: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -475,3 +475,36 @@ async fn a_turn_still_running_when_the_grace_ends_gets_a_503_then_the_socket_clo
     assert_eq!(logged["extra"]["status"], "error");
     assert_eq!(logged["extra"]["error"]["code"], 503);
 }
+
+#[tokio::test]
+async fn text_deltas_within_min_text_interval_go_out_together_and_nothing_is_lost() {
+    let words = ["Deltas ", "that ", "come ", "sooner ", "wait."];
+    let script = json!([{"chunks": words}]);
+    // An interval longer than the whole answer: the first delta goes out at once, the others
+    // wait and go out together when the answer ends.
+    let app = TestApp::start(Options {
+        script: Some(script),
+        configure: Box::new(|s| s.chat.service.streaming.min_text_interval = 60.0),
+        ..Options::default()
+    })
+    .await;
+    let mut client = app.client().await;
+    let messages = client.chat("held", json!({"text": "stream"})).await;
+    assert_well_formed(&messages);
+    let texts: Vec<String> =
+        chunks(&messages, "text").iter().map(|text| text.as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(texts, ["Deltas ", "that come sooner wait."], "{messages:#?}");
+    assert_eq!(messages.last().expect("terminal")["status"], "complete");
+    let events = app.events();
+    assert_eq!(events.last().expect("the answer")["content"], words.concat());
+    app.shutdown().await;
+
+    // The default sends every delta as it comes.
+    let app = TestApp::start(Options { script: Some(json!([{"chunks": words}])), ..Options::default() }).await;
+    let mut client = app.client().await;
+    let messages = client.chat("each", json!({"text": "stream"})).await;
+    let texts: Vec<String> =
+        chunks(&messages, "text").iter().map(|text| text.as_str().unwrap_or("").to_owned()).collect();
+    assert_eq!(texts, words, "{messages:#?}");
+    app.shutdown().await;
+}

@@ -87,7 +87,7 @@ fn service(replies: Vec<Vec<LlmEvent>>) -> (Arc<ChatService>, Arc<ScriptedModel>
     let store = Arc::new(MemoryStore::new());
     let settings = ChatServiceSettings {
         system_prompt: "You add numbers.".into(),
-        streaming: StreamingSettings { enabled: true },
+        streaming: StreamingSettings { enabled: true, min_text_interval: 0.0 },
         context: ContextSettings { max_tokens: 4000, reserve_tokens: 500, preserve_recent: 4 },
         max_tool_hops: 3,
         tool_timeout: 5.0,

@@ -284,18 +284,29 @@ impl Turn<'_> {
         let mut calls = Vec::new();
         let mut usage = None;
         let mut finish = FinishReason::Stop;
+        let mut held = HeldText::new(self.service.settings.streaming.min_text_interval);
         loop {
             let event = tokio::select! {
                 biased;
-                _ = self.request.cancel.cancelled() => return Err(self.interruption()),
+                _ = self.request.cancel.cancelled() => {
+                    self.send_text(held.take(Instant::now()));
+                    return Err(self.interruption());
+                }
+                () = held.until_due() => {
+                    self.send_text(held.take(Instant::now()));
+                    continue;
+                }
                 event = stream.next() => event,
             };
+            if !matches!(event, Some(Ok(LlmEvent::Text(_)))) {
+                self.send_text(held.take(Instant::now()));
+            }
             match event {
                 None => break,
                 Some(Ok(LlmEvent::Text(delta))) => {
                     text.push_str(&delta);
                     self.partial_text.push_str(&delta);
-                    self.chunk(Chunk::Text(delta));
+                    self.send_text(held.add(delta, Instant::now()));
                 }
                 Some(Ok(LlmEvent::ToolCall(call))) => calls.push(call),
                 Some(Ok(LlmEvent::Usage(reported))) => usage = Some(reported),
@@ -495,6 +506,12 @@ impl Turn<'_> {
         self.request.run.push(RequestMessage::Chunk(chunk));
     }
 
+    fn send_text(&self, text: Option<String>) {
+        if let Some(text) = text {
+            self.chunk(Chunk::Text(text));
+        }
+    }
+
     /// The store event of `record`, its `token_count` counted by the one rule of `tokens`.
     fn event(&self, record: Record) -> NewEvent {
         let token_count = self.counter.count_content(&record.message()) as u64;
@@ -507,6 +524,89 @@ impl Turn<'_> {
     }
 }
 
+/// The answer's text deltas on their way to the client, at most one `text` chunk per
+/// `streaming.min_text_interval`: a delta after a quiet interval goes out at once, and those
+/// that follow it sooner wait for the interval's end and go out together. Every chunk a
+/// client gets costs a frame, a write and the client's own work, while text a reader sees
+/// 20 ms later looks the same. Time is passed in, so the rule is tested without a clock.
+struct HeldText {
+    interval: Duration,
+    text: String,
+    /// When the held text goes out; `None` while nothing is held.
+    due: Option<Instant>,
+    last_sent: Option<Instant>,
+}
+
+impl HeldText {
+    fn new(interval_seconds: f64) -> Self {
+        let interval = Duration::try_from_secs_f64(interval_seconds).unwrap_or(Duration::ZERO);
+        Self { interval, text: String::new(), due: None, last_sent: None }
+    }
+
+    /// Takes `delta`, arriving at `now`; returns the text to send now, if any.
+    fn add(&mut self, delta: String, now: Instant) -> Option<String> {
+        if self.interval.is_zero() {
+            return Some(delta);
+        }
+        let next_allowed = self.last_sent.map(|sent| sent + self.interval);
+        if self.due.is_none() && next_allowed.is_none_or(|allowed| allowed <= now) {
+            self.last_sent = Some(now);
+            return Some(delta);
+        }
+        self.text.push_str(&delta);
+        self.due.get_or_insert(next_allowed.unwrap_or(now));
+        None
+    }
+
+    /// The held text, sent at `now` (the interval is over, or something else comes next).
+    fn take(&mut self, now: Instant) -> Option<String> {
+        self.due.take()?;
+        self.last_sent = Some(now);
+        Some(std::mem::take(&mut self.text))
+    }
+
+    /// Resolves when held text is due; never while nothing is held.
+    async fn until_due(&self) {
+        match self.due {
+            Some(due) => tokio::time::sleep_until(due.into()).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 fn duration_ms(duration: std::time::Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+#[cfg(test)]
+mod held_text_tests {
+    use super::*;
+
+    #[test]
+    fn a_delta_after_a_quiet_interval_goes_at_once_and_quicker_ones_wait_for_its_end() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut held = HeldText::new(0.020);
+        assert_eq!(held.add("a".into(), at(0)).as_deref(), Some("a"), "the first delta is not held");
+        assert_eq!(held.add("b".into(), at(5)), None);
+        assert_eq!(held.add("c".into(), at(10)), None);
+        assert_eq!(held.due, Some(at(20)), "due an interval after the last chunk went out");
+        assert_eq!(held.take(at(20)).as_deref(), Some("bc"));
+        assert_eq!(held.take(at(21)), None, "nothing held any more");
+
+        assert_eq!(held.add("d".into(), at(30)), None, "10 ms after the last chunk: held");
+        assert_eq!(held.due, Some(at(40)));
+        assert_eq!(held.add("e".into(), at(70)), None, "held text stays held until it is taken");
+        assert_eq!(held.take(at(70)).as_deref(), Some("de"));
+        assert_eq!(held.add("f".into(), at(95)).as_deref(), Some("f"), "after a quiet interval: at once");
+    }
+
+    #[test]
+    fn no_interval_sends_every_delta() {
+        let now = Instant::now();
+        let mut held = HeldText::new(0.0);
+        assert_eq!(held.add("a".into(), now).as_deref(), Some("a"));
+        assert_eq!(held.add("b".into(), now).as_deref(), Some("b"));
+        assert_eq!(held.take(now), None);
+    }
 }

@@ -76,7 +76,10 @@ const SETTINGS: Shape = Shape::Section(&[
             "service",
             Shape::Section(&[
                 required("system_prompt", TEXT),
-                required("streaming", Shape::Section(&[required("enabled", BOOL)])),
+                required(
+                    "streaming",
+                    Shape::Section(&[required("enabled", BOOL), optional("min_text_interval", NON_NEGATIVE_NUMBER)]),
+                ),
                 required(
                     "context",
                     Shape::Section(&[

@@ -56,6 +56,10 @@ impl LlmProvider for AnthropicProvider {
         let wire = Wire { stream_decoder: AnthropicStreamDecoder::default, decode_complete };
         transport::call(Arc::clone(&self.endpoint), body, request.streaming, wire)
     }
+
+    fn connect_ahead(&self) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(Arc::clone(&self.endpoint).connect_ahead())
+    }
 }
 
 /// The Messages API request for `request`, with the model parameters of `settings`.

@@ -61,6 +61,14 @@ pub trait LlmProvider: Send + Sync {
     /// call. The request is only borrowed: the provider serialises it at once, and the turn
     /// keeps the context to extend it for the next hop.
     fn chat(&self, request: &LlmRequest) -> LlmStream;
+
+    /// Opens a connection to the provider before the first call needs one (the TCP and TLS
+    /// handshakes, the provider's own work on a first request), so that a fresh server's first
+    /// turn is not its slowest. Never fails: a provider out of reach now is reported by the
+    /// first call. A provider that holds no connection has nothing to open.
+    fn connect_ahead(&self) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 pub mod anthropic;

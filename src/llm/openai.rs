@@ -68,6 +68,10 @@ impl LlmProvider for OpenAiProvider {
         let wire = Wire { stream_decoder: OpenAiStreamDecoder::default, decode_complete };
         transport::call(Arc::clone(&self.endpoint), body, request.streaming, wire)
     }
+
+    fn connect_ahead(&self) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(Arc::clone(&self.endpoint).connect_ahead())
+    }
 }
 
 /// The chat completions request for `request`, with the model parameters of `settings`,

@@ -35,6 +35,8 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// A `Retry-After` longer than this is not waited out: the user would rather see the error.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// How long opening a connection ahead of the first call may hold up start-up.
+const CONNECT_AHEAD_LIMIT: Duration = Duration::from_secs(2);
 /// How much of an unreadable error body goes into the error message.
 const MAX_ERROR_BODY_CHARS: usize = 300;
 
@@ -55,6 +57,26 @@ impl Endpoint {
             .build()
             .map_err(|error| anyhow::anyhow!("cannot set up the HTTP client: {error}"))?;
         Ok(Self { name: name.to_owned(), url, headers, client, policy })
+    }
+
+    /// See [`LlmProvider::connect_ahead`](super::LlmProvider::connect_ahead). A `GET` of the
+    /// call's URL: every API answers it at once with an error status and runs no model, and
+    /// the connection it opened stays in the client's pool for the first call.
+    pub async fn connect_ahead(self: Arc<Self>) {
+        let probe = async {
+            let response = self.client.get(&self.url).headers(self.headers.clone()).send().await?;
+            // Read to its end, so the connection goes back to the pool.
+            response.bytes().await
+        };
+        match tokio::time::timeout(CONNECT_AHEAD_LIMIT, probe).await {
+            Ok(Ok(_)) => {
+                tracing::debug!(provider = %self.name, "connected to the LLM provider ahead of the first call")
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(provider = %self.name, error = %error_chain(&error), "cannot connect to the LLM provider yet")
+            }
+            Err(_) => tracing::debug!(provider = %self.name, "the LLM provider did not answer the connection probe"),
+        }
     }
 }
 

@@ -265,6 +265,7 @@ async fn write_frames(
     mut outgoing: mpsc::UnboundedReceiver<Queued>,
     connection: Arc<Connection>,
 ) {
+    let mut batch = Vec::new();
     // Queued frames go out before the close: a drained turn's last messages reach the client.
     // Only a client that does not read loses them, after the close timeout.
     loop {
@@ -274,24 +275,50 @@ async fn write_frames(
             _ = connection.closing.cancelled() => break,
         };
         let Some(queued) = queued else { break };
-        let send = sink.send(Message::Text(Utf8Bytes::from(&*queued.frame)));
-        tokio::pin!(send);
-        let sent = tokio::select! {
-            sent = &mut send => sent,
-            _ = connection.closing.cancelled() => match tokio::time::timeout(connection.close_window(), &mut send).await {
-                Ok(sent) => sent,
-                Err(_) => break,
-            },
+        let mut bytes = queued.frame.len();
+        batch.push(queued);
+        // About one write buffer's worth per write.
+        while bytes < super::SOCKET_WRITE_BUFFER_BYTES
+            && let Ok(queued) = outgoing.try_recv()
+        {
+            bytes += queued.frame.len();
+            batch.push(queued);
+        }
+        let written = {
+            let write = write_batch(&mut sink, &batch);
+            tokio::pin!(write);
+            tokio::select! {
+                written = &mut write => written,
+                _ = connection.closing.cancelled() => match tokio::time::timeout(connection.close_window(), &mut write).await {
+                    Ok(written) => written,
+                    Err(_) => break,
+                },
+            }
         };
-        if sent.is_err() {
+        if written.is_err() {
             connection.closing.cancel();
             return;
         }
+        // Only now, with the frames in the kernel's socket buffer, do they leave the budget:
+        // a client that stops reading keeps it spent and is closed in time.
+        batch.clear();
     }
     let (code, reason) =
         lock(&connection.close_frame).clone().unwrap_or((CLOSE_GOING_AWAY, "server shutting down".to_owned()));
     let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
     let _ = tokio::time::timeout(connection.close_window(), sink.send(close)).await;
+}
+
+/// Writes `batch` with one flush, so the frames a busy socket has queued cost one system call
+/// instead of one each.
+async fn write_batch(
+    sink: &mut futures::stream::SplitSink<WebSocket, Message>,
+    batch: &[Queued],
+) -> Result<(), axum::Error> {
+    for queued in batch {
+        sink.feed(Message::Text(Utf8Bytes::from(&*queued.frame))).await?;
+    }
+    sink.flush().await
 }
 
 async fn handle_frame(text: &str, connection: &Arc<Connection>, state: &Arc<AppState>) {

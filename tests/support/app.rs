@@ -45,7 +45,7 @@ pub fn settings(base_url: &str, store_path: PathBuf) -> Settings {
         chat: ChatSettings {
             service: ChatServiceSettings {
                 system_prompt: "You are a helpful assistant.".to_owned(),
-                streaming: StreamingSettings { enabled: true },
+                streaming: StreamingSettings { enabled: true, min_text_interval: 0.0 },
                 context: ContextSettings { max_tokens: 4000, reserve_tokens: 500, preserve_recent: 5 },
                 max_tool_hops: 8,
                 tool_timeout: 30.0,
