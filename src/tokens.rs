@@ -11,7 +11,8 @@
 //! tiktoken-rs singletons are lazily initialised statics) and a [`TokenCounter`] is only a
 //! reference to one of them: cheap to create per request and to copy.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, OnceLock};
 
 use serde::Serialize;
 use tiktoken_rs::CoreBPE;
@@ -21,6 +22,8 @@ use crate::domain::{Message, Role, ToolCall, ToolSpec};
 /// Tokens every chat message costs beyond its content (`<|start|>{role}<|message|>…<|end|>`),
 /// as OpenAI documents for its chat formats.
 const TOKENS_PER_MESSAGE: usize = 3;
+/// Texts [`TokenCounter::count_repeated`] remembers per encoding.
+const REMEMBERED_TEXTS: usize = 1024;
 /// Tokens the reply is primed with (`<|start|>assistant<|message|>`).
 const REPLY_PRIMING_TOKENS: usize = 3;
 
@@ -142,7 +145,30 @@ impl TokenCounter {
     /// chat API carries for them (name, description, parameter schema). Providers render
     /// tools in their own internal format, so this is an approximation for every model.
     pub fn count_tools(&self, tools: &[ToolSpec]) -> usize {
-        tools.iter().map(|tool| self.count(&tool_json(tool))).sum()
+        tools.iter().map(|tool| self.count_repeated(&tool_json(tool))).sum()
+    }
+
+    /// [`TokenCounter::count`] of a text that comes back unchanged turn after turn (the system
+    /// prompt, a tool's definition): counted once per encoding and remembered, since a hash
+    /// lookup costs a small part of a count. Forgets everything past [`REMEMBERED_TEXTS`], so
+    /// changing tool sets cannot grow it without bound.
+    pub fn count_repeated(&self, text: &str) -> usize {
+        static O200K: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Mutex::default);
+        static CL100K: LazyLock<Mutex<HashMap<String, usize>>> = LazyLock::new(Mutex::default);
+        let memo = match self.encoding {
+            Encoding::O200kBase => &O200K,
+            Encoding::Cl100kBase => &CL100K,
+        };
+        let remembered = memo.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(text).copied();
+        remembered.unwrap_or_else(|| {
+            let tokens = self.count(text);
+            let mut memo = memo.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if memo.len() >= REMEMBERED_TEXTS {
+                memo.clear();
+            }
+            memo.insert(text.to_owned(), tokens);
+            tokens
+        })
     }
 }
 
@@ -222,6 +248,24 @@ mod tests {
         let chinese = "我们今天去公园散步，天气非常好。";
         assert!(o200k.count(chinese) < cl100k.count(chinese));
         assert_eq!(cl100k.count("<|endoftext|>"), 7);
+    }
+
+    #[test]
+    fn remembered_counts_are_the_counts_of_their_own_encoding() {
+        // Counted differently by the two encodings, so a count remembered for one and
+        // answered for the other would show.
+        let text = "Привет, мир! こんにちは 世界 ॐ नमः शिवाय";
+        let (o200k, cl100k) = (TokenCounter::for_model("gpt-4o"), TokenCounter::for_model("gpt-4"));
+        assert_ne!(o200k.count(text), cl100k.count(text));
+        for _ in 0..2 {
+            assert_eq!(o200k.count_repeated(text), o200k.count(text));
+            assert_eq!(cl100k.count_repeated(text), cl100k.count(text));
+        }
+        for n in 0..REMEMBERED_TEXTS + 1 {
+            let text = format!("text number {n}");
+            assert_eq!(o200k.count_repeated(&text), o200k.count(&text), "{text}");
+        }
+        assert_eq!(o200k.count_repeated(text), o200k.count(text), "after the memo was cleared");
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub fn build(
     counter: &TokenCounter,
     budget: &ContextSettings,
 ) -> Context {
-    let fixed = counter.count_message(&Message::system(system_prompt))
+    let fixed = counter.framed(Role::System, counter.count_repeated(system_prompt))
         + counter.count_tools(tools)
         + new_turn.iter().map(|message| counter.count_message(message)).sum::<usize>();
     let available = budget.max_tokens.saturating_sub(budget.reserve_tokens).saturating_sub(fixed);
