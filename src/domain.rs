@@ -5,6 +5,7 @@
 //! records them, and none of the three imports another.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -59,7 +60,38 @@ impl Usage {
 pub struct ToolSpec {
     pub name: String,
     pub description: String,
-    pub parameters: Value,
+    pub parameters: Schema,
+}
+
+/// A tool's JSON schema, shared rather than copied: every model call of every turn is handed
+/// the whole tool list, and a deep copy of each schema cost more than the rest of the list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schema(Arc<Value>);
+
+impl std::ops::Deref for Schema {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.0
+    }
+}
+
+impl From<Value> for Schema {
+    fn from(schema: Value) -> Self {
+        Schema(Arc::new(schema))
+    }
+}
+
+impl Serialize for Schema {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Schema {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(Schema::from)
+    }
 }
 
 /// An image a tool returned, base64-encoded as MCP carries it.

@@ -300,12 +300,13 @@ mod tests {
         let small = ToolSpec {
             name: "demo__sum".into(),
             description: "Add two numbers".into(),
-            parameters: json!({"type": "object"}),
+            parameters: json!({"type": "object"}).into(),
         };
         let large = ToolSpec {
             parameters: json!({"type": "object", "properties": {
                 "a": {"type": "number", "description": "first addend"},
-                "b": {"type": "number", "description": "second addend"}}}),
+                "b": {"type": "number", "description": "second addend"}}})
+            .into(),
             ..small.clone()
         };
         let small_count = counter.count_tools(std::slice::from_ref(&small));

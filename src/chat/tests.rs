@@ -44,7 +44,11 @@ struct SumTool;
 #[async_trait]
 impl ToolProvider for SumTool {
     fn tools(&self) -> Vec<ToolSpec> {
-        vec![ToolSpec { name: "demo__sum".into(), description: "Add".into(), parameters: json!({"type": "object"}) }]
+        vec![ToolSpec {
+            name: "demo__sum".into(),
+            description: "Add".into(),
+            parameters: json!({"type": "object"}).into(),
+        }]
     }
 
     fn unavailable(&self) -> Vec<McpServerIssue> {

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::breaker::CircuitState;
 use super::convert;
@@ -17,6 +16,7 @@ use super::manager::McpManager;
 use super::registry::{ToolTable, prompt_names};
 use super::server::{McpServer, McpServerState, lock};
 use crate::config::ServerTransport;
+use crate::domain::Schema;
 
 /// What a header value is shown as.
 const HIDDEN: &str = "***";
@@ -27,7 +27,7 @@ pub struct ToolView {
     pub name: String,
     pub original_name: String,
     pub description: String,
-    pub parameters: Value,
+    pub parameters: Schema,
 }
 
 #[derive(Debug, Clone, Serialize)]

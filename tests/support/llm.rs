@@ -77,7 +77,8 @@ pub fn tool(name: &str) -> ToolSpec {
             "type": "object",
             "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
             "required": ["a", "b"],
-        }),
+        })
+        .into(),
     }
 }
 
