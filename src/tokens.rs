@@ -137,8 +137,8 @@ impl TokenCounter {
     }
 
     /// Tokens a whole prompt of `messages` costs, including the priming of the reply.
-    pub fn count_messages(&self, messages: &[Message]) -> usize {
-        messages.iter().map(|message| self.count_message(message)).sum::<usize>() + REPLY_PRIMING_TOKENS
+    pub fn count_messages<'a>(&self, messages: impl IntoIterator<Item = &'a Message>) -> usize {
+        messages.into_iter().map(|message| self.count_message(message)).sum::<usize>() + REPLY_PRIMING_TOKENS
     }
 
     /// Tokens the tool definitions cost when offered to the model, counted over the JSON the

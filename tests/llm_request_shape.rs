@@ -4,6 +4,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use mcp_platform::config::ProviderKind;
 use mcp_platform::domain::{Image, Message};
@@ -24,7 +25,7 @@ fn set<'a>(names: &[&'a str]) -> BTreeSet<&'a str> {
 fn full_conversation(streaming: bool) -> LlmRequest {
     LlmRequest {
         model: None,
-        messages: vec![
+        messages: [
             Message::system("Be brief."),
             Message::user("what is 2+3 and 6*7"),
             Message::assistant(
@@ -38,7 +39,9 @@ fn full_conversation(streaming: bool) -> LlmRequest {
             Message::tool("call_2", "42"),
             Message::assistant("5 and 42.", vec![]),
             Message::user("thanks"),
-        ],
+        ]
+        .map(Arc::new)
+        .into(),
         tools: vec![tool("demo__sum"), tool("demo__multiply")],
         streaming,
     }
@@ -178,7 +181,7 @@ fn turn_with_an_image() -> LlmRequest {
     image_result.images = vec![Image { mime_type: "image/png".into(), data: "iVBORw0KGgo=".into() }];
     LlmRequest {
         model: None,
-        messages: vec![
+        messages: [
             Message::user("show the image and the sum"),
             Message::assistant(
                 "",
@@ -189,7 +192,9 @@ fn turn_with_an_image() -> LlmRequest {
             ),
             image_result,
             Message::tool("call_2", "5"),
-        ],
+        ]
+        .map(Arc::new)
+        .into(),
         tools: Vec::new(),
         streaming: false,
     }

@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::sync::Arc;
+
 use mcp_platform::domain::{FinishReason, Message};
 use mcp_platform::llm::LlmRequest;
 use mock_llm::MockLlm;
@@ -28,8 +30,8 @@ async fn arithmetic_goes_through_the_offered_tool_and_the_result_is_answered() {
             assert_eq!(first.finish, Some(FinishReason::ToolCalls));
 
             let mut messages = ask("what is 2+3", vec![], streaming).messages;
-            messages.push(Message::assistant("", vec![sum.clone()]));
-            messages.push(Message::tool(&sum.id, "5"));
+            messages.push(Arc::new(Message::assistant("", vec![sum.clone()])));
+            messages.push(Arc::new(Message::tool(&sum.id, "5")));
             let request = LlmRequest { model: None, messages, tools, streaming };
             let second = chat(&provider, request).await;
             assert_eq!(second.error, None, "{kind:?}");

@@ -22,7 +22,7 @@ use crate::tokens::TokenCounter;
 
 /// The context sent to the model.
 pub struct Context {
-    pub messages: Vec<Message>,
+    pub messages: Vec<Arc<Message>>,
     /// The oldest unit of the history given was kept: a history the store cut short may then
     /// leave out units that would still fit (tool calls cut off mid-turn count in the store's
     /// sum but are never sent), so the caller reads further back.
@@ -68,56 +68,45 @@ pub fn build(
     }
 
     let mut messages = Vec::with_capacity(1 + new_turn.len() + units.len() * 2);
-    messages.push(Message::system(system_prompt));
+    messages.push(Arc::new(Message::system(system_prompt)));
     messages.extend(units.into_iter().skip(kept_from).flat_map(|unit| unit.messages));
-    messages.extend(new_turn);
+    messages.extend(new_turn.into_iter().map(Arc::new));
     Context { messages, kept_oldest: kept_from == 0 }
 }
 
 struct Unit {
-    messages: Vec<Message>,
+    messages: Vec<Arc<Message>>,
     tokens: usize,
 }
 
 /// Groups stored events into units, leaving out what the model must not see: bookkeeping
-/// events, and tool calls whose results never arrived (a turn cut off mid-hop).
+/// events, and tool calls whose results never arrived (a turn cut off mid-hop). The messages
+/// are the events' own ([`ChatEvent::message`]), shared, not copied.
 fn history_units(history: &[Arc<ChatEvent>], counter: &TokenCounter) -> Vec<Unit> {
     let mut units: Vec<Unit> = Vec::new();
-    let mut open_calls: HashSet<String> = HashSet::new();
+    let mut open_calls: HashSet<&str> = HashSet::new();
     let mut open_unit: Option<Unit> = None;
     for event in history {
-        let content = event.content.clone().unwrap_or_default();
-        match event.kind {
-            EventType::ToolResult => {
-                let Some(call_id) = &event.tool_call_id else { continue };
-                if let Some(unit) = open_unit.as_mut().filter(|_| open_calls.remove(call_id)) {
-                    unit.messages.push(Message::tool(call_id.clone(), content));
-                    unit.tokens += counter.framed(Role::Tool, event.token_count as usize);
-                    if open_calls.is_empty() {
-                        units.extend(open_unit.take());
-                    }
+        let Some(message) = event.message() else { continue };
+        let tokens = counter.framed(message.role, event.token_count as usize);
+        if event.kind == EventType::ToolResult {
+            let call_id = message.tool_call_id.as_deref().unwrap_or_default();
+            if let Some(unit) = open_unit.as_mut().filter(|_| open_calls.remove(call_id)) {
+                unit.messages.push(message.clone());
+                unit.tokens += tokens;
+                if open_calls.is_empty() {
+                    units.extend(open_unit.take());
                 }
             }
-            EventType::UserMessage | EventType::AssistantMessage => {
-                open_unit = None;
-                open_calls.clear();
-                let tool_calls = event.tool_calls.clone().unwrap_or_default();
-                let message = match event.role {
-                    Some(Role::Assistant) | None if event.kind == EventType::AssistantMessage => {
-                        Message::assistant(content, tool_calls)
-                    }
-                    _ => Message::user(content),
-                };
-                let unit =
-                    Unit { tokens: counter.framed(message.role, event.token_count as usize), messages: vec![message] };
-                if unit.messages[0].tool_calls.is_empty() {
-                    units.push(unit);
-                } else {
-                    open_calls = unit.messages[0].tool_calls.iter().map(|call| call.id.clone()).collect();
-                    open_unit = Some(unit);
-                }
-            }
-            EventType::SystemUpdate | EventType::Meta => {}
+            continue;
+        }
+        open_calls = message.tool_calls.iter().map(|call| call.id.as_str()).collect();
+        let unit = Unit { tokens, messages: vec![message.clone()] };
+        if open_calls.is_empty() {
+            open_unit = None;
+            units.push(unit);
+        } else {
+            open_unit = Some(unit);
         }
     }
     units
@@ -150,6 +139,7 @@ mod tests {
             extra: Map::new(),
             prev: String::new(),
             hash: String::new(),
+            model_message: Default::default(),
         }
     }
 
@@ -177,7 +167,7 @@ mod tests {
         ContextSettings { max_tokens, reserve_tokens: 0, preserve_recent }
     }
 
-    fn contents(messages: &[Message]) -> Vec<&str> {
+    fn contents(messages: &[Arc<Message>]) -> Vec<&str> {
         messages.iter().map(|message| message.content.as_str()).collect()
     }
 

@@ -159,8 +159,8 @@ impl Turn<'_> {
                 return Ok((reply.content, finish));
             }
             let results = self.run_tools(&reply).await?;
-            request.messages.push(reply);
-            request.messages.extend(results.iter().map(ToolResult::for_model));
+            request.messages.push(Arc::new(reply));
+            request.messages.extend(results.iter().map(|result| Arc::new(result.for_model())));
             self.tool_hops += 1;
         }
     }
@@ -175,7 +175,11 @@ impl Turn<'_> {
     /// The context of the first model call. When the history read was too short for the
     /// budget after all (see [`context::Context::kept_oldest`]), it is read again further back,
     /// ending at the same event.
-    async fn context(&self, mut history: Vec<Arc<ChatEvent>>, user_text: String) -> Result<Vec<Message>, StoreError> {
+    async fn context(
+        &self,
+        mut history: Vec<Arc<ChatEvent>>,
+        user_text: String,
+    ) -> Result<Vec<Arc<Message>>, StoreError> {
         let settings = &self.service.settings;
         let tools = self.service.deps.tools.tools();
         let mut limit = context::history_limit(&settings.context);
@@ -322,8 +326,8 @@ impl Turn<'_> {
         // Counting the whole prompt is the costliest step of a turn's own work: only done when
         // the provider reports no usage.
         let usage = usage.unwrap_or_else(|| {
-            let estimated_prompt =
-                self.counter.count_messages(&request.messages) + self.counter.count_tools(&request.tools);
+            let estimated_prompt = self.counter.count_messages(request.messages.iter().map(|message| &**message))
+                + self.counter.count_tools(&request.tools);
             let completion = self.counter.count_content(&reply);
             Usage {
                 prompt_tokens: estimated_prompt as u64,

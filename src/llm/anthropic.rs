@@ -88,7 +88,7 @@ pub fn request_body(request: &LlmRequest, settings: &ProviderSettings) -> Value 
 
 /// The conversation as alternating user/assistant messages of content blocks. Images of a
 /// tool result go inside its `tool_result` block, and only to a model that reads them.
-fn messages_json(messages: &[Message], vision: bool) -> Vec<Value> {
+fn messages_json(messages: &[Arc<Message>], vision: bool) -> Vec<Value> {
     let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
     for message in messages {
         let (role, blocks) = match message.role {

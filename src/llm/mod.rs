@@ -13,7 +13,8 @@ use crate::domain::{FinishReason, Message, ToolCall, ToolSpec, Usage};
 pub struct LlmRequest {
     /// Overrides the provider's configured model when set (`payload.model`).
     pub model: Option<String>,
-    pub messages: Vec<Message>,
+    /// Shared: most of a context is the conversation's history, whose messages its events hold.
+    pub messages: Vec<Arc<Message>>,
     /// Empty: the model is called without tools (the final answer after `max_tool_hops`).
     pub tools: Vec<ToolSpec>,
     pub streaming: bool,

@@ -93,14 +93,14 @@ pub fn request_body(request: &LlmRequest, settings: &ProviderSettings) -> Bytes 
 
 /// The messages; images of tool results follow the results as a user message (tool messages
 /// carry text only in this API), and only for a model that reads them.
-fn wire_messages(messages: &[Message], vision: bool) -> Vec<WireMessage<'_>> {
+fn wire_messages(messages: &[Arc<Message>], vision: bool) -> Vec<WireMessage<'_>> {
     let mut out = Vec::with_capacity(messages.len());
     let mut images: Vec<&Image> = Vec::new();
     for message in messages {
         if message.role != Role::Tool {
             push_images(&mut out, &mut images);
         }
-        out.push(WireMessage::from(message));
+        out.push(WireMessage::from(&**message));
         if vision && message.role == Role::Tool {
             images.extend(&message.images);
         }

@@ -173,6 +173,7 @@ impl Staging {
                 extra: new.extra,
                 prev,
                 hash: String::new(),
+                model_message: Default::default(),
             };
             if let Err(error) = seal_into(&mut event, &mut self.lines) {
                 self.lines.truncate(lines_before);

@@ -4,13 +4,13 @@
 //! the production implementations and `memory` the one for unit tests of the turn. `record` says what the chat service's lines
 //! mean.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::domain::{Role, ToolCall, Usage};
+use crate::domain::{Message, Role, ToolCall, Usage};
 
 /// The kind of a logged event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +69,33 @@ pub struct ChatEvent {
     pub extra: Map<String, Value>,
     pub prev: String,
     pub hash: String,
+    /// What the event is to a model, built by the first turn that sends it; the stores' tails
+    /// share their events, so every later turn's context shares the message too.
+    #[serde(skip)]
+    pub model_message: ModelMessage,
+}
+
+/// [`ChatEvent::message`], once built. Not part of the event: equal, printed and cloned as
+/// nothing.
+#[derive(Default)]
+pub struct ModelMessage(OnceLock<Option<Arc<Message>>>);
+
+impl Clone for ModelMessage {
+    fn clone(&self) -> Self {
+        ModelMessage::default()
+    }
+}
+
+impl PartialEq for ModelMessage {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ModelMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ModelMessage")
+    }
 }
 
 /// How much of a conversation's end [`EventStore::recent`] must return.
@@ -91,6 +118,26 @@ impl ChatEvent {
     /// Who the event belongs to; lines from before `user` existed are [`ANONYMOUS`]'s.
     pub fn user(&self) -> &str {
         self.user.as_deref().unwrap_or(ANONYMOUS)
+    }
+
+    /// The message a model is sent for this event; `None` for bookkeeping events and for a
+    /// tool result that names no call.
+    pub fn message(&self) -> Option<&Arc<Message>> {
+        self.model_message
+            .0
+            .get_or_init(|| {
+                let content = self.content.clone().unwrap_or_default();
+                let message = match self.kind {
+                    EventType::ToolResult => Message::tool(self.tool_call_id.clone()?, content),
+                    EventType::AssistantMessage if matches!(self.role, Some(Role::Assistant) | None) => {
+                        Message::assistant(content, self.tool_calls.clone().unwrap_or_default())
+                    }
+                    EventType::UserMessage | EventType::AssistantMessage => Message::user(content),
+                    EventType::SystemUpdate | EventType::Meta => return None,
+                };
+                Some(Arc::new(message))
+            })
+            .as_ref()
     }
 }
 

@@ -85,7 +85,7 @@ pub fn tool(name: &str) -> ToolSpec {
 pub fn ask(text: &str, tools: Vec<ToolSpec>, streaming: bool) -> LlmRequest {
     LlmRequest {
         model: None,
-        messages: vec![Message::system("You are a helpful assistant."), Message::user(text)],
+        messages: vec![Arc::new(Message::system("You are a helpful assistant.")), Arc::new(Message::user(text))],
         tools,
         streaming,
     }
