@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
 
+use super::followers::Waiting;
 use super::{LEASE, unavailable};
 use crate::store::chain::{Claim, Ledger, Staging, Work};
 use crate::store::record::{END_KEY, interrupted};
@@ -48,6 +50,7 @@ pub(super) async fn write_loop(
     pool: Pool,
     shown_url: String,
     owner: Arc<str>,
+    waiting: Arc<Waiting>,
     mut queue: mpsc::UnboundedReceiver<Job>,
 ) {
     while let Some(first) = queue.recv().await {
@@ -59,7 +62,8 @@ pub(super) async fn write_loop(
             }
         }
         let (work, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|job| (job.work, job.reply)).unzip();
-        let outcomes = match commit_group(&pool, &owner, work).await {
+        let mut ended = Settled::default();
+        let outcomes = match commit_group(&pool, &owner, work, &mut ended).await {
             Ok(outcomes) => outcomes,
             Err(error) => {
                 tracing::warn!(url = %shown_url, %error, "appending to the database failed");
@@ -67,11 +71,43 @@ pub(super) async fn write_loop(
                 replies.iter().map(|_| Err(unavailable(&shown_url)(message.clone()))).collect()
             }
         };
+        // After the commit (or its failure, when its followers get the request's end from the
+        // lease sweep), before the appenders hear of it: a request whose end is stored shares
+        // its last frames only if someone follows it.
+        for (user, request_id) in &ended.requests {
+            waiting.settle(user, request_id, ended.followed.contains(&(user.clone(), request_id.clone())));
+        }
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // The appender may have given up waiting; a committed batch is stored all the same.
             let _ = reply.send(outcome);
         }
     }
+}
+
+/// The requests a group ended (or found orphaned), and those of them with followers.
+#[derive(Default)]
+struct Settled {
+    requests: Vec<(String, String)>,
+    followed: std::collections::HashSet<(String, String)>,
+}
+
+/// Runs a statement prepared once per connection.
+async fn execute(
+    transaction: &Transaction<'_>,
+    sql: &str,
+    parameters: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = transaction.prepare_cached(sql).await?;
+    transaction.execute(&statement, parameters).await
+}
+
+async fn query(
+    transaction: &Transaction<'_>,
+    sql: &str,
+    parameters: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let statement = transaction.prepare_cached(sql).await?;
+    transaction.query(&statement, parameters).await
 }
 
 /// One transaction for the whole group: lock the head, take the expired leases if asked to,
@@ -81,10 +117,12 @@ async fn commit_group(
     pool: &Pool,
     owner: &str,
     work: Vec<Work>,
+    settled: &mut Settled,
 ) -> Result<Vec<Result<Vec<ChatEvent>, StoreError>>, Box<dyn std::error::Error + Send + Sync>> {
     let mut client = pool.get().await?;
     let transaction = client.transaction().await?;
-    let head = transaction.query_one("SELECT position, hash FROM chain_head FOR UPDATE", &[]).await?;
+    let head = query(&transaction, "SELECT position, hash FROM chain_head FOR UPDATE", &[]).await?;
+    let head = head.first().ok_or("the chain_head row is missing")?;
     let mut position: i64 = head.get(0);
     let prev: String = head.get(1);
     let mut orphans = Some(());
@@ -93,7 +131,13 @@ async fn commit_group(
         batches.push(match work {
             Work::Append(batch) => batch,
             // Once per group: the later sweeps of the group would find the same leases.
-            Work::FinishOrphans if orphans.take().is_some() => take_orphans(&transaction).await?,
+            Work::FinishOrphans if orphans.take().is_some() => {
+                let orphaned = take_orphans(&transaction).await?;
+                settled
+                    .requests
+                    .extend(orphaned.iter().filter_map(|end| Some((end.user.clone(), end.request_id.clone()?))));
+                orphaned
+            }
             Work::FinishOrphans => Vec::new(),
         });
     }
@@ -110,58 +154,63 @@ async fn commit_group(
         position += 1;
         columns.push(position, event, line);
     }
-    transaction
-        .execute(
-            "INSERT INTO events (position, id, conversation_id, seq, request_id, \"user\", kind, timestamp, tokens,
+    execute(
+        &transaction,
+        "INSERT INTO events (position, id, conversation_id, seq, request_id, \"user\", kind, timestamp, tokens,
                                  line, prev, hash)
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
                                   $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])",
-            &[
-                &columns.position,
-                &columns.id,
-                &columns.conversation_id,
-                &columns.seq,
-                &columns.request_id,
-                &columns.user,
-                &columns.kind,
-                &columns.timestamp,
-                &columns.tokens,
-                &columns.line,
-                &columns.prev,
-                &columns.hash,
-            ],
-        )
-        .await?;
-    transaction.execute("UPDATE chain_head SET position = $1, hash = $2", &[&position, &staging.prev]).await?;
-    update_leases(&transaction, owner, &accepted).await?;
+        &[
+            &columns.position,
+            &columns.id,
+            &columns.conversation_id,
+            &columns.seq,
+            &columns.request_id,
+            &columns.user,
+            &columns.kind,
+            &columns.timestamp,
+            &columns.tokens,
+            &columns.line,
+            &columns.prev,
+            &columns.hash,
+        ],
+    )
+    .await?;
+    execute(&transaction, "UPDATE chain_head SET position = $1, hash = $2", &[&position, &staging.prev]).await?;
+    update_leases(&transaction, owner, &accepted, settled).await?;
     transaction.commit().await?;
     Ok(outcomes)
 }
 
 /// Deletes the leases that ran out and returns the ends their requests need; their followers
 /// on other replicas get the empty terminal frame that sends them to the stored end.
-async fn take_orphans(transaction: &tokio_postgres::Transaction<'_>) -> Result<Vec<NewEvent>, tokio_postgres::Error> {
-    let rows = transaction
-        .query(
-            "WITH gone AS (DELETE FROM leases WHERE expires_at < now() RETURNING conversation_id, request_id, \"user\"),
-                  ended AS (INSERT INTO frames (\"user\", request_id, seq, frame, terminal)
-                            SELECT g.\"user\", g.request_id,
-                                   coalesce((SELECT max(seq) + 1 FROM frames f
-                                             WHERE f.\"user\" = g.\"user\" AND f.request_id = g.request_id), 0),
-                                   '', true
-                            FROM gone g ON CONFLICT DO NOTHING)
-             SELECT conversation_id, request_id, \"user\" FROM gone",
-            &[],
-        )
-        .await?;
+async fn take_orphans(transaction: &Transaction<'_>) -> Result<Vec<NewEvent>, tokio_postgres::Error> {
+    let rows = query(
+        transaction,
+        "WITH gone AS (DELETE FROM leases WHERE expires_at < now() RETURNING conversation_id, request_id, \"user\"),
+              unfollowed AS (DELETE FROM followers f USING gone g
+                             WHERE f.\"user\" = g.\"user\" AND f.request_id = g.request_id),
+              ended AS (INSERT INTO frames (\"user\", request_id, seq, frame, terminal)
+                        SELECT g.\"user\", g.request_id,
+                               coalesce((SELECT max(seq) + 1 FROM frames f
+                                         WHERE f.\"user\" = g.\"user\" AND f.request_id = g.request_id), 0),
+                               '', true
+                        FROM gone g ON CONFLICT DO NOTHING)
+         SELECT conversation_id, request_id, \"user\" FROM gone",
+        &[],
+    )
+    .await?;
     Ok(rows.iter().map(|row| interrupted(row.get(0), row.get(1), row.get(2))).collect())
 }
 
-/// Leases the requests the group claims to `owner` and drops those it ends.
+/// Leases the requests the group claims to `owner`, drops those it ends and, after that,
+/// their followers: the lease's deletion waited for every follower registering under its lock,
+/// so this later statement sees them all.
 async fn update_leases(
-    transaction: &tokio_postgres::Transaction<'_>,
+    transaction: &Transaction<'_>,
     owner: &str,
     accepted: &[&ChatEvent],
+    settled: &mut Settled,
 ) -> Result<(), tokio_postgres::Error> {
     let (mut claimed, mut conversations, mut claimed_by) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ended, mut ended_by) = (Vec::new(), Vec::new());
@@ -177,28 +226,39 @@ async fn update_leases(
         }
     }
     if !claimed.is_empty() {
-        transaction
-            .execute(
-                "INSERT INTO leases (\"user\", request_id, conversation_id, owner, expires_at)
-                 SELECT \"user\", request_id, conversation_id, $4, now() + make_interval(secs => $5)
-                 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS claimed(\"user\", request_id, conversation_id)",
-                &[&claimed_by, &claimed, &conversations, &owner, &LEASE.as_secs_f64()],
-            )
-            .await?;
+        execute(
+            transaction,
+            "INSERT INTO leases (\"user\", request_id, conversation_id, owner, expires_at)
+             SELECT \"user\", request_id, conversation_id, $4, now() + make_interval(secs => $5)
+             FROM UNNEST($1::text[], $2::text[], $3::text[]) AS claimed(\"user\", request_id, conversation_id)",
+            &[&claimed_by, &claimed, &conversations, &owner, &LEASE.as_secs_f64()],
+        )
+        .await?;
     }
     if !ended.is_empty() {
-        transaction
-            .execute(
-                "DELETE FROM leases WHERE (\"user\", request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
-                &[&ended_by, &ended],
-            )
-            .await?;
+        execute(
+            transaction,
+            "DELETE FROM leases WHERE (\"user\", request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            &[&ended_by, &ended],
+        )
+        .await?;
+        let followed = query(
+            transaction,
+            "DELETE FROM followers WHERE (\"user\", request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+             RETURNING \"user\", request_id",
+            &[&ended_by, &ended],
+        )
+        .await?;
+        settled.followed.extend(followed.iter().map(|row| (row.get(0), row.get(1))));
+        settled
+            .requests
+            .extend(ended_by.iter().zip(&ended).map(|(user, request_id)| (user.to_string(), request_id.to_string())));
     }
     Ok(())
 }
 
 async fn prefetch(
-    transaction: &tokio_postgres::Transaction<'_>,
+    transaction: &Transaction<'_>,
     batches: &[Vec<NewEvent>],
 ) -> Result<Prefetched, tokio_postgres::Error> {
     let events = batches.iter().flatten();
@@ -212,27 +272,27 @@ async fn prefetch(
     let mut ledger = Prefetched::default();
     // Each conversation's newest and first row through the (conversation_id, seq) index, so
     // the cost does not grow with the conversation.
-    let known = transaction
-        .query(
-            "SELECT c.id, newest.seq, first.\"user\" FROM UNNEST($1::text[]) AS c(id)
-             CROSS JOIN LATERAL (SELECT seq FROM events WHERE conversation_id = c.id ORDER BY seq DESC LIMIT 1) newest
-             CROSS JOIN LATERAL (SELECT \"user\" FROM events WHERE conversation_id = c.id AND seq = 1) first",
-            &[&conversations],
-        )
-        .await?;
+    let known = query(
+        transaction,
+        "SELECT c.id, newest.seq, first.\"user\" FROM UNNEST($1::text[]) AS c(id)
+         CROSS JOIN LATERAL (SELECT seq FROM events WHERE conversation_id = c.id ORDER BY seq DESC LIMIT 1) newest
+         CROSS JOIN LATERAL (SELECT \"user\" FROM events WHERE conversation_id = c.id AND seq = 1) first",
+        &[&conversations],
+    )
+    .await?;
     for row in known {
         let conversation_id: String = row.get(0);
         ledger.last_seqs.insert(conversation_id.clone(), row.get::<_, i64>(1) as u64);
         ledger.owners.insert(conversation_id, row.get(2));
     }
     if !requests.is_empty() {
-        let claims = transaction
-            .query(
-                "SELECT \"user\", request_id, conversation_id, id FROM events
-                 WHERE kind = 'user_message' AND (\"user\", request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
-                &[&users, &requests],
-            )
-            .await?;
+        let claims = query(
+            transaction,
+            "SELECT \"user\", request_id, conversation_id, id FROM events
+             WHERE kind = 'user_message' AND (\"user\", request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+            &[&users, &requests],
+        )
+        .await?;
         for row in claims {
             ledger.claims.insert((row.get(0), row.get(1)), Claim { conversation_id: row.get(2), event_id: row.get(3) });
         }
