@@ -62,8 +62,8 @@ pub(super) async fn write_loop(
             }
         }
         let (work, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|job| (job.work, job.reply)).unzip();
-        let mut ended = Settled::default();
-        let outcomes = match commit_group(&pool, &owner, work, &mut ended).await {
+        let mut settled = Settled { requests: ending(&work), ..Settled::default() };
+        let outcomes = match commit_group(&pool, &owner, work, &mut settled).await {
             Ok(outcomes) => outcomes,
             Err(error) => {
                 tracing::warn!(url = %shown_url, %error, "appending to the database failed");
@@ -71,11 +71,11 @@ pub(super) async fn write_loop(
                 replies.iter().map(|_| Err(unavailable(&shown_url)(message.clone()))).collect()
             }
         };
-        // After the commit (or its failure, when its followers get the request's end from the
-        // lease sweep), before the appenders hear of it: a request whose end is stored shares
-        // its last frames only if someone follows it.
-        for (user, request_id) in &ended.requests {
-            waiting.settle(user, request_id, ended.followed.contains(&(user.clone(), request_id.clone())));
+        // After the transaction, before the appenders hear of it: a request whose end is stored
+        // shares its frames only if someone follows it. One whose end was refused or not
+        // stored shares none: its followers get its end from the lease sweep.
+        for request in &settled.requests {
+            waiting.settle(&request.0, &request.1, settled.followed.contains(request));
         }
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // The appender may have given up waiting; a committed batch is stored all the same.
@@ -84,11 +84,24 @@ pub(super) async fn write_loop(
     }
 }
 
-/// The requests a group ended (or found orphaned), and those of them with followers.
+/// The requests a group ends (or finds orphaned), by `(user, request_id)`, and those of them
+/// with followers.
 #[derive(Default)]
 struct Settled {
     requests: Vec<(String, String)>,
     followed: std::collections::HashSet<(String, String)>,
+}
+
+/// The requests whose ends the group's batches carry.
+fn ending(work: &[Work]) -> Vec<(String, String)> {
+    let events = work.iter().flat_map(|work| match work {
+        Work::Append(batch) => batch.as_slice(),
+        Work::FinishOrphans => &[],
+    });
+    events
+        .filter(|event| event.extra.contains_key(END_KEY))
+        .filter_map(|event| Some((event.user.clone(), event.request_id.clone()?)))
+        .collect()
 }
 
 /// Runs a statement prepared once per connection.
@@ -154,30 +167,41 @@ async fn commit_group(
         position += 1;
         columns.push(position, event, line);
     }
-    execute(
-        &transaction,
-        "INSERT INTO events (position, id, conversation_id, seq, request_id, \"user\", kind, timestamp, tokens,
+    // The group's writes do not depend on each other's results: they go out together, in one
+    // round trip rather than one each.
+    let insert = async {
+        execute(
+            &transaction,
+            "INSERT INTO events (position, id, conversation_id, seq, request_id, \"user\", kind, timestamp, tokens,
                                  line, prev, hash)
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
                                   $7::text[], $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[])",
-        &[
-            &columns.position,
-            &columns.id,
-            &columns.conversation_id,
-            &columns.seq,
-            &columns.request_id,
-            &columns.user,
-            &columns.kind,
-            &columns.timestamp,
-            &columns.tokens,
-            &columns.line,
-            &columns.prev,
-            &columns.hash,
-        ],
-    )
-    .await?;
-    execute(&transaction, "UPDATE chain_head SET position = $1, hash = $2", &[&position, &staging.prev]).await?;
-    update_leases(&transaction, owner, &accepted, settled).await?;
+            &[
+                &columns.position,
+                &columns.id,
+                &columns.conversation_id,
+                &columns.seq,
+                &columns.request_id,
+                &columns.user,
+                &columns.kind,
+                &columns.timestamp,
+                &columns.tokens,
+                &columns.line,
+                &columns.prev,
+                &columns.hash,
+            ],
+        )
+        .await
+    };
+    let head = async {
+        execute(&transaction, "UPDATE chain_head SET position = $1, hash = $2", &[&position, &staging.prev]).await
+    };
+    futures::try_join!(
+        insert,
+        head,
+        lease_claims(&transaction, owner, &accepted),
+        end_leases(&transaction, &accepted, settled)
+    )?;
     transaction.commit().await?;
     Ok(outcomes)
 }
@@ -203,27 +227,18 @@ async fn take_orphans(transaction: &Transaction<'_>) -> Result<Vec<NewEvent>, to
     Ok(rows.iter().map(|row| interrupted(row.get(0), row.get(1), row.get(2))).collect())
 }
 
-/// Leases the requests the group claims to `owner`, drops those it ends and, after that,
-/// their followers: the lease's deletion waited for every follower registering under its lock,
-/// so this later statement sees them all.
-async fn update_leases(
+/// Leases the requests the group claims to `owner`.
+async fn lease_claims(
     transaction: &Transaction<'_>,
     owner: &str,
     accepted: &[&ChatEvent],
-    settled: &mut Settled,
 ) -> Result<(), tokio_postgres::Error> {
     let (mut claimed, mut conversations, mut claimed_by) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut ended, mut ended_by) = (Vec::new(), Vec::new());
-    for event in accepted {
+    for event in accepted.iter().filter(|event| event.kind == EventType::UserMessage) {
         let Some(request_id) = event.request_id.as_deref() else { continue };
-        if event.kind == EventType::UserMessage {
-            claimed.push(request_id);
-            conversations.push(event.conversation_id.as_str());
-            claimed_by.push(event.user());
-        } else if event.extra.contains_key(END_KEY) {
-            ended.push(request_id);
-            ended_by.push(event.user());
-        }
+        claimed.push(request_id);
+        conversations.push(event.conversation_id.as_str());
+        claimed_by.push(event.user());
     }
     if !claimed.is_empty() {
         execute(
@@ -235,25 +250,40 @@ async fn update_leases(
         )
         .await?;
     }
-    if !ended.is_empty() {
-        execute(
-            transaction,
-            "DELETE FROM leases WHERE (\"user\", request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
-            &[&ended_by, &ended],
-        )
-        .await?;
-        let followed = query(
-            transaction,
-            "DELETE FROM followers WHERE (\"user\", request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
-             RETURNING \"user\", request_id",
-            &[&ended_by, &ended],
-        )
-        .await?;
-        settled.followed.extend(followed.iter().map(|row| (row.get(0), row.get(1))));
-        settled
-            .requests
-            .extend(ended_by.iter().zip(&ended).map(|(user, request_id)| (user.to_string(), request_id.to_string())));
+    Ok(())
+}
+
+/// Drops the leases of the requests the group ends and, after that, their followers: the
+/// lease's deletion waited for every follower registering under its lock, so this later
+/// statement sees them all.
+async fn end_leases(
+    transaction: &Transaction<'_>,
+    accepted: &[&ChatEvent],
+    settled: &mut Settled,
+) -> Result<(), tokio_postgres::Error> {
+    let (mut ended, mut ended_by) = (Vec::new(), Vec::new());
+    for event in accepted.iter().filter(|event| event.extra.contains_key(END_KEY)) {
+        let Some(request_id) = event.request_id.as_deref() else { continue };
+        ended.push(request_id);
+        ended_by.push(event.user());
     }
+    if ended.is_empty() {
+        return Ok(());
+    }
+    execute(
+        transaction,
+        "DELETE FROM leases WHERE (\"user\", request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+        &[&ended_by, &ended],
+    )
+    .await?;
+    let followed = query(
+        transaction,
+        "DELETE FROM followers WHERE (\"user\", request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+         RETURNING \"user\", request_id",
+        &[&ended_by, &ended],
+    )
+    .await?;
+    settled.followed.extend(followed.iter().map(|row| (row.get(0), row.get(1))));
     Ok(())
 }
 
@@ -269,33 +299,39 @@ async fn prefetch(
         .filter(|event| event.kind == EventType::UserMessage)
         .filter_map(|event| Some((event.user.as_str(), event.request_id.as_deref()?)))
         .unzip();
-    let mut ledger = Prefetched::default();
     // Each conversation's newest and first row through the (conversation_id, seq) index, so
-    // the cost does not grow with the conversation.
-    let known = query(
-        transaction,
-        "SELECT c.id, newest.seq, first.\"user\" FROM UNNEST($1::text[]) AS c(id)
+    // the cost does not grow with the conversation; both reads go out together.
+    let known = async {
+        query(
+            transaction,
+            "SELECT c.id, newest.seq, first.\"user\" FROM UNNEST($1::text[]) AS c(id)
          CROSS JOIN LATERAL (SELECT seq FROM events WHERE conversation_id = c.id ORDER BY seq DESC LIMIT 1) newest
          CROSS JOIN LATERAL (SELECT \"user\" FROM events WHERE conversation_id = c.id AND seq = 1) first",
-        &[&conversations],
-    )
-    .await?;
-    for row in known {
-        let conversation_id: String = row.get(0);
-        ledger.last_seqs.insert(conversation_id.clone(), row.get::<_, i64>(1) as u64);
-        ledger.owners.insert(conversation_id, row.get(2));
-    }
-    if !requests.is_empty() {
-        let claims = query(
+            &[&conversations],
+        )
+        .await
+    };
+    let claims = async {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        query(
             transaction,
             "SELECT \"user\", request_id, conversation_id, id FROM events
              WHERE kind = 'user_message' AND (\"user\", request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
             &[&users, &requests],
         )
-        .await?;
-        for row in claims {
-            ledger.claims.insert((row.get(0), row.get(1)), Claim { conversation_id: row.get(2), event_id: row.get(3) });
-        }
+        .await
+    };
+    let (known, claims) = futures::try_join!(known, claims)?;
+    let mut ledger = Prefetched::default();
+    for row in known {
+        let conversation_id: String = row.get(0);
+        ledger.last_seqs.insert(conversation_id.clone(), row.get::<_, i64>(1) as u64);
+        ledger.owners.insert(conversation_id, row.get(2));
+    }
+    for row in claims {
+        ledger.claims.insert((row.get(0), row.get(1)), Claim { conversation_id: row.get(2), event_id: row.get(3) });
     }
     Ok(ledger)
 }
