@@ -181,18 +181,15 @@ impl PostgresStore {
             })
             .collect()
     }
-}
 
-impl PostgresStore {
-    /// Settles the waiting requests that have followers: those whose notification was lost.
-    async fn settle_followed(&self) -> Result<(), StoreError> {
+    /// Settles the waiting requests that have followers: those whose notification went astray.
+    async fn settle_followed(&self, client: &deadpool_postgres::Object) -> Result<(), StoreError> {
         let waiting = self.waiting.keys();
         if waiting.is_empty() {
             return Ok(());
         }
         let (users, request_ids): (Vec<&str>, Vec<&str>) =
             waiting.iter().map(|(user, request_id)| (user.as_str(), request_id.as_str())).unzip();
-        let client = self.client().await?;
         let followed = client
             .query(
                 "SELECT \"user\", request_id FROM followers
@@ -323,21 +320,19 @@ impl EventStore for PostgresStore {
             )
             .await
             .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
-        self.settle_followed().await?;
-        if requests.is_empty() {
-            return Ok(());
+        if !requests.is_empty() {
+            let (users, request_ids): (Vec<&str>, Vec<&str>) =
+                requests.iter().map(|(user, request_id)| (user.as_str(), request_id.as_str())).unzip();
+            client
+                .execute(
+                    "UPDATE leases SET expires_at = now() + make_interval(secs => $2)
+                     WHERE owner = $1 AND (\"user\", request_id) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))",
+                    &[&&*self.owner, &LEASE.as_secs_f64(), &users, &request_ids],
+                )
+                .await
+                .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
         }
-        let (users, request_ids): (Vec<&str>, Vec<&str>) =
-            requests.iter().map(|(user, request_id)| (user.as_str(), request_id.as_str())).unzip();
-        client
-            .execute(
-                "UPDATE leases SET expires_at = now() + make_interval(secs => $2)
-                 WHERE owner = $1 AND (\"user\", request_id) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))",
-                &[&&*self.owner, &LEASE.as_secs_f64(), &users, &request_ids],
-            )
-            .await
-            .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
-        Ok(())
+        self.settle_followed(&client).await
     }
 
     async fn finish_orphans(&self) -> Result<Vec<ChatEvent>, StoreError> {
