@@ -64,10 +64,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     pub upgrades: usize,
     /// Also measures the plain turns, in each round after the single server, through nginx in
-    /// front of this many `serve` replicas sharing the store the environment configures
-    /// (`MCP__STORE__BACKEND=postgres` and `DATABASE_URL` for PostgreSQL, the one server
-    /// shares it too), with the first `--auth` mode; the CPU time is the replicas' summed.
-    /// Needs nginx, on `PATH` or at /usr/sbin/nginx (0 skips).
+    /// front of this many `serve` replicas sharing one store: an events file of their own, or
+    /// the database the environment names (`MCP__STORE__BACKEND=postgres`, `DATABASE_URL`),
+    /// which the single server uses too; with the first `--auth` mode; the CPU time is the
+    /// replicas' summed. Needs nginx, on `PATH` or at /usr/sbin/nginx (0 skips).
     #[arg(long, default_value_t = 0)]
     pub replicas: usize,
 }
