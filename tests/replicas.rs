@@ -336,6 +336,10 @@ async fn a_client_cut_mid_answer_resumes_through_another_replica_and_gets_the_wh
         assert_eq!(messages.last().unwrap()["status"], "complete", "{messages:#?}");
         assert_eq!(text_of(&messages).trim(), words.join(" "), "the whole answer, once");
     }
+    // One that comes after the end, on a replica that never ran it, gets the stored answer.
+    let after_the_end = resume(other, "cut", seen).await;
+    assert_eq!(after_the_end.last().unwrap()["status"], "complete", "{after_the_end:#?}");
+    assert_eq!(text_of(&after_the_end).trim(), words.join(" "), "the whole answer, once");
     let exported = mcp_platform(&["export", "--store", &url]).output().unwrap();
     let events: Vec<Value> = text(&exported.stdout).lines().map(|line| serde_json::from_str(line).unwrap()).collect();
     let kinds: Vec<&str> = events.iter().map(|event| event["type"].as_str().unwrap()).collect();

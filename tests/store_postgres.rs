@@ -5,9 +5,12 @@
 
 mod support;
 
-use mcp_platform::store::EventStore;
+use std::sync::Arc;
+
+use futures::FutureExt;
 use mcp_platform::store::memory::MemoryStore;
 use mcp_platform::store::postgres::PostgresStore;
+use mcp_platform::store::{EventStore, FrameBatch};
 use support::postgres::Postgres;
 use support::store::*;
 
@@ -88,11 +91,74 @@ async fn a_database_of_schema_version_2_is_migrated_with_its_rows() {
 
     let store = PostgresStore::open(&url, 2).await.unwrap();
     let versions = server.psql(&url, "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations");
-    assert_eq!(versions.trim(), "1,2,3,4");
+    assert_eq!(versions.trim(), "1,2,3,4,5");
     let day = mcp_platform::store::chain::utc_day(&last.timestamp);
     assert_eq!(store.tokens_spent("alice", day).await.unwrap(), 42, "tokens filled from the lines");
     assert_eq!(store.request("alice", "r-1").await.unwrap(), events, "users filled from the lines");
     assert_eq!(store.conversations("alice").await.unwrap().len(), 1);
     let next = store.append(vec![user("b", "r-9", "after the migration")]).await.unwrap();
     assert_eq!(next[0].prev, last.hash, "the chain continues");
+}
+
+/// The next frames of `anonymous`'s request `request_id`.
+fn batch<'a>(request_id: &'a str, first_seq: u64, frames: &'a [Arc<str>], terminal: bool) -> FrameBatch<'a> {
+    FrameBatch { user: "anonymous", request_id, first_seq, frames, terminal }
+}
+
+/// Live resume on demand: the process running a request shares none of its frames until a
+/// process on another host follows it. The owner hears of a follower by notification; when it
+/// missed that, by its lease beat; at the latest, by the transaction that stores the request's
+/// end. A follower that comes after the end finds no lease and reads the stored end instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_are_shared_only_once_a_follower_registers_and_a_late_follower_finds_the_end() {
+    let test = "frames_are_shared_only_once_a_follower_registers_and_a_late_follower_finds_the_end";
+    let Some(bin) = support::postgres::available(test) else { return };
+    let mut server = Postgres::start(&bin);
+    let url = server.database();
+    let owner = PostgresStore::open(&url, 2).await.unwrap();
+    let follower = PostgresStore::open(&url, 2).await.unwrap();
+    let settled =
+        |wanted: mcp_platform::store::FollowersWanted| tokio::time::timeout(std::time::Duration::from_secs(10), wanted);
+    let end = |request: &str| mcp_platform::store::record::interrupted("a".into(), request.into(), "anonymous".into());
+    let frames: Vec<Arc<str>> = vec!["one".into(), "two".into(), "three".into()];
+
+    // Followed while running: the notification wakes the owner, which shares from the first frame.
+    owner.append(vec![user("a", "r-1", "hi")]).await.unwrap();
+    let wanted = owner.followers("anonymous", "r-1");
+    let mut feed = follower.follow_frames("anonymous", "r-1").await.unwrap().expect("r-1 is running");
+    assert!(settled(wanted).await.expect("the owner hears of its follower"));
+    owner.share_frames(batch("r-1", 0, &frames[..2], false)).await.unwrap();
+    owner.share_frames(batch("r-1", 2, &frames[2..], true)).await.unwrap();
+    let mut relayed = Vec::new();
+    while let Some(frame) = feed.recv().await {
+        relayed.push(frame.unwrap());
+    }
+    assert_eq!(relayed.iter().map(|shared| shared.frame.clone()).collect::<Vec<_>>(), frames);
+    assert!(relayed.last().unwrap().terminal);
+
+    // A follower whose notification the owner never got: the lease beat finds it.
+    owner.append(vec![user("a", "r-2", "hi")]).await.unwrap();
+    let mut wanted = owner.followers("anonymous", "r-2");
+    server.psql(&url, "INSERT INTO followers (\"user\", request_id) VALUES ('anonymous', 'r-2')");
+    assert_eq!((&mut wanted).now_or_never(), None, "nothing told the owner yet");
+    owner.renew_leases(&[("anonymous".into(), "r-2".into())]).await.unwrap();
+    assert_eq!(wanted.now_or_never(), Some(true));
+
+    // ...and when the request ends before the beat, the transaction storing the end finds it.
+    owner.append(vec![user("a", "r-3", "hi")]).await.unwrap();
+    let wanted = owner.followers("anonymous", "r-3");
+    server.psql(&url, "INSERT INTO followers (\"user\", request_id) VALUES ('anonymous', 'r-3')");
+    owner.append(vec![end("r-3")]).await.unwrap();
+    assert_eq!(wanted.now_or_never(), Some(true), "settled before the append returned");
+
+    // Nobody follows: settled unfollowed at the end, nothing shared; a later follower finds the
+    // request ended.
+    owner.append(vec![user("a", "r-4", "hi")]).await.unwrap();
+    let wanted = owner.followers("anonymous", "r-4");
+    owner.append(vec![end("r-4")]).await.unwrap();
+    assert_eq!(wanted.now_or_never(), Some(false));
+    assert!(follower.follow_frames("anonymous", "r-4").await.unwrap().is_none());
+    let shared = server.psql(&url, "SELECT string_agg(DISTINCT request_id, ',') FROM frames");
+    assert_eq!(shared.trim(), "r-1", "only the followed request that shared wrote frames");
+    assert_eq!(server.psql(&url, "SELECT count(*) FROM followers WHERE request_id IN ('r-3', 'r-4')").trim(), "0");
 }

@@ -116,10 +116,7 @@ impl ChatService {
             match self.standing(user, &request_id, Some(&fingerprint)).await? {
                 Standing::RunningHere(run) => return Ok(Subscription { run, from: 0 }),
                 Standing::RunningElsewhere => {
-                    return Ok(Subscription {
-                        run: relay::follow(self.deps.store.clone(), user, &request_id),
-                        from: 0,
-                    });
+                    return Ok(relay::follow(self.deps.store.clone(), user, &request_id, 0).await);
                 }
                 Standing::Finished(replay) => {
                     return Ok(Subscription { run: Run::replay(request_id, replay), from: 0 });
@@ -168,10 +165,10 @@ impl ChatService {
     ) -> Result<Subscription, ErrorBody> {
         match self.standing(user, request_id, None).await? {
             Standing::RunningHere(run) => Ok(Subscription { run, from: after_seq.map_or(0, |seq| seq as usize + 1) }),
-            Standing::RunningElsewhere => Ok(Subscription {
-                run: relay::follow(self.deps.store.clone(), user, request_id),
-                from: after_seq.map_or(0, |seq| seq as usize + 1),
-            }),
+            Standing::RunningElsewhere => {
+                let from = after_seq.map_or(0, |seq| seq as usize + 1);
+                Ok(relay::follow(self.deps.store.clone(), user, request_id, from).await)
+            }
             Standing::Finished(replay) => Ok(Subscription { run: Run::replay(request_id.to_owned(), replay), from: 0 }),
             Standing::New => Err(ErrorBody::new(404, format!("unknown request_id {request_id:?}: nothing to resume"))),
         }

@@ -1,25 +1,34 @@
-//! Live resume across replicas: with a store that shares frames (PostgreSQL), the process
-//! that claimed a request shares its numbered messages as they go out, and a `resume` (or a
-//! resent `chat`) that reaches another process follows them from the store: every message, in
-//! the owner's numbering, so a client resumes after any `after_seq` without a gap or a repeat.
+//! Live resume across replicas: with a store that shares frames (PostgreSQL), a `resume` (or a
+//! resent `chat`) that reaches a process where the request is not running follows it from the
+//! store, and the process that claimed the request then shares its numbered messages, those
+//! already sent and those to come: every message, in the owner's numbering, so a client
+//! resumes after any `after_seq` without a gap or a repeat. A request nobody follows shares
+//! nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::cached::{self, StoredRequest};
-use super::{Run, internal_error, store_error};
+use super::{Run, Subscription, internal_error, store_error};
 use crate::protocol::{ErrorBody, RequestMessage};
-use crate::store::{EventStore, FrameBatch};
+use crate::store::{EventStore, FrameBatch, FrameFeed};
 
 /// Tries to share one batch before the share is given up for that batch's followers.
 const SHARE_ATTEMPTS: u32 = 3;
 const SHARE_RETRY_AFTER: Duration = Duration::from_millis(200);
 
-/// With a store that shares frames, shares `run`'s messages until it ends, beside the turn;
-/// called once the turn holds the request's claim, so only the claiming process shares.
+/// With a store that shares frames, shares `run`'s messages from the first on, beside the
+/// turn, once a process on another host follows the request; called right after the turn
+/// claimed the request (so only the claiming process shares) and before it appends the end.
 pub(super) fn start_sharing(store: &Arc<dyn EventStore>, user: &str, run: &Arc<Run>) {
     if store.shares_frames() {
-        tokio::spawn(share(store.clone(), user.to_owned(), run.clone()));
+        let followed = store.followers(user, &run.request_id);
+        let (store, user, run) = (store.clone(), user.to_owned(), run.clone());
+        tokio::spawn(async move {
+            if followed.await {
+                share(store, user, run).await;
+            }
+        });
     }
 }
 
@@ -46,56 +55,83 @@ async fn share(store: Arc<dyn EventStore>, user: String, run: Arc<Run>) {
     }
 }
 
-/// A run that follows `user`'s request running in another process.
-pub(super) fn follow(store: Arc<dyn EventStore>, user: &str, request_id: &str) -> Arc<Run> {
+/// Follows `user`'s request running in another process from message `from` on: live, in the
+/// owner's numbering, or, when it ended before the following began, its stored compact
+/// replay from the start, as for any finished request.
+pub(super) async fn follow(store: Arc<dyn EventStore>, user: &str, request_id: &str, from: usize) -> Subscription {
     let run = Run::new(request_id.to_owned());
-    tokio::spawn(relay(store, user.to_owned(), run.clone()));
-    run
+    match store.follow_frames(user, request_id).await {
+        Ok(Some(feed)) => {
+            tokio::spawn(relay_feed(store, user.to_owned(), run.clone(), feed));
+            Subscription { run, from }
+        }
+        Ok(None) => Subscription {
+            run: Run::replay(request_id.to_owned(), stored_replay(store.as_ref(), user, request_id).await),
+            from: 0,
+        },
+        Err(error) => {
+            run.push(RequestMessage::Failed(store_error(&error)));
+            Subscription { run, from: 0 }
+        }
+    }
+}
+
+/// Relays `user`'s request running in another process into `run`, a run of its own that
+/// starts empty.
+pub(super) async fn relay(store: Arc<dyn EventStore>, user: String, run: Arc<Run>) {
+    match store.follow_frames(&user, &run.request_id).await {
+        Ok(Some(feed)) => relay_feed(store, user, run, feed).await,
+        Ok(None) => stored_replay(store.as_ref(), &user, &run.request_id)
+            .await
+            .into_iter()
+            .for_each(|message| run.push(message)),
+        Err(error) => run.push(RequestMessage::Failed(store_error(&error))),
+    }
 }
 
 /// Relays the shared messages into `run`; when they stop before the request's end (its
 /// process is gone, or the store is unreachable), ends `run` with what the store holds.
-pub(super) async fn relay(store: Arc<dyn EventStore>, user: String, run: Arc<Run>) {
-    let request_id = &run.request_id;
-    let failure = match store.follow_frames(&user, request_id).await {
-        Ok(mut feed) => loop {
-            match feed.recv().await {
-                Some(Ok(shared)) if !shared.frame.is_empty() => {
-                    run.relay(shared.frame, shared.terminal);
-                    if shared.terminal {
-                        return;
-                    }
+async fn relay_feed(store: Arc<dyn EventStore>, user: String, run: Arc<Run>, mut feed: FrameFeed) {
+    let failure = loop {
+        match feed.recv().await {
+            Some(Ok(shared)) if !shared.frame.is_empty() => {
+                run.relay(shared.frame, shared.terminal);
+                if shared.terminal {
+                    return;
                 }
-                Some(Ok(_)) | None => break None,
-                Some(Err(error)) => break Some(error),
             }
-        },
-        Err(error) => Some(error),
+            Some(Ok(_)) | None => break None,
+            Some(Err(error)) => break Some(error),
+        }
     };
     let end = match failure {
         Some(error) => RequestMessage::Failed(store_error(&error)),
-        None => stored_end(store.as_ref(), &user, request_id).await,
+        None => stored_replay(store.as_ref(), &user, &run.request_id).await.pop().unwrap_or_else(|| {
+            RequestMessage::Failed(internal_error(&format!(
+                "the stored request {:?} replays to nothing",
+                run.request_id
+            )))
+        }),
     };
     run.push(end);
 }
 
-/// The end of a request as the store holds it: the last message of its replay.
-async fn stored_end(store: &dyn EventStore, user: &str, request_id: &str) -> RequestMessage {
+/// A finished request as the store holds it: its compact replay, or the error why there is
+/// none.
+async fn stored_replay(store: &dyn EventStore, user: &str, request_id: &str) -> Vec<RequestMessage> {
     let events = match store.request(user, request_id).await {
         Ok(events) => events,
-        Err(error) => return RequestMessage::Failed(store_error(&error)),
+        Err(error) => return vec![RequestMessage::Failed(store_error(&error))],
     };
     match cached::stored_request(&events) {
-        Ok(StoredRequest::Finished { replay, .. }) => replay.into_iter().last().unwrap_or_else(|| {
-            RequestMessage::Failed(internal_error(&format!("the stored request {request_id:?} replays to nothing")))
-        }),
-        Ok(_) => RequestMessage::Failed(ErrorBody::new(
+        Ok(StoredRequest::Finished { replay, .. }) => replay,
+        Ok(_) => vec![RequestMessage::Failed(ErrorBody::new(
             503,
             format!(
                 "the messages of request_id {request_id:?} stopped coming from the server process answering it; \
                  resume it again in a moment"
             ),
-        )),
-        Err(error) => RequestMessage::Failed(internal_error(&error)),
+        ))],
+        Err(error) => vec![RequestMessage::Failed(internal_error(&error))],
     }
 }

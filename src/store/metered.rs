@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{ChatEvent, ConversationSummary, EventStore, FrameBatch, FrameFeed, NewEvent, RecentLimit, StoreError};
+use super::{
+    ChatEvent, ConversationSummary, EventStore, FollowersWanted, FrameBatch, FrameFeed, NewEvent, RecentLimit,
+    StoreError,
+};
 
 pub struct MeteredStore(pub Arc<dyn EventStore>);
 
@@ -65,7 +68,11 @@ impl EventStore for MeteredStore {
         self.0.share_frames(batch).await
     }
 
-    async fn follow_frames(&self, user: &str, request_id: &str) -> Result<FrameFeed, StoreError> {
+    fn followers(&self, user: &str, request_id: &str) -> FollowersWanted {
+        self.0.followers(user, request_id)
+    }
+
+    async fn follow_frames(&self, user: &str, request_id: &str) -> Result<Option<FrameFeed>, StoreError> {
         self.0.follow_frames(user, request_id).await
     }
 }

@@ -242,18 +242,30 @@ pub trait EventStore: Send + Sync {
         false
     }
 
+    /// For `user`'s request this process has just claimed (called right after the claim, before
+    /// the request appends its end): resolves to `true` once a process on another host follows
+    /// it, and the frames from the first on are to be shared ([`EventStore::share_frames`]);
+    /// to `false` when the request ended with nobody following, so that a request nobody
+    /// follows, almost every one, costs the store nothing.
+    fn followers(&self, _user: &str, _request_id: &str) -> FollowersWanted {
+        Box::pin(std::future::ready(false))
+    }
+
     /// Shares the next frames of a request running in this process.
     async fn share_frames(&self, _batch: FrameBatch<'_>) -> Result<(), StoreError> {
         Ok(())
     }
 
-    /// The shared frames of `user`'s request running in another process, from its first on,
-    /// as they come; the feed ends after the terminal frame. A store that shares none ends it
-    /// at once.
-    async fn follow_frames(&self, _user: &str, _request_id: &str) -> Result<FrameFeed, StoreError> {
-        Ok(tokio::sync::mpsc::unbounded_channel().1)
+    /// Follows `user`'s request running in another process: its shared frames from the first
+    /// on, as they come; the feed ends after the terminal frame. `None` when the request is no
+    /// longer running anywhere: its end is in the store.
+    async fn follow_frames(&self, _user: &str, _request_id: &str) -> Result<Option<FrameFeed>, StoreError> {
+        Ok(None)
     }
 }
+
+/// What [`EventStore::followers`] returns.
+pub type FollowersWanted = futures::future::BoxFuture<'static, bool>;
 
 /// The next frames of `user`'s request running in this process: JSON text as its clients were
 /// sent it, numbered from `first_seq`; `terminal` when the last of them ends the request.

@@ -1,6 +1,7 @@
 //! A real nginx from Debian's packages in front of server processes: round robin, no
-//! stickiness, WebSocket upgrade — the configuration of `deploy/nginx.conf` on a free
-//! loopback port, with its prefix in a temp dir. Stopped when dropped.
+//! stickiness, WebSocket upgrade — the configuration the bench runs too
+//! (`mcp_bench::nginx`) on a free loopback port, with its prefix in a temp dir. Stopped when
+//! dropped.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -8,15 +9,13 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-const NGINX: &str = "/usr/sbin/nginx";
-
 /// Whether nginx is installed; reports the test as skipped otherwise (failing in CI).
 pub fn available(test: &str) -> bool {
-    if std::path::Path::new(NGINX).exists() {
+    if mcp_bench::nginx::binary().is_some() {
         return true;
     }
     assert!(!super::in_ci(), "{test}: nginx is required in CI (.ci/run installs it) but was not found");
-    eprintln!("SKIPPED {test}: nginx not found at {NGINX}");
+    eprintln!("SKIPPED {test}: nginx not found on PATH or at /usr/sbin/nginx");
     false
 }
 
@@ -29,46 +28,11 @@ pub struct Nginx {
 impl Nginx {
     pub fn start(upstreams: &[SocketAddr]) -> Nginx {
         let dir = tempfile::Builder::new().prefix("nginx-").tempdir().expect("temp dir");
-        let port = super::postgres::free_port();
-        let servers: String = upstreams.iter().map(|addr| format!("        server {addr};\n")).collect();
-        let prefix = dir.path().display();
-        let config = format!(
-            "daemon off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    map $http_upgrade $connection_upgrade {{
-        default upgrade;
-        ''      close;
-    }}
-    upstream mcp_platform {{
-{servers}    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://mcp_platform;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_set_header Host $host;
-            proxy_read_timeout 3600s;
-            proxy_next_upstream error timeout;
-        }}
-    }}
-}}
-"
-        );
+        let addr: SocketAddr = ([127, 0, 0, 1], super::postgres::free_port()).into();
+        let config = mcp_bench::nginx::config(dir.path(), addr, upstreams);
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, config).expect("write nginx.conf");
-        let child = Command::new(NGINX)
+        let child = Command::new(mcp_bench::nginx::binary().expect("nginx"))
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
@@ -77,7 +41,6 @@ http {{
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start nginx");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < deadline, "nginx did not start listening on {addr}");

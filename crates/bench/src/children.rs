@@ -22,6 +22,30 @@ pub struct Server {
     address: String,
 }
 
+/// Where the load goes: one server, or replicas behind a load balancer.
+pub trait Target {
+    /// `ws://…/ws/chat`.
+    fn url(&self) -> &str;
+    /// What each client presents on its upgrade.
+    fn bearer(&self) -> Option<&str>;
+    /// CPU time the serving processes have used so far, summed.
+    fn cpu_time(&self) -> anyhow::Result<CpuTime>;
+}
+
+impl Target for Server {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn bearer(&self) -> Option<&str> {
+        self.bearer.as_deref()
+    }
+
+    fn cpu_time(&self) -> anyhow::Result<CpuTime> {
+        Server::cpu_time(self)
+    }
+}
+
 /// A process's CPU time, in its own code and in the kernel on its behalf (system calls: socket
 /// reads and writes, `fdatasync`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -74,10 +98,25 @@ impl MockLlm {
 
 impl Server {
     /// `serve` with `store.fsync: true`, a fresh events file in `dir` and `auth`; with
-    /// `demo_server`, that MCP server is configured (tool turns), else none.
+    /// `demo_server`, that MCP server is configured (tool turns), else none. The store is
+    /// that file unless the environment chooses another (`MCP__STORE__BACKEND=postgres`).
     pub async fn start(
         exe: &Path,
         dir: &Path,
+        mock: &MockLlm,
+        demo_server: Option<&Path>,
+        auth: &ServerAuth,
+    ) -> anyhow::Result<Self> {
+        let events = dir.join("events.jsonl");
+        let _ = std::fs::remove_file(&events);
+        Self::start_on(exe, dir, &events, mock, demo_server, auth).await
+    }
+
+    /// [`Server::start`] on the events file `events`, which other servers may share.
+    pub async fn start_on(
+        exe: &Path,
+        dir: &Path,
+        events: &Path,
         mock: &MockLlm,
         demo_server: Option<&Path>,
         auth: &ServerAuth,
@@ -89,15 +128,13 @@ impl Server {
             None => serde_json::json!({"mcpServers": {}}),
         };
         std::fs::write(&servers, config.to_string())?;
-        let events = dir.join("events.jsonl");
-        let _ = std::fs::remove_file(&events);
         let mut serve = Command::new(exe);
         serve
             .args(["serve", "--port", "0", "--servers"])
             .arg(&servers)
             .env("MCP__LLM__ACTIVE", "mock")
             .env("MCP__LLM__PROVIDERS__MOCK__BASE_URL", format!("{}/v1", mock.address))
-            .env("MCP__STORE__PATH", &events)
+            .env("MCP__STORE__PATH", events)
             .env("MCP__STORE__FSYNC", "true")
             .env("MCP__LOGGING__LEVEL", "error")
             // Every bench socket is the one user `anonymous` from one address: the per-user and
@@ -129,6 +166,11 @@ impl Server {
             anyhow::ensure!(Instant::now() < deadline, "the server at {host} did not become ready within 30 s");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// The address it listens on.
+    pub fn socket_addr(&self) -> anyhow::Result<std::net::SocketAddr> {
+        self.address.trim_start_matches("http://").parse().context("the server's address")
     }
 
     /// CPU time the server has used so far.

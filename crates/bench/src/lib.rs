@@ -8,11 +8,14 @@
 //! MCP server); the first turn of a fresh server; latency along one long conversation; and the
 //! server's resident memory per idle socket. With several `--auth` modes, one server per mode
 //! runs the same plain-turn load in alternating rounds, and each measures WebSocket upgrades
-//! per second with its credential.
+//! per second with its credential. With `--replicas N`, the plain turns are also measured
+//! through nginx in front of N servers sharing one store.
 
 mod auth;
 mod children;
 mod load;
+pub mod nginx;
+mod replicas;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,6 +24,7 @@ use anyhow::Context as _;
 
 use auth::{AuthMode, ServerAuth};
 use children::{MockLlm, Server};
+use replicas::Replicas;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -59,6 +63,13 @@ pub struct BenchArgs {
     /// WebSocket upgrades to measure per `--auth` mode, 16 clients at a time (0 skips).
     #[arg(long, default_value_t = 0)]
     pub upgrades: usize,
+    /// Also measures the plain turns, in each round after the single server, through nginx in
+    /// front of this many `serve` replicas sharing one store: an events file of their own, or
+    /// the database the environment names (`MCP__STORE__BACKEND=postgres`, `DATABASE_URL`),
+    /// which the single server uses too; with the first `--auth` mode; the CPU time is the
+    /// replicas' summed. Needs nginx, on `PATH` or at /usr/sbin/nginx (0 skips).
+    #[arg(long, default_value_t = 0)]
+    pub replicas: usize,
 }
 
 /// Clients upgrading at once in the upgrade measurement.
@@ -91,7 +102,17 @@ async fn measure(args: &BenchArgs, exe: &Path, dir: &Path, mock: &MockLlm) -> an
             Server::start(exe, &dir.join(format!("plain-{}", mode.name())), mock, None, &auth).await?,
         ));
     }
-    let outcome = measure_on(args, exe, dir, mock, &servers).await;
+    let replicas = match args.replicas {
+        0 => None,
+        count => {
+            let auth = ServerAuth::prepare(modes[0], &dir.join("auth-replicas"))?;
+            Some(Replicas::start(exe, &dir.join("replicas"), mock, &auth, count).await?)
+        }
+    };
+    let outcome = measure_on(args, exe, dir, mock, &servers, replicas.as_ref()).await;
+    if let Some(replicas) = replicas {
+        replicas.stop().await;
+    }
     for (_, server) in servers {
         server.stop().await;
     }
@@ -104,6 +125,7 @@ async fn measure_on(
     dir: &Path,
     mock: &MockLlm,
     servers: &[(AuthMode, Server)],
+    replicas: Option<&Replicas>,
 ) -> anyhow::Result<()> {
     let (first_mode, server) = &servers[0];
     // One sample of a once-only cost is noise on a shared machine: every fresh server gives one.
@@ -136,6 +158,8 @@ async fn measure_on(
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for &connections in args.connections.iter().filter(|&&count| count > 0) {
         let mut totals = vec![load::Measurement::default(); servers.len()];
+        let mut replicated = load::Measurement::default();
+        let through_nginx = format!("plain, {} replicas behind nginx", args.replicas);
         for round in 0..args.rounds.max(1) {
             // Each round starts with the next mode, so none is always measured first.
             for offset in 0..servers.len() {
@@ -145,10 +169,18 @@ async fn measure_on(
                 report("plain", *mode, connections, &measured);
                 totals[index].add(measured);
             }
+            if let Some(replicas) = replicas {
+                let measured = load::measure_turns(replicas, connections, args.turns, load::PLAIN).await?;
+                report(&through_nginx, *first_mode, connections, &measured);
+                replicated.add(measured);
+            }
         }
         if servers.len() > 1 || args.rounds > 1 {
             for ((mode, _), total) in servers.iter().zip(&totals) {
                 report("plain, all rounds", *mode, connections, total);
+            }
+            if replicas.is_some() {
+                report(&format!("{through_nginx}, all rounds"), *first_mode, connections, &replicated);
             }
         }
     }

@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::children::{CpuTime, Server};
+use crate::children::{CpuTime, Server, Target};
 
 /// A turn's user text: mock-llm answers plain text with a sentence, arithmetic with a tool call
 /// when a fitting tool is offered.
@@ -46,7 +46,7 @@ impl Measurement {
 /// `turns` chat turns over `connections` sockets, each socket sending its next turn as soon as
 /// the previous one completed.
 pub async fn measure_turns(
-    server: &Server,
+    server: &impl Target,
     connections: usize,
     turns: usize,
     prompt: Prompt,
@@ -172,9 +172,9 @@ pub async fn measure_upgrades(server: &Server, count: usize, parallel: usize) ->
 
 /// A client socket with Nagle's algorithm off, as latency-minded clients use, presenting the
 /// server's bearer credential if it has one.
-async fn connect(server: &Server) -> anyhow::Result<Socket> {
-    let mut request = server.url.as_str().into_client_request()?;
-    if let Some(bearer) = &server.bearer {
+async fn connect(server: &impl Target) -> anyhow::Result<Socket> {
+    let mut request = server.url().into_client_request()?;
+    if let Some(bearer) = server.bearer() {
         request.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {bearer}"))?);
     }
     let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true).await.context("connect")?;

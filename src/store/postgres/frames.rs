@@ -1,5 +1,6 @@
-//! Live resume across replicas: the process running a request shares its numbered frames in
-//! the `frames` table and wakes followers with `NOTIFY frames`; a follower on another replica
+//! Live resume across replicas: a follower on another replica registers (see
+//! [`super::followers`]), then the process running the request shares its numbered frames in
+//! the `frames` table from the first on and wakes followers with `NOTIFY frames`; the follower
 //! reads them from its cursor on, woken by `LISTEN frames`, and polls as well so that a lost
 //! notification (a reconnect) costs a moment, never the answer.
 //!
@@ -49,8 +50,9 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Starts following; the feed ends after the terminal frame or at the first error.
-    pub(super) async fn follow(&self, user: &str, request_id: &str) -> Result<FrameFeed, StoreError> {
+    /// Starts following; the feed ends after the terminal frame or at the first error. `None`
+    /// when the request holds no lease any more: its end is stored.
+    pub(super) async fn follow(&self, user: &str, request_id: &str) -> Result<Option<FrameFeed>, StoreError> {
         let (listener, mut connection) = tokio_postgres::connect(&self.url, NoTls)
             .await
             .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
@@ -74,6 +76,9 @@ impl PostgresStore {
             .batch_execute("LISTEN frames")
             .await
             .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
+        if !self.register_follower(user, request_id).await? {
+            return Ok(None);
+        }
         let (feed, frames) = mpsc::unbounded_channel();
         let (pool, shown_url, user, request_id) =
             (self.pool.clone(), self.shown_url.clone(), user.to_owned(), request_id.to_owned());
@@ -117,6 +122,24 @@ impl PostgresStore {
                 let _ = tokio::time::timeout(POLL_EVERY, woken.recv()).await;
             }
         });
-        Ok(frames)
+        Ok(Some(frames))
+    }
+
+    /// Registers interest in a running request and wakes its owner; false when the request is
+    /// no longer running. The key-share lock on the lease makes the owner's end, which deletes
+    /// the lease, wait for this registration and then see it (see [`super::followers`]).
+    async fn register_follower(&self, user: &str, request_id: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "WITH running AS (SELECT owner FROM leases WHERE \"user\" = $1 AND request_id = $2 FOR KEY SHARE),
+                      registered AS (INSERT INTO followers (\"user\", request_id) SELECT $1, $2 FROM running
+                                     ON CONFLICT DO NOTHING)
+                 SELECT pg_notify('followers', json_build_array(owner, $1::text, $2::text)::text) FROM running",
+                &[&user, &request_id],
+            )
+            .await
+            .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
+        Ok(!rows.is_empty())
     }
 }

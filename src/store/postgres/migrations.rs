@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "leases", include_str!("migrations/0002_leases.sql")),
     (3, "per_user_reads", include_str!("migrations/0003_per_user_reads.sql")),
     (4, "frames", include_str!("migrations/0004_frames.sql")),
+    (5, "followers", include_str!("migrations/0005_followers.sql")),
 ];
 
 /// Any constant the whole database agrees on; it names this lock in `pg_locks`.

@@ -24,7 +24,12 @@
 //! down at that moment) is no longer renewed. A lease that runs out belongs to a process
 //! that is gone: [`EventStore::finish_orphans`] deletes it and stores the request's end in
 //! the same transaction, so exactly one process finishes it.
+//!
+//! # Statements
+//! Every statement is prepared once per pooled connection and cached there, so a turn's
+//! reads and the group's writes cost one round trip each, not a parse and a round trip more.
 
+mod followers;
 mod frames;
 pub mod migrations;
 pub mod rows;
@@ -38,10 +43,15 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
 
 use super::chain::Work;
 use super::recent::RecentCut;
-use super::{ChatEvent, ConversationSummary, EventStore, FrameBatch, FrameFeed, NewEvent, RecentLimit, StoreError};
+use super::{
+    ChatEvent, ConversationSummary, EventStore, FollowersWanted, FrameBatch, FrameFeed, NewEvent, RecentLimit,
+    StoreError,
+};
+use followers::Waiting;
 use writer::{Job, write_loop};
 
 /// How long a claim stays leased without renewal: longer than any stall of a live process,
@@ -68,6 +78,16 @@ pub struct PostgresStore {
     /// restarted process with the same pid is another owner.
     owner: Arc<str>,
     jobs: mpsc::UnboundedSender<Job>,
+    /// This process's requests whose followers are not known yet.
+    waiting: Arc<Waiting>,
+    /// Stops the listening for followers when the store is dropped.
+    stop: CancellationToken,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -119,8 +139,11 @@ impl PostgresStore {
         }
         let owner: Arc<str> = owner_name().into();
         let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(pool.clone(), shown_url.clone(), owner.clone(), queue));
-        Ok(PostgresStore { pool, shown_url, url: url.to_owned(), owner, jobs })
+        let waiting = Arc::new(Waiting::default());
+        let stop = CancellationToken::new();
+        tokio::spawn(write_loop(pool.clone(), shown_url.clone(), owner.clone(), waiting.clone(), queue));
+        tokio::spawn(followers::listen(url.to_owned(), owner.to_string(), Arc::downgrade(&waiting), stop.clone()));
+        Ok(PostgresStore { pool, shown_url, url: url.to_owned(), owner, jobs, waiting, stop })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -140,8 +163,9 @@ impl PostgresStore {
         parameters: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<ChatEvent>, StoreError> {
         let client = self.client().await?;
-        let rows =
-            client.query(sql, parameters).await.map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
+        let failed = |error: tokio_postgres::Error| unavailable(&self.shown_url)(error.to_string());
+        let statement = client.prepare_cached(sql).await.map_err(failed)?;
+        let rows = client.query(&statement, parameters).await.map_err(failed)?;
         rows.iter()
             .map(|row| {
                 let position: i64 = row.get(0);
@@ -156,6 +180,28 @@ impl PostgresStore {
                 })
             })
             .collect()
+    }
+
+    /// Settles the waiting requests that have followers: those whose notification went astray.
+    async fn settle_followed(&self, client: &deadpool_postgres::Object) -> Result<(), StoreError> {
+        let waiting = self.waiting.keys();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let (users, request_ids): (Vec<&str>, Vec<&str>) =
+            waiting.iter().map(|(user, request_id)| (user.as_str(), request_id.as_str())).unzip();
+        let followed = client
+            .query(
+                "SELECT \"user\", request_id FROM followers
+                 WHERE (\"user\", request_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+                &[&users, &request_ids],
+            )
+            .await
+            .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
+        for row in followed {
+            self.waiting.settle(row.get(0), row.get(1), true);
+        }
+        Ok(())
     }
 }
 
@@ -274,20 +320,19 @@ impl EventStore for PostgresStore {
             )
             .await
             .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
-        if requests.is_empty() {
-            return Ok(());
+        if !requests.is_empty() {
+            let (users, request_ids): (Vec<&str>, Vec<&str>) =
+                requests.iter().map(|(user, request_id)| (user.as_str(), request_id.as_str())).unzip();
+            client
+                .execute(
+                    "UPDATE leases SET expires_at = now() + make_interval(secs => $2)
+                     WHERE owner = $1 AND (\"user\", request_id) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))",
+                    &[&&*self.owner, &LEASE.as_secs_f64(), &users, &request_ids],
+                )
+                .await
+                .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
         }
-        let (users, request_ids): (Vec<&str>, Vec<&str>) =
-            requests.iter().map(|(user, request_id)| (user.as_str(), request_id.as_str())).unzip();
-        client
-            .execute(
-                "UPDATE leases SET expires_at = now() + make_interval(secs => $2)
-                 WHERE owner = $1 AND (\"user\", request_id) IN (SELECT * FROM UNNEST($3::text[], $4::text[]))",
-                &[&&*self.owner, &LEASE.as_secs_f64(), &users, &request_ids],
-            )
-            .await
-            .map_err(|error| unavailable(&self.shown_url)(error.to_string()))?;
-        Ok(())
+        self.settle_followed(&client).await
     }
 
     async fn finish_orphans(&self) -> Result<Vec<ChatEvent>, StoreError> {
@@ -302,7 +347,11 @@ impl EventStore for PostgresStore {
         self.insert_frames(batch).await
     }
 
-    async fn follow_frames(&self, user: &str, request_id: &str) -> Result<FrameFeed, StoreError> {
+    fn followers(&self, user: &str, request_id: &str) -> FollowersWanted {
+        self.waiting.register(user, request_id)
+    }
+
+    async fn follow_frames(&self, user: &str, request_id: &str) -> Result<Option<FrameFeed>, StoreError> {
         self.follow(user, request_id).await
     }
 }
