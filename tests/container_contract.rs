@@ -7,7 +7,7 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
@@ -31,6 +31,17 @@ fn new_key() -> (String, String) {
     (field("key: "), field("key_sha256: "))
 }
 
+/// The binaries, copied into `dir` as the image has them in `/usr/local/bin`: the unprivileged
+/// user must reach them, which the directory they were built in may not let it do (a checkout
+/// in a private temporary directory).
+fn install_binaries(dir: &Path) -> PathBuf {
+    std::fs::create_dir(dir).expect("create the binaries' directory");
+    for name in ["mcp-platform", "demo-server"] {
+        std::fs::copy(binary(name), dir.join(name)).expect("copy a binary");
+    }
+    dir.to_owned()
+}
+
 fn read_only(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o555)).expect("chmod");
 }
@@ -44,7 +55,9 @@ async fn the_image_contract_unprivileged_read_only_env_configured_drains_on_sigt
     std::fs::create_dir(&data_dir).unwrap();
     std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.yaml"), app_dir.join("config.yaml"))
         .expect("copy the image's config");
-    write_servers_config(&app_dir);
+    let bin = install_binaries(&root.path().join("bin"));
+    let servers = json!({"mcpServers": {"demo": {"command": bin.join("demo-server").display().to_string()}}});
+    std::fs::write(app_dir.join("servers_config.json"), servers.to_string()).expect("write servers config");
     read_only(&app_dir);
     if running_as_root() {
         std::os::unix::fs::chown(&data_dir, Some(NOBODY), Some(NOBODY)).expect("chown the data dir");
@@ -57,7 +70,8 @@ async fn the_image_contract_unprivileged_read_only_env_configured_drains_on_sigt
     let (key, key_sha256) = new_key();
     let port = support::postgres::free_port();
 
-    let mut command = mcp_platform(&["serve"]);
+    let mut command = std::process::Command::new(bin.join("mcp-platform"));
+    command.arg("serve");
     command.current_dir(&app_dir).env_clear().envs([
         ("PATH", std::env::var("PATH").unwrap_or_default()),
         ("HOME", data_dir.display().to_string()),
