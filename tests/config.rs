@@ -272,6 +272,25 @@ fn missing_keys_and_sections_are_named_with_what_belongs_there() {
 }
 
 #[test]
+fn min_text_interval_must_be_a_number_and_may_be_left_out() {
+    let dir = TempDir::new().unwrap();
+    let mut environment = Environment::new();
+    environment.set("GROQ_API_KEY", "k");
+    let text = edited_settings(&[("min_text_interval: 0.0", "min_text_interval: \"fast\"")]);
+    let problems = settings_problems(&dir, &text);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("DIR/config.yaml: chat.service.streaming.min_text_interval: expected a number"),
+        "{problems:?}"
+    );
+
+    let text = edited_settings(&[("      min_text_interval: 0.0", "      #")]);
+    let path = write(&dir, "config.yaml", &text);
+    let settings = load_settings(Some(&path)).expect("loads without the key");
+    assert_eq!(settings.chat.service.streaming.min_text_interval, 0.0, "every delta as it comes");
+}
+
+#[test]
 fn unknown_keys_are_refused_with_a_suggestion_when_one_is_close() {
     let dir = TempDir::new().unwrap();
     let mut environment = Environment::new();
@@ -337,6 +356,7 @@ fn every_value_out_of_range_is_reported_at_once() {
         ),
         ("request_timeout: 60.0", "request_timeout: 0"),
         ("max_retries: 3", "max_retries: -1"),
+        ("min_text_interval: 0.0", "min_text_interval: -0.5"),
         ("max_tool_hops: 8", "max_tool_hops: 5000000000"),
         ("reserve_tokens: 500", "reserve_tokens: 4000"),
         ("port: 8000", "port: 70000"),
@@ -361,6 +381,7 @@ fn every_value_out_of_range_is_reported_at_once() {
             "DIR/config.yaml: llm.providers.ollama.top_p: expected a number from 0 to 1, found 1.5",
             "DIR/config.yaml: llm.request_timeout: expected a number greater than 0, found 0",
             "DIR/config.yaml: llm.max_retries: expected an integer of at least 0, found -1",
+            "DIR/config.yaml: chat.service.streaming.min_text_interval: expected a number of at least 0, found -0.5",
             "DIR/config.yaml: chat.service.max_tool_hops: expected an integer from 0 to 4294967295, found 5000000000",
             "DIR/config.yaml: websocket.port: expected an integer from 1 to 65535, found 70000",
             "DIR/config.yaml: websocket.max_message_bytes: expected an integer of at least 1024, found 100",

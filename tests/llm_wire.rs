@@ -247,3 +247,56 @@ async fn a_server_that_ignores_streaming_is_read_as_a_whole_answer() {
     assert_eq!(outcome.texts, ["All at once."]);
     assert_eq!(outcome.finish, Some(FinishReason::Stop));
 }
+
+#[tokio::test]
+async fn the_connection_opened_ahead_of_the_first_call_is_the_one_the_call_uses() {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::ConnectInfo;
+    use axum::http::{Method, StatusCode};
+    use axum::routing::any;
+
+    let seen: Arc<Mutex<Vec<(Method, SocketAddr)>>> = Arc::default();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        any({
+            let seen = seen.clone();
+            move |method: Method, ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                seen.lock().unwrap().push((method.clone(), peer));
+                if method != Method::POST {
+                    return StatusCode::METHOD_NOT_ALLOWED.into_response();
+                }
+                axum::Json(json!({"choices": [{"index": 0, "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "Reused."}}]}))
+                .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(local()).await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await });
+    let provider = llm::from_settings(&settings(ProviderKind::Openai, &format!("http://{address}/v1"), "", 5.0, 0))
+        .expect("provider builds");
+
+    provider.connect_ahead().await;
+    assert_eq!(seen.lock().unwrap().iter().map(|(method, _)| method.clone()).collect::<Vec<_>>(), [Method::GET]);
+    let outcome = chat(&provider, ask("go", vec![], false)).await;
+    assert_eq!(outcome.text(), "Reused.");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].0, Method::POST);
+    assert_eq!(seen[0].1, seen[1].1, "the call went over the connection opened ahead of it");
+}
+
+#[tokio::test]
+async fn a_provider_out_of_reach_at_start_does_not_fail_the_connection_ahead() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    drop(listener);
+    let provider = llm::from_settings(&settings(ProviderKind::Anthropic, &format!("http://{address}"), "k", 5.0, 0))
+        .expect("provider builds");
+    provider.connect_ahead().await;
+    let outcome = chat(&provider, ask("go", vec![], false)).await;
+    assert_eq!(outcome.error_code, Some(502), "the first call reports it: {outcome:?}");
+}
