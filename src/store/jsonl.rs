@@ -142,6 +142,10 @@ struct Shared {
     /// each other's lock, so reader catch-ups take turns.
     catch_up_turn: Mutex<()>,
     index: Mutex<Index>,
+    /// Where the file ends once this process's write in progress is in, 0 when none is: a
+    /// file of that length holds nothing another process appended, though the index does not
+    /// yet hold the write's own events (unacknowledged, so no read owes them to anyone).
+    writing_to: AtomicU64,
     tails: Tails,
     counters: Counters,
 }
@@ -510,10 +514,15 @@ impl Shared {
         self.index.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether the index holds everything other processes appended: one `statx`, no lock.
+    fn is_current(&self) -> Result<bool, StoreError> {
+        let length = self.reader.metadata().map_err(|error| io_error(&self.path, error))?.len();
+        Ok(length == self.index().end || length == self.writing_to.load(Ordering::Acquire))
+    }
+
     /// Brings the index up to what other processes appended. Cheap when nothing changed.
     fn refresh(&self) -> Result<(), StoreError> {
-        let length = self.reader.metadata().map_err(|error| io_error(&self.path, error))?.len();
-        if length == self.index().end {
+        if self.is_current()? {
             return Ok(());
         }
         let _turn = self.catch_up_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -634,6 +643,7 @@ impl JsonlStore {
             reader,
             catch_up_turn: Mutex::new(()),
             index: Mutex::new(Index::new()),
+            writing_to: AtomicU64::new(0),
             tails: Tails::default(),
             counters: Counters::default(),
         });
@@ -686,6 +696,21 @@ impl JsonlStore {
         let (reply, answer) = oneshot::channel();
         self.jobs.as_ref().ok_or_else(stopped)?.send(Job { work, reply }).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// A read that looks at the index and at most a few recent lines: run here when the index
+    /// is current, as it is unless another process appended, since then it takes no lock and
+    /// reads only from the page cache, cheaper than the hand-off to a blocking thread and back
+    /// (two thread wake-ups). Otherwise it may wait for another process's lock, so it goes to
+    /// the blocking pool.
+    async fn indexed<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if self.shared.is_current()? {
+            return read(&self.shared);
+        }
+        self.blocking(read).await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -749,9 +774,12 @@ fn commit_group(shared: &Shared, writer: &File, fsync: bool, group: Vec<Job>) {
         if lines.is_empty() {
             return Ok(());
         }
-        if let Err(error) = write_and_sync(writer, &lines, fsync, &shared.counters) {
+        shared.writing_to.store(start + lines.len() as u64, Ordering::Release);
+        let written = write_and_sync(writer, &lines, fsync, &shared.counters);
+        if let Err(error) = written {
             // Leave no partial group behind for other processes to index.
             let _ = writer.set_len(start);
+            shared.writing_to.store(0, Ordering::Release);
             return Err(io_error(&shared.path, error));
         }
         let mut index = shared.index();
@@ -768,6 +796,8 @@ fn commit_group(shared: &Shared, writer: &File, fsync: bool, group: Vec<Job>) {
                 offset += len as u64 + 1;
             }
         }
+        shared.writing_to.store(0, Ordering::Release);
+        drop(index);
         let counters = &shared.counters;
         counters.batches.fetch_add(accepted, Ordering::Relaxed);
         counters.events.fetch_add(accepted_events(&outcomes), Ordering::Relaxed);
@@ -852,12 +882,12 @@ impl EventStore for JsonlStore {
 
     async fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<Arc<ChatEvent>>, StoreError> {
         let conversation_id = conversation_id.to_string();
-        self.blocking(move |shared| shared.recent(&conversation_id, limit)).await
+        self.indexed(move |shared| shared.recent(&conversation_id, limit)).await
     }
 
     async fn request(&self, user: &str, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
         let (user, request_id) = (user.to_string(), request_id.to_string());
-        self.blocking(move |shared| shared.request(&user, &request_id)).await
+        self.indexed(move |shared| shared.request(&user, &request_id)).await
     }
 
     async fn conversations(&self, user: &str) -> Result<Vec<ConversationSummary>, StoreError> {
@@ -867,7 +897,7 @@ impl EventStore for JsonlStore {
 
     async fn tokens_spent(&self, user: &str, day: &str) -> Result<u64, StoreError> {
         let (user, day) = (user.to_string(), day.to_string());
-        self.blocking(move |shared| shared.tokens_spent(&user, &day)).await
+        self.indexed(move |shared| shared.tokens_spent(&user, &day)).await
     }
 
     fn sweep_every(&self) -> Option<std::time::Duration> {
