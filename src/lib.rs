@@ -17,6 +17,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod migrate;
 pub mod protocol;
+pub mod ready;
 pub mod replay;
 pub mod server;
 pub mod store;

@@ -479,7 +479,9 @@ async fn a_turn_still_running_when_the_grace_ends_gets_a_503_then_the_socket_clo
 #[tokio::test]
 async fn text_deltas_within_min_text_interval_go_out_together_and_nothing_is_lost() {
     let words = ["Deltas ", "that ", "come ", "sooner ", "wait."];
-    let script = json!([{"chunks": words}]);
+    // Paced, so that no two deltas reach the server together (those would leave as one chunk
+    // whatever the interval).
+    let script = json!([{"chunks": words, "delay_ms": 30}]);
     // An interval longer than the whole answer: the first delta goes out at once, the others
     // wait and go out together when the answer ends.
     let app = TestApp::start(Options {
@@ -500,7 +502,9 @@ async fn text_deltas_within_min_text_interval_go_out_together_and_nothing_is_los
     app.shutdown().await;
 
     // The default sends every delta as it comes.
-    let app = TestApp::start(Options { script: Some(json!([{"chunks": words}])), ..Options::default() }).await;
+    let app =
+        TestApp::start(Options { script: Some(json!([{"chunks": words, "delay_ms": 30}])), ..Options::default() })
+            .await;
     let mut client = app.client().await;
     let messages = client.chat("each", json!({"text": "stream"})).await;
     let texts: Vec<String> =

@@ -37,20 +37,27 @@ pub fn history_limit(budget: &ContextSettings) -> RecentLimit {
     }
 }
 
+/// The request's own user message, with what it carries in tokens: the `token_count` of the
+/// event that claimed the request, so the text is counted once.
+pub struct NewTurn {
+    pub message: Message,
+    pub tokens: usize,
+}
+
 /// Builds `system + kept history + new_turn`. `history` is the end of the conversation's stored
 /// events before this request, in `seq` order; each event's stored `token_count` is reused,
 /// never recounted.
 pub fn build(
     system_prompt: &str,
     history: &[Arc<ChatEvent>],
-    new_turn: Vec<Message>,
+    new_turn: NewTurn,
     tools: &[ToolSpec],
     counter: &TokenCounter,
     budget: &ContextSettings,
 ) -> Context {
     let fixed = counter.framed(Role::System, counter.count_repeated(system_prompt))
         + counter.count_tools(tools)
-        + new_turn.iter().map(|message| counter.count_message(message)).sum::<usize>();
+        + counter.framed(new_turn.message.role, new_turn.tokens);
     let available = budget.max_tokens.saturating_sub(budget.reserve_tokens).saturating_sub(fixed);
 
     let units = history_units(history, counter);
@@ -67,10 +74,10 @@ pub fn build(
         kept_from = index;
     }
 
-    let mut messages = Vec::with_capacity(1 + new_turn.len() + units.len() * 2);
+    let mut messages = Vec::with_capacity(2 + units.len() * 2);
     messages.push(Arc::new(Message::system(system_prompt)));
     messages.extend(units.into_iter().skip(kept_from).flat_map(|unit| unit.messages));
-    messages.extend(new_turn.into_iter().map(Arc::new));
+    messages.push(Arc::new(new_turn.message));
     Context { messages, kept_oldest: kept_from == 0 }
 }
 
@@ -143,6 +150,11 @@ mod tests {
         }
     }
 
+    fn new_turn(text: &str, counter: &TokenCounter) -> NewTurn {
+        let message = Message::user(text);
+        NewTurn { tokens: counter.count_content(&message), message }
+    }
+
     fn user(content: &str, tokens: u64) -> ChatEvent {
         event(EventType::UserMessage, Role::User, content, tokens)
     }
@@ -175,7 +187,7 @@ mod tests {
     fn everything_fits_and_the_new_message_appears_once() {
         let counter = TokenCounter::for_model("gpt-4o");
         let history = [user("one", 5), answer("two", 5)].map(Arc::new);
-        let built = build("sys", &history, vec![Message::user("three")], &[], &counter, &budget(4000, 2)).messages;
+        let built = build("sys", &history, new_turn("three", &counter), &[], &counter, &budget(4000, 2)).messages;
         assert_eq!(contents(&built), ["sys", "one", "two", "three"]);
     }
 
@@ -184,9 +196,9 @@ mod tests {
         let counter = TokenCounter::for_model("gpt-4o");
         let history =
             [user("old", 500), answer("older answer", 500), user("recent", 500), answer("last", 500)].map(Arc::new);
-        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(800, 1)).messages;
+        let built = build("sys", &history, new_turn("new", &counter), &[], &counter, &budget(800, 1)).messages;
         assert_eq!(contents(&built), ["sys", "last", "new"], "only what fits, newest first");
-        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(10, 2)).messages;
+        let built = build("sys", &history, new_turn("new", &counter), &[], &counter, &budget(10, 2)).messages;
         assert_eq!(contents(&built), ["sys", "recent", "last", "new"], "preserve_recent wins over the budget");
     }
 
@@ -194,7 +206,7 @@ mod tests {
     fn tool_calls_and_results_stay_together() {
         let counter = TokenCounter::for_model("gpt-4o");
         let history = [user("q", 5), call("a"), result("a"), answer("done", 5), call("lost")].map(Arc::new);
-        let built = build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(4000, 1)).messages;
+        let built = build("sys", &history, new_turn("new", &counter), &[], &counter, &budget(4000, 1)).messages;
         let roles: Vec<Role> = built.iter().map(|message| message.role).collect();
         assert_eq!(
             roles,
@@ -204,7 +216,7 @@ mod tests {
         let fixed = counter.count_message(&Message::system("sys")) + counter.count_message(&Message::user("new"));
         let answer_and_most_of_the_group = fixed + 9 + 27;
         let tight =
-            build("sys", &history, vec![Message::user("new")], &[], &counter, &budget(answer_and_most_of_the_group, 0))
+            build("sys", &history, new_turn("new", &counter), &[], &counter, &budget(answer_and_most_of_the_group, 0))
                 .messages;
         assert_eq!(contents(&tight), ["sys", "done", "new"], "the call and its result leave together");
     }

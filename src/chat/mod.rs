@@ -4,6 +4,7 @@
 //! It knows the model, the tools and the log only through [`LlmProvider`], [`ToolProvider`]
 //! and [`EventStore`]; the WebSocket layer knows only this module.
 
+mod answer_text;
 mod cached;
 mod context;
 mod dedup;

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::answer_text::{HeldText, gather_ready_text};
 use super::dedup::Standing;
 use super::questions::{Asker, Verdict, Waiter};
 use super::{ChatService, Run, cached, context, internal_error, shutting_down, store_error};
@@ -127,9 +128,9 @@ impl Turn<'_> {
             self.request.run.reject(super::not_your_conversation(&self.request.conversation_id));
             return Err(Interruption::Answered);
         }
-        if !self.claim(payload, user_text.clone()).await? {
+        let Some(user_tokens) = self.claim(payload, user_text.clone()).await? else {
             return Err(Interruption::Answered);
-        }
+        };
         super::relay::start_sharing(&self.service.deps.store, &self.request.user, &self.request.run);
         self.request.run.push(RequestMessage::Processing {
             conversation_id: self.request.conversation_id.clone(),
@@ -146,7 +147,7 @@ impl Turn<'_> {
         // One request for every hop: each extends its messages, nothing copies them.
         let mut request = LlmRequest {
             model: Some(self.model.clone()),
-            messages: self.context(history, user_text).await?,
+            messages: self.context(history, user_text, user_tokens).await?,
             tools: Vec::new(),
             streaming: self.streaming,
         };
@@ -179,6 +180,7 @@ impl Turn<'_> {
         &self,
         mut history: Vec<Arc<ChatEvent>>,
         user_text: String,
+        user_tokens: usize,
     ) -> Result<Vec<Arc<Message>>, StoreError> {
         let settings = &self.service.settings;
         let tools = self.service.deps.tools.tools();
@@ -187,7 +189,7 @@ impl Turn<'_> {
             let built = context::build(
                 &settings.system_prompt,
                 &history,
-                vec![Message::user(user_text.clone())],
+                context::NewTurn { message: Message::user(user_text.clone()), tokens: user_tokens },
                 &tools,
                 &self.counter,
                 &settings.context,
@@ -238,21 +240,24 @@ impl Turn<'_> {
         Ok(parts.join("\n\n"))
     }
 
-    /// Appends the user turn, which claims the `request_id` store-wide. Returns false when
-    /// another process claimed it first; the client then gets what the store holds instead.
-    async fn claim(&self, payload: ChatPayload, user_text: String) -> Result<bool, StoreError> {
+    /// Appends the user turn, which claims the `request_id` store-wide, and returns its
+    /// `token_count`. Returns `None` when another process claimed it first; the client then
+    /// gets what the store holds instead.
+    async fn claim(&self, payload: ChatPayload, user_text: String) -> Result<Option<usize>, StoreError> {
         let user_turn = Record::UserTurn(UserTurn {
             text: user_text,
             fingerprint: self.request.fingerprint.clone(),
             prompt: payload.prompt,
             resources: payload.resources,
         });
-        match self.service.deps.store.append(vec![self.event(user_turn)]).await {
-            Ok(_) => Ok(true),
+        let event = self.event(user_turn);
+        let tokens = event.token_count as usize;
+        match self.service.deps.store.append(vec![event]).await {
+            Ok(_) => Ok(Some(tokens)),
             Err(StoreError::ConversationOwned { .. }) => {
                 // Another user created the conversation since its history was read.
                 self.request.run.reject(super::not_your_conversation(&self.request.conversation_id));
-                Ok(false)
+                Ok(None)
             }
             Err(StoreError::DuplicateRequest { .. }) => {
                 let standing = self
@@ -273,7 +278,7 @@ impl Turn<'_> {
                     ))),
                     Err(error) => self.request.run.reject(error),
                 }
-                Ok(false)
+                Ok(None)
             }
             Err(error) => Err(error),
         }
@@ -289,25 +294,30 @@ impl Turn<'_> {
         let mut usage = None;
         let mut finish = FinishReason::Stop;
         let mut held = HeldText::new(self.service.settings.streaming.min_text_interval);
+        let mut read_ahead = None;
         loop {
-            let event = tokio::select! {
-                biased;
-                _ = self.request.cancel.cancelled() => {
-                    self.send_text(held.take(Instant::now()));
-                    return Err(self.interruption());
-                }
-                () = held.until_due() => {
-                    self.send_text(held.take(Instant::now()));
-                    continue;
-                }
-                event = stream.next() => event,
+            let event = match read_ahead.take() {
+                Some(event) => event,
+                None => tokio::select! {
+                    biased;
+                    _ = self.request.cancel.cancelled() => {
+                        self.send_text(held.take(Instant::now()));
+                        return Err(self.interruption());
+                    }
+                    () = held.until_due() => {
+                        self.send_text(held.take(Instant::now()));
+                        continue;
+                    }
+                    event = stream.next() => event,
+                },
             };
             if !matches!(event, Some(Ok(LlmEvent::Text(_)))) {
                 self.send_text(held.take(Instant::now()));
             }
             match event {
                 None => break,
-                Some(Ok(LlmEvent::Text(delta))) => {
+                Some(Ok(LlmEvent::Text(mut delta))) => {
+                    read_ahead = gather_ready_text(&mut stream, &mut delta).await;
                     text.push_str(&delta);
                     self.partial_text.push_str(&delta);
                     self.send_text(held.add(delta, Instant::now()));
@@ -528,89 +538,6 @@ impl Turn<'_> {
     }
 }
 
-/// The answer's text deltas on their way to the client, at most one `text` chunk per
-/// `streaming.min_text_interval`: a delta after a quiet interval goes out at once, and those
-/// that follow it sooner wait for the interval's end and go out together. Every chunk a
-/// client gets costs a frame, a write and the client's own work, while text a reader sees
-/// 20 ms later looks the same. Time is passed in, so the rule is tested without a clock.
-struct HeldText {
-    interval: Duration,
-    text: String,
-    /// When the held text goes out; `None` while nothing is held.
-    due: Option<Instant>,
-    last_sent: Option<Instant>,
-}
-
-impl HeldText {
-    fn new(interval_seconds: f64) -> Self {
-        let interval = Duration::try_from_secs_f64(interval_seconds).unwrap_or(Duration::ZERO);
-        Self { interval, text: String::new(), due: None, last_sent: None }
-    }
-
-    /// Takes `delta`, arriving at `now`; returns the text to send now, if any.
-    fn add(&mut self, delta: String, now: Instant) -> Option<String> {
-        if self.interval.is_zero() {
-            return Some(delta);
-        }
-        let next_allowed = self.last_sent.map(|sent| sent + self.interval);
-        if self.due.is_none() && next_allowed.is_none_or(|allowed| allowed <= now) {
-            self.last_sent = Some(now);
-            return Some(delta);
-        }
-        self.text.push_str(&delta);
-        self.due.get_or_insert(next_allowed.unwrap_or(now));
-        None
-    }
-
-    /// The held text, sent at `now` (the interval is over, or something else comes next).
-    fn take(&mut self, now: Instant) -> Option<String> {
-        self.due.take()?;
-        self.last_sent = Some(now);
-        Some(std::mem::take(&mut self.text))
-    }
-
-    /// Resolves when held text is due; never while nothing is held.
-    async fn until_due(&self) {
-        match self.due {
-            Some(due) => tokio::time::sleep_until(due.into()).await,
-            None => std::future::pending().await,
-        }
-    }
-}
-
 fn duration_ms(duration: std::time::Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
-}
-
-#[cfg(test)]
-mod held_text_tests {
-    use super::*;
-
-    #[test]
-    fn a_delta_after_a_quiet_interval_goes_at_once_and_quicker_ones_wait_for_its_end() {
-        let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut held = HeldText::new(0.020);
-        assert_eq!(held.add("a".into(), at(0)).as_deref(), Some("a"), "the first delta is not held");
-        assert_eq!(held.add("b".into(), at(5)), None);
-        assert_eq!(held.add("c".into(), at(10)), None);
-        assert_eq!(held.due, Some(at(20)), "due an interval after the last chunk went out");
-        assert_eq!(held.take(at(20)).as_deref(), Some("bc"));
-        assert_eq!(held.take(at(21)), None, "nothing held any more");
-
-        assert_eq!(held.add("d".into(), at(30)), None, "10 ms after the last chunk: held");
-        assert_eq!(held.due, Some(at(40)));
-        assert_eq!(held.add("e".into(), at(70)), None, "held text stays held until it is taken");
-        assert_eq!(held.take(at(70)).as_deref(), Some("de"));
-        assert_eq!(held.add("f".into(), at(95)).as_deref(), Some("f"), "after a quiet interval: at once");
-    }
-
-    #[test]
-    fn no_interval_sends_every_delta() {
-        let now = Instant::now();
-        let mut held = HeldText::new(0.0);
-        assert_eq!(held.add("a".into(), now).as_deref(), Some("a"));
-        assert_eq!(held.add("b".into(), now).as_deref(), Some("b"));
-        assert_eq!(held.take(now), None);
-    }
 }

@@ -29,6 +29,7 @@ use super::{AppState, seconds};
 use crate::auth::{Authenticated, Principal};
 use crate::chat::{Run, SerializedMessage, Subscription};
 use crate::protocol::{self, ClientMessage, ErrorBody, ServerMessage};
+use crate::ready::Round;
 
 /// The WebSocket subprotocol of this protocol (SPEC §8), selected whenever a client offers it.
 pub const SUBPROTOCOL: &str = "mcp-platform.v1";
@@ -302,19 +303,12 @@ async fn write_frames(
     let _ = tokio::time::timeout(connection.close_window(), sink.send(close)).await;
 }
 
-/// How many times the writer lets the tasks already woken run before it writes: a model's
-/// answer arrives a read at a time, several chunks per read, and the chunks of one read reach
-/// the queue one task hand-off apart. Waiting a few scheduler rounds, but only while each
-/// round brings more frames, writes them together at a cost of microseconds; more rounds
-/// measured no better (BENCHMARKS.md).
-const GATHER_ROUNDS: usize = 4;
-
-/// Adds to `batch` the frames queued now and in the next few scheduler rounds, up to about
-/// one write buffer.
+/// Adds to `batch` the frames queued now and in the next few scheduler rounds
+/// ([`crate::ready`]), up to about one write buffer: the frames of one model read reach the
+/// queue one task hand-off apart.
 async fn gather_batch(outgoing: &mut mpsc::UnboundedReceiver<Queued>, batch: &mut Vec<Queued>) {
     let mut bytes: usize = batch.iter().map(|queued| queued.frame.len()).sum();
-    for _ in 0..GATHER_ROUNDS {
-        tokio::task::yield_now().await;
+    crate::ready::gather(|| {
         let before = batch.len();
         while bytes < super::SOCKET_WRITE_BUFFER_BYTES
             && let Ok(queued) = outgoing.try_recv()
@@ -322,10 +316,9 @@ async fn gather_batch(outgoing: &mut mpsc::UnboundedReceiver<Queued>, batch: &mu
             bytes += queued.frame.len();
             batch.push(queued);
         }
-        if batch.len() == before || bytes >= super::SOCKET_WRITE_BUFFER_BYTES {
-            return;
-        }
-    }
+        if batch.len() == before || bytes >= super::SOCKET_WRITE_BUFFER_BYTES { Round::Enough } else { Round::More }
+    })
+    .await;
 }
 
 /// Writes `batch` with one flush, so the frames a busy socket has queued cost one system call
