@@ -5,10 +5,11 @@
 //! records them, and none of the three imports another.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// An MCP prompt (`<server>__<prompt>`) with its arguments, as a client names it for its turn
 /// and as the log records it. The map is sorted, so equal references serialise equally.
@@ -146,6 +147,43 @@ pub struct Message {
     /// The call a tool message answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    #[serde(skip)]
+    pub encoded: Encoded,
+}
+
+/// The message as a provider's wire format encoded it. The history goes out with every model
+/// call, and a history message is shared by every later call (`Arc`), so it is encoded once
+/// rather than once per call. Opaque here: the provider names its format, and an encoding is
+/// only ever reused by the format that made it. A clone starts without one, as it may be
+/// changed; two messages compare equal whatever they hold.
+#[derive(Default)]
+pub struct Encoded(OnceLock<(&'static str, Box<RawValue>)>);
+
+impl Encoded {
+    /// The encoding in `format`, made by `encode` the first time; `None` when the message was
+    /// first encoded in another format (the caller then encodes it itself).
+    pub fn get_or_encode(&self, format: &'static str, encode: impl FnOnce() -> Box<RawValue>) -> Option<&RawValue> {
+        let (made_by, encoded) = self.0.get_or_init(|| (format, encode()));
+        (*made_by == format).then_some(&**encoded)
+    }
+}
+
+impl Clone for Encoded {
+    fn clone(&self) -> Self {
+        Encoded::default()
+    }
+}
+
+impl PartialEq for Encoded {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Encoded")
+    }
 }
 
 impl Message {
@@ -162,7 +200,14 @@ impl Message {
         Self { tool_call_id: Some(tool_call_id.into()), ..Self::plain(Role::Tool, content) }
     }
     fn plain(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into(), images: Vec::new(), tool_calls: Vec::new(), tool_call_id: None }
+        Self {
+            role,
+            content: content.into(),
+            images: Vec::new(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            encoded: Encoded::default(),
+        }
     }
 }
 
@@ -223,5 +268,23 @@ pub struct ElicitationReply {
 impl ElicitationReply {
     pub fn declined() -> Self {
         Self { action: ElicitationAction::Decline, content: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_encoding_is_reused_only_by_the_format_that_made_it_and_never_copied() {
+        let message = Message::user("hi");
+        let raw = |text: &str| RawValue::from_string(text.to_owned()).expect("JSON");
+        assert_eq!(message.encoded.get_or_encode("a", || raw("1")).map(RawValue::get), Some("1"));
+        let unused = || -> Box<RawValue> { panic!("the first encoding is kept") };
+        assert_eq!(message.encoded.get_or_encode("a", unused).map(RawValue::get), Some("1"));
+        assert!(message.encoded.get_or_encode("b", || raw("2")).is_none(), "another format encodes it itself");
+        let copy = message.clone();
+        assert_eq!(copy.encoded.get_or_encode("b", || raw("2")).map(RawValue::get), Some("2"), "a copy starts afresh");
+        assert_eq!(copy, message, "equal whatever their encodings");
     }
 }

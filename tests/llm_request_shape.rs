@@ -240,3 +240,22 @@ fn tool_images_reach_a_vision_model_in_its_api_shape_and_no_other_model() {
         assert!(without.contains("[image: image/png, 8 bytes]"), "the model still reads that there was an image");
     }
 }
+
+#[test]
+fn a_message_sent_again_reads_as_it_did_the_first_time() {
+    let settings = settings(ProviderKind::Openai, "http://127.0.0.1:1/v1", "key", 10.0, 0);
+    let provider = &settings.providers["test"];
+    let turn = turn_with_an_image();
+    // The second body reuses every message's encoding from the first; a copy of the turn (no
+    // encodings kept) is encoded afresh. All three must be the same request.
+    let first = llm::openai::request_body(&turn, provider);
+    let again = llm::openai::request_body(&turn, provider);
+    let copied = LlmRequest {
+        messages: turn.messages.iter().map(|message| Arc::new(Message::clone(message))).collect(),
+        ..turn_with_an_image()
+    };
+    assert_eq!(again, first);
+    assert_eq!(llm::openai::request_body(&copied, provider), first);
+    let body: Value = serde_json::from_slice(&first).expect("JSON");
+    assert_eq!(body["messages"][1]["tool_calls"][1]["function"]["arguments"], r#"{"a":2,"b":3}"#);
+}

@@ -12,7 +12,6 @@
 //! whole requests) contain everything kept, and a turn reads what its context costs whatever
 //! the conversation's length.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::config::ContextSettings;
@@ -91,14 +90,17 @@ struct Unit {
 /// are the events' own ([`ChatEvent::message`]), shared, not copied.
 fn history_units(history: &[Arc<ChatEvent>], counter: &TokenCounter) -> Vec<Unit> {
     let mut units: Vec<Unit> = Vec::new();
-    let mut open_calls: HashSet<&str> = HashSet::new();
+    // The ids of the calls whose results are still to come: a message makes a few calls, so a
+    // list searched in place costs less than hashing every id.
+    let mut open_calls: Vec<&str> = Vec::new();
     let mut open_unit: Option<Unit> = None;
     for event in history {
         let Some(message) = event.message() else { continue };
         let tokens = counter.framed(message.role, event.token_count as usize);
         if event.kind == EventType::ToolResult {
             let call_id = message.tool_call_id.as_deref().unwrap_or_default();
-            if let Some(unit) = open_unit.as_mut().filter(|_| open_calls.remove(call_id)) {
+            let answered = open_calls.iter().position(|open| *open == call_id).map(|at| open_calls.swap_remove(at));
+            if let Some(unit) = open_unit.as_mut().filter(|_| answered.is_some()) {
                 unit.messages.push(message.clone());
                 unit.tokens += tokens;
                 if open_calls.is_empty() {
@@ -107,7 +109,8 @@ fn history_units(history: &[Arc<ChatEvent>], counter: &TokenCounter) -> Vec<Unit
             }
             continue;
         }
-        open_calls = message.tool_calls.iter().map(|call| call.id.as_str()).collect();
+        open_calls.clear();
+        open_calls.extend(message.tool_calls.iter().map(|call| call.id.as_str()));
         let unit = Unit { tokens, messages: vec![message.clone()] };
         if open_calls.is_empty() {
             open_unit = None;

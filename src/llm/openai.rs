@@ -26,6 +26,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::sse::{Flow, StreamDecoder, WireError};
@@ -91,16 +92,26 @@ pub fn request_body(request: &LlmRequest, settings: &ProviderSettings) -> Bytes 
     Bytes::from(serde_json::to_vec(&body).expect("a request of strings and JSON values serialises"))
 }
 
+/// The name under which this format keeps a message's encoding ([`crate::domain::Encoded`]).
+const WIRE_FORMAT: &str = "openai chat completions";
+
 /// The messages; images of tool results follow the results as a user message (tool messages
 /// carry text only in this API), and only for a model that reads them.
-fn wire_messages(messages: &[Arc<Message>], vision: bool) -> Vec<WireMessage<'_>> {
+fn wire_messages(messages: &[Arc<Message>], vision: bool) -> Vec<WireItem<'_>> {
     let mut out = Vec::with_capacity(messages.len());
     let mut images: Vec<&Image> = Vec::new();
     for message in messages {
         if message.role != Role::Tool {
             push_images(&mut out, &mut images);
         }
-        out.push(WireMessage::from(&**message));
+        let encode = || {
+            serde_json::value::to_raw_value(&WireMessage::from(&**message))
+                .expect("a message of strings and JSON values serialises")
+        };
+        out.push(match message.encoded.get_or_encode(WIRE_FORMAT, encode) {
+            Some(encoded) => WireItem::Encoded(encoded),
+            None => WireItem::Built(WireMessage::from(&**message)),
+        });
         if vision && message.role == Role::Tool {
             images.extend(&message.images);
         }
@@ -109,7 +120,7 @@ fn wire_messages(messages: &[Arc<Message>], vision: bool) -> Vec<WireMessage<'_>
     out
 }
 
-fn push_images<'a>(out: &mut Vec<WireMessage<'a>>, images: &mut Vec<&'a Image>) {
+fn push_images<'a>(out: &mut Vec<WireItem<'a>>, images: &mut Vec<&'a Image>) {
     if images.is_empty() {
         return;
     }
@@ -117,18 +128,18 @@ fn push_images<'a>(out: &mut Vec<WireMessage<'a>>, images: &mut Vec<&'a Image>) 
     let parts = images.drain(..).map(|image| WirePart::ImageUrl {
         image_url: WireImageUrl { url: format!("data:{};base64,{}", image.mime_type, image.data) },
     });
-    out.push(WireMessage {
+    out.push(WireItem::Built(WireMessage {
         role: "user",
         content: WireContent::Parts(std::iter::once(intro).chain(parts).collect()),
         tool_calls: Vec::new(),
         tool_call_id: None,
-    });
+    }));
 }
 
 #[derive(Serialize)]
 struct WireRequest<'a> {
     model: &'a str,
-    messages: Vec<WireMessage<'a>>,
+    messages: Vec<WireItem<'a>>,
     stream: bool,
     temperature: f64,
     max_tokens: u32,
@@ -142,6 +153,14 @@ struct WireRequest<'a> {
 #[derive(Serialize)]
 struct StreamOptions {
     include_usage: bool,
+}
+
+/// A message of the request: encoded before, or built for this request.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireItem<'a> {
+    Encoded(&'a RawValue),
+    Built(WireMessage<'a>),
 }
 
 #[derive(Serialize)]
