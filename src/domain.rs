@@ -62,6 +62,23 @@ pub struct ToolSpec {
     pub name: String,
     pub description: String,
     pub parameters: Schema,
+    #[serde(skip)]
+    pub encoded: Encoded,
+    /// Its token count when offered to the model, per token encoding.
+    #[serde(skip)]
+    pub tokens: Memo<usize>,
+}
+
+impl ToolSpec {
+    pub fn new(name: impl Into<String>, description: impl Into<String>, parameters: Schema) -> Self {
+        Self {
+            name: name.into(),
+            description: description.into(),
+            parameters,
+            encoded: Memo::default(),
+            tokens: Memo::default(),
+        }
+    }
 }
 
 /// A tool's JSON schema, shared rather than copied: every model call of every turn is handed
@@ -151,38 +168,47 @@ pub struct Message {
     pub encoded: Encoded,
 }
 
-/// The message as a provider's wire format encoded it. The history goes out with every model
-/// call, and a history message is shared by every later call (`Arc`), so it is encoded once
-/// rather than once per call. Opaque here: the provider names its format, and an encoding is
-/// only ever reused by the format that made it. A clone starts without one, as it may be
-/// changed; two messages compare equal whatever they hold.
-#[derive(Default)]
-pub struct Encoded(OnceLock<(&'static str, Box<RawValue>)>);
+/// Something worked out from the value that holds it, kept for the next time: a message's or a
+/// tool's wire encoding, a tool's token count. The history and the tool list go out with every
+/// model call and are shared by every later call (`Arc`), so each is worked out once rather
+/// than once per call. `key` names how it was worked out (a wire format, a token encoding);
+/// what one key made is never handed to another. A clone starts empty, as it may be changed;
+/// two values compare equal whatever they hold.
+pub struct Memo<T>(OnceLock<(&'static str, T)>);
 
-impl Encoded {
-    /// The encoding in `format`, made by `encode` the first time; `None` when the message was
-    /// first encoded in another format (the caller then encodes it itself).
-    pub fn get_or_encode(&self, format: &'static str, encode: impl FnOnce() -> Box<RawValue>) -> Option<&RawValue> {
-        let (made_by, encoded) = self.0.get_or_init(|| (format, encode()));
-        (*made_by == format).then_some(&**encoded)
+/// A message's or tool's encoding in a provider's wire format.
+pub type Encoded = Memo<Box<RawValue>>;
+
+impl<T> Memo<T> {
+    /// What `make` works out under `key`, made the first time; `None` when the value was first
+    /// worked out under another key (the caller then works it out itself).
+    pub fn get_or_make(&self, key: &'static str, make: impl FnOnce() -> T) -> Option<&T> {
+        let (made_by, made) = self.0.get_or_init(|| (key, make()));
+        (*made_by == key).then_some(made)
     }
 }
 
-impl Clone for Encoded {
+impl<T> Default for Memo<T> {
+    fn default() -> Self {
+        Memo(OnceLock::new())
+    }
+}
+
+impl<T> Clone for Memo<T> {
     fn clone(&self) -> Self {
-        Encoded::default()
+        Memo::default()
     }
 }
 
-impl PartialEq for Encoded {
+impl<T> PartialEq for Memo<T> {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl std::fmt::Debug for Encoded {
+impl<T> std::fmt::Debug for Memo<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Encoded")
+        f.write_str("Memo")
     }
 }
 
@@ -276,15 +302,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_encoding_is_reused_only_by_the_format_that_made_it_and_never_copied() {
+    fn what_one_key_made_is_reused_only_under_that_key_and_never_copied() {
         let message = Message::user("hi");
         let raw = |text: &str| RawValue::from_string(text.to_owned()).expect("JSON");
-        assert_eq!(message.encoded.get_or_encode("a", || raw("1")).map(RawValue::get), Some("1"));
+        assert_eq!(message.encoded.get_or_make("a", || raw("1")).map(|raw| raw.get()), Some("1"));
         let unused = || -> Box<RawValue> { panic!("the first encoding is kept") };
-        assert_eq!(message.encoded.get_or_encode("a", unused).map(RawValue::get), Some("1"));
-        assert!(message.encoded.get_or_encode("b", || raw("2")).is_none(), "another format encodes it itself");
+        assert_eq!(message.encoded.get_or_make("a", unused).map(|raw| raw.get()), Some("1"));
+        assert!(message.encoded.get_or_make("b", || raw("2")).is_none(), "another format encodes it itself");
         let copy = message.clone();
-        assert_eq!(copy.encoded.get_or_encode("b", || raw("2")).map(RawValue::get), Some("2"), "a copy starts afresh");
+        assert_eq!(copy.encoded.get_or_make("b", || raw("2")).map(|raw| raw.get()), Some("2"), "a copy starts afresh");
         assert_eq!(copy, message, "equal whatever their encodings");
     }
 }

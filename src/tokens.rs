@@ -12,7 +12,7 @@
 //! reference to one of them: cheap to create per request and to copy.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use serde::Serialize;
 use tiktoken_rs::CoreBPE;
@@ -32,6 +32,15 @@ const REPLY_PRIMING_TOKENS: usize = 3;
 pub enum Encoding {
     O200kBase,
     Cl100kBase,
+}
+
+impl Encoding {
+    fn name(self) -> &'static str {
+        match self {
+            Encoding::O200kBase => "o200k_base",
+            Encoding::Cl100kBase => "cl100k_base",
+        }
+    }
 }
 
 /// Counts tokens the way a given model would see them.
@@ -144,8 +153,18 @@ impl TokenCounter {
     /// Tokens the tool definitions cost when offered to the model, counted over the JSON the
     /// chat API carries for them (name, description, parameter schema). Providers render
     /// tools in their own internal format, so this is an approximation for every model.
-    pub fn count_tools(&self, tools: &[ToolSpec]) -> usize {
-        tools.iter().map(|tool| self.count_repeated(&tool_json(tool))).sum()
+    /// Each tool's count is kept with the tool, which every later turn shares.
+    pub fn count_tools(&self, tools: &[Arc<ToolSpec>]) -> usize {
+        tools
+            .iter()
+            .map(|tool| {
+                let count = || self.count(&tool_json(tool));
+                match tool.tokens.get_or_make(self.encoding.name(), count) {
+                    Some(tokens) => *tokens,
+                    None => self.count_repeated(&tool_json(tool)),
+                }
+            })
+            .sum()
     }
 
     /// [`TokenCounter::count`] of a text that comes back unchanged turn after turn (the system
@@ -297,11 +316,7 @@ mod tests {
     #[test]
     fn tools_are_counted_over_their_schema() {
         let counter = TokenCounter::for_model("gpt-4o");
-        let small = ToolSpec {
-            name: "demo__sum".into(),
-            description: "Add two numbers".into(),
-            parameters: json!({"type": "object"}).into(),
-        };
+        let small = ToolSpec::new("demo__sum", "Add two numbers", json!({"type": "object"}).into());
         let large = ToolSpec {
             parameters: json!({"type": "object", "properties": {
                 "a": {"type": "number", "description": "first addend"},
@@ -309,10 +324,16 @@ mod tests {
             .into(),
             ..small.clone()
         };
+        let (small, large) = (Arc::new(small), Arc::new(large));
         let small_count = counter.count_tools(std::slice::from_ref(&small));
         assert!(small_count > counter.count("demo__sum Add two numbers"));
         assert!(counter.count_tools(std::slice::from_ref(&large)) > small_count);
         assert_eq!(counter.count_tools(&[small.clone(), small.clone()]), 2 * small_count);
         assert_eq!(counter.count_tools(&[]), 0);
+        // Kept per encoding: a counter of another encoding counts the same tool afresh.
+        let other = TokenCounter::for_model("gpt-4");
+        let fresh = Arc::new(ToolSpec::new("demo__sum", "Add two numbers", json!({"type": "object"}).into()));
+        assert_eq!(other.count_tools(std::slice::from_ref(&small)), other.count_tools(&[fresh]));
+        assert_eq!(counter.count_tools(std::slice::from_ref(&small)), small_count, "still this encoding's count");
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use mcp_platform::config::ProviderKind;
-use mcp_platform::domain::{Image, Message};
+use mcp_platform::domain::{Image, Message, ToolSpec};
 use mcp_platform::llm::{self, LlmRequest};
 use serde_json::{Value, json};
 use support::llm::*;
@@ -42,7 +42,7 @@ fn full_conversation(streaming: bool) -> LlmRequest {
         ]
         .map(Arc::new)
         .into(),
-        tools: vec![tool("demo__sum"), tool("demo__multiply")],
+        tools: vec![Arc::new(tool("demo__sum")), Arc::new(tool("demo__multiply"))],
         streaming,
     }
 }
@@ -245,17 +245,20 @@ fn tool_images_reach_a_vision_model_in_its_api_shape_and_no_other_model() {
 fn a_message_sent_again_reads_as_it_did_the_first_time() {
     let settings = settings(ProviderKind::Openai, "http://127.0.0.1:1/v1", "key", 10.0, 0);
     let provider = &settings.providers["test"];
-    let turn = turn_with_an_image();
-    // The second body reuses every message's encoding from the first; a copy of the turn (no
-    // encodings kept) is encoded afresh. All three must be the same request.
+    let turn = LlmRequest { tools: vec![Arc::new(tool("demo__sum"))], ..turn_with_an_image() };
+    // The second body reuses every message's and tool's encoding from the first; a copy of the
+    // turn (no encodings kept) is encoded afresh. All three must be the same request.
     let first = llm::openai::request_body(&turn, provider);
     let again = llm::openai::request_body(&turn, provider);
     let copied = LlmRequest {
         messages: turn.messages.iter().map(|message| Arc::new(Message::clone(message))).collect(),
+        tools: turn.tools.iter().map(|tool| Arc::new(ToolSpec::clone(tool))).collect(),
         ..turn_with_an_image()
     };
     assert_eq!(again, first);
     assert_eq!(llm::openai::request_body(&copied, provider), first);
     let body: Value = serde_json::from_slice(&first).expect("JSON");
     assert_eq!(body["messages"][1]["tool_calls"][1]["function"]["arguments"], r#"{"a":2,"b":3}"#);
+    assert_eq!(body["tools"][0]["function"]["name"], "demo__sum");
+    assert_eq!(body["tools"][0]["function"]["parameters"]["required"], json!(["a", "b"]));
 }

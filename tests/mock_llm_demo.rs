@@ -32,7 +32,8 @@ async fn arithmetic_goes_through_the_offered_tool_and_the_result_is_answered() {
             let mut messages = ask("what is 2+3", vec![], streaming).messages;
             messages.push(Arc::new(Message::assistant("", vec![sum.clone()])));
             messages.push(Arc::new(Message::tool(&sum.id, "5")));
-            let request = LlmRequest { model: None, messages, tools, streaming };
+            let request =
+                LlmRequest { model: None, messages, tools: tools.into_iter().map(Arc::new).collect(), streaming };
             let second = chat(&provider, request).await;
             assert_eq!(second.error, None, "{kind:?}");
             assert!(second.tool_calls.is_empty());

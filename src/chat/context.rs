@@ -50,7 +50,7 @@ pub fn build(
     system_prompt: &str,
     history: &[Arc<ChatEvent>],
     new_turn: NewTurn,
-    tools: &[ToolSpec],
+    tools: &[Arc<ToolSpec>],
     counter: &TokenCounter,
     budget: &ContextSettings,
 ) -> Context {

@@ -43,12 +43,8 @@ struct SumTool;
 
 #[async_trait]
 impl ToolProvider for SumTool {
-    fn tools(&self) -> Vec<ToolSpec> {
-        vec![ToolSpec {
-            name: "demo__sum".into(),
-            description: "Add".into(),
-            parameters: json!({"type": "object"}).into(),
-        }]
+    fn tools(&self) -> Vec<Arc<ToolSpec>> {
+        vec![Arc::new(ToolSpec::new("demo__sum", "Add", json!({"type": "object"}).into()))]
     }
 
     fn unavailable(&self) -> Vec<McpServerIssue> {

@@ -81,7 +81,7 @@ pub fn request_body(request: &LlmRequest, settings: &ProviderSettings) -> Value 
         body["system"] = Value::String(system.join("\n\n"));
     }
     if !request.tools.is_empty() {
-        body["tools"] = request.tools.iter().map(tool_json).collect();
+        body["tools"] = request.tools.iter().map(|tool| tool_json(tool)).collect();
     }
     body
 }

@@ -16,7 +16,7 @@ pub struct LlmRequest {
     /// Shared: most of a context is the conversation's history, whose messages its events hold.
     pub messages: Vec<Arc<Message>>,
     /// Empty: the model is called without tools (the final answer after `max_tool_hops`).
-    pub tools: Vec<ToolSpec>,
+    pub tools: Vec<Arc<ToolSpec>>,
     pub streaming: bool,
 }
 

@@ -86,18 +86,19 @@ pub fn request_body(request: &LlmRequest, settings: &ProviderSettings) -> Bytes 
         temperature: settings.temperature,
         max_tokens: settings.max_tokens,
         top_p: settings.top_p,
-        tools: request.tools.iter().map(WireTool::from).collect(),
+        tools: request.tools.iter().map(|tool| wire_tool(tool)).collect(),
         stream_options: request.streaming.then_some(StreamOptions { include_usage: true }),
     };
     Bytes::from(serde_json::to_vec(&body).expect("a request of strings and JSON values serialises"))
 }
 
-/// The name under which this format keeps a message's encoding ([`crate::domain::Encoded`]).
+/// The name under which this format keeps a message's or tool's encoding
+/// ([`crate::domain::Encoded`]).
 const WIRE_FORMAT: &str = "openai chat completions";
 
 /// The messages; images of tool results follow the results as a user message (tool messages
 /// carry text only in this API), and only for a model that reads them.
-fn wire_messages(messages: &[Arc<Message>], vision: bool) -> Vec<WireItem<'_>> {
+fn wire_messages(messages: &[Arc<Message>], vision: bool) -> Vec<WireItem<'_, WireMessage<'_>>> {
     let mut out = Vec::with_capacity(messages.len());
     let mut images: Vec<&Image> = Vec::new();
     for message in messages {
@@ -108,7 +109,7 @@ fn wire_messages(messages: &[Arc<Message>], vision: bool) -> Vec<WireItem<'_>> {
             serde_json::value::to_raw_value(&WireMessage::from(&**message))
                 .expect("a message of strings and JSON values serialises")
         };
-        out.push(match message.encoded.get_or_encode(WIRE_FORMAT, encode) {
+        out.push(match message.encoded.get_or_make(WIRE_FORMAT, encode) {
             Some(encoded) => WireItem::Encoded(encoded),
             None => WireItem::Built(WireMessage::from(&**message)),
         });
@@ -120,7 +121,7 @@ fn wire_messages(messages: &[Arc<Message>], vision: bool) -> Vec<WireItem<'_>> {
     out
 }
 
-fn push_images<'a>(out: &mut Vec<WireItem<'a>>, images: &mut Vec<&'a Image>) {
+fn push_images<'a>(out: &mut Vec<WireItem<'a, WireMessage<'a>>>, images: &mut Vec<&'a Image>) {
     if images.is_empty() {
         return;
     }
@@ -139,13 +140,13 @@ fn push_images<'a>(out: &mut Vec<WireItem<'a>>, images: &mut Vec<&'a Image>) {
 #[derive(Serialize)]
 struct WireRequest<'a> {
     model: &'a str,
-    messages: Vec<WireItem<'a>>,
+    messages: Vec<WireItem<'a, WireMessage<'a>>>,
     stream: bool,
     temperature: f64,
     max_tokens: u32,
     top_p: f64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<WireTool<'a>>,
+    tools: Vec<WireItem<'a, WireTool<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
 }
@@ -155,12 +156,12 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-/// A message of the request: encoded before, or built for this request.
+/// A message or tool of the request: encoded before, or built for this request.
 #[derive(Serialize)]
 #[serde(untagged)]
-enum WireItem<'a> {
+enum WireItem<'a, Built> {
     Encoded(&'a RawValue),
-    Built(WireMessage<'a>),
+    Built(Built),
 }
 
 #[derive(Serialize)]
@@ -254,6 +255,17 @@ struct WireToolSpec<'a> {
     name: &'a str,
     description: &'a str,
     parameters: &'a Value,
+}
+
+/// A tool of the request: its encoding kept from an earlier request, or built for this one.
+fn wire_tool(tool: &ToolSpec) -> WireItem<'_, WireTool<'_>> {
+    let encode = || {
+        serde_json::value::to_raw_value(&WireTool::from(tool)).expect("a tool of strings and a JSON schema serialises")
+    };
+    match tool.encoded.get_or_make(WIRE_FORMAT, encode) {
+        Some(encoded) => WireItem::Encoded(encoded),
+        None => WireItem::Built(WireTool::from(tool)),
+    }
 }
 
 impl<'a> From<&'a ToolSpec> for WireTool<'a> {

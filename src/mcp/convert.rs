@@ -26,7 +26,7 @@ pub fn parameters_schema(input_schema: &Map<String, Value>) -> Value {
 
 pub fn tool_spec(model_name: &str, tool: &Tool) -> ToolSpec {
     let description = tool.description.as_deref().or(tool.title.as_deref()).unwrap_or_default().to_owned();
-    ToolSpec { name: model_name.to_owned(), description, parameters: parameters_schema(&tool.input_schema).into() }
+    ToolSpec::new(model_name, description, parameters_schema(&tool.input_schema).into())
 }
 
 /// Decoded size of base64 data, without decoding it.

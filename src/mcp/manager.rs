@@ -126,7 +126,7 @@ impl Drop for McpManager {
 
 #[async_trait]
 impl ToolProvider for McpManager {
-    fn tools(&self) -> Vec<ToolSpec> {
+    fn tools(&self) -> Vec<Arc<ToolSpec>> {
         self.registry.offered_tools()
     }
 

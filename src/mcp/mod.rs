@@ -104,7 +104,7 @@ impl UserInput for Unattended {
 #[async_trait]
 pub trait ToolProvider: Send + Sync {
     /// Tools offered to the model now: connected servers only, filters applied.
-    fn tools(&self) -> Vec<ToolSpec>;
+    fn tools(&self) -> Vec<Arc<ToolSpec>>;
 
     /// Enabled servers whose tools are missing from [`ToolProvider::tools`], and why.
     fn unavailable(&self) -> Vec<McpServerIssue>;

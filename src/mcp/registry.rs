@@ -19,7 +19,7 @@ use crate::domain::{ToolCall, ToolSpec};
 struct RegisteredTool {
     server: usize,
     original: String,
-    spec: ToolSpec,
+    spec: Arc<ToolSpec>,
     validator: Option<Arc<jsonschema::Validator>>,
     /// As the server declares them; `{}` when it declares none.
     annotations: Value,
@@ -109,7 +109,7 @@ impl Registry {
                 RegisteredTool {
                     server: index,
                     original: pair.1.clone(),
-                    spec: convert::tool_spec(&name, &tool),
+                    spec: Arc::new(convert::tool_spec(&name, &tool)),
                     validator,
                     annotations: tool
                         .annotations
@@ -125,7 +125,7 @@ impl Registry {
     }
 
     /// Tools offered to the model now: those of connected servers whose circuit is not open.
-    pub fn offered_tools(&self) -> Vec<ToolSpec> {
+    pub fn offered_tools(&self) -> Vec<Arc<ToolSpec>> {
         let table = self.table();
         table
             .order

@@ -70,23 +70,19 @@ pub fn provider(mock: &MockLlm, kind: ProviderKind) -> Arc<dyn LlmProvider> {
 }
 
 pub fn tool(name: &str) -> ToolSpec {
-    ToolSpec {
-        name: name.to_owned(),
-        description: format!("The {name} tool."),
-        parameters: json!({
-            "type": "object",
-            "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
-            "required": ["a", "b"],
-        })
-        .into(),
-    }
+    let parameters = json!({
+        "type": "object",
+        "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+        "required": ["a", "b"],
+    });
+    ToolSpec::new(name, format!("The {name} tool."), parameters.into())
 }
 
 pub fn ask(text: &str, tools: Vec<ToolSpec>, streaming: bool) -> LlmRequest {
     LlmRequest {
         model: None,
         messages: vec![Arc::new(Message::system("You are a helpful assistant.")), Arc::new(Message::user(text))],
-        tools,
+        tools: tools.into_iter().map(Arc::new).collect(),
         streaming,
     }
 }

@@ -134,5 +134,5 @@ pub fn process_alive(pid: u32) -> bool {
 }
 
 pub fn tool_names(manager: &McpManager) -> Vec<String> {
-    manager.tools().into_iter().map(|tool| tool.name).collect()
+    manager.tools().into_iter().map(|tool| tool.name.clone()).collect()
 }
