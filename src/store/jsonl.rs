@@ -698,11 +698,12 @@ impl JsonlStore {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// A read that looks at the index and at most a few recent lines: run here when the index
-    /// is current, as it is unless another process appended, since then it takes no lock and
-    /// reads only from the page cache, cheaper than the hand-off to a blocking thread and back
-    /// (two thread wake-ups). Otherwise it may wait for another process's lock, so it goes to
-    /// the blocking pool.
+    /// A read that looks at the index and at most the recent lines a context needs: run here
+    /// when the index is current, as it is unless another process appended, since then it
+    /// takes no file lock and reads what was just written, from the page cache: cheaper than
+    /// the hand-off to a blocking thread and back (two thread wake-ups). Otherwise it may wait
+    /// for another process's lock, so it goes to the blocking pool. (The first read of a
+    /// conversation after a restart parses its recent lines here too, once.)
     async fn indexed<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
