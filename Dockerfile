@@ -3,6 +3,8 @@
 
 # --- build: the official Rust image compiles the release binaries -----------------------
 FROM rust:1-slim-bookworm AS build
+# make builds jemalloc, the server's allocator (tikv-jemalloc-sys).
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bins -p mcp-platform -p demo-server \

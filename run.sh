@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# make builds jemalloc, the server's allocator; without it cargo fails deep in a build script.
+command -v make >/dev/null 2>&1 || { echo "$0: make is required to build jemalloc: apt-get install make" >&2; exit 1; }
 cargo build --release --workspace --bins --quiet
 bin=target/release/mcp-platform
 config=${MCP_CONFIG_PATH:-config.yaml}

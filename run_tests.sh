@@ -3,6 +3,9 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 
+# make builds jemalloc, the server's allocator; without it cargo fails deep in a build script.
+command -v make >/dev/null 2>&1 || { echo "$0: make is required to build jemalloc: apt-get install make" >&2; exit 1; }
+
 set -e
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
