@@ -168,13 +168,22 @@ pub struct Message {
     pub encoded: Encoded,
 }
 
-/// Something worked out from the value that holds it, kept for the next time: a message's or a
-/// tool's wire encoding, a tool's token count. The history and the tool list go out with every
-/// model call and are shared by every later call (`Arc`), so each is worked out once rather
-/// than once per call. `key` names how it was worked out (a wire format, a token encoding);
-/// what one key made is never handed to another. A clone starts empty, as it may be changed;
-/// two values compare equal whatever they hold.
-pub struct Memo<T>(OnceLock<(&'static str, T)>);
+/// Something worked out from the value that holds it, kept for the next time: an event's model
+/// message, a message's or tool's wire encoding, a tool's token count. The history and the
+/// tool list go out with every model call and are shared by every later call (`Arc`), so each
+/// is worked out once rather than once per call. Not part of the value: a clone starts empty,
+/// as it may be changed, and two values compare equal whatever they keep.
+pub struct Kept<T>(OnceLock<T>);
+
+impl<T> Kept<T> {
+    pub fn get_or_init(&self, make: impl FnOnce() -> T) -> &T {
+        self.0.get_or_init(make)
+    }
+}
+
+/// A [`Kept`] value named by how it was worked out (a wire format, a token encoding): what one
+/// key made is never handed to another.
+pub type Memo<T> = Kept<(&'static str, T)>;
 
 /// A message's or tool's encoding in a provider's wire format.
 pub type Encoded = Memo<Box<RawValue>>;
@@ -188,27 +197,27 @@ impl<T> Memo<T> {
     }
 }
 
-impl<T> Default for Memo<T> {
+impl<T> Default for Kept<T> {
     fn default() -> Self {
-        Memo(OnceLock::new())
+        Kept(OnceLock::new())
     }
 }
 
-impl<T> Clone for Memo<T> {
+impl<T> Clone for Kept<T> {
     fn clone(&self) -> Self {
-        Memo::default()
+        Kept::default()
     }
 }
 
-impl<T> PartialEq for Memo<T> {
+impl<T> PartialEq for Kept<T> {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl<T> std::fmt::Debug for Memo<T> {
+impl<T> std::fmt::Debug for Kept<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Memo")
+        f.write_str("Kept")
     }
 }
 

@@ -555,7 +555,6 @@ impl Shared {
     /// The conversation's newest events: from its cached tail, lines read backwards a page of
     /// index entries at a time where the tail does not reach, until [`RecentCut`] stops.
     fn recent(&self, conversation_id: &str, limit: RecentLimit) -> Result<Vec<Arc<ChatEvent>>, StoreError> {
-        self.refresh()?;
         let indexed =
             self.index().conversations.get(conversation_id).map_or(0, |conversation| conversation.lines.len());
         if indexed == 0 {
@@ -584,7 +583,6 @@ impl Shared {
     }
 
     fn request(&self, user: &str, request_id: &str) -> Result<Vec<ChatEvent>, StoreError> {
-        self.refresh()?;
         let lines = self
             .index()
             .requests
@@ -596,7 +594,6 @@ impl Shared {
     }
 
     fn tokens_spent(&self, user: &str, day: &str) -> Result<u64, StoreError> {
-        self.refresh()?;
         Ok(self.index().spent.get(user).and_then(|days| days.get(day)).copied().unwrap_or(0))
     }
 
@@ -702,8 +699,9 @@ impl JsonlStore {
     /// when the index is current, as it is unless another process appended, since then it
     /// takes no file lock and reads what was just written, from the page cache: cheaper than
     /// the hand-off to a blocking thread and back (two thread wake-ups). Otherwise it may wait
-    /// for another process's lock, so it goes to the blocking pool. (The first read of a
-    /// conversation after a restart parses its recent lines here too, once.)
+    /// for another process's lock, so it catches up on the blocking pool first. (The first
+    /// read of a conversation after a restart parses its recent lines here too, once.) `read`
+    /// itself does not refresh the index.
     async fn indexed<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
@@ -711,7 +709,11 @@ impl JsonlStore {
         if self.shared.is_current()? {
             return read(&self.shared);
         }
-        self.blocking(read).await
+        self.blocking(move |shared| {
+            shared.refresh()?;
+            read(shared)
+        })
+        .await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -776,8 +778,7 @@ fn commit_group(shared: &Shared, writer: &File, fsync: bool, group: Vec<Job>) {
             return Ok(());
         }
         shared.writing_to.store(start + lines.len() as u64, Ordering::Release);
-        let written = write_and_sync(writer, &lines, fsync, &shared.counters);
-        if let Err(error) = written {
+        if let Err(error) = write_and_sync(writer, &lines, fsync, &shared.counters) {
             // Leave no partial group behind for other processes to index.
             let _ = writer.set_len(start);
             shared.writing_to.store(0, Ordering::Release);

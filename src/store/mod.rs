@@ -4,13 +4,13 @@
 //! the production implementations and `memory` the one for unit tests of the turn. `record` says what the chat service's lines
 //! mean.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::domain::{Message, Role, ToolCall, Usage};
+use crate::domain::{Kept, Message, Role, ToolCall, Usage};
 
 /// The kind of a logged event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,30 +72,7 @@ pub struct ChatEvent {
     /// What the event is to a model, built by the first turn that sends it; the stores' tails
     /// share their events, so every later turn's context shares the message too.
     #[serde(skip)]
-    pub model_message: ModelMessage,
-}
-
-/// [`ChatEvent::message`], once built. Not part of the event: equal, printed and cloned as
-/// nothing.
-#[derive(Default)]
-pub struct ModelMessage(OnceLock<Option<Arc<Message>>>);
-
-impl Clone for ModelMessage {
-    fn clone(&self) -> Self {
-        ModelMessage::default()
-    }
-}
-
-impl PartialEq for ModelMessage {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for ModelMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ModelMessage")
-    }
+    pub model_message: Kept<Option<Arc<Message>>>,
 }
 
 /// How much of a conversation's end [`EventStore::recent`] must return.
@@ -124,7 +101,6 @@ impl ChatEvent {
     /// tool result that names no call.
     pub fn message(&self) -> Option<&Arc<Message>> {
         self.model_message
-            .0
             .get_or_init(|| {
                 let content = self.content.clone().unwrap_or_default();
                 let message = match self.kind {
