@@ -59,36 +59,48 @@ pub fn build(
         + counter.framed(new_turn.message.role, new_turn.tokens);
     let available = budget.max_tokens.saturating_sub(budget.reserve_tokens).saturating_sub(fixed);
 
-    let units = history_units(history, counter);
+    let History { messages: history_messages, units } = history_units(history, counter);
     let mut kept_from = units.len();
     let mut spent = 0;
     let mut recent_messages = 0;
+    let mut unit_end = history_messages.len();
     for (index, unit) in units.iter().enumerate().rev() {
         let protected = recent_messages < budget.preserve_recent;
         if !protected && spent + unit.tokens > available {
             break;
         }
         spent += unit.tokens;
-        recent_messages += unit.messages.len();
+        recent_messages += unit_end - unit.start;
+        unit_end = unit.start;
         kept_from = index;
     }
+    let first_kept = units.get(kept_from).map_or(history_messages.len(), |unit| unit.start);
 
-    let mut messages = Vec::with_capacity(2 + units.len() * 2);
+    let mut messages = Vec::with_capacity(2 + history_messages.len() - first_kept);
     messages.push(Arc::new(Message::system(system_prompt)));
-    messages.extend(units.into_iter().skip(kept_from).flat_map(|unit| unit.messages));
+    messages.extend(history_messages[first_kept..].iter().map(|message| Arc::clone(message)));
     messages.push(Arc::new(new_turn.message));
     Context { messages, kept_oldest: kept_from == 0 }
 }
 
+/// The history as a model may see it: its messages in order, in units kept or dropped whole.
+struct History<'a> {
+    messages: Vec<&'a Arc<Message>>,
+    units: Vec<Unit>,
+}
+
+/// A unit: `messages[start..]` up to the next unit's start.
 struct Unit {
-    messages: Vec<Arc<Message>>,
+    start: usize,
     tokens: usize,
 }
 
 /// Groups stored events into units, leaving out what the model must not see: bookkeeping
 /// events, and tool calls whose results never arrived (a turn cut off mid-hop). The messages
-/// are the events' own ([`ChatEvent::message`]), shared, not copied.
-fn history_units(history: &[Arc<ChatEvent>], counter: &TokenCounter) -> Vec<Unit> {
+/// are the events' own ([`ChatEvent::message`]), borrowed: one list for all units, and only
+/// the kept ones are shared into the context.
+fn history_units<'a>(history: &'a [Arc<ChatEvent>], counter: &TokenCounter) -> History<'a> {
+    let mut messages = Vec::with_capacity(history.len());
     let mut units: Vec<Unit> = Vec::new();
     // The ids of the calls whose results are still to come: a message makes a few calls, so a
     // list searched in place costs less than hashing every id.
@@ -101,7 +113,7 @@ fn history_units(history: &[Arc<ChatEvent>], counter: &TokenCounter) -> Vec<Unit
             let call_id = message.tool_call_id.as_deref().unwrap_or_default();
             let answered = open_calls.iter().position(|open| *open == call_id).map(|at| open_calls.swap_remove(at));
             if let Some(unit) = open_unit.as_mut().filter(|_| answered.is_some()) {
-                unit.messages.push(message.clone());
+                messages.push(message);
                 unit.tokens += tokens;
                 if open_calls.is_empty() {
                     units.extend(open_unit.take());
@@ -109,17 +121,23 @@ fn history_units(history: &[Arc<ChatEvent>], counter: &TokenCounter) -> Vec<Unit
             }
             continue;
         }
+        if let Some(unanswered) = open_unit.take() {
+            messages.truncate(unanswered.start);
+        }
         open_calls.clear();
         open_calls.extend(message.tool_calls.iter().map(|call| call.id.as_str()));
-        let unit = Unit { tokens, messages: vec![message.clone()] };
+        let unit = Unit { start: messages.len(), tokens };
+        messages.push(message);
         if open_calls.is_empty() {
-            open_unit = None;
             units.push(unit);
         } else {
             open_unit = Some(unit);
         }
     }
-    units
+    if let Some(unanswered) = open_unit {
+        messages.truncate(unanswered.start);
+    }
+    History { messages, units }
 }
 
 #[cfg(test)]
@@ -222,5 +240,15 @@ mod tests {
             build("sys", &history, new_turn("new", &counter), &[], &counter, &budget(answer_and_most_of_the_group, 0))
                 .messages;
         assert_eq!(contents(&tight), ["sys", "done", "new"], "the call and its result leave together");
+    }
+
+    #[test]
+    fn a_hop_cut_off_between_its_results_is_left_out_with_the_results_it_got() {
+        let counter = TokenCounter::for_model("gpt-4o");
+        let mut two_calls = call("a");
+        two_calls.tool_calls.as_mut().unwrap().push(ToolCall { id: "b".into(), name: "demo__sum".into(), arguments: json!({}) });
+        let history = [user("q", 5), two_calls, result("a"), user("again", 5), answer("done", 5)].map(Arc::new);
+        let built = build("sys", &history, new_turn("new", &counter), &[], &counter, &budget(4000, 1)).messages;
+        assert_eq!(contents(&built), ["sys", "q", "again", "done", "new"]);
     }
 }

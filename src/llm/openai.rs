@@ -89,7 +89,9 @@ pub fn request_body(request: &LlmRequest, settings: &ProviderSettings) -> Bytes 
         tools: request.tools.iter().map(|tool| wire_tool(tool)).collect(),
         stream_options: request.streaming.then_some(StreamOptions { include_usage: true }),
     };
-    Bytes::from(serde_json::to_vec(&body).expect("a request of strings and JSON values serialises"))
+    let mut bytes = Vec::with_capacity(body.encoded_len_hint());
+    serde_json::to_writer(&mut bytes, &body).expect("a request of strings and JSON values serialises");
+    Bytes::from(bytes)
 }
 
 /// The name under which this format keeps a message's or tool's encoding
@@ -149,6 +151,22 @@ struct WireRequest<'a> {
     tools: Vec<WireItem<'a, WireTool<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
+}
+
+impl WireRequest<'_> {
+    /// About the length of the body: the kept encodings' own lengths, and a guess for the
+    /// rest. A context's body runs to tens of kilobytes, which a buffer grown by doubling would
+    /// copy about as many times again.
+    fn encoded_len_hint(&self) -> usize {
+        fn len<Built>(item: &WireItem<'_, Built>) -> usize {
+            match item {
+                WireItem::Encoded(encoded) => encoded.get().len() + 1,
+                WireItem::Built(_) => 256,
+            }
+        }
+        let items: usize = self.messages.iter().map(len).sum::<usize>() + self.tools.iter().map(len).sum::<usize>();
+        items + self.model.len() + 256
+    }
 }
 
 #[derive(Serialize)]
