@@ -246,7 +246,11 @@ mod tests {
     fn a_hop_cut_off_between_its_results_is_left_out_with_the_results_it_got() {
         let counter = TokenCounter::for_model("gpt-4o");
         let mut two_calls = call("a");
-        two_calls.tool_calls.as_mut().unwrap().push(ToolCall { id: "b".into(), name: "demo__sum".into(), arguments: json!({}) });
+        two_calls.tool_calls.as_mut().unwrap().push(ToolCall {
+            id: "b".into(),
+            name: "demo__sum".into(),
+            arguments: json!({}),
+        });
         let history = [user("q", 5), two_calls, result("a"), user("again", 5), answer("done", 5)].map(Arc::new);
         let built = build("sys", &history, new_turn("new", &counter), &[], &counter, &budget(4000, 1)).messages;
         assert_eq!(contents(&built), ["sys", "q", "again", "done", "new"]);
