@@ -1,0 +1,226 @@
+//! tiktoken's encodings, counted without a backtracking regex engine.
+//!
+//! Every tiktoken split pattern has one alternative that looks ahead, `\s+(?!\S)` (a run of
+//! whitespace leaves its last character to the word that follows), and tiktoken-rs's `cl100k`
+//! pattern adds possessive quantifiers. Either makes `fancy_regex` run the whole pattern in its
+//! backtracking VM, which was the largest part of counting a text and a sixth of a plain turn's
+//! instructions. Here the pattern runs in the `regex` crate's automata without that alternative,
+//! and the look-ahead is applied before it: the text is cut where `\s+(?!\S)` ends a piece, and
+//! in each part the pattern's `\s+$` or `\s*[\r\n]+` alternatives end the same pieces at the cut.
+//! The BPE ranks are tiktoken-rs's own, and the counts are its counts (the tests compare them on
+//! random texts).
+
+use std::sync::LazyLock;
+
+use rustc_hash::FxHashMap;
+use tiktoken_rs::{CoreBPE, Rank};
+
+/// tiktoken-rs's `cl100k_base` pattern without its look-ahead alternative, and with greedy
+/// quantifiers for its possessive ones: none of them is followed by anything that could take
+/// back what it matched, so both match the same.
+pub const CL100K_SPLIT: &str =
+    r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s+$|\s*[\r\n]|\s";
+
+/// tiktoken-rs's `o200k_base` pattern without its look-ahead alternative.
+pub const O200K_SPLIT: &str = concat!(
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|\p{N}{1,3}",
+    r"| ?[^\s\p{L}\p{N}]+[\r\n/]*",
+    r"|\s*[\r\n]+",
+    r"|\s+"
+);
+
+/// Ranks in a row that decode to nothing after which no more are looked for: the encodings'
+/// ordinary tokens are numbered without gaps, and only a few special tokens follow them.
+const RANKS_PAST_THE_LAST: Rank = 1024;
+
+/// `cl100k_base`, built on first use (about a tenth of a second).
+pub fn cl100k_base() -> &'static Bpe {
+    static CL100K: LazyLock<Bpe> =
+        LazyLock::new(|| Bpe::new(tiktoken_rs::cl100k_base().expect("tiktoken-rs ships cl100k_base"), CL100K_SPLIT));
+    &CL100K
+}
+
+/// `o200k_base`, built on first use.
+pub fn o200k_base() -> &'static Bpe {
+    static O200K: LazyLock<Bpe> =
+        LazyLock::new(|| Bpe::new(tiktoken_rs::o200k_base().expect("tiktoken-rs ships o200k_base"), O200K_SPLIT));
+    &O200K
+}
+
+/// Ordinary tokens of the largest encoding, `o200k_base`: the ranks are gathered into a table of
+/// this size, never grown.
+const LARGEST_VOCABULARY: usize = 200_000;
+
+/// One encoding: its ranks and its split pattern.
+pub struct Bpe {
+    ranks: FxHashMap<Vec<u8>, Rank>,
+    split: regex::Regex,
+}
+
+impl Bpe {
+    /// Takes the ordinary tokens' ranks out of `encoding` (tiktoken-rs's, built from the tables
+    /// it ships), which is then dropped: only the ranks are kept.
+    fn new(encoding: CoreBPE, split: &str) -> Bpe {
+        let special = encoding.special_tokens();
+        let mut ranks = FxHashMap::with_capacity_and_hasher(LARGEST_VOCABULARY, Default::default());
+        let mut last_found = 0;
+        for rank in 0.. {
+            match encoding.decode_bytes(&[rank]) {
+                Ok(bytes) => {
+                    last_found = rank;
+                    if std::str::from_utf8(&bytes).map_or(true, |text| !special.contains(text)) {
+                        ranks.insert(bytes, rank);
+                    }
+                }
+                Err(_) if rank - last_found > RANKS_PAST_THE_LAST => break,
+                Err(_) => {}
+            }
+        }
+        Bpe { ranks, split: regex::Regex::new(split).expect("the split patterns are valid") }
+    }
+
+    /// Tokens of `text`, its special-token markers counted as the ordinary text they are.
+    pub fn count(&self, text: &str) -> usize {
+        let mut tokens = 0;
+        for_each_part(text, |part| {
+            for piece in self.split.find_iter(part) {
+                let piece = piece.as_str().as_bytes();
+                tokens += if self.ranks.contains_key(piece) {
+                    1
+                } else {
+                    // Every single byte is a token, so a piece not in the ranks is longer.
+                    tiktoken_rs::byte_pair_split(piece, &self.ranks).len()
+                };
+            }
+        });
+        tokens
+    }
+}
+
+/// Calls `part` with the parts of `text` between the places where `\s+(?!\S)` ends a piece.
+/// That alternative matches in a run of whitespace followed by a non-space, after the run's last
+/// line break (the earlier alternatives take everything up to it): when at least two whitespace
+/// characters follow that break, it matches all but the last of them. So the text is cut after
+/// the last line break and before the last character.
+fn for_each_part<'a>(text: &'a str, mut part: impl FnMut(&'a str)) {
+    struct Run {
+        /// Where the whitespace after the run's last line break starts, if it has one.
+        after_break: Option<usize>,
+        /// Where its last character starts.
+        last: usize,
+        /// How many characters follow the last line break (or make the run, without one).
+        after_break_chars: usize,
+    }
+    let mut start = 0;
+    let mut run: Option<Run> = None;
+    for (at, c) in text.char_indices() {
+        if c.is_whitespace() {
+            let run = run.get_or_insert(Run { after_break: None, last: at, after_break_chars: 0 });
+            run.last = at;
+            if c == '\r' || c == '\n' {
+                run.after_break = Some(at + 1);
+                run.after_break_chars = 0;
+            } else {
+                run.after_break_chars += 1;
+            }
+        } else if let Some(Run { after_break, last, after_break_chars }) = run.take()
+            && after_break_chars >= 2
+        {
+            for cut in after_break.into_iter().chain([last]) {
+                part(&text[start..cut]);
+                start = cut;
+            }
+        }
+    }
+    part(&text[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn parts(text: &str) -> Vec<&str> {
+        let mut parts = Vec::new();
+        for_each_part(text, |part| parts.push(part));
+        parts
+    }
+
+    #[test]
+    fn text_is_cut_where_the_look_ahead_ends_a_piece() {
+        assert_eq!(parts("a   b"), ["a  ", " b"]);
+        assert_eq!(parts("a \n  b"), ["a \n", " ", " b"]);
+        assert_eq!(parts("a\n b"), ["a\n b"], "one space after the break: nothing to cut");
+        assert_eq!(parts("a b  "), ["a b  "], "a run at the end is not followed by a non-space");
+        assert_eq!(parts(""), [""]);
+    }
+
+    /// Texts built from the characters the patterns treat differently: spaces of several kinds,
+    /// line breaks, letters of each case and script, digits, punctuation, apostrophes, slashes.
+    fn tricky_text() -> impl Strategy<Value = String> {
+        let alphabet = prop::sample::select(vec![
+            " ",
+            " ",
+            " ",
+            "\t",
+            "\n",
+            "\r",
+            "\r\n",
+            "\u{a0}",
+            "\u{3000}",
+            "a",
+            "Ab",
+            "HELLO",
+            "é",
+            "ß",
+            "中文",
+            "ок",
+            "1",
+            "2024",
+            "!",
+            "?!",
+            "'s",
+            "'LL",
+            "'",
+            "/",
+            ",",
+            ".",
+            "😀",
+            "\u{301}",
+            "<|endoftext|>",
+            "-",
+            "\"",
+        ]);
+        prop::collection::vec(alphabet, 0..40).prop_map(|parts| parts.concat())
+    }
+
+    fn counts_match(text: &str) {
+        let tiktoken = |encoding: &CoreBPE| encoding.encode_ordinary(text).len();
+        assert_eq!(cl100k_base().count(text), tiktoken(tiktoken_rs::cl100k_base_singleton()), "cl100k {text:?}");
+        assert_eq!(o200k_base().count(text), tiktoken(tiktoken_rs::o200k_base_singleton()), "o200k {text:?}");
+    }
+
+    #[test]
+    fn every_ordinary_token_is_kept_and_no_special_one() {
+        // tiktoken numbers the ordinary tokens 0..=100_255 and 0..=199_997; the special ones
+        // (`<|endoftext|>` and the like) come after.
+        assert_eq!(cl100k_base().ranks.len(), 100_256);
+        assert_eq!(o200k_base().ranks.len(), 199_998);
+        assert!(!cl100k_base().ranks.contains_key(b"<|endoftext|>".as_slice()));
+    }
+
+    #[test]
+    fn counts_are_tiktokens_on_a_real_document() {
+        counts_match(include_str!("../../README.md"));
+    }
+
+    proptest! {
+        #[test]
+        fn counts_are_tiktokens(text in tricky_text()) {
+            counts_match(&text);
+        }
+    }
+}
