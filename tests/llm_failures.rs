@@ -128,6 +128,17 @@ async fn a_stream_that_falls_silent_times_out_as_504_after_its_text() {
 }
 
 #[tokio::test]
+async fn a_stream_longer_than_the_timeout_whose_pauses_are_shorter_is_whole() {
+    for kind in KINDS {
+        let chunks = ["one ", "two ", "three ", "four ", "five ", "six"];
+        let mock = mock(json!([{"chunks": chunks, "delay_ms": 120}])).await;
+        let outcome = chat(&provider_with(&mock, kind, 0.3, 2), ask("hi", vec![], true)).await;
+        assert_eq!(outcome.error, None, "{kind:?}: 0.6 s in all, no pause of 0.3 s");
+        assert_eq!(outcome.text(), chunks.concat(), "{kind:?}");
+    }
+}
+
+#[tokio::test]
 async fn an_unreachable_provider_is_retried_then_reported_with_its_address() {
     // A port that was just free: nothing listens there.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

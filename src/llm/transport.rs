@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -352,15 +353,51 @@ fn silence_limited(
     bytes: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
     limit: Duration,
 ) -> impl Stream<Item = Result<Bytes, BodyError>> + Send + Unpin {
-    Box::pin(futures::stream::unfold(Box::pin(bytes), move |mut bytes| async move {
-        let item = match tokio::time::timeout(limit, bytes.next()).await {
-            Err(_) => Err(BodyError::Silent),
-            Ok(None) => return None,
-            Ok(Some(Ok(chunk))) => Ok(chunk),
-            Ok(Some(Err(error))) => Err(BodyError::Transport(error)),
-        };
-        Some((item, bytes))
-    }))
+    let started = Instant::now();
+    SilenceLimited {
+        bytes: Box::pin(bytes),
+        alarm: Box::pin(tokio::time::sleep_until(started + limit)),
+        limit,
+        last_heard: started,
+        done: false,
+    }
+}
+
+/// The body of [`silence_limited`]. A streamed answer arrives in dozens of pieces a second, and
+/// a timer started afresh for each piece is registered with the runtime and taken off again
+/// each time; this one alarm is set once and, when it rings, moved to `limit` after the last
+/// piece heard, so it ends the body only after a silence of `limit`.
+struct SilenceLimited<S> {
+    bytes: Pin<Box<S>>,
+    alarm: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+    last_heard: Instant,
+    done: bool,
+}
+
+impl<S: Stream<Item = reqwest::Result<Bytes>>> Stream for SilenceLimited<S> {
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = this.bytes.as_mut().poll_next(cx) {
+            this.last_heard = Instant::now();
+            this.done = item.is_none();
+            return Poll::Ready(item.map(|item| item.map_err(BodyError::Transport)));
+        }
+        while this.alarm.as_mut().poll(cx).is_ready() {
+            let due = this.last_heard + this.limit;
+            if due <= Instant::now() {
+                this.done = true;
+                return Poll::Ready(Some(Err(BodyError::Silent)));
+            }
+            this.alarm.as_mut().reset(due);
+        }
+        Poll::Pending
+    }
 }
 
 /// The provider's own words from an error body: the `message` of the shapes OpenAI-compatible
