@@ -4,14 +4,16 @@
 //! whitespace leaves its last character to the word that follows), and tiktoken-rs's `cl100k`
 //! pattern adds possessive quantifiers. Either makes `fancy_regex` run the whole pattern in its
 //! backtracking VM, which was the largest part of counting a text and a sixth of a plain turn's
-//! instructions. Here the pattern runs in the `regex` crate's automata without that alternative,
+//! instructions. Here the pattern runs in `regex-automata`'s engines without that alternative,
 //! and the look-ahead is applied before it: the text is cut where `\s+(?!\S)` ends a piece, and
 //! in each part the pattern's `\s+$` or `\s*[\r\n]+` alternatives end the same pieces at the cut.
 //! The BPE ranks are tiktoken-rs's own, and the counts are its counts (the tests compare them on
 //! random texts).
 
+use std::cell::RefCell;
 use std::sync::LazyLock;
 
+use regex_automata::{Input, meta};
 use rustc_hash::FxHashMap;
 use tiktoken_rs::{CoreBPE, Rank};
 
@@ -38,14 +40,14 @@ const RANKS_PAST_THE_LAST: Rank = 1024;
 /// `cl100k_base`, built on first use (about a tenth of a second).
 pub fn cl100k_base() -> &'static Bpe {
     static CL100K: LazyLock<Bpe> =
-        LazyLock::new(|| Bpe::new(tiktoken_rs::cl100k_base().expect("tiktoken-rs ships cl100k_base"), CL100K_SPLIT));
+        LazyLock::new(|| Bpe::new(tiktoken_rs::cl100k_base().expect("tiktoken-rs ships cl100k_base"), CL100K_SPLIT, 0));
     &CL100K
 }
 
 /// `o200k_base`, built on first use.
 pub fn o200k_base() -> &'static Bpe {
     static O200K: LazyLock<Bpe> =
-        LazyLock::new(|| Bpe::new(tiktoken_rs::o200k_base().expect("tiktoken-rs ships o200k_base"), O200K_SPLIT));
+        LazyLock::new(|| Bpe::new(tiktoken_rs::o200k_base().expect("tiktoken-rs ships o200k_base"), O200K_SPLIT, 1));
     &O200K
 }
 
@@ -53,16 +55,43 @@ pub fn o200k_base() -> &'static Bpe {
 /// this size, never grown.
 const LARGEST_VOCABULARY: usize = 200_000;
 
-/// One encoding: its ranks and its split pattern.
+/// Text the split pattern's caches are warmed with at start: every letter in lower and upper
+/// case inside words and after spaces, contractions, digits, dates, punctuation, a JSON object,
+/// line breaks and indentation, a few non-Latin letters. (The lazy DFA computes a transition
+/// per state and byte class the first time a text needs it; letters fall into several classes.)
+const WARM_UP_TEXT: &str = "The quick brown fox jumps over the lazy dog. THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG!\n\
+    Sphinx of black quartz, judge my vow; Jackdaws love my big sphinx of quartz? It's I'm we'll \
+    A well-known answer: ask me about this, or call a tool and I will read the notes for you. \
+    they've you'd we're DON'T. In 2026-11-21 the sum of 2+3 is 5 (about 17.5%, #4 @ $9).\n\n  \
+    - Item one: \"quoted\" [x/y] <a> a_b `c` ~d* e=f|g\\h ^i & j'k\n\
+    {\"a\": 2, \"b\": [3, 4.5], \"ok\": true, \"name\": \"demo__sum\"}\tÉté, straße, Привет, 你好 — done…\r\n";
+
+/// Encodings a thread keeps split caches for ([`Bpe::slot`]).
+const ENCODINGS: usize = 2;
+
+thread_local! {
+    /// This thread's cache of each encoding's split pattern: kept by the thread that uses it, as
+    /// the `regex` crate keeps its own, but started as a copy of the warmed one.
+    static SPLIT_CACHES: RefCell<[Option<meta::Cache>; ENCODINGS]> = const { RefCell::new([None, None]) };
+}
+
+/// One encoding: its ranks, its split pattern and a warmed cache of that pattern.
 pub struct Bpe {
     ranks: FxHashMap<Vec<u8>, Rank>,
-    split: regex::Regex,
+    split: meta::Regex,
+    /// The split pattern's lazy DFA builds its states as texts need them, which for the first
+    /// sentence takes most of a millisecond; a thread starting with an empty cache (as with the
+    /// `regex` crate's per-thread caches) paid it on each worker's first turns. This one is
+    /// warmed at start, and each thread's first count copies it.
+    warm_cache: meta::Cache,
+    /// This encoding's place in [`SPLIT_CACHES`].
+    slot: usize,
 }
 
 impl Bpe {
     /// Takes the ordinary tokens' ranks out of `encoding` (tiktoken-rs's, built from the tables
     /// it ships), which is then dropped: only the ranks are kept.
-    fn new(encoding: CoreBPE, split: &str) -> Bpe {
+    fn new(encoding: CoreBPE, split: &str, slot: usize) -> Bpe {
         let special = encoding.special_tokens();
         let mut ranks = FxHashMap::with_capacity_and_hasher(LARGEST_VOCABULARY, Default::default());
         let mut last_found = 0;
@@ -78,15 +107,31 @@ impl Bpe {
                 Err(_) => {}
             }
         }
-        Bpe { ranks, split: regex::Regex::new(split).expect("the split patterns are valid") }
+        let split = meta::Regex::new(split).expect("the split patterns are valid");
+        let mut warm_cache = split.create_cache();
+        let mut bpe = Bpe { ranks, warm_cache: split.create_cache(), split, slot };
+        bpe.count_with(&mut warm_cache, WARM_UP_TEXT);
+        bpe.warm_cache = warm_cache;
+        bpe
     }
 
     /// Tokens of `text`, its special-token markers counted as the ordinary text they are.
     pub fn count(&self, text: &str) -> usize {
+        SPLIT_CACHES.with_borrow_mut(|caches| {
+            let cache = caches[self.slot].get_or_insert_with(|| self.warm_cache.clone());
+            self.count_with(cache, text)
+        })
+    }
+
+    fn count_with(&self, cache: &mut meta::Cache, text: &str) -> usize {
         let mut tokens = 0;
         for_each_part(text, |part| {
-            for piece in self.split.find_iter(part) {
-                let piece = piece.as_str().as_bytes();
+            let mut input = Input::new(part);
+            // Every alternative of the patterns matches at least one character, so each search
+            // starts past the last match and the loop ends.
+            while let Some(found) = self.split.search_with(cache, &input) {
+                input.set_start(found.end());
+                let piece = &part.as_bytes()[found.range()];
                 tokens += if self.ranks.contains_key(piece) {
                     1
                 } else {
