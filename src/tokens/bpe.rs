@@ -86,11 +86,18 @@ pub struct Bpe {
     warm_cache: meta::Cache,
     /// This encoding's place in [`SPLIT_CACHES`].
     slot: usize,
+    /// tiktoken-rs's own encoder, for pieces of [`LONG_PIECE`] bytes or more: the merge
+    /// tiktoken-rs exports is quadratic in a piece's length, its encoder switches to a heap for
+    /// long pieces (a megabyte of tool output without a space would otherwise take minutes).
+    tiktoken: CoreBPE,
 }
+
+/// The piece length from which tiktoken-rs merges with a heap.
+const LONG_PIECE: usize = 100;
 
 impl Bpe {
     /// Takes the ordinary tokens' ranks out of `encoding` (tiktoken-rs's, built from the tables
-    /// it ships), which is then dropped: only the ranks are kept.
+    /// it ships), which is kept for long pieces.
     fn new(encoding: CoreBPE, split: &str, slot: usize) -> Bpe {
         let special = encoding.special_tokens();
         let mut ranks = FxHashMap::with_capacity_and_hasher(LARGEST_VOCABULARY, Default::default());
@@ -109,7 +116,7 @@ impl Bpe {
         }
         let split = meta::Regex::new(split).expect("the split patterns are valid");
         let mut warm_cache = split.create_cache();
-        let mut bpe = Bpe { ranks, warm_cache: split.create_cache(), split, slot };
+        let mut bpe = Bpe { ranks, warm_cache: split.create_cache(), split, slot, tiktoken: encoding };
         bpe.count_with(&mut warm_cache, WARM_UP_TEXT);
         bpe.warm_cache = warm_cache;
         bpe
@@ -131,12 +138,15 @@ impl Bpe {
             // starts past the last match and the loop ends.
             while let Some(found) = self.split.search_with(cache, &input) {
                 input.set_start(found.end());
-                let piece = &part.as_bytes()[found.range()];
-                tokens += if self.ranks.contains_key(piece) {
+                let piece = &part[found.range()];
+                tokens += if self.ranks.contains_key(piece.as_bytes()) {
                     1
+                } else if piece.len() >= LONG_PIECE {
+                    // A piece is split by the patterns into itself alone.
+                    self.tiktoken.encode_ordinary(piece).len()
                 } else {
                     // Every single byte is a token, so a piece not in the ranks is longer.
-                    tiktoken_rs::byte_pair_split(piece, &self.ranks).len()
+                    tiktoken_rs::byte_pair_split(piece.as_bytes(), &self.ranks).len()
                 };
             }
         });
@@ -255,6 +265,15 @@ mod tests {
         assert_eq!(cl100k_base().ranks.len(), 100_256);
         assert_eq!(o200k_base().ranks.len(), 199_998);
         assert!(!cl100k_base().ranks.contains_key(b"<|endoftext|>".as_slice()));
+    }
+
+    #[test]
+    fn a_long_piece_without_spaces_counts_as_tiktoken_counts_it() {
+        let word = "abcdefghij".repeat(2_000);
+        let digits_and_marks = "1+2=3;".repeat(5_000);
+        for text in [word, digits_and_marks] {
+            counts_match(&text);
+        }
     }
 
     #[test]
