@@ -11,6 +11,8 @@
 //! random texts).
 
 use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::LazyLock;
 
 use regex_automata::{Input, meta};
@@ -75,10 +77,9 @@ thread_local! {
     static SPLIT_CACHES: RefCell<[Option<meta::Cache>; ENCODINGS]> = const { RefCell::new([None, None]) };
 }
 
-/// One encoding: its ranks, its split pattern and a warmed cache of that pattern.
+/// One encoding: its tables and a warmed cache of its split pattern.
 pub struct Bpe {
-    ranks: FxHashMap<Vec<u8>, Rank>,
-    split: meta::Regex,
+    tables: Tables,
     /// The split pattern's lazy DFA builds its states as texts need them, which for the first
     /// sentence takes most of a millisecond; a thread starting with an empty cache (as with the
     /// `regex` crate's per-thread caches) paid it on each worker's first turns. This one is
@@ -86,18 +87,17 @@ pub struct Bpe {
     warm_cache: meta::Cache,
     /// This encoding's place in [`SPLIT_CACHES`].
     slot: usize,
-    /// tiktoken-rs's own encoder, for pieces of [`LONG_PIECE`] bytes or more: the merge
-    /// tiktoken-rs exports is quadratic in a piece's length, its encoder switches to a heap for
-    /// long pieces (a megabyte of tool output without a space would otherwise take minutes).
-    tiktoken: CoreBPE,
 }
 
-/// The piece length from which tiktoken-rs merges with a heap.
-const LONG_PIECE: usize = 100;
+/// What counting a text needs besides a cache: the ordinary tokens' ranks and the split pattern.
+struct Tables {
+    ranks: FxHashMap<Vec<u8>, Rank>,
+    split: meta::Regex,
+}
 
 impl Bpe {
     /// Takes the ordinary tokens' ranks out of `encoding` (tiktoken-rs's, built from the tables
-    /// it ships), which is kept for long pieces.
+    /// it ships); the encoding itself is dropped, as its own regex is the one not to run.
     fn new(encoding: CoreBPE, split: &str, slot: usize) -> Bpe {
         let special = encoding.special_tokens();
         let mut ranks = FxHashMap::with_capacity_and_hasher(LARGEST_VOCABULARY, Default::default());
@@ -114,23 +114,23 @@ impl Bpe {
                 Err(_) => {}
             }
         }
-        let split = meta::Regex::new(split).expect("the split patterns are valid");
-        let mut warm_cache = split.create_cache();
-        let mut bpe = Bpe { ranks, warm_cache: split.create_cache(), split, slot, tiktoken: encoding };
-        bpe.count_with(&mut warm_cache, WARM_UP_TEXT);
-        bpe.warm_cache = warm_cache;
-        bpe
+        let tables = Tables { ranks, split: meta::Regex::new(split).expect("the split patterns are valid") };
+        let mut warm_cache = tables.split.create_cache();
+        tables.count(&mut warm_cache, WARM_UP_TEXT);
+        Bpe { tables, warm_cache, slot }
     }
 
     /// Tokens of `text`, its special-token markers counted as the ordinary text they are.
     pub fn count(&self, text: &str) -> usize {
         SPLIT_CACHES.with_borrow_mut(|caches| {
             let cache = caches[self.slot].get_or_insert_with(|| self.warm_cache.clone());
-            self.count_with(cache, text)
+            self.tables.count(cache, text)
         })
     }
+}
 
-    fn count_with(&self, cache: &mut meta::Cache, text: &str) -> usize {
+impl Tables {
+    fn count(&self, cache: &mut meta::Cache, text: &str) -> usize {
         let mut tokens = 0;
         for_each_part(text, |part| {
             let mut input = Input::new(part);
@@ -138,20 +138,67 @@ impl Bpe {
             // starts past the last match and the loop ends.
             while let Some(found) = self.split.search_with(cache, &input) {
                 input.set_start(found.end());
-                let piece = &part[found.range()];
-                tokens += if self.ranks.contains_key(piece.as_bytes()) {
-                    1
-                } else if piece.len() >= LONG_PIECE {
-                    // A piece is split by the patterns into itself alone.
-                    self.tiktoken.encode_ordinary(piece).len()
-                } else {
-                    // Every single byte is a token, so a piece not in the ranks is longer.
-                    tiktoken_rs::byte_pair_split(piece.as_bytes(), &self.ranks).len()
-                };
+                let piece = part[found.range()].as_bytes();
+                tokens += if self.ranks.contains_key(piece) { 1 } else { merged_len(piece, &self.ranks) };
             }
         });
         tokens
     }
+}
+
+/// How many tokens the byte-pair merge makes of `piece`, a piece of two bytes or more that is
+/// not one token itself (every single byte is one). The merge joins the neighbouring pair of
+/// lowest rank, the leftmost among equals, until no pair is a token. tiktoken-rs exports only a
+/// merge that looks for that pair among all of them each time, quadratic in the length: a
+/// megabyte of tool output without a space took minutes. Here the pairs wait in a heap, as in
+/// tiktoken's own encoder for long pieces, and only the count is kept.
+fn merged_len(piece: &[u8], ranks: &FxHashMap<Vec<u8>, Rank>) -> usize {
+    /// A token of the merge so far, at its start's index.
+    struct Part {
+        /// The previous part's start.
+        previous: usize,
+        end: usize,
+        /// The rank of this part joined with the next, `Rank::MAX` when that is no token (or
+        /// this part was joined into the previous one).
+        joined_rank: Rank,
+    }
+    let rank_of = |start: usize, end: usize| ranks.get(&piece[start..end]).copied().unwrap_or(Rank::MAX);
+    let mut parts: Vec<Part> = (0..piece.len())
+        .map(|start| Part { previous: start.wrapping_sub(1), end: start + 1, joined_rank: Rank::MAX })
+        .collect();
+    let mut pairs = BinaryHeap::with_capacity(piece.len());
+    let consider = |parts: &mut [Part], pairs: &mut BinaryHeap<Reverse<(Rank, usize)>>, start: usize| {
+        let next = parts[start].end;
+        let rank = if next < piece.len() { rank_of(start, parts[next].end) } else { Rank::MAX };
+        parts[start].joined_rank = rank;
+        if rank != Rank::MAX {
+            pairs.push(Reverse((rank, start)));
+        }
+    };
+    for start in 0..piece.len() {
+        consider(&mut parts, &mut pairs, start);
+    }
+    let mut tokens = piece.len();
+    while let Some(Reverse((rank, start))) = pairs.pop() {
+        // A pair whose parts have changed since it was pushed has another rank now, or none.
+        if rank != parts[start].joined_rank {
+            continue;
+        }
+        let joined = parts[start].end;
+        let after = parts[joined].end;
+        parts[start].end = after;
+        parts[joined].joined_rank = Rank::MAX;
+        if after < piece.len() {
+            parts[after].previous = start;
+        }
+        tokens -= 1;
+        consider(&mut parts, &mut pairs, start);
+        if start > 0 {
+            let previous = parts[start].previous;
+            consider(&mut parts, &mut pairs, previous);
+        }
+    }
+    tokens
 }
 
 /// Calls `part` with the parts of `text` between the places where `\s+(?!\S)` ends a piece.
@@ -262,9 +309,9 @@ mod tests {
     fn every_ordinary_token_is_kept_and_no_special_one() {
         // tiktoken numbers the ordinary tokens 0..=100_255 and 0..=199_997; the special ones
         // (`<|endoftext|>` and the like) come after.
-        assert_eq!(cl100k_base().ranks.len(), 100_256);
-        assert_eq!(o200k_base().ranks.len(), 199_998);
-        assert!(!cl100k_base().ranks.contains_key(b"<|endoftext|>".as_slice()));
+        assert_eq!(cl100k_base().tables.ranks.len(), 100_256);
+        assert_eq!(o200k_base().tables.ranks.len(), 199_998);
+        assert!(!cl100k_base().tables.ranks.contains_key(b"<|endoftext|>".as_slice()));
     }
 
     #[test]
@@ -285,6 +332,13 @@ mod tests {
         #[test]
         fn counts_are_tiktokens(text in tricky_text()) {
             counts_match(&text);
+        }
+
+        /// Words of up to 300 letters: pieces that take many merges, on both sides of the
+        /// length from which tiktoken-rs merges with a heap.
+        #[test]
+        fn merges_of_long_words_are_tiktokens(word in "[a-zA-Z]{2,300}") {
+            counts_match(&word);
         }
     }
 }
