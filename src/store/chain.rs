@@ -21,9 +21,15 @@ const HASH_KEY: &[u8] = b",\"hash\":\"";
 /// How a line serialised with an empty `hash` ends.
 const EMPTY_HASH_SUFFIX: &[u8] = b",\"hash\":\"\"}";
 
-/// The current time as the store writes it: UTC, microseconds, `Z`.
+/// The current time as the store writes it: UTC, microseconds, `Z`
+/// (`2026-11-22T01:17:05.947893Z`). Written by chrono's RFC 3339 writer rather than a format
+/// string, which is parsed again at every call (two events a turn).
 pub fn timestamp_now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    timestamp_of(chrono::Utc::now())
+}
+
+fn timestamp_of(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// The UTC day (`YYYY-MM-DD`) of a timestamp as the store writes it.
@@ -197,6 +203,18 @@ impl Staging {
 mod tests {
     use super::*;
     use serde_json::{Map, json};
+
+    #[test]
+    fn timestamps_are_utc_with_six_digits_of_the_second_and_z() {
+        use chrono::TimeZone;
+        let on_the_second = chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        assert_eq!(timestamp_of(on_the_second), "2026-01-02T03:04:05.000000Z");
+        let sub_micro = on_the_second + chrono::Duration::nanoseconds(7_999);
+        assert_eq!(timestamp_of(sub_micro), "2026-01-02T03:04:05.000007Z", "truncated, not rounded");
+        let now = chrono::Utc::now();
+        assert_eq!(timestamp_of(now), now.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+        assert_eq!(utc_day(&timestamp_of(now)), now.format("%Y-%m-%d").to_string());
+    }
 
     struct Empty;
     impl Ledger for Empty {
