@@ -295,12 +295,16 @@ impl Turn<'_> {
         let mut finish = FinishReason::Stop;
         let mut held = HeldText::new(self.service.settings.streaming.min_text_interval);
         let mut read_ahead = None;
+        // Watched for the whole call: a watch made per streamed event registers and unregisters
+        // with the token dozens of times an answer.
+        let cancelled = self.request.cancel.clone().cancelled_owned();
+        tokio::pin!(cancelled);
         loop {
             let event = match read_ahead.take() {
                 Some(event) => event,
                 None => tokio::select! {
                     biased;
-                    _ = self.request.cancel.cancelled() => {
+                    () = &mut cancelled => {
                         self.send_text(held.take(Instant::now()));
                         return Err(self.interruption());
                     }

@@ -102,6 +102,11 @@ impl Connection {
     async fn send(&self, frame: SerializedMessage) -> bool {
         // A frame larger than the whole budget waits for all of it, so it still goes out alone.
         let cost = u32::try_from(frame.len()).unwrap_or(u32::MAX).clamp(1, self.budget_bytes);
+        // While the client keeps up the budget has room: the frame is queued without the timer
+        // and the closing watch that waiting needs, each registered and taken off per frame.
+        if let Ok(permit) = self.budget.clone().try_acquire_many_owned(cost) {
+            return self.queue.unbounded_send(Queued { frame, _budget: permit }).is_ok();
+        }
         let permit = tokio::select! {
             permit = tokio::time::timeout(self.slow_client_timeout, self.budget.clone().acquire_many_owned(cost)) => permit,
             _ = self.closing.cancelled() => return false,
@@ -267,13 +272,16 @@ async fn write_frames(
     connection: Arc<Connection>,
 ) {
     let mut batch = Vec::new();
+    // One watch for the whole connection rather than one registered per frame.
+    let closing = connection.closing.clone().cancelled_owned();
+    tokio::pin!(closing);
     // Queued frames go out before the close: a drained turn's last messages reach the client.
     // Only a client that does not read loses them, after the close timeout.
     loop {
         let queued = tokio::select! {
             biased;
             queued = outgoing.next() => queued,
-            _ = connection.closing.cancelled() => break,
+            () = &mut closing => break,
         };
         let Some(queued) = queued else { break };
         batch.push(queued);
@@ -283,7 +291,7 @@ async fn write_frames(
             tokio::pin!(write);
             tokio::select! {
                 written = &mut write => written,
-                _ = connection.closing.cancelled() => match tokio::time::timeout(connection.close_window(), &mut write).await {
+                () = &mut closing => match tokio::time::timeout(connection.close_window(), &mut write).await {
                     Ok(written) => written,
                     Err(_) => break,
                 },
@@ -424,9 +432,11 @@ fn in_flight_limit(limit: usize) -> ErrorBody {
 /// Copies a request's messages to the socket until the request ends or the socket goes.
 async fn forward(Subscription { run, from }: Subscription, connection: Arc<Connection>) {
     let mut cursor = from;
+    let closing = connection.closing.clone().cancelled_owned();
+    tokio::pin!(closing);
     loop {
         let next = tokio::select! {
-            _ = connection.closing.cancelled() => return,
+            () = &mut closing => return,
             next = run.next(cursor) => next,
         };
         let Some((messages, next_cursor)) = next else { return };
