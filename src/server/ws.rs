@@ -104,23 +104,33 @@ impl Connection {
         let cost = u32::try_from(frame.len()).unwrap_or(u32::MAX).clamp(1, self.budget_bytes);
         // While the client keeps up the budget has room: the frame is queued without the timer
         // and the closing watch that waiting needs, each registered and taken off per frame.
-        if let Ok(permit) = self.budget.clone().try_acquire_many_owned(cost) {
-            return self.queue.unbounded_send(Queued { frame, _budget: permit }).is_ok();
-        }
+        let permit = match self.budget.clone().try_acquire_many_owned(cost) {
+            Ok(permit) => permit,
+            Err(_) => match self.wait_for_budget(cost).await {
+                Some(permit) => permit,
+                None => return false,
+            },
+        };
+        self.queue.unbounded_send(Queued { frame, _budget: permit }).is_ok()
+    }
+
+    /// Waits for `cost` bytes of the budget; `None` once the connection is gone, or after
+    /// closing it when the budget stayed spent for `websocket.slow_client_timeout`.
+    async fn wait_for_budget(&self, cost: u32) -> Option<OwnedSemaphorePermit> {
         let permit = tokio::select! {
             permit = tokio::time::timeout(self.slow_client_timeout, self.budget.clone().acquire_many_owned(cost)) => permit,
-            _ = self.closing.cancelled() => return false,
+            _ = self.closing.cancelled() => return None,
         };
         match permit {
-            Ok(Ok(permit)) => self.queue.unbounded_send(Queued { frame, _budget: permit }).is_ok(),
-            Ok(Err(_closed)) => false,
+            Ok(Ok(permit)) => Some(permit),
+            Ok(Err(_closed)) => None,
             Err(_) => {
                 tracing::warn!(
                     buffered_bytes = self.budget_bytes,
                     "client stopped reading; disconnecting it (websocket.slow_client_timeout)"
                 );
                 self.close(CLOSE_POLICY, "client too slow: its send buffer stayed full");
-                false
+                None
             }
         }
     }
